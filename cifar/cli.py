@@ -1,0 +1,181 @@
+"""Command line: `python -m cifar fetch | extract | train | evaluate | runs | predict | jobs`.
+
+Hyperparameters are given as `--key value` pairs and go through the same typed config as the
+dashboard, e.g. `python -m cifar train transfer --resize bilinear --epochs 20`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from cifar.config import CONFIG_TYPES, ConfigError, field_table, parse_config
+
+
+def parse_overrides(tokens: Sequence[str]) -> dict[str, str]:
+    """`--key value --other-key value` -> {"key": "value", "other_key": "value"}."""
+    overrides: dict[str, str] = {}
+    tokens = list(tokens)
+    while tokens:
+        key = tokens.pop(0)
+        if not key.startswith("--"):
+            raise ConfigError(f"expected --key value, got {key!r}")
+        key = key[2:]
+        if "=" in key:
+            key, value = key.split("=", 1)
+        elif tokens and not tokens[0].startswith("--"):
+            value = tokens.pop(0)
+        else:
+            raise ConfigError(f"--{key}: missing value")
+        overrides[key.replace("-", "_")] = value
+    return overrides
+
+
+def _fields_help(model: str) -> str:
+    lines = [f"{model} hyperparameters (--key value):"]
+    for row in field_table(model):
+        bounds = " ".join(f"{k}={row[k]}" for k in ("ge", "gt", "le", "lt") if k in row)
+        choices = f" one of {row['choices']}" if row["choices"] else ""
+        lines.append(f"  --{row['name'].replace('_', '-'):26} default {row['default']!r}{choices} {bounds}")
+    return "\n".join(lines)
+
+
+def cmd_fetch(args, _extra) -> int:
+    """python -m cifar fetch  (downloads and verifies CIFAR-10 and the InceptionV3 weights)"""
+    from cifar.assets import load_cifar10, load_inception_weights
+
+    data = load_cifar10()
+    print(f"CIFAR-10: {len(data.x_train)} train / {len(data.x_test)} test images, sha256 verified")
+    weights = load_inception_weights(args.weights)
+    print(f"InceptionV3 weights ({weights.source}): {weights.path} sha256 {weights.sha256[:16]}")
+    return 0
+
+
+def cmd_extract(args, extra) -> int:
+    """python -m cifar extract --resize bilinear --architecture exact2015 [--tta-flip true]"""
+    from cifar.features import extract_for_config
+
+    config = parse_config("transfer", parse_overrides(extra))
+    extract_for_config(config, limit=args.limit, log=print)
+    return 0
+
+
+def cmd_train(args, extra) -> int:
+    """python -m cifar train baseline|transfer [--run-id NAME] [--key value ...]"""
+    from cifar.train import train
+
+    config = parse_config(args.model, parse_overrides(extra))
+    run_dir = train(config, run_id=args.run_id, limit=args.limit, extract_missing=args.extract)
+    print(f"run written to {run_dir}")
+    print(json.dumps(json.loads((run_dir / "metrics.json").read_text()), indent=2))
+    return 0
+
+
+def cmd_evaluate(args, _extra) -> int:
+    """python -m cifar evaluate transfer-reference"""
+    from cifar.evaluate import evaluate_run
+    from cifar.runs import load_run
+
+    report = evaluate_run(load_run(args.run))
+    print(f"test accuracy {report.accuracy:.4f}\n")
+    print(report.per_class.round(4).to_string())
+    print("\nmost confused (true -> predicted, count):")
+    print(report.most_confused.head(10).to_string(index=False))
+    return 0
+
+
+def cmd_runs(args, _extra) -> int:
+    """python -m cifar runs"""
+    from cifar.runs import runs_table
+
+    table = runs_table()
+    if table.empty:
+        print("no runs yet: `python -m cifar train baseline` makes one")
+    else:
+        print(table.to_string(index=False))
+    return 0
+
+
+def cmd_predict(args, _extra) -> int:
+    """python -m cifar predict transfer-best photo.jpg"""
+    from cifar.predict import ImageError, Predictor
+
+    try:
+        result = Predictor.for_run(args.run).predict_file(args.image, top_k=args.top_k)
+    except ImageError as error:
+        print(f"cannot read {args.image}: {error}", file=sys.stderr)
+        return 2
+    for label, probability in result:
+        print(f"{label:12} {probability:7.2%}")
+    return 0
+
+
+def cmd_jobs(args, _extra) -> int:
+    """python -m cifar jobs  (background jobs and their state)"""
+    from cifar.jobs import list_jobs
+
+    for job in list_jobs():
+        print(f"{job.run_id:40} {job.state:10} {job.progress:6.1%}  {job.message}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cifar", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    fetch = sub.add_parser("fetch", help="download, verify and cache the data and weights")
+    fetch.add_argument("--weights", default="auto", choices=["auto", "keras", "google2015"])
+    fetch.set_defaults(func=cmd_fetch)
+
+    extract = sub.add_parser(
+        "extract", help="cache the frozen base's features for a transfer config",
+        epilog=_fields_help("transfer"), formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    extract.add_argument("--limit", type=int, default=None, help="first N train and test images only")
+    extract.set_defaults(func=cmd_extract)
+
+    train = sub.add_parser(
+        "train", help="train a model and write a run folder",
+        epilog="\n\n".join(_fields_help(m) for m in CONFIG_TYPES),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("model", choices=sorted(CONFIG_TYPES))
+    train.add_argument("--run-id", default=None, help="folder name under artifacts/runs/")
+    train.add_argument("--limit", type=int, default=None, help="first N train and test images only")
+    train.add_argument(
+        "--extract", action=argparse.BooleanOptionalAction, default=True,
+        help="extract missing features first (transfer)",
+    )
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="per-class metrics of a run")
+    evaluate.add_argument("run")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    sub.add_parser("runs", help="table of runs").set_defaults(func=cmd_runs)
+    sub.add_parser("jobs", help="background jobs").set_defaults(func=cmd_jobs)
+
+    predict = sub.add_parser("predict", help="classify an image with a run's model")
+    predict.add_argument("run")
+    predict.add_argument("image")
+    predict.add_argument("--top-k", type=int, default=3)
+    predict.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command not in ("train", "extract"):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from cifar.assets import AssetError
+    from cifar.features import FeaturesMissing
+    from cifar.runs import RunError
+
+    try:
+        return args.func(args, extra)
+    except (ConfigError, RunError, AssetError, FeaturesMissing) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

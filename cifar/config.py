@@ -1,0 +1,177 @@
+"""Typed hyperparameters, one config per model family, defaults equal to the reference write-up.
+
+The CLI and the dashboard both go through `parse_config`, which converts strings and rejects
+bad values with a message naming the field and its allowed range.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CLASS_NAMES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+NUM_CLASSES = len(CLASS_NAMES)
+IMAGE_SHAPE = (32, 32, 3)
+
+# The reference write-up's figures (CIFAR-10, 50k train / 10k test).
+REFERENCE_FIGURES = {
+    "baseline": {"train_accuracy": None, "test_accuracy": 0.711},
+    "transfer": {"train_accuracy": 0.8551, "test_accuracy": 0.8375},
+}
+
+
+def keras_home() -> Path:
+    """Where data, backbone weights and feature caches live (never in git)."""
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+
+
+def artifacts_dir() -> Path:
+    """Root of run folders; `CIFAR_ARTIFACTS` overrides it (tests, several checkouts)."""
+    default = Path(__file__).resolve().parent.parent / "artifacts"
+    return Path(os.environ.get("CIFAR_ARTIFACTS", default))
+
+
+class ConfigError(ValueError):
+    """A hyperparameter was refused; the message names the field and the allowed values."""
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, strict=False)
+
+    # Shared training settings.
+    epochs: int = Field(10, ge=1, le=500, description="passes over the training split")
+    batch_size: int = Field(64, ge=1, le=4096, description="images per gradient step")
+    optimizer: Literal["adam", "sgd", "rmsprop", "adamw"] = "adam"
+    learning_rate: float = Field(1e-3, gt=0, le=10, description="optimizer step size")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross-entropy label smoothing")
+    weight_decay: float = Field(0.0, ge=0, le=1, description="L2 penalty on kernels")
+    validation_size: int = Field(
+        5000, ge=0, le=25000, description="training images held out for curves and early stopping"
+    )
+    early_stopping_patience: int = Field(
+        0, ge=0, le=100, description="epochs without val_loss improvement before stopping (0: off)"
+    )
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+class BaselineConfig(_Config):
+    """From-scratch CNN. Default: the classic TensorFlow tutorial CNN (about 70 % test)."""
+
+    model: Literal["baseline"] = "baseline"
+    architecture: Literal["tutorial", "resnet"] = Field(
+        "tutorial", description="tutorial: 3 conv layers; resnet: a fast residual net (airbench-like)"
+    )
+    width: int = Field(64, ge=8, le=512, description="resnet base width (channels)")
+    augment: bool = Field(False, description="random flip + 4 px translate during training")
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class TransferConfig(_Config):
+    """Frozen InceptionV3 + dense head. Defaults: exactly the reference write-up's model."""
+
+    model: Literal["transfer"] = "transfer"
+    weights: Literal["auto", "keras", "google2015"] = Field(
+        "auto", description="ImageNet weights: Keras' download, else Google's 2015 release"
+    )
+    architecture: Literal["keras", "exact2015"] = Field(
+        "keras", description="exact2015: max pool in the last block's pool branch, as in 2015"
+    )
+    resize: Literal["upsample7", "bilinear", "bicubic", "nearest"] = Field(
+        "upsample7", description="upsample7: UpSampling2D(7), 32 -> 224 px, as the reference"
+    )
+    input_size: int = Field(224, ge=75, le=512, description="side of the base's input in px")
+    flip_features: bool = Field(False, description="add horizontally flipped training images")
+    tta_flip: bool = Field(False, description="average test predictions over the image and its flip")
+    head_units: int = Field(256, ge=1, le=8192, description="width of the Dense(relu) layer")
+    dropout: float = Field(0.5, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _upsample_needs_224(self) -> TransferConfig:
+        if self.resize == "upsample7" and self.input_size != 224:
+            raise ValueError("resize='upsample7' gives 32*7 = 224 px; set input_size=224")
+        return self
+
+    @property
+    def feature_spec(self) -> dict[str, Any]:
+        """Everything that changes the frozen base's output (names the feature cache)."""
+        return {
+            "architecture": self.architecture,
+            "resize": self.resize,
+            "input_size": self.input_size,
+        }
+
+
+CONFIG_TYPES: dict[str, type[_Config]] = {"baseline": BaselineConfig, "transfer": TransferConfig}
+
+
+def field_table(model: str) -> list[dict[str, Any]]:
+    """Name, type, default, bounds and help of every field (for forms and `--help`)."""
+    rows = []
+    for name, info in CONFIG_TYPES[model].model_fields.items():
+        if name == "model":
+            continue
+        bounds = {}
+        for meta in info.metadata:
+            for key in ("ge", "gt", "le", "lt"):
+                if hasattr(meta, key):
+                    bounds[key] = getattr(meta, key)
+        annotation = info.annotation
+        choices = list(getattr(annotation, "__args__", ())) if _is_literal(annotation) else None
+        rows.append(
+            {
+                "name": name,
+                "type": "choice" if choices else annotation.__name__,
+                "default": info.default,
+                "choices": choices,
+                "help": info.description or "",
+                **bounds,
+            }
+        )
+    return rows
+
+
+def _is_literal(annotation: Any) -> bool:
+    return getattr(annotation, "__origin__", None) is Literal
+
+
+def parse_config(model: str, overrides: dict[str, Any] | None = None) -> _Config:
+    """Build the typed config of `model` from overrides (strings allowed), or raise ConfigError."""
+    if model not in CONFIG_TYPES:
+        raise ConfigError(f"unknown model {model!r}: choose one of {sorted(CONFIG_TYPES)}")
+    values = {k.replace("-", "_"): v for k, v in (overrides or {}).items()}
+    values.pop("model", None)
+    try:
+        return CONFIG_TYPES[model](**values)
+    except ValidationError as error:
+        raise ConfigError(_explain(model, error)) from None
+
+
+def _explain(model: str, error: ValidationError) -> str:
+    lines = []
+    for problem in error.errors():
+        field = ".".join(str(p) for p in problem["loc"]) or "config"
+        if problem["type"] == "extra_forbidden":
+            known = ", ".join(r["name"] for r in field_table(model))
+            lines.append(f"{field}: unknown field for {model}; known fields: {known}")
+        else:
+            lines.append(f"{field}: {problem['msg']} (got {problem.get('input')!r})")
+    return "; ".join(lines)
+
+
+def load_config(data: dict[str, Any]) -> _Config:
+    """Rebuild a config saved in a run folder."""
+    return parse_config(data.get("model", ""), {k: v for k, v in data.items() if k != "model"})

@@ -1,0 +1,223 @@
+"""Background training jobs: one at a time, each a separate process writing to its run folder.
+
+The dashboard starts a job with `start_job`, polls `job_status`, and may `cancel_job`. A job is
+`python -m cifar train ...` in its own session (process group), so the page never blocks and its
+memory goes back to the system when the job ends. A job whose process vanished is reported as
+failed, never as running forever.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cifar.config import artifacts_dir, parse_config
+from cifar.runs import (
+    PARTIAL_SUFFIX,
+    RunError,
+    new_run_id,
+    partial_path,
+    read_status,
+    run_path,
+    runs_root,
+    write_json_atomic,
+)
+
+_children: dict[int, subprocess.Popen] = {}  # reaped on poll, so finished jobs leave no zombies
+
+
+class JobBusy(RuntimeError):
+    """Another job is running; only one at a time."""
+
+
+@dataclass(frozen=True)
+class Job:
+    run_id: str
+    state: str  # starting, running, finished, failed, cancelled
+    progress: float
+    message: str
+    phase: str = ""
+    pid: int | None = None
+    started: float | None = None
+    updated: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("starting", "running")
+
+
+def lock_path() -> Path:
+    return artifacts_dir() / "jobs" / "active.json"
+
+
+def pid_alive(pid: int | None) -> bool:
+    """True if `pid` runs and is not a zombie."""
+    if not pid:
+        return False
+    child = _children.get(pid)
+    if child is not None and child.poll() is not None:
+        _children.pop(pid, None)
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+def _read_lock() -> dict:
+    try:
+        return json.loads(lock_path().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def active_job() -> Job | None:
+    lock = _read_lock()
+    if not lock:
+        return None
+    job = job_status(lock.get("run_id", ""))
+    if job.active:
+        return job
+    lock_path().unlink(missing_ok=True)  # the job ended or vanished: free the slot
+    return None
+
+
+def _take_lock(run_id: str) -> None:
+    path = lock_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            current = active_job()
+            if current is not None:
+                raise JobBusy(
+                    f"job {current.run_id} is running ({current.progress:.0%}); "
+                    "wait for it or cancel it first"
+                ) from None
+            continue  # the stale lock was removed; try once more
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"run_id": run_id, "pid": os.getpid(), "started": time.time()}, handle)
+        return
+    raise JobBusy("another job is starting; try again in a moment")
+
+
+def start_job(model: str, overrides: dict, run_id: str | None = None) -> Job:
+    """Validate the config, take the single job slot and start training in the background."""
+    config = parse_config(model, overrides)  # ConfigError before anything starts
+    run_id = run_id or new_run_id(model)
+    if run_path(run_id).exists():
+        raise RunError(f"run {run_id!r} exists already")
+    _take_lock(run_id)
+    try:
+        args = [sys.executable, "-m", "cifar", "train", model, "--run-id", run_id]
+        for key, value in config.model_dump().items():
+            if key != "model":
+                args += [f"--{key}", str(value)]
+        log_dir = artifacts_dir() / "jobs"
+        log = open(log_dir / f"{run_id}.log", "wb")  # noqa: SIM115 (the child owns it)
+        process = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=Path(__file__).resolve().parent.parent,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+        _children[process.pid] = process
+        write_json_atomic(
+            lock_path(), {"run_id": run_id, "pid": process.pid, "started": time.time()}
+        )
+    except BaseException:
+        lock_path().unlink(missing_ok=True)
+        raise
+    return Job(run_id, "starting", 0.0, "starting", pid=process.pid, started=time.time())
+
+
+def job_status(run_id: str) -> Job:
+    """The state of a job from its run folder (finished) or partial folder (in progress)."""
+    if run_path(run_id).is_dir():
+        return Job(run_id, "finished", 1.0, "finished")
+    status = read_status(partial_path(run_id))
+    lock = _read_lock()
+    pid = status.get("pid") or (lock.get("pid") if lock.get("run_id") == run_id else None)
+    state = status.get("state", "starting" if pid else "failed")
+    message = status.get("message", "")
+    if state in ("starting", "running") and not pid_alive(pid):
+        if run_path(run_id).is_dir():  # it finished between the two checks
+            return Job(run_id, "finished", 1.0, "finished")
+        state, message = "failed", f"the job's process ended unexpectedly ({message or 'no output'})"
+    return Job(
+        run_id,
+        state,
+        float(status.get("progress", 0.0)),
+        message,
+        phase=status.get("phase", ""),
+        pid=pid,
+        started=status.get("started") or lock.get("started"),
+        updated=status.get("updated"),
+    )
+
+
+def cancel_job(run_id: str, grace_seconds: float = 5.0) -> Job:
+    """Stop a running job (its whole process group) and mark it cancelled."""
+    job = job_status(run_id)
+    if job.active and job.pid:
+        try:
+            os.killpg(job.pid, signal.SIGTERM)
+            deadline = time.time() + grace_seconds
+            while pid_alive(job.pid) and time.time() < deadline:
+                time.sleep(0.1)
+            if pid_alive(job.pid):
+                os.killpg(job.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    folder = partial_path(run_id)
+    if folder.is_dir():
+        status = read_status(folder)
+        status.update(state="cancelled", message="cancelled by the user", updated=time.time())
+        write_json_atomic(folder / "status.json", status)
+    if _read_lock().get("run_id") == run_id:
+        lock_path().unlink(missing_ok=True)
+    return job_status(run_id)
+
+
+def list_jobs() -> list[Job]:
+    """Every unfinished or failed job (partial run folders), newest first."""
+    root = runs_root()
+    if not root.is_dir():
+        return []
+    jobs = []
+    for path in root.iterdir():
+        if path.name.startswith(".") and path.name.endswith(PARTIAL_SUFFIX):
+            run_id = path.name[1 : -len(PARTIAL_SUFFIX)]
+            try:
+                jobs.append(job_status(run_id))
+            except RunError:
+                continue
+    return sorted(jobs, key=lambda job: job.started or 0, reverse=True)
+
+
+def discard_job(run_id: str) -> None:
+    """Remove what a failed or cancelled job left behind."""
+    import shutil
+
+    job = job_status(run_id)
+    if job.active:
+        raise JobBusy(f"job {run_id} is still running; cancel it first")
+    shutil.rmtree(partial_path(run_id), ignore_errors=True)

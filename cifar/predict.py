@@ -1,0 +1,169 @@
+"""Classify any image with a run's model: bytes, a path, a PIL image or an array in; top-k out."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from cifar.runs import Run, RunError, load_run
+
+MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # larger uploads are refused before decoding
+MAX_PIXELS = 120_000_000  # decoded size cap (a 10000 x 10000 photo passes; bombs do not)
+MODEL_SIDE = 32
+
+
+class ImageError(ValueError):
+    """The input is not an image we can read; the message is meant for the user."""
+
+
+def open_image(source: bytes | str | Path | Image.Image | np.ndarray) -> Image.Image:
+    """A decoded RGB image as a person sees it (EXIF rotation applied, first frame, no alpha)."""
+    if isinstance(source, Image.Image):
+        image = source
+    elif isinstance(source, np.ndarray):
+        image = _from_array(source)
+    else:
+        data = Path(source).read_bytes() if isinstance(source, str | Path) else source
+        image = _decode(data)
+    return _to_rgb(image)
+
+
+def _decode(data: bytes) -> Image.Image:
+    if not data:
+        raise ImageError("the file is empty")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise ImageError(f"the file is {len(data) / 2**20:.0f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
+    previous = Image.MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+            image = Image.open(io.BytesIO(data))
+            image.seek(0)  # animated GIF / WebP / APNG: the first frame
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(
+            f"the image declares more than {MAX_PIXELS / 1e6:.0f} million pixels; refusing to decode it"
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageError("this is not an image format we can read (PNG, JPEG, WebP, BMP, GIF, TIFF)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageError(f"the image is damaged or truncated ({error})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+    return image
+
+
+def _from_array(array: np.ndarray) -> Image.Image:
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+        raise ImageError(f"an image array must be HxW, HxWx3 or HxWx4, got shape {array.shape}")
+    if array.size == 0:
+        raise ImageError("the image has no pixels")
+    if array.dtype != np.uint8:
+        array = _scale_to_uint8(array.astype(np.float64))
+    return Image.fromarray(array)
+
+
+def _scale_to_uint8(values: np.ndarray) -> np.ndarray:
+    values = np.nan_to_num(values)
+    top = values.max() if values.size else 1
+    scale = 255.0 if top <= 1.0 else (255.0 / 65535.0 if top > 255 else 1.0)
+    return np.clip(np.round(values * scale), 0, 255).astype(np.uint8)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 (a broken EXIF block should not lose the picture)
+        pass
+    if image.width < 1 or image.height < 1:
+        raise ImageError("the image has no pixels")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        image = Image.fromarray(_scale_to_uint8(np.asarray(image, dtype=np.float64)))
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    return image.convert("RGB")
+
+
+def as_model_input(image: Image.Image) -> np.ndarray:
+    """What the model sees: the centre square, downscaled to 32 x 32, uint8 RGB."""
+    image = image.copy()
+    image.draft("RGB", (MODEL_SIDE * 8, MODEL_SIDE * 8))  # JPEG: decode at reduced size, fast
+    small = ImageOps.fit(image, (MODEL_SIDE, MODEL_SIDE), Image.Resampling.LANCZOS)
+    return np.asarray(small.convert("RGB"), dtype=np.uint8)
+
+
+class Predictor:
+    """A run's model, loaded once; `predict` takes raw pixels or any image."""
+
+    def __init__(self, run: Run):
+        import tensorflow as tf
+
+        self.run = run
+        self.class_names = run.class_names
+        self.model = load_model(run)
+        self.tta_flip = bool(run.hyperparameters.get("tta_flip"))
+        self._forward = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
+
+    @classmethod
+    def for_run(cls, run_id: str) -> Predictor:
+        return cls(load_run(run_id))
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, 32, 32, 3) uint8 -> (N, 10) class probabilities."""
+        probs = np.asarray(self._forward(pixels))
+        if self.tta_flip:
+            probs = (probs + np.asarray(self._forward(np.ascontiguousarray(pixels[:, :, ::-1])))) / 2
+        return probs
+
+    def predict(self, source, top_k: int = 3) -> list[tuple[str, float]]:
+        pixels = as_model_input(open_image(source))[None]
+        probs = self.probabilities(pixels)[0]
+        order = np.argsort(probs)[::-1][:top_k]
+        return [(self.class_names[i], float(probs[i])) for i in order]
+
+    def predict_file(self, path: str | Path, top_k: int = 3) -> list[tuple[str, float]]:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as error:
+            raise ImageError(str(error)) from None
+        return self.predict(data, top_k)
+
+
+def load_model(run: Run):
+    """Rebuild the run's model from its config and load its weights (no code from the folder)."""
+    from cifar.config import load_config
+    from cifar.models import build_baseline, build_head, build_transfer_model
+
+    config = load_config(run.hyperparameters)
+    if config.model == "baseline":
+        model = build_baseline(config)
+        model.load_weights(str(_weights_file(run, "model.weights.h5")))
+        return model
+    from cifar.assets import load_inception_weights
+
+    source = run.config.get("assets", {}).get("backbone_weights", config.weights)
+    backbone = load_inception_weights(source)
+    expected = run.config.get("assets", {}).get("backbone_sha256")
+    if expected and expected != backbone.sha256:
+        raise RunError(f"{run.run_id} was trained on other backbone weights ({expected[:12]})")
+    head = build_head(config)
+    head.load_weights(str(_weights_file(run, "head.weights.h5")))
+    return build_transfer_model(config, backbone.path, head=head)
+
+
+def _weights_file(run: Run, name: str) -> Path:
+    path = run.path / name
+    if not path.is_file():
+        raise RunError(f"{run.run_id} has no {name}")
+    return path

@@ -1,0 +1,234 @@
+"""Run folders: the contract between training (CLI, jobs) and the dashboard.
+
+A run is written into `artifacts/runs/.<id>.partial/` and renamed to `artifacts/runs/<id>/` only
+when every file is in place, so a reader never sees half a run; a killed writer leaves only the
+partial folder, which the jobs view reports as failed.
+
+    artifacts/runs/<id>/
+        config.json            full config, class names, asset checksums, versions, device
+        history.csv            per epoch: loss, accuracy, val_loss, val_accuracy, seconds
+        metrics.json           train_accuracy, test_accuracy, model, seconds, ...
+        test_predictions.npy   (10000, 10) float32 probabilities, test set order
+        test_labels.npy        (10000,) uint8 true labels (so pages need no dataset)
+        model.weights.h5 / head.weights.h5
+        train.log, tensorboard/
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cifar.config import CLASS_NAMES, artifacts_dir
+
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+REQUIRED_FILES = ("config.json", "history.csv", "metrics.json", "test_predictions.npy")
+PARTIAL_SUFFIX = ".partial"
+
+
+class RunError(ValueError):
+    """A run id is invalid, missing, or its folder is unreadable."""
+
+
+def runs_root() -> Path:
+    return artifacts_dir() / "runs"
+
+
+def check_run_id(run_id: str) -> str:
+    """Run ids are plain folder names: no separators, no `..`, nothing that escapes artifacts/."""
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id) or ".." in run_id:
+        raise RunError(
+            f"invalid run id {run_id!r}: use letters, digits, '.', '_' or '-' (at most 100)"
+        )
+    return run_id
+
+
+def run_path(run_id: str) -> Path:
+    return runs_root() / check_run_id(run_id)
+
+
+def partial_path(run_id: str) -> Path:
+    return runs_root() / f".{check_run_id(run_id)}{PARTIAL_SUFFIX}"
+
+
+def new_run_id(model: str) -> str:
+    return f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    tmp.write_text(json.dumps(data, indent=2, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def write_npy_atomic(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    with open(tmp, "wb") as handle:
+        np.save(handle, array, allow_pickle=False)
+    os.replace(tmp, path)
+
+
+class RunWriter:
+    """Builds a run in its partial folder; `publish()` renames it into place in one step."""
+
+    def __init__(self, run_id: str, overwrite: bool = False):
+        self.run_id = check_run_id(run_id)
+        self.final = run_path(run_id)
+        self.path = partial_path(run_id)
+        if self.final.exists() and not overwrite:
+            raise RunError(f"run {run_id!r} exists already; choose another --run-id")
+        self.overwrite = overwrite
+
+    def open(self, pid: int | None = None) -> RunWriter:
+        if self.path.exists():
+            shutil.rmtree(self.path)  # leftovers of a killed attempt
+        self.path.mkdir(parents=True)
+        self.status("running", pid=pid or os.getpid(), started=time.time())
+        return self
+
+    def status(self, state: str, **fields: Any) -> None:
+        current = read_status(self.path)
+        current.update(fields, state=state, updated=time.time())
+        write_json_atomic(self.path / "status.json", current)
+
+    def write_json(self, name: str, data: Any) -> None:
+        write_json_atomic(self.path / name, data)
+
+    def write_npy(self, name: str, array: np.ndarray) -> None:
+        write_npy_atomic(self.path / name, array)
+
+    def write_history(self, history: pd.DataFrame) -> None:
+        tmp = self.path / f".history.{os.getpid()}.part"
+        history.to_csv(tmp, index_label="epoch")
+        os.replace(tmp, self.path / "history.csv")
+
+    def publish(self) -> Path:
+        missing = [name for name in REQUIRED_FILES if not (self.path / name).exists()]
+        if missing:
+            raise RunError(f"run {self.run_id} cannot be published: missing {missing}")
+        self.status("finished", finished=time.time())
+        if self.final.exists() and self.overwrite:
+            shutil.rmtree(self.final)
+        os.replace(self.path, self.final)
+        return self.final
+
+
+def read_status(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+@dataclass
+class Run:
+    """A complete run folder, read lazily."""
+
+    run_id: str
+    path: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def model(self) -> str:
+        return self.config.get("config", {}).get("model", self.metrics.get("model", "?"))
+
+    @property
+    def hyperparameters(self) -> dict[str, Any]:
+        return self.config.get("config", {})
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.config.get("class_names", CLASS_NAMES))
+
+    @cached_property
+    def history(self) -> pd.DataFrame:
+        return pd.read_csv(self.path / "history.csv")
+
+    @cached_property
+    def test_predictions(self) -> np.ndarray:
+        probs = np.load(self.path / "test_predictions.npy", allow_pickle=False)
+        if probs.ndim != 2 or probs.shape[1] != len(self.class_names):
+            raise RunError(f"{self.run_id}: test_predictions.npy has shape {probs.shape}")
+        return probs.astype(np.float32, copy=False)
+
+    @cached_property
+    def test_labels(self) -> np.ndarray:
+        return np.load(self.path / "test_labels.npy", allow_pickle=False).astype(np.int64)
+
+
+def load_run(run_id: str) -> Run:
+    """A complete run by id; RunError if missing or unreadable."""
+    path = run_path(run_id)
+    if not path.is_dir():
+        raise RunError(f"no run {run_id!r} in {runs_root()}")
+    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+    if missing:
+        raise RunError(f"run {run_id!r} is incomplete: missing {missing}")
+    try:
+        config = json.loads((path / "config.json").read_text())
+        metrics = json.loads((path / "metrics.json").read_text())
+    except (OSError, ValueError) as error:
+        raise RunError(f"run {run_id!r} is unreadable: {error}") from None
+    if not isinstance(config, dict) or not isinstance(metrics, dict):
+        raise RunError(f"run {run_id!r}: config.json and metrics.json must hold objects")
+    return Run(run_id, path, config, metrics)
+
+
+def list_runs(with_problems: list[str] | None = None) -> list[Run]:
+    """Every complete run, newest first; unreadable folders are reported in `with_problems`."""
+    root = runs_root()
+    runs = []
+    if not root.is_dir():
+        return runs
+    for path in sorted(root.iterdir()):
+        if path.name.startswith(".") or not path.is_dir():
+            continue
+        try:
+            runs.append(load_run(path.name))
+        except RunError as error:
+            if with_problems is not None:
+                with_problems.append(str(error))
+    runs.sort(key=lambda run: run.metrics.get("finished", 0), reverse=True)
+    return runs
+
+
+SUMMARY_FIELDS = ("train_accuracy", "val_accuracy", "test_accuracy", "seconds", "epochs_run")
+
+
+def runs_table(runs: list[Run] | None = None) -> pd.DataFrame:
+    """One row per run: results first, then every hyperparameter (HParams-style)."""
+    runs = list_runs() if runs is None else runs
+    rows = []
+    for run in runs:
+        row = {"run": run.run_id, "model": run.model}
+        row.update({name: run.metrics.get(name) for name in SUMMARY_FIELDS})
+        row["device"] = run.metrics.get("device")
+        row.update({k: v for k, v in run.hyperparameters.items() if k != "model"})
+        rows.append(row)
+    return pd.DataFrame(rows)
