@@ -115,6 +115,20 @@ class Cifar10:
         return {name: sha256_bytes(getattr(self, name).tobytes()) for name in CIFAR10_ARRAY_SHA256}
 
 
+DATASET_OVERRIDE_ENV = "CIFAR10_NPZ"
+
+
+def cifar10_available() -> bool:
+    """True if loading the data needs no download."""
+    return bool(os.environ.get(DATASET_OVERRIDE_ENV)) or cifar10_cache_path().exists()
+
+
+def weights_available(preference: str = "auto") -> bool:
+    """True if a backbone weights file is cached (no download needed)."""
+    order = ["keras", "google2015"] if preference == "auto" else [preference]
+    return any(inception_weights_path(source).exists() for source in order)
+
+
 def cifar10_cache_path() -> Path:
     return keras_home() / "datasets" / "cifar10-verified.npz"
 
@@ -206,7 +220,12 @@ def load_cifar10(
     expected: dict[str, str] = CIFAR10_ARRAY_SHA256,
     log: Callable[[str], None] = print,
 ) -> Cifar10:
-    """The verified CIFAR-10 arrays: from the cache, else from the first source that works."""
+    """The verified CIFAR-10 arrays: from the cache, else from the first source that works.
+
+    `CIFAR10_NPZ=<file>` replaces the dataset by a small unverified one (tests, demos only).
+    """
+    if os.environ.get(DATASET_OVERRIDE_ENV):
+        return read_cifar10_cache(Path(os.environ[DATASET_OVERRIDE_ENV]))
     path = cifar10_cache_path()
     if path.exists():
         try:

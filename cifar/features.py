@@ -286,3 +286,20 @@ def extract_for_config(
 
             out[(split, flip)] = extract_features(images, config, weights, split, flip, progress=report)
     return out
+
+
+def missing_features(config: TransferConfig, data, weights: BackboneWeights) -> list[tuple[str, bool, int]]:
+    """(split, flip, images) of every feature set `config` needs that is not fully cached."""
+    missing = []
+    for split, flip in needed_splits(config):
+        images = split_images(data, split)
+        spec = FeatureSpec.of(config, weights, split, flip, images)
+        n_chunks = math.ceil(len(images) / CHUNK_SIZE)
+        todo = sum(
+            min(CHUNK_SIZE, len(images) - i * CHUNK_SIZE)
+            for i in range(n_chunks)
+            if not _valid_chunk(_chunk_path(spec.directory(), i), min(CHUNK_SIZE, len(images) - i * CHUNK_SIZE))
+        )
+        if todo:
+            missing.append((split, flip, todo))
+    return missing
