@@ -56,7 +56,10 @@ class _Config(BaseModel):
     epochs: int = Field(10, ge=1, le=500, description="passes over the training split")
     batch_size: int = Field(64, ge=1, le=4096, description="images per gradient step")
     optimizer: Literal["adam", "sgd", "rmsprop", "adamw"] = "adam"
-    learning_rate: float = Field(1e-3, gt=0, le=10, description="optimizer step size")
+    learning_rate: float = Field(1e-3, gt=0, le=10, description="optimizer step size (peak for onecycle)")
+    lr_schedule: Literal["constant", "onecycle"] = Field(
+        "constant", description="onecycle: linear warm-up over 20 % of the steps, then linear decay to 0"
+    )
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross-entropy label smoothing")
     weight_decay: float = Field(0.0, ge=0, le=1, description="L2 penalty on kernels")
     validation_size: int = Field(
@@ -72,11 +75,13 @@ class BaselineConfig(_Config):
     """From-scratch CNN. Default: the classic TensorFlow tutorial CNN (about 70 % test)."""
 
     model: Literal["baseline"] = "baseline"
-    architecture: Literal["tutorial", "resnet"] = Field(
-        "tutorial", description="tutorial: 3 conv layers; resnet: a fast residual net (airbench-like)"
+    batch_size: int = Field(32, ge=1, le=4096, description="images per gradient step (Keras' default)")
+    architecture: Literal["tutorial", "airbench"] = Field(
+        "tutorial", description="tutorial: TensorFlow's 3-conv CNN; airbench: airbench94's shape"
     )
-    width: int = Field(64, ge=8, le=512, description="resnet base width (channels)")
-    augment: bool = Field(False, description="random flip + 4 px translate during training")
+    width: int = Field(64, ge=8, le=512, description="airbench first block width (64 = airbench94)")
+    augment: bool = Field(False, description="random flip + 2 px translate during training")
+    tta_flip: bool = Field(False, description="average test predictions over the image and its flip")
     dropout: float = Field(0.0, ge=0, lt=1)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-TRANSLATE_PX = 4  # random translation of the training images, in pixels
+TRANSLATE_PX = 2  # random translation of the training images, in pixels
 
 
 def split_train_validation(n: int, validation_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,8 @@ from keras import layers
 from cifar.config import IMAGE_SHAPE, NUM_CLASSES, BaselineConfig, TransferConfig
 
 FEATURE_DIM = 2048  # InceptionV3's pooled output
+CIFAR_MEAN = (125.31, 122.95, 113.87)  # training-set pixel mean per channel (0..255)
+CIFAR_STD = (62.99, 62.09, 66.70)
 
 
 def _regularizer(weight_decay: float):
@@ -24,8 +26,8 @@ def _regularizer(weight_decay: float):
 
 def build_baseline(config: BaselineConfig) -> keras.Model:
     """The from-scratch CNN named by `config.architecture`."""
-    if config.architecture == "resnet":
-        return build_resnet(config)
+    if config.architecture == "airbench":
+        return build_airbench(config)
     return build_tutorial_cnn(config)
 
 
@@ -51,37 +53,40 @@ def build_tutorial_cnn(config: BaselineConfig) -> keras.Model:
     return keras.Model(inputs, outputs, name="baseline_cnn")
 
 
-def build_resnet(config: BaselineConfig) -> keras.Model:
-    """A small fast residual net in the spirit of airbench94 (conv-BN-GELU blocks, 3 stages)."""
+def build_airbench(config: BaselineConfig) -> keras.Model:
+    """A fast from-scratch net shaped like airbench94 (Keller Jordan, 2024), in plain Keras.
+
+    Stem conv, then three blocks of conv -> max pool -> BN -> GELU -> conv -> BN -> GELU with
+    widths (w, 4w, 4w); `width=64` is airbench94's shape (2.0 M parameters), 32 is half.
+    """
     reg = _regularizer(config.weight_decay)
-    w = config.width
+    widths = (config.width, 4 * config.width, 4 * config.width)
 
-    def conv_bn(x, filters, name):
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=reg, name=name)(x)
-        x = layers.BatchNormalization(momentum=0.8, name=f"{name}_bn")(x)
-        return layers.Activation("gelu", name=f"{name}_act")(x)
+    def conv(x, filters, name):
+        return layers.Conv2D(
+            filters, 3, padding="same", use_bias=False, kernel_regularizer=reg, name=name
+        )(x)
 
-    def stage(x, filters, name):
-        x = conv_bn(x, filters, f"{name}_a")
-        x = layers.MaxPooling2D(name=f"{name}_pool")(x)
-        shortcut = x
-        x = conv_bn(x, filters, f"{name}_b")
-        x = conv_bn(x, filters, f"{name}_c")
-        return layers.Add(name=f"{name}_add")([x, shortcut])
+    def bn_gelu(x, name):
+        x = layers.BatchNormalization(momentum=0.6, epsilon=1e-12, name=f"{name}_bn")(x)
+        return layers.Activation("gelu", name=f"{name}_gelu")(x)
 
     inputs = keras.Input(IMAGE_SHAPE, dtype="uint8", name="pixels")
-    x = layers.Normalization(
-        mean=[125.3, 123.0, 113.9], variance=[63.0**2, 62.1**2, 66.7**2], name="normalize"
-    )(layers.Rescaling(1.0, name="to_float")(inputs))
-    x = conv_bn(x, w // 2, "stem")
-    x = stage(x, w, "stage1")
-    x = stage(x, w * 4, "stage2")
-    x = stage(x, w * 4, "stage3")
+    x = layers.Rescaling(1.0, name="to_float")(inputs)
+    x = layers.Normalization(mean=CIFAR_MEAN, variance=[s**2 for s in CIFAR_STD], name="normalize")(x)
+    x = bn_gelu(conv(x, widths[0] // 2, "stem"), "stem")
+    for i, width in enumerate(widths, start=1):
+        x = conv(x, width, f"block{i}_conv1")
+        x = layers.MaxPooling2D(name=f"block{i}_pool")(x)
+        x = bn_gelu(x, f"block{i}_conv1")
+        x = bn_gelu(conv(x, width, f"block{i}_conv2"), f"block{i}_conv2")
     x = layers.GlobalMaxPooling2D(name="pool")(x)
     if config.dropout:
         x = layers.Dropout(config.dropout, name="dropout")(x)
-    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="predictions")(x)
-    return keras.Model(inputs, outputs, name="baseline_resnet")
+    logits = layers.Dense(NUM_CLASSES, use_bias=False, name="logits")(x)
+    logits = layers.Rescaling(1 / 9, name="logit_scale")(logits)  # as airbench: tames early steps
+    outputs = layers.Activation("softmax", name="predictions")(logits)
+    return keras.Model(inputs, outputs, name="baseline_airbench")
 
 
 # ----------------------------------------------------------------------------- transfer model
@@ -156,11 +161,36 @@ def build_transfer_model(
     return keras.Model(extractor.input, outputs, name="inception_transfer")
 
 
-def make_optimizer(config) -> keras.optimizers.Optimizer:
+def make_optimizer(config, steps_per_epoch: int | None = None) -> keras.optimizers.Optimizer:
+    """The configured optimizer; `lr_schedule="onecycle"` warms up linearly, then decays to 0."""
+    learning_rate = config.learning_rate
+    if config.lr_schedule == "onecycle" and steps_per_epoch:
+        total = config.epochs * steps_per_epoch
+        learning_rate = OneCycle(config.learning_rate, total, warmup=int(WARMUP_FRACTION * total))
     kinds = {
         "adam": keras.optimizers.Adam,
         "adamw": keras.optimizers.AdamW,
         "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True),
         "rmsprop": keras.optimizers.RMSprop,
     }
-    return kinds[config.optimizer](learning_rate=config.learning_rate)
+    return kinds[config.optimizer](learning_rate=learning_rate)
+
+
+WARMUP_FRACTION = 0.2  # share of the steps spent warming up in the one-cycle schedule
+
+
+@keras.saving.register_keras_serializable(package="cifar")
+class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+    """Triangular learning rate: 0 -> peak over `warmup` steps, then linearly back to 0."""
+
+    def __init__(self, peak: float, total_steps: int, warmup: int):
+        self.peak, self.total_steps, self.warmup = peak, total_steps, max(1, warmup)
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        up = step / self.warmup
+        down = (self.total_steps - step) / max(1, self.total_steps - self.warmup)
+        return self.peak * keras.ops.clip(keras.ops.minimum(up, down), 0.0, 1.0)
+
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total_steps, "warmup": self.warmup}

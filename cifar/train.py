@@ -109,13 +109,13 @@ def _epoch_message(epoch: int, epochs: int, row: dict) -> str:
     return ", ".join(parts)
 
 
-def _compile(model, config) -> None:
+def _compile(model, config, n_train: int) -> None:
     import keras
 
     from cifar.models import make_optimizer
 
     model.compile(
-        optimizer=make_optimizer(config),
+        optimizer=make_optimizer(config, steps_per_epoch=-(-n_train // config.batch_size)),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
     )
@@ -140,7 +140,7 @@ def train_baseline(config: BaselineConfig, data: Cifar10, writer: RunWriter, pro
     keras.utils.set_random_seed(config.seed)
     fit_idx, val_idx = split_train_validation(len(data.x_train), config.validation_size, config.seed)
     model = build_baseline(config)
-    _compile(model, config)
+    _compile(model, config, len(fit_idx))
     x_fit = data.x_train[fit_idx]
     validation = (
         (data.x_train[val_idx], _one_hot(data.y_train[val_idx])) if len(val_idx) else None
@@ -162,6 +162,8 @@ def train_baseline(config: BaselineConfig, data: Cifar10, writer: RunWriter, pro
     writer.status("running", phase="evaluating", message="predicting the test set")
     predict = lambda x: model.predict(x, batch_size=1000, verbose=0)  # noqa: E731
     test_probabilities = predict(data.x_test).astype(np.float32)
+    if config.tta_flip:
+        test_probabilities = (test_probabilities + predict(data.x_test[:, :, ::-1])) / 2
     metrics = {
         "train_accuracy": _accuracy(predict(x_fit), data.y_train[fit_idx]),
         "val_accuracy": _accuracy(predict(data.x_train[val_idx]), data.y_train[val_idx])
@@ -219,7 +221,7 @@ def train_transfer(config: TransferConfig, data: Cifar10, writer: RunWriter, pro
         (features["train", False][val_idx], _one_hot(data.y_train[val_idx])) if len(val_idx) else None
     )
     head = build_head(config)
-    _compile(head, config)
+    _compile(head, config, len(x_fit))
     started = time.perf_counter()
     history = head.fit(
         x_fit,
