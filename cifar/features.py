@@ -167,8 +167,17 @@ def extract_features(
     flip: bool = False,
     batch_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    worker=None,
+    wait_seconds: float = 6 * 3600,
 ) -> np.ndarray:
-    """Features of `images` (in order), reusing every chunk already on disk."""
+    """Features of `images` (in order), reusing every chunk already on disk.
+
+    Under a TF_CONFIG cluster (`cifar.distribute`), worker k of n computes the chunks with
+    index % n == k into the shared cache, then waits until the other workers' chunks are there.
+    """
+    from cifar.distribute import this_worker
+
+    worker = worker or this_worker()
     spec = FeatureSpec.of(config, weights, split, flip, images)
     directory = spec.directory()
     directory.mkdir(parents=True, exist_ok=True)
@@ -178,7 +187,8 @@ def extract_features(
     todo = [
         i
         for i in range(n_chunks)
-        if not _valid_chunk(_chunk_path(directory, i), min(CHUNK_SIZE, n - i * CHUNK_SIZE))
+        if i % worker.count == worker.index
+        and not _valid_chunk(_chunk_path(directory, i), min(CHUNK_SIZE, n - i * CHUNK_SIZE))
     ]
     done = n - sum(min(CHUNK_SIZE, n - i * CHUNK_SIZE) for i in todo)
     if progress:
@@ -195,9 +205,11 @@ def extract_features(
             done += len(pixels)
             if progress:
                 progress(done, n)
-    result = cached_features(spec, n)
-    if result is None:
-        raise FeaturesMissing(f"feature cache {directory} is incomplete after extraction")
+    deadline = time.time() + wait_seconds
+    while (result := cached_features(spec, n)) is None:
+        if worker.count == 1 or time.time() > deadline:
+            raise FeaturesMissing(f"feature cache {directory} is incomplete after extraction")
+        time.sleep(2)  # other workers are still filling their chunks
     return result
 
 

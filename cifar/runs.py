@@ -123,6 +123,11 @@ class RunWriter:
         history.to_csv(tmp, index_label="epoch")
         os.replace(tmp, self.path / "history.csv")
 
+    def discard(self) -> Path:
+        """Drop the partial folder (a non-chief worker's copy of a distributed run)."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        return self.path
+
     def publish(self) -> Path:
         missing = [name for name in REQUIRED_FILES if not (self.path / name).exists()]
         if missing:

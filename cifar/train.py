@@ -21,6 +21,7 @@ from cifar.config import CLASS_NAMES, NUM_CLASSES, BaselineConfig, TransferConfi
 from cifar.runs import RunWriter, new_run_id
 
 Progress = Callable[[dict], None]
+STEPS_PER_EXECUTION = 32
 
 
 def describe_device() -> str:
@@ -118,6 +119,9 @@ def _compile(model, config, n_train: int) -> None:
         optimizer=make_optimizer(config, steps_per_epoch=-(-n_train // config.batch_size)),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
+        # Several steps per compiled call: small models (the head) are otherwise dominated by
+        # Python overhead per batch.
+        steps_per_execution=STEPS_PER_EXECUTION,
     )
 
 
@@ -132,15 +136,18 @@ def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
 # ----------------------------------------------------------------------------- the two families
 
 
-def train_baseline(config: BaselineConfig, data: Cifar10, writer: RunWriter, progress=None) -> dict:
+def train_baseline(
+    config: BaselineConfig, data: Cifar10, writer: RunWriter, progress=None, strategy=None
+) -> dict:
     import keras
 
     from cifar.models import build_baseline
 
     keras.utils.set_random_seed(config.seed)
     fit_idx, val_idx = split_train_validation(len(data.x_train), config.validation_size, config.seed)
-    model = build_baseline(config)
-    _compile(model, config, len(fit_idx))
+    with _scope(strategy):
+        model = build_baseline(config)
+        _compile(model, config, len(fit_idx))
     x_fit = data.x_train[fit_idx]
     validation = (
         (data.x_train[val_idx], _one_hot(data.y_train[val_idx])) if len(val_idx) else None
@@ -181,7 +188,9 @@ def train_baseline(config: BaselineConfig, data: Cifar10, writer: RunWriter, pro
     return {"metrics": metrics, "test_probabilities": test_probabilities}
 
 
-def train_transfer(config: TransferConfig, data: Cifar10, writer: RunWriter, progress=None) -> dict:
+def train_transfer(
+    config: TransferConfig, data: Cifar10, writer: RunWriter, progress=None, strategy=None
+) -> dict:
     """Train the head on cached base features (see `cifar.features` for why this is exact)."""
     import keras
 
@@ -220,8 +229,9 @@ def train_transfer(config: TransferConfig, data: Cifar10, writer: RunWriter, pro
     validation = (
         (features["train", False][val_idx], _one_hot(data.y_train[val_idx])) if len(val_idx) else None
     )
-    head = build_head(config)
-    _compile(head, config, len(x_fit))
+    with _scope(strategy):
+        head = build_head(config)
+        _compile(head, config, len(x_fit))
     started = time.perf_counter()
     history = head.fit(
         x_fit,
@@ -264,6 +274,12 @@ def train_transfer(config: TransferConfig, data: Cifar10, writer: RunWriter, pro
 TRAINERS = {"baseline": train_baseline, "transfer": train_transfer}
 
 
+def _scope(strategy):
+    import contextlib
+
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
 def limited(data: Cifar10, limit: int | None) -> Cifar10:
     """The first `limit` train and test images (quick runs, tests)."""
     if not limit:
@@ -280,15 +296,25 @@ def train(
     progress: Progress | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Train `config` and publish `artifacts/runs/<run_id>/`; returns the run folder."""
-    writer = RunWriter(run_id or new_run_id(config.model), overwrite=overwrite).open()
+    """Train `config` and publish `artifacts/runs/<run_id>/`; returns the run folder.
+
+    Under a TF_CONFIG cluster every worker trains its share and only the chief publishes.
+    """
+    from cifar.distribute import make_strategy, this_worker
+
+    strategy = make_strategy()  # first: MultiWorkerMirroredStrategy must precede other TF work
+    worker = this_worker()
+    run_id = run_id or new_run_id(config.model)
+    if not worker.is_chief:
+        run_id = f"{run_id}.worker{worker.index}"
+    writer = RunWriter(run_id, overwrite=overwrite).open()
     writer.extract_missing = extract_missing
     handler = _log_to(writer.path / "train.log")
     try:
         data = limited(data if data is not None else load_cifar10(log=logging.getLogger(__name__).info), limit)
         writer.status("running", phase="starting", message="loading data", progress=0.0)
         environment_info = environment()
-        result = TRAINERS[config.model](config, data, writer, progress)
+        result = TRAINERS[config.model](config, data, writer, progress, strategy=strategy)
         assets = {"cifar10_sha256": data.checksums() if not limit else None, **result.get("assets", {})}
         writer.write_json(
             "config.json",
@@ -300,6 +326,7 @@ def train(
                 "environment": environment_info,
                 "limit": limit,
                 "command": " ".join(sys.argv),
+                "workers": worker.count,
             },
         )
         metrics = {
@@ -312,6 +339,8 @@ def train(
         writer.write_npy("test_labels.npy", data.y_test.astype(np.uint8))
         writer.write_json("metrics.json", metrics)
         logging.getLogger(__name__).info("metrics: %s", metrics)
+        if not worker.is_chief:
+            return writer.discard()
         return writer.publish()
     except BaseException as error:
         writer.status("failed", message=f"{type(error).__name__}: {error}")

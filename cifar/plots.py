@@ -1,0 +1,176 @@
+"""Plotly figures for the dashboard: plain data (from `cifar.evaluate`, `cifar.runs`) in, Figure out.
+
+Nothing here imports Streamlit or TensorFlow, so every figure can be built and checked in a test.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+PALETTE = px.colors.qualitative.Plotly
+MODEL_COLORS = {"baseline": "#636EFA", "transfer": "#EF553B", "write-up": "#7F7F7F"}
+SPLIT_COLORS = {"train": "#636EFA", "validation": "#00CC96", "test": "#EF553B"}
+
+
+def _layout(fig: go.Figure, title: str | None = None, height: int = 380) -> go.Figure:
+    fig.update_layout(
+        title=title,
+        height=height,
+        margin={"l": 10, "r": 10, "t": 50 if title else 20, "b": 10},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+    )
+    return fig
+
+
+def headline_bars(table: pd.DataFrame) -> go.Figure:
+    """Our headline accuracies beside the write-up's, per model and split.
+
+    `table`: rows from `views.headline_table` (model, train/test accuracy, write-up figures).
+    """
+    fig = go.Figure()
+    for source, prefix, color in (
+        ("this project", "", None),
+        ("write-up", "write_up_", MODEL_COLORS["write-up"]),
+    ):
+        x, y, text = [], [], []
+        for _, row in table.iterrows():
+            for split in ("train", "test"):
+                value = row.get(f"{prefix}{split}_accuracy")
+                x.append(f"{row['model']} {split}")
+                y.append(value)
+                text.append("" if value is None or pd.isna(value) else f"{value:.1%}")
+        fig.add_bar(name=source, x=x, y=y, text=text, textposition="outside", marker_color=color)
+    fig.update_layout(barmode="group", yaxis={"tickformat": ".0%", "range": [0, 1.08]})
+    return _layout(fig, "Accuracy: this project vs the write-up")
+
+
+def accuracy_bars(table: pd.DataFrame) -> go.Figure:
+    """Train / validation / test accuracy per run, side by side (`views.accuracy_table`)."""
+    fig = go.Figure()
+    for split, color in SPLIT_COLORS.items():
+        column = f"{'val' if split == 'validation' else split}_accuracy"
+        values = pd.to_numeric(table[column], errors="coerce")
+        fig.add_bar(
+            name=split,
+            x=table["run"],
+            y=values,
+            marker_color=color,
+            text=[f"{v:.1%}" if pd.notna(v) else "" for v in values],
+            textposition="outside",
+        )
+    fig.update_layout(barmode="group", yaxis={"tickformat": ".0%", "range": [0, 1.08]})
+    return _layout(fig, "Accuracy per run")
+
+
+def learning_curves(histories: dict[str, pd.DataFrame], title: str | None = "Learning curves") -> go.Figure:
+    """Accuracy and loss per epoch: training solid, validation dashed, one colour per run."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy", "loss"), horizontal_spacing=0.08)
+    for i, (run_id, history) in enumerate(histories.items()):
+        color = PALETTE[i % len(PALETTE)]
+        epochs = _epochs(history)
+        for col, metric in ((1, "accuracy"), (2, "loss")):
+            for prefix, dash, label in (("", "solid", "train"), ("val_", "dash", "validation")):
+                name = f"{prefix}{metric}"
+                if name not in history:
+                    continue
+                fig.add_scatter(
+                    x=epochs,
+                    y=history[name],
+                    mode="lines+markers",
+                    name=f"{run_id} {label}",
+                    legendgroup=run_id,
+                    showlegend=col == 1,
+                    line={"color": color, "dash": dash},
+                    row=1,
+                    col=col,
+                )
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(tickformat=".0%", row=1, col=1)
+    return _layout(fig, title, height=400)
+
+
+def _epochs(history: pd.DataFrame) -> pd.Series:
+    if "epoch" in history:
+        return history["epoch"] + 1
+    return pd.Series(range(1, len(history) + 1))
+
+
+def hyperparameter_scatter(table: pd.DataFrame, parameter: str, metric: str = "test_accuracy") -> go.Figure:
+    """One point per run: a hyperparameter against an accuracy, coloured by model."""
+    frame = table[["run", "model", parameter, metric]].copy()
+    frame[parameter] = frame[parameter].map(lambda v: str(v) if isinstance(v, bool | list | dict) else v)
+    fig = px.scatter(
+        frame,
+        x=parameter,
+        y=metric,
+        color="model",
+        hover_name="run",
+        color_discrete_map=MODEL_COLORS,
+    )
+    fig.update_traces(marker={"size": 12})
+    if metric.endswith("accuracy"):
+        fig.update_yaxes(tickformat=".0%")
+    return _layout(fig, f"{metric} against {parameter}")
+
+
+def per_class_bars(per_class: dict[str, pd.DataFrame], metric: str = "f1") -> go.Figure:
+    """One bar per class and run for precision, recall or F1 (`Report.per_class`)."""
+    fig = go.Figure()
+    for i, (run_id, frame) in enumerate(per_class.items()):
+        fig.add_bar(
+            name=run_id, x=list(frame.index), y=frame[metric], marker_color=PALETTE[i % len(PALETTE)]
+        )
+    fig.update_layout(barmode="group", yaxis={"tickformat": ".0%", "range": [0, 1]})
+    return _layout(fig, f"{metric} per class")
+
+
+def confusion_heatmap(confusion: pd.DataFrame, normalized: bool = False, title: str | None = None) -> go.Figure:
+    """Rows: true class, columns: predicted class; counts or row shares."""
+    values = confusion.to_numpy()
+    text = [[f"{v:.0%}" if normalized else f"{int(v)}" for v in row] for row in values]
+    fig = go.Figure(
+        go.Heatmap(
+            z=values,
+            x=list(confusion.columns),
+            y=list(confusion.index),
+            text=text,
+            texttemplate="%{text}",
+            colorscale="Blues",
+            zmin=0,
+            zmax=1 if normalized else None,
+            hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>",
+        )
+    )
+    fig.update_yaxes(autorange="reversed", title_text="true")
+    fig.update_xaxes(title_text="predicted", side="bottom")
+    return _layout(fig, title, height=460)
+
+
+def disagreement_bars(table: pd.DataFrame) -> go.Figure:
+    """Per true class: images only one of two runs gets right (`evaluate.disagreement_matrix`)."""
+    fig = go.Figure()
+    for i, column in enumerate(table.columns):
+        fig.add_bar(name=column, x=list(table.index), y=table[column], marker_color=PALETTE[i % len(PALETTE)])
+    fig.update_layout(barmode="group", yaxis_title="test images")
+    return _layout(fig, "Where the two runs disagree")
+
+
+def top_k_bars(frame: pd.DataFrame) -> go.Figure:
+    """Each model's top-k class probabilities, grouped by class (`views.top_k_frame`)."""
+    order = frame.groupby("class")["probability"].max().sort_values(ascending=False).index.tolist()
+    fig = px.bar(
+        frame,
+        x="probability",
+        y="class",
+        color="model",
+        orientation="h",
+        barmode="group",
+        text=frame["probability"].map(lambda p: f"{p:.1%}"),
+        category_orders={"class": order},
+    )
+    fig.update_xaxes(tickformat=".0%", range=[0, 1.12])
+    fig.update_traces(textposition="outside")
+    return _layout(fig, "Top predictions", height=max(260, 60 + 44 * len(order) * max(1, frame["model"].nunique())))

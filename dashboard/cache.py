@@ -1,0 +1,145 @@
+"""Every `st.cache_resource` / `st.cache_data` wrapper of the dashboard, in one place.
+
+Cache keys include the artifacts folder and a cheap signature of what is on disk (folder names and
+modification times), so a run that a job publishes shows up on the next rerun, and a test that
+points `CIFAR_ARTIFACTS` elsewhere never sees another test's runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from cifar.config import keras_home, parse_config
+from cifar.runs import Run, list_runs, runs_root
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def _listing(root: Path) -> tuple[tuple[str, int], ...]:
+    if not root.is_dir():
+        return ()
+    return tuple(sorted((p.name, _mtime(p)) for p in root.iterdir() if not p.name.startswith(".")))
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _runs(root: str, signature: tuple) -> tuple[list[Run], list[str]]:
+    problems: list[str] = []
+    return list_runs(with_problems=problems), problems
+
+
+def runs() -> list[Run]:
+    """Every complete run, newest first (re-read when a run folder appears or changes)."""
+    root = runs_root()
+    return _runs(str(root), _listing(root))[0]
+
+
+def run_problems() -> list[str]:
+    root = runs_root()
+    return _runs(str(root), _listing(root))[1]
+
+
+def _run_key(run: Run) -> tuple[str, str, int]:
+    return str(run.path), run.run_id, _mtime(run.path / "metrics.json")
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _report(path: str, run_id: str, signature: int, _run: Run):
+    from cifar.evaluate import evaluate_run
+
+    return evaluate_run(_run)
+
+
+def report(run: Run):
+    """`cifar.evaluate.evaluate_run(run)`, once per run."""
+    return _report(*_run_key(run), run)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _gallery(keys: tuple, n_images: int | None, _runs: tuple[Run, ...]):
+    from cifar.views import gallery_table
+
+    return gallery_table(list(_runs), n_images)
+
+
+def gallery(chosen: list[Run], n_images: int | None):
+    """`cifar.views.gallery_table` of the chosen runs."""
+    return _gallery(tuple(_run_key(run) for run in chosen), n_images, tuple(chosen))
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model (once per process)...")
+def _predictor(path: str, run_id: str, signature: int, _run: Run):
+    from cifar.predict import Predictor
+
+    return Predictor(_run)
+
+
+def predictor(run: Run):
+    """The run's model, loaded once per process and shared by every session."""
+    return _predictor(*_run_key(run), run)
+
+
+# ----------------------------------------------------------------------------- assets
+
+
+def _dataset_key() -> tuple[str, int]:
+    from cifar.assets import DATASET_OVERRIDE_ENV, cifar10_cache_path
+
+    override = os.environ.get(DATASET_OVERRIDE_ENV)
+    path = Path(override) if override else cifar10_cache_path()
+    return str(path), _mtime(path)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading CIFAR-10 from the cache...")
+def _cifar10(path: str, signature: int):
+    from cifar.assets import load_cifar10
+
+    return load_cifar10(log=lambda message: None)
+
+
+def cifar10():
+    """The cached data set (call only when `cifar.assets.cifar10_available()`)."""
+    return _cifar10(*_dataset_key())
+
+
+@st.cache_resource(max_entries=4, show_spinner="Checking the backbone weights...")
+def _weights(preference: str, home: str, signature: tuple):
+    from cifar.assets import load_inception_weights
+
+    return load_inception_weights(preference, log=lambda message: None)
+
+
+def backbone_weights(preference: str):
+    """The cached InceptionV3 weights (call only when `weights_available(preference)`)."""
+    home = keras_home()
+    return _weights(preference, str(home), _listing(home / "models"))
+
+
+@st.cache_data(max_entries=32, show_spinner="Checking the feature cache...")
+def _feature_plan(config_json: str, dataset: tuple, weights: tuple, features: tuple):
+    from cifar.views import feature_plan
+
+    config = parse_config("transfer", json.loads(config_json))
+    return feature_plan(config, cifar10(), backbone_weights(config.weights))
+
+
+def feature_plan(config):
+    """`cifar.views.feature_plan` for a transfer config (needs the data and weights cached)."""
+    home = keras_home()
+    return _feature_plan(
+        config.model_dump_json(),
+        _dataset_key(),
+        _listing(home / "models"),
+        _listing(home / "features"),
+    )

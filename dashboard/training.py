@@ -1,0 +1,161 @@
+"""The Train page's form (one per model, built from `field_table`) and its live job monitor."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from cifar import plots, views
+from cifar.config import ConfigError, artifacts_dir, parse_config
+from cifar.runs import RunError, check_run_id, run_path
+from dashboard import cache
+
+LAST_JOB = "train-last-job"
+COMPARISON_PAGE = "pages/comparison.py"
+
+
+def _field(row: dict, key: str):
+    """One input for one hyperparameter, with the config's default and bounds."""
+    label, name, default = row["name"].replace("_", " "), row["name"], row["default"]
+    limits = ", ".join(f"{op} {row[op]}" for op in ("ge", "gt", "le", "lt") if op in row)
+    help_text = " · ".join(part for part in (row["help"], limits and f"allowed: {limits}") if part) or None
+    key = f"{key}-{name}"
+    if row["type"] == "choice":
+        return st.selectbox(label, row["choices"], index=row["choices"].index(default), key=key, help=help_text)
+    if row["type"] == "bool":
+        return st.toggle(label, value=bool(default), key=key, help=help_text)
+    if row["type"] == "int":
+        low = row.get("ge", row["gt"] + 1 if "gt" in row else None)
+        high = row.get("le", row["lt"] - 1 if "lt" in row else None)
+        return st.number_input(label, low, high, int(default), step=1, key=key, help=help_text)
+    # floats: open bounds (gt / lt) are left to parse_config, whose message names the field
+    low = float(row["ge"]) if "ge" in row else None
+    high = float(row["le"]) if "le" in row else None
+    return st.number_input(
+        label, low, high, float(default), step=float(row["step"]), format="%g", key=key, help=help_text
+    )
+
+
+def train_form(model: str, columns: int = 3) -> None:
+    """Hyperparameters of `model` (defaults: the config's), checks, and the Start button."""
+    key = f"train-{model}"
+    fields = views.form_fields(model)
+    values = {}
+    grid = st.columns(columns)
+    for i, row in enumerate(fields):
+        with grid[i % columns]:
+            values[row["name"]] = _field(row, key)
+    run_id = st.text_input(
+        "Run id (optional)", key=f"{key}-run-id", placeholder=f"{model}-<date>-<time>",
+        help="the folder name under artifacts/runs/; letters, digits, '.', '_' or '-'",
+    ).strip()
+
+    problems = []
+    try:
+        config = parse_config(model, values)
+    except ConfigError as error:
+        config = None
+        problems.append(str(error))
+    if run_id:
+        try:
+            if run_path(check_run_id(run_id)).exists():
+                problems.append(f"run id: a run {run_id!r} exists already; choose another")
+        except RunError as error:
+            problems.append(f"run id: {error}")
+    for problem in problems:
+        st.error(problem)
+
+    if config is not None:
+        changed = views.changed_overrides(model, config.model_dump())
+        command = " ".join([f"python -m cifar train {model}", *(f"--{k} {v}" for k, v in changed.items())])
+        st.code(command + (f" --run-id {run_id}" if run_id else ""), language="bash")
+        if model == "transfer":
+            feature_status(config)
+
+    if st.button("Start training", key=f"{key}-start", type="primary", disabled=bool(problems)):
+        start(model, values, run_id or None)
+
+
+def feature_status(config) -> None:
+    """Before a transfer job starts: cached features (fast head retrain) or extraction time."""
+    from cifar.assets import cifar10_available, weights_available
+
+    if not cifar10_available() or not weights_available(config.weights):
+        st.warning(
+            "CIFAR-10 or the InceptionV3 weights are not cached: the job downloads them first "
+            "(or run `python -m cifar fetch`), then extracts features, which is slow on a CPU."
+        )
+        return
+    try:
+        plan = cache.feature_plan(config)
+    except Exception as error:  # noqa: BLE001 (the check is advice; a failure must not block training)
+        st.warning(f"Could not check the feature cache: {error}")
+        return
+    (st.success if plan.cached else st.info)(plan.describe())
+
+
+def start(model: str, values: dict, run_id: str | None) -> None:
+    from cifar.jobs import JobBusy, start_job
+
+    try:
+        job = start_job(model, values, run_id=run_id)
+    except ConfigError as error:
+        st.error(str(error))
+    except JobBusy as error:
+        st.warning(f"Only one training job runs at a time: {error}")
+    except RunError as error:
+        st.error(str(error))
+    else:
+        st.session_state[LAST_JOB] = job.run_id
+        st.toast(f"Started {job.run_id}")
+        st.rerun()
+
+
+@st.fragment(run_every=2)
+def job_monitor() -> None:
+    """The running job's progress and curves, refreshed every 2 s; then failed / cancelled jobs."""
+    from cifar.jobs import active_job, job_status
+
+    job = active_job()
+    if job is not None:
+        with st.container(border=True):
+            st.markdown(f"**Running: `{job.run_id}`**")
+            st.progress(min(max(job.progress, 0.0), 1.0), text=f"{job.phase or job.state}: {job.message or '…'}")
+            history = views.partial_history(job.run_id)
+            if history is not None:
+                st.plotly_chart(plots.learning_curves({job.run_id: history}, title=None), key="train-live")
+            else:
+                st.caption("Curves appear after the first epoch.")
+            if st.button("Cancel the job", key="train-cancel"):
+                from cifar.jobs import cancel_job
+
+                cancel_job(job.run_id)
+                st.rerun(scope="fragment")
+    else:
+        last = st.session_state.get(LAST_JOB)
+        if last and job_status(last).state == "finished":
+            st.success(f"Run `{last}` finished; it is listed in Comparison.")
+            st.page_link(COMPARISON_PAGE, label="Open Comparison", icon="📊")
+        else:
+            st.caption("No training job is running.")
+    stopped_jobs()
+
+
+def stopped_jobs() -> None:
+    """Failed and cancelled jobs, with their message, the log's end and a discard button."""
+    from cifar.jobs import discard_job, list_jobs
+
+    stopped = [job for job in list_jobs() if job.state in ("failed", "cancelled")]
+    if not stopped:
+        return
+    st.markdown("**Failed or cancelled jobs**")
+    for job in stopped:
+        with st.container(border=True):
+            icon = "🛑" if job.state == "cancelled" else "❌"
+            st.markdown(f"{icon} `{job.run_id}`: {job.state}: {job.message or 'no message'}")
+            log = artifacts_dir() / "jobs" / f"{job.run_id}.log"
+            if log.is_file():
+                with st.expander("End of the job's log"):
+                    st.code("\n".join(log.read_text(errors="replace").splitlines()[-25:]) or "(empty)")
+            if st.button("Discard", key=f"train-discard-{job.run_id}"):
+                discard_job(job.run_id)
+                st.rerun(scope="fragment")

@@ -1,0 +1,275 @@
+"""Typed configs, string parsing, refusals, and the CLI's `--key value` overrides."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cifar import cli
+from cifar.config import (
+    CLASS_NAMES,
+    BaselineConfig,
+    ConfigError,
+    TransferConfig,
+    field_table,
+    load_config,
+    parse_config,
+)
+
+
+def test_class_names_are_cifar10_in_label_order():
+    assert CLASS_NAMES == (
+        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    )  # fmt: skip
+
+
+def test_transfer_defaults_are_the_reference_model():
+    config = TransferConfig()
+    assert config.model == "transfer"
+    assert config.resize == "upsample7"
+    assert config.input_size == 224 == 32 * 7
+    assert config.head_units == 256
+    assert config.dropout == 0.5
+    assert config.architecture == "keras"
+    assert config.optimizer == "adam"
+    assert config.learning_rate == 1e-3
+    assert config.flip_features is False and config.tta_flip is False
+
+
+def test_baseline_defaults_are_the_tutorial_cnn():
+    config = BaselineConfig()
+    assert config.model == "baseline"
+    assert config.architecture == "tutorial"
+    assert config.batch_size == 32
+    assert config.augment is False and config.tta_flip is False
+    assert config.dropout == 0.0
+
+
+def test_parse_config_converts_strings():
+    config = parse_config(
+        "baseline", {"epochs": "20", "augment": "true", "learning_rate": "1e-4", "dropout": "0.25"}
+    )
+    assert isinstance(config, BaselineConfig)
+    assert config.epochs == 20 and isinstance(config.epochs, int)
+    assert config.augment is True
+    assert config.learning_rate == pytest.approx(1e-4)
+    assert config.dropout == 0.25
+    assert parse_config("baseline", {"augment": "false"}).augment is False
+
+
+def test_parse_config_accepts_dashes_and_ignores_model_key():
+    config = parse_config("transfer", {"learning-rate": "0.01", "model": "baseline"})
+    assert isinstance(config, TransferConfig)
+    assert config.learning_rate == 0.01
+
+
+def test_parse_config_none_gives_defaults():
+    assert parse_config("transfer") == TransferConfig()
+    assert parse_config("baseline", None) == BaselineConfig()
+
+
+BAD_VALUES = [
+    ("baseline", "epochs", "0"),
+    ("baseline", "epochs", "-1"),
+    ("baseline", "epochs", -1),
+    ("baseline", "epochs", "501"),
+    ("baseline", "epochs", "99999999999999999999999999"),
+    ("baseline", "epochs", "abc"),
+    ("baseline", "epochs", "2.5"),
+    ("baseline", "epochs", "nan"),
+    ("baseline", "epochs", ""),
+    ("baseline", "learning_rate", "nan"),
+    ("baseline", "learning_rate", float("nan")),
+    ("baseline", "learning_rate", "inf"),
+    ("baseline", "learning_rate", "-inf"),
+    ("baseline", "learning_rate", math.inf),
+    ("baseline", "learning_rate", "1e309"),
+    ("baseline", "learning_rate", "0"),
+    ("baseline", "learning_rate", "-1e-3"),
+    ("baseline", "learning_rate", "11"),
+    ("baseline", "learning_rate", "fast"),
+    ("baseline", "batch_size", "0"),
+    ("baseline", "batch_size", "4097"),
+    ("baseline", "dropout", "1"),
+    ("baseline", "dropout", "-0.1"),
+    ("baseline", "label_smoothing", "1.0"),
+    ("baseline", "weight_decay", "-1"),
+    ("baseline", "validation_size", "-5"),
+    ("baseline", "seed", str(2**31)),
+    ("baseline", "seed", "-1"),
+    ("baseline", "optimizer", "adagrad"),
+    ("baseline", "architecture", "resnet"),
+    ("baseline", "augment", "maybe"),
+    ("baseline", "width", "4"),
+    ("transfer", "head_units", "0"),
+    ("transfer", "head_units", "1e12"),
+    ("transfer", "resize", "lanczos"),
+    ("transfer", "architecture", "inception4"),
+    ("transfer", "weights", "imagenet21k"),
+    ("transfer", "dropout", "nan"),
+]
+
+
+@pytest.mark.parametrize(("model", "field", "value"), BAD_VALUES)
+def test_parse_config_rejects_bad_values_naming_the_field(model, field, value):
+    overrides = {field: value}
+    if model == "transfer":
+        overrides["resize"] = overrides.get("resize", "bilinear")
+    with pytest.raises(ConfigError) as error:
+        parse_config(model, overrides)
+    assert str(error.value).startswith(f"{field}:"), str(error.value)
+
+
+def test_input_size_out_of_range_is_refused():
+    for size in ("74", "513", "-224", "big"):
+        with pytest.raises(ConfigError, match=r"^input_size:"):
+            parse_config("transfer", {"resize": "bilinear", "input_size": size})
+
+
+def test_unknown_key_is_refused_and_named():
+    with pytest.raises(ConfigError) as error:
+        parse_config("baseline", {"epoch": "3"})
+    message = str(error.value)
+    assert message.startswith("epoch: unknown field for baseline")
+    assert "epochs" in message  # the known fields are listed
+    with pytest.raises(ConfigError, match="head_units: unknown field for baseline"):
+        parse_config("baseline", {"head_units": "3"})
+
+
+def test_unknown_model_is_refused():
+    with pytest.raises(ConfigError, match="unknown model"):
+        parse_config("resnet", {})
+
+
+def test_several_problems_are_all_named():
+    with pytest.raises(ConfigError) as error:
+        parse_config("baseline", {"epochs": "0", "dropout": "2"})
+    assert "epochs:" in str(error.value) and "dropout:" in str(error.value)
+
+
+def test_upsample7_requires_224():
+    with pytest.raises(ConfigError, match="input_size=224"):
+        parse_config("transfer", {"resize": "upsample7", "input_size": "299"})
+    with pytest.raises(ConfigError):
+        parse_config("transfer", {"input_size": "299"})  # resize defaults to upsample7
+    assert parse_config("transfer", {"resize": "bilinear", "input_size": "299"}).input_size == 299
+
+
+def test_configs_are_frozen():
+    config = BaselineConfig()
+    with pytest.raises(ValueError):
+        config.epochs = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        BaselineConfig(),
+        BaselineConfig(epochs=3, augment=True, tta_flip=True, learning_rate=1e-5, lr_schedule="onecycle"),
+        TransferConfig(),
+        TransferConfig(resize="bicubic", input_size=139, architecture="exact2015", flip_features=True),
+    ],
+)
+def test_string_round_trip_as_jobs_pass_it(config):
+    """Jobs pass every field as `--key str(value)`: that must give back the same config."""
+    as_strings = {key: str(value) for key, value in config.model_dump().items()}
+    assert parse_config(config.model, as_strings) == config
+    assert load_config(config.model_dump()) == config
+
+
+def test_field_table_lists_every_field_with_bounds():
+    rows = {row["name"]: row for row in field_table("baseline")}
+    assert "model" not in rows
+    assert set(rows) == set(BaselineConfig.model_fields) - {"model"}
+    assert rows["epochs"]["ge"] == 1 and rows["epochs"]["le"] == 500
+    assert rows["optimizer"]["type"] == "choice" and "adam" in rows["optimizer"]["choices"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(min_value=-10_000, max_value=10_000))
+def test_epochs_bounds_property(epochs):
+    if 1 <= epochs <= 500:
+        assert parse_config("baseline", {"epochs": str(epochs)}).epochs == epochs
+    else:
+        with pytest.raises(ConfigError, match="^epochs:"):
+            parse_config("baseline", {"epochs": str(epochs)})
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(allow_nan=True, allow_infinity=True))
+def test_learning_rate_bounds_property(value):
+    if math.isfinite(value) and 0 < value <= 10:
+        assert parse_config("baseline", {"learning_rate": repr(value)}).learning_rate == value
+    else:
+        with pytest.raises(ConfigError, match="^learning_rate:"):
+            parse_config("baseline", {"learning_rate": repr(value)})
+
+
+# ----------------------------------------------------------------------------- CLI overrides
+
+
+def test_parse_overrides_space_and_equals_forms():
+    assert cli.parse_overrides(["--epochs", "20", "--learning-rate=1e-4", "--augment", "true"]) == {
+        "epochs": "20",
+        "learning_rate": "1e-4",
+        "augment": "true",
+    }
+    assert cli.parse_overrides([]) == {}
+    assert cli.parse_overrides(["--epochs", "-1"]) == {"epochs": "-1"}
+    assert cli.parse_overrides(["--name=a=b"]) == {"name": "a=b"}
+
+
+@pytest.mark.parametrize(
+    "tokens", [["--epochs"], ["--epochs", "--seed", "1"], ["--seed", "1", "--epochs"]]
+)
+def test_parse_overrides_missing_value(tokens):
+    with pytest.raises(ConfigError, match="--epochs: missing value"):
+        cli.parse_overrides(tokens)
+
+
+def test_parse_overrides_rejects_bare_words():
+    with pytest.raises(ConfigError, match="expected --key value"):
+        cli.parse_overrides(["epochs", "3"])
+
+
+def _no_training(*args, **kwargs):
+    raise AssertionError("an invalid config must not start training")
+
+
+@pytest.mark.parametrize(
+    ("argv", "field"),
+    [
+        (["train", "baseline", "--epochs", "-1"], "epochs"),
+        (["train", "baseline", "--epochs=-1"], "epochs"),
+        (["train", "transfer", "--dropout", "1.5"], "dropout"),
+        (["train", "baseline", "--bogus", "3"], "bogus"),
+        (["train", "baseline", "--epochs"], "--epochs"),
+    ],
+)
+def test_cli_train_with_bad_config_exits_2_naming_the_field(argv, field, capsys, monkeypatch):
+    import cifar.train
+
+    monkeypatch.setattr(cifar.train, "train", _no_training)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert f"{field}:" in err
+
+
+def test_cli_rejects_extra_arguments_for_other_commands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["runs", "--epochs", "3"])
+    assert exit_info.value.code == 2
+
+
+def test_cli_runs_with_no_runs(capsys):
+    assert cli.main(["runs"]) == 0
+    assert "no runs yet" in capsys.readouterr().out
+
+
+def test_cli_evaluate_unknown_run_exits_2(capsys):
+    assert cli.main(["evaluate", "nope"]) == 2
+    assert "no run 'nope'" in capsys.readouterr().err

@@ -1,0 +1,320 @@
+"""The frozen base's feature cache: chunks, resumption, cache names, and exactness.
+
+A seeded random InceptionV3 at 75 px (the smallest it takes) stands in for the ImageNet weights;
+its BatchNormalization statistics are randomised so that running the base in training mode
+would give different numbers (the exactness test would catch it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cifar import features
+from cifar.assets import BackboneWeights, Cifar10, sha256_file
+from cifar.config import TransferConfig
+from cifar.features import FeatureSpec, FeaturesMissing, extract_features, missing_features
+
+pytestmark = pytest.mark.slow
+
+CONFIG = TransferConfig(resize="bilinear", input_size=75)
+BATCH = 5  # = the patched CHUNK_SIZE: one compiled shape for every call
+N_IMAGES = 12
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory) -> BackboneWeights:
+    import keras
+
+    keras.utils.set_random_seed(7)
+    base = keras.applications.InceptionV3(weights=None, include_top=False, input_shape=(75, 75, 3))
+    rng = np.random.default_rng(7)
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            beta, mean, var = layer.get_weights()  # InceptionV3 uses scale=False
+            layer.set_weights(
+                [
+                    rng.normal(0, 0.1, beta.shape).astype(np.float32),
+                    rng.normal(0, 0.1, mean.shape).astype(np.float32),
+                    rng.uniform(0.5, 1.5, var.shape).astype(np.float32),
+                ]
+            )
+    path = tmp_path_factory.mktemp("backbone") / "inception75.weights.h5"
+    base.save_weights(str(path))
+    return BackboneWeights("keras", path, sha256_file(path))
+
+
+@pytest.fixture(scope="module")
+def compiled_extract(backbone):
+    """The real compiled extraction function, built once (XLA compiles are slow on 2 cores)."""
+    return features.make_extract_fn(CONFIG, backbone.path)
+
+
+@pytest.fixture
+def extract_calls(monkeypatch, compiled_extract, backbone):
+    """CHUNK_SIZE 5, and `make_extract_fn` answering with the compiled function, recording batches."""
+    calls: list[np.ndarray] = []
+
+    def make_extract_fn(config, weights_path, precision="float32"):
+        assert config == CONFIG and Path(weights_path) == backbone.path and precision == "float32"
+
+        def extract(pixels):
+            calls.append(np.array(pixels))
+            return compiled_extract(pixels)
+
+        return extract
+
+    monkeypatch.setattr(features, "CHUNK_SIZE", 5)
+    monkeypatch.setattr(features, "make_extract_fn", make_extract_fn)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    return np.random.default_rng(11).integers(0, 256, (N_IMAGES, 32, 32, 3), dtype=np.uint8)
+
+
+def _forbid_extraction(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("everything is cached: nothing may be computed")
+
+    monkeypatch.setattr(features, "make_extract_fn", fail)
+
+
+def _extract(images, backbone, split="test", flip=False, config=CONFIG):
+    return extract_features(images, config, backbone, split, flip=flip, batch_size=BATCH)
+
+
+def _directory(images, backbone, split="test", flip=False, config=CONFIG) -> Path:
+    return FeatureSpec.of(config, backbone, split, flip, images).directory()
+
+
+def test_extract_writes_chunks_and_manifest(images, backbone, extract_calls, tmp_path):
+    progress = []
+    result = extract_features(
+        images, CONFIG, backbone, "test", batch_size=BATCH, progress=lambda d, n: progress.append((d, n))
+    )
+    assert result.shape == (N_IMAGES, 2048) and result.dtype == np.float32
+    assert np.all(np.isfinite(result)) and result.std() > 0
+    assert len(extract_calls) == 3
+    for call, start in zip(extract_calls, (0, 5, 10), strict=True):
+        assert call.shape == (5, 32, 32, 3)
+        rows = min(5, N_IMAGES - start)
+        np.testing.assert_array_equal(call[:rows], images[start : start + rows])
+    assert progress == [(0, 12), (5, 12), (10, 12), (12, 12)]
+
+    directory = _directory(images, backbone)
+    assert directory.parent == tmp_path / "keras" / "features"
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "chunk-00000.npy", "chunk-00001.npy", "chunk-00002.npy", "manifest.json",
+    ]  # fmt: skip
+    assert [np.load(directory / f"chunk-0000{i}.npy").shape for i in range(3)] == [
+        (5, 2048), (5, 2048), (2, 2048),
+    ]  # fmt: skip
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["n_images"] == 12 and manifest["chunk_size"] == 5
+    assert manifest["weights_sha256"] == backbone.sha256 and manifest["split"] == "test"
+    assert manifest["resize"] == "bilinear" and manifest["input_size"] == 75
+    assert manifest["architecture"] == "keras" and manifest["flip"] is False
+
+
+def test_second_call_computes_nothing(images, backbone, extract_calls, monkeypatch):
+    first = _extract(images, backbone)
+    _forbid_extraction(monkeypatch)
+    again = _extract(images, backbone)
+    np.testing.assert_array_equal(again, first)
+    loaded = features.load_features(images, CONFIG, backbone, "test", False)
+    np.testing.assert_array_equal(loaded, first)
+
+
+def _mtimes(directory: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in directory.glob("chunk-*.npy")}
+
+
+@pytest.mark.parametrize(
+    ("index", "damage"),
+    [(1, "delete"), (2, "truncate"), (0, "garbage"), (1, "wrong-rows"), (2, "wrong-dtype")],
+)
+def test_only_a_missing_or_corrupt_chunk_is_recomputed(images, backbone, extract_calls, index, damage):
+    first = _extract(images, backbone)
+    directory = _directory(images, backbone)
+    chunk = directory / f"chunk-{index:05d}.npy"
+    if damage == "delete":
+        chunk.unlink()
+    elif damage == "truncate":
+        chunk.write_bytes(chunk.read_bytes()[:200])
+    elif damage == "garbage":
+        chunk.write_bytes(b"\x93NUMPY garbage")
+    elif damage == "wrong-rows":
+        np.save(chunk, np.zeros((3, 2048), np.float32))
+    else:
+        np.save(chunk, np.load(chunk).astype(np.float64))
+    before = _mtimes(directory)
+    extract_calls.clear()
+    again = _extract(images, backbone)
+    assert len(extract_calls) == 1
+    start = index * 5
+    rows = min(5, N_IMAGES - start)
+    np.testing.assert_array_equal(extract_calls[0][:rows], images[start : start + rows])
+    after = _mtimes(directory)
+    for name, mtime in before.items():
+        if name != chunk.name:
+            assert after[name] == mtime, f"{name} was rewritten"
+    np.testing.assert_allclose(again, first, rtol=0, atol=1e-6)
+
+
+def test_stray_part_files_are_ignored(images, backbone, extract_calls):
+    first = _extract(images, backbone)
+    directory = _directory(images, backbone)
+    (directory / ".chunk-00001.npy.999.part").write_bytes(b"torn write of a killed process")
+    (directory / ".manifest.999.part").write_text("{")
+    extract_calls.clear()
+    np.testing.assert_array_equal(_extract(images, backbone), first)
+    assert extract_calls == []
+
+    # A writer killed before its rename: chunk 1 exists only as a .part file.
+    (directory / "chunk-00001.npy").rename(directory / ".chunk-00001.npy.998.part")
+    again = _extract(images, backbone)
+    assert len(extract_calls) == 1
+    np.testing.assert_array_equal(extract_calls[0], images[5:10])
+    np.testing.assert_allclose(again, first, rtol=0, atol=1e-6)
+
+
+def test_cache_directory_name_changes_with_everything_that_changes_features(images, backbone):
+    base = FeatureSpec.of(CONFIG, backbone, "train", False, images)
+    assert FeatureSpec.of(CONFIG, backbone, "train", False, images.copy()).name == base.name
+    changed_image = images.copy()
+    changed_image[3, 10, 10, 1] ^= 1
+    other_weights = dataclasses.replace(backbone, sha256="f" * 64)
+    variants = {
+        "resize": FeatureSpec.of(CONFIG.model_copy(update={"resize": "bicubic"}), backbone, "train", False, images),
+        "architecture": FeatureSpec.of(
+            CONFIG.model_copy(update={"architecture": "exact2015"}), backbone, "train", False, images
+        ),
+        "input_size": FeatureSpec.of(CONFIG.model_copy(update={"input_size": 99}), backbone, "train", False, images),
+        "flip": FeatureSpec.of(CONFIG, backbone, "train", True, images),
+        "split": FeatureSpec.of(CONFIG, backbone, "test", False, images),
+        "images": FeatureSpec.of(CONFIG, backbone, "train", False, changed_image),
+        "fewer images": FeatureSpec.of(CONFIG, backbone, "train", False, images[:-1]),
+        "weights": FeatureSpec.of(CONFIG, other_weights, "train", False, images),
+        "source": FeatureSpec.of(CONFIG, dataclasses.replace(backbone, source="google2015"), "train", False, images),
+    }
+    names = {key: spec.directory().name for key, spec in variants.items()}
+    assert len(set(names.values()) | {base.directory().name}) == len(variants) + 1, names
+    # Head-only settings do not change the features.
+    head_only = CONFIG.model_copy(update={"head_units": 7, "dropout": 0.1, "epochs": 3, "tta_flip": True})
+    assert FeatureSpec.of(head_only, backbone, "train", False, images).name == base.name
+
+
+def test_cached_base_plus_head_equals_the_full_model(images, backbone, extract_calls):
+    """The central claim: head(cached features) == build_transfer_model(...) on raw uint8 pixels."""
+    import keras
+
+    from cifar.models import build_head, build_transfer_model
+
+    cached = _extract(images, backbone)
+    flipped = _extract(images, backbone, flip=True)
+    keras.utils.set_random_seed(3)
+    head = build_head(CONFIG)
+    on_features = head.predict(cached, verbose=0)
+    on_flipped = head.predict(flipped, verbose=0)
+    full = build_transfer_model(CONFIG, backbone.path, head=head)
+    on_pixels = full.predict(images, verbose=0)
+    on_flipped_pixels = full.predict(images[:, :, ::-1, :], verbose=0)
+    assert on_pixels.shape == (N_IMAGES, 10)
+    np.testing.assert_allclose(on_features, on_pixels, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(on_flipped, on_flipped_pixels, atol=1e-5, rtol=0)
+    # ...and the comparison can fail: the predictions are not all alike, flips change them.
+    assert np.abs(on_pixels - on_pixels.mean(axis=0)).max() > 1e-3
+    assert np.abs(on_flipped - on_features).max() > 1e-4
+
+
+def test_cached_features_are_the_frozen_base_in_inference_mode(images, backbone, extract_calls):
+    """A second, independent route: Keras' own InceptionV3 with the same weights, by hand."""
+    import keras
+
+    cached = _extract(images, backbone)
+    base = keras.applications.InceptionV3(weights=None, include_top=False, input_shape=(75, 75, 3))
+    base.load_weights(str(backbone.path))
+    scaled = images.astype(np.float32) / 127.5 - 1.0
+    resized = keras.ops.image.resize(scaled, (75, 75), interpolation="bilinear")
+    pooled = np.asarray(base(resized, training=False)).mean(axis=(1, 2))
+    np.testing.assert_allclose(cached, pooled, atol=1e-4, rtol=1e-4)
+    in_training_mode = np.asarray(base(resized[:4], training=True)).mean(axis=(1, 2))
+    assert np.abs(in_training_mode - cached[:4]).max() > 1e-2
+
+
+def test_exact2015_replaces_the_last_average_pool_by_a_max_pool(backbone):
+    import keras
+
+    from cifar.models import build_base
+
+    keras_base = build_base(CONFIG, backbone.path)
+    exact = build_base(CONFIG.model_copy(update={"architecture": "exact2015"}), backbone.path)
+    avg = [layer.name for layer in keras_base.layers if isinstance(layer, keras.layers.AveragePooling2D)]
+    exact_by_name = {layer.name: layer for layer in exact.layers}
+    last = exact_by_name[avg[-1]]
+    assert isinstance(last, keras.layers.MaxPooling2D)
+    assert tuple(last.pool_size) == (3, 3) and tuple(last.strides) == (1, 1) and last.padding == "same"
+    for name in avg[:-1]:
+        assert isinstance(exact_by_name[name], keras.layers.AveragePooling2D), name
+    assert [layer.name for layer in exact.layers] == [layer.name for layer in keras_base.layers]
+    # Same weights, loaded into both; only the pool differs, and it changes the output.
+    for a, b in zip(keras_base.weights, exact.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not exact.trainable and not exact.trainable_weights
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 75, 75, 3)).astype(np.float32)
+    assert np.abs(np.asarray(exact(x)) - np.asarray(keras_base(x))).max() > 1e-4
+
+
+def test_training_the_head_leaves_the_base_unchanged(images, backbone):
+    import keras
+
+    from cifar.models import build_transfer_model
+
+    keras.utils.set_random_seed(0)
+    model = build_transfer_model(CONFIG, backbone.path)
+    head = model.layers[-1]
+    assert head.name == "head"
+    (base,) = [layer for layer in model.layers if isinstance(layer, keras.Model) and layer is not head]
+    base_before = [np.array(w) for w in base.weights]
+    head_before = [np.array(w) for w in head.weights]
+    assert base_before and all(not w.trainable for w in base.weights)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy")
+    labels = np.eye(10, dtype=np.float32)[np.arange(8) % 10]
+    model.fit(images[:8], labels, batch_size=4, epochs=1, verbose=0)
+    for before, after in zip(base_before, base.weights, strict=True):
+        np.testing.assert_array_equal(before, np.asarray(after))  # moving statistics included
+    assert any(not np.array_equal(b, np.asarray(a)) for b, a in zip(head_before, head.weights, strict=True))
+
+
+def test_missing_features_lists_what_is_missing(images, backbone, extract_calls):
+    data = Cifar10(images[:7], np.arange(7) % 10, images, np.arange(N_IMAGES) % 10)
+    config = CONFIG.model_copy(update={"tta_flip": True})
+    assert missing_features(config, data, backbone) == [("train", False, 7), ("test", False, 12), ("test", True, 12)]
+    assert missing_features(CONFIG, data, backbone) == [("train", False, 7), ("test", False, 12)]
+    with pytest.raises(FeaturesMissing, match="python -m cifar extract"):
+        features.load_features(data.x_test, config, backbone, "test", False)
+
+    extract_features(data.x_test, config, backbone, "test", batch_size=BATCH)
+    assert missing_features(config, data, backbone) == [("train", False, 7), ("test", True, 12)]
+    extract_features(data.x_train, config, backbone, "train", batch_size=BATCH)
+    extract_features(data.x_test, config, backbone, "test", flip=True, batch_size=BATCH)
+    assert missing_features(config, data, backbone) == []
+
+    os.remove(_directory(data.x_test, backbone, "test", config=config) / "chunk-00001.npy")
+    os.remove(_directory(data.x_train, backbone, "train", config=config) / "chunk-00001.npy")
+    assert missing_features(config, data, backbone) == [("train", False, 2), ("test", False, 5)]
+
+
+def test_estimate_seconds_grows_with_the_pixel_count():
+    small = features.estimate_seconds(TransferConfig(resize="bilinear", input_size=139), 1000)
+    reference = features.estimate_seconds(TransferConfig(), 1000)
+    odd = features.estimate_seconds(TransferConfig(resize="bilinear", input_size=448), 1000)
+    assert small < reference < odd
+    assert odd == pytest.approx(4 * reference)
