@@ -5,15 +5,22 @@ A router only: each page is a short file under `pages/`; the work lives in `cifa
 
 import streamlit as st
 
-st.set_page_config(page_title="CIFAR-10 classifiers", page_icon="🖼️", layout="wide")
+st.set_page_config(page_title="CIFAR-10 classifiers", page_icon=":material/image:", layout="wide")
 
 PAGES = [
-    st.Page("pages/overview.py", title="Overview", icon="🏠", url_path="overview", default=True),
-    st.Page("pages/comparison.py", title="Comparison", icon="📊", url_path="comparison"),
-    st.Page("pages/per_class.py", title="Per-class metrics", icon="🧮", url_path="per-class"),
-    st.Page("pages/misclassified.py", title="Misclassified samples", icon="🔍", url_path="misclassified"),
-    st.Page("pages/classify.py", title="Classify an image", icon="📷", url_path="classify"),
-    st.Page("pages/train.py", title="Train", icon="🏋️", url_path="train"),
+    st.Page("pages/overview.py", title="Overview", icon=":material/home:", url_path="overview", default=True),
+    st.Page("pages/comparison.py", title="Comparison", icon=":material/bar_chart:", url_path="comparison"),
+    st.Page("pages/per_class.py", title="Per-class metrics", icon=":material/grid_on:", url_path="per-class"),
+    st.Page(
+        "pages/misclassified.py",
+        title="Misclassified samples",
+        icon=":material/image_search:",
+        url_path="misclassified",
+    ),
+    st.Page(
+        "pages/classify.py", title="Classify an image", icon=":material/photo_camera:", url_path="classify"
+    ),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
 ]
 
 st.navigation(PAGES).run()

@@ -68,6 +68,9 @@ def cmd_train(args, extra) -> int:
 
     config = parse_config(args.model, parse_overrides(extra))
     run_dir = train(config, run_id=args.run_id, limit=args.limit, extract_missing=args.extract)
+    if not (run_dir / "metrics.json").exists():  # a non-chief worker of a distributed run
+        print("worker finished; the chief (worker 0) writes the run folder")
+        return 0
     print(f"run written to {run_dir}")
     print(json.dumps(json.loads((run_dir / "metrics.json").read_text()), indent=2))
     return 0

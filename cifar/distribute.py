@@ -12,6 +12,8 @@ import json
 import os
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Worker:
@@ -52,3 +54,87 @@ def make_strategy():
     if len(tf.config.list_physical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def is_multi_worker(strategy) -> bool:
+    import tensorflow as tf
+
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+class _History:
+    def __init__(self):
+        self.history: dict[str, list[float]] = {}
+
+
+def fit_multi_worker(model, x, y, *, strategy, batch_size, epochs, label_smoothing=0.0,
+                     validation=None, callbacks=(), seed=0):
+    """`model.fit` for MultiWorkerMirroredStrategy, whose Keras 3 `fit` is broken
+    (keras-team/keras#20585): a plain `strategy.run` loop over globally batched data.
+
+    `model` must be built and compiled in `strategy.scope()`; gradients are all-reduced by the
+    optimizer. Callbacks get the usual epoch hooks and logs.
+    """
+    import keras
+    import tensorflow as tf
+
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((x, y))
+        .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size, drop_remainder=True)
+    )
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    distributed = strategy.experimental_distribute_dataset(dataset.with_options(options))
+    optimizer = model.optimizer
+
+    def replica_step(images, labels):
+        with tf.GradientTape() as tape:
+            predictions = model(images, training=True)
+            per_example = keras.losses.categorical_crossentropy(
+                labels, predictions, label_smoothing=label_smoothing
+            )
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=batch_size)
+            if model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+        hits = tf.reduce_sum(
+            tf.cast(tf.equal(tf.argmax(predictions, 1), tf.argmax(labels, 1)), tf.float32)
+        )
+        return loss, hits
+
+    @tf.function
+    def train_step(batch):
+        loss, hits = strategy.run(replica_step, args=batch)
+        return strategy.reduce("SUM", loss, axis=None), strategy.reduce("SUM", hits, axis=None)
+
+    steps = len(x) // batch_size
+    history = _History()
+    for callback in callbacks:
+        callback.set_model(model)
+        callback.set_params({"epochs": epochs, "steps": steps, "verbose": 0})
+        callback.on_train_begin()
+    for epoch in range(epochs):
+        for callback in callbacks:
+            callback.on_epoch_begin(epoch)
+        total_loss = total_hits = 0.0
+        for step, batch in enumerate(distributed):
+            loss, hits = train_step(batch)
+            total_loss += float(loss)
+            total_hits += float(hits)
+            for callback in callbacks:
+                callback.on_train_batch_end(step)
+        logs = {"loss": total_loss / max(1, steps), "accuracy": total_hits / max(1, steps * batch_size)}
+        if validation is not None:
+            val_x, val_y = validation
+            probabilities = model.predict(val_x, batch_size=1000, verbose=0)
+            logs["val_loss"] = float(np.mean(keras.losses.categorical_crossentropy(val_y, probabilities)))
+            logs["val_accuracy"] = float(np.mean(probabilities.argmax(1) == val_y.argmax(1)))
+        for key, value in logs.items():
+            history.history.setdefault(key, []).append(value)
+        for callback in callbacks:
+            callback.on_epoch_end(epoch, logs)
+    for callback in callbacks:
+        callback.on_train_end()
+    return history

@@ -17,10 +17,17 @@ SPLIT_COLORS = {"train": "#636EFA", "validation": "#00CC96", "test": "#EF553B"}
 
 def _layout(fig: go.Figure, title: str | None = None, height: int = 380) -> go.Figure:
     fig.update_layout(
-        title=title,
+        title={"text": title, "x": 0, "xanchor": "left", "y": 0.98, "yanchor": "top"},
         height=height,
-        margin={"l": 10, "r": 10, "t": 50 if title else 20, "b": 10},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+        margin={"l": 10, "r": 10, "t": 90 if title else 50, "b": 10},
+        legend={
+            "orientation": "h",
+            "yanchor": "bottom",
+            "y": 1.02,
+            "x": 1,
+            "xanchor": "right",
+            "title": None,
+        },
     )
     return fig
 
@@ -89,7 +96,9 @@ def learning_curves(histories: dict[str, pd.DataFrame], title: str | None = "Lea
                 )
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(tickformat=".0%", row=1, col=1)
-    return _layout(fig, title, height=400)
+    _layout(fig, title, height=420)
+    fig.update_layout(legend={"orientation": "v", "x": 1.02, "xanchor": "left", "y": 1, "yanchor": "top"})
+    return fig
 
 
 def _epochs(history: pd.DataFrame) -> pd.Series:
@@ -120,14 +129,14 @@ def per_class_bars(per_class: dict[str, pd.DataFrame], metric: str = "f1") -> go
     """One bar per class and run for precision, recall or F1 (`Report.per_class`)."""
     fig = go.Figure()
     for i, (run_id, frame) in enumerate(per_class.items()):
-        fig.add_bar(
-            name=run_id, x=list(frame.index), y=frame[metric], marker_color=PALETTE[i % len(PALETTE)]
-        )
+        fig.add_bar(name=run_id, x=list(frame.index), y=frame[metric], marker_color=PALETTE[i % len(PALETTE)])
     fig.update_layout(barmode="group", yaxis={"tickformat": ".0%", "range": [0, 1]})
     return _layout(fig, f"{metric} per class")
 
 
-def confusion_heatmap(confusion: pd.DataFrame, normalized: bool = False, title: str | None = None) -> go.Figure:
+def confusion_heatmap(
+    confusion: pd.DataFrame, normalized: bool = False, title: str | None = None
+) -> go.Figure:
     """Rows: true class, columns: predicted class; counts or row shares."""
     values = confusion.to_numpy()
     text = [[f"{v:.0%}" if normalized else f"{int(v)}" for v in row] for row in values]
@@ -144,9 +153,12 @@ def confusion_heatmap(confusion: pd.DataFrame, normalized: bool = False, title: 
             hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>",
         )
     )
-    fig.update_yaxes(autorange="reversed", title_text="true")
-    fig.update_xaxes(title_text="predicted", side="bottom")
-    return _layout(fig, title, height=460)
+    fig.update_yaxes(autorange="reversed", title_text="true class")
+    fig.update_xaxes(title_text="predicted class", side="bottom", tickangle=-45)
+    fig.update_traces(colorbar={"thickness": 12})
+    _layout(fig, title, height=480)
+    fig.update_layout(margin={"t": 40})
+    return fig
 
 
 def disagreement_bars(table: pd.DataFrame) -> go.Figure:
@@ -155,7 +167,7 @@ def disagreement_bars(table: pd.DataFrame) -> go.Figure:
     for i, column in enumerate(table.columns):
         fig.add_bar(name=column, x=list(table.index), y=table[column], marker_color=PALETTE[i % len(PALETTE)])
     fig.update_layout(barmode="group", yaxis_title="test images")
-    return _layout(fig, "Where the two runs disagree")
+    return _layout(fig, "Test images only one of the two runs gets right, per true class")
 
 
 def top_k_bars(frame: pd.DataFrame) -> go.Figure:
@@ -173,4 +185,6 @@ def top_k_bars(frame: pd.DataFrame) -> go.Figure:
     )
     fig.update_xaxes(tickformat=".0%", range=[0, 1.12])
     fig.update_traces(textposition="outside")
-    return _layout(fig, "Top predictions", height=max(260, 60 + 44 * len(order) * max(1, frame["model"].nunique())))
+    return _layout(
+        fig, "Top predictions", height=max(260, 60 + 44 * len(order) * max(1, frame["model"].nunique()))
+    )

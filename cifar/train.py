@@ -17,6 +17,7 @@ import pandas as pd
 
 from cifar.assets import Cifar10, load_cifar10
 from cifar.data import augmented_dataset, split_train_validation
+from cifar.distribute import fit_multi_worker, is_multi_worker
 from cifar.config import CLASS_NAMES, NUM_CLASSES, BaselineConfig, TransferConfig
 from cifar.runs import RunWriter, new_run_id
 
@@ -158,13 +159,21 @@ def train_baseline(
     else:
         fit_kwargs = {"x": x_fit, "y": _one_hot(data.y_train[fit_idx]), "batch_size": config.batch_size}
     started = time.perf_counter()
-    history = model.fit(
-        **fit_kwargs,
-        epochs=config.epochs,
-        validation_data=validation,
-        callbacks=_callbacks(writer, config, progress),
-        verbose=2,
-    )
+    if is_multi_worker(strategy):
+        history = fit_multi_worker(
+            model, x_fit, _one_hot(data.y_train[fit_idx]), strategy=strategy,
+            batch_size=config.batch_size, epochs=config.epochs, seed=config.seed,
+            label_smoothing=config.label_smoothing, validation=validation,
+            callbacks=_callbacks(writer, config, progress)[:1],
+        )
+    else:
+        history = model.fit(
+            **fit_kwargs,
+            epochs=config.epochs,
+            validation_data=validation,
+            callbacks=_callbacks(writer, config, progress),
+            verbose=2,
+        )
     seconds = time.perf_counter() - started
     writer.status("running", phase="evaluating", message="predicting the test set")
     predict = lambda x: model.predict(x, batch_size=1000, verbose=0)  # noqa: E731
@@ -233,16 +242,23 @@ def train_transfer(
         head = build_head(config)
         _compile(head, config, len(x_fit))
     started = time.perf_counter()
-    history = head.fit(
-        x_fit,
-        _one_hot(y_fit),
-        batch_size=config.batch_size,
-        epochs=config.epochs,
-        validation_data=validation,
-        shuffle=True,
-        callbacks=_callbacks(writer, config, progress),
-        verbose=2,
-    )
+    if is_multi_worker(strategy):
+        history = fit_multi_worker(
+            head, x_fit, _one_hot(y_fit), strategy=strategy, batch_size=config.batch_size,
+            epochs=config.epochs, seed=config.seed, label_smoothing=config.label_smoothing,
+            validation=validation, callbacks=_callbacks(writer, config, progress)[:1],
+        )
+    else:
+        history = head.fit(
+            x_fit,
+            _one_hot(y_fit),
+            batch_size=config.batch_size,
+            epochs=config.epochs,
+            validation_data=validation,
+            shuffle=True,
+            callbacks=_callbacks(writer, config, progress),
+            verbose=2,
+        )
     seconds = time.perf_counter() - started
     predict = lambda x: head.predict(x, batch_size=4096, verbose=0)  # noqa: E731
     test_probabilities = predict(features["test", False])

@@ -41,9 +41,7 @@ def best_run(runs: Iterable[Run], model: str) -> Run | None:
 def headline_runs(runs: list[Run]) -> dict[str, Run | None]:
     """Per model: the reference run when present, else the run with the best test accuracy."""
     by_id = {run.run_id: run for run in runs}
-    return {
-        model: by_id.get(REFERENCE_RUN_IDS[model]) or best_run(runs, model) for model in MODELS
-    }
+    return {model: by_id.get(REFERENCE_RUN_IDS[model]) or best_run(runs, model) for model in MODELS}
 
 
 def default_selection(runs: list[Run], limit: int = 6) -> list[str]:
@@ -92,9 +90,7 @@ def next_steps(runs: list[Run], data_cached: bool, weights_cached: bool) -> list
     if "baseline" not in models:
         steps.append(("Train the baseline CNN", "python -m cifar train baseline --run-id baseline-reference"))
     if "transfer" not in models:
-        steps.append(
-            ("Cache the frozen InceptionV3 features (long on a CPU)", "python -m cifar extract")
-        )
+        steps.append(("Cache the frozen InceptionV3 features (long on a CPU)", "python -m cifar extract"))
         steps.append(
             ("Train the transfer model's head", "python -m cifar train transfer --run-id transfer-reference")
         )
@@ -172,10 +168,7 @@ def filter_gallery(table: pd.DataFrame, run_ids: list[str], spec: GalleryFilter)
     if table.empty or not run_ids:
         return table.iloc[0:0]
     wrong = ~table[[f"correct:{rid}" for rid in run_ids]].to_numpy(bool)
-    if spec.model:
-        keep = ~table[f"correct:{spec.model}"].to_numpy(bool)
-    else:
-        keep = wrong.any(axis=1)
+    keep = ~table[f"correct:{spec.model}"].to_numpy(bool) if spec.model else wrong.any(axis=1)
     if spec.only_one_wrong:
         keep &= wrong.sum(axis=1) == 1
     if spec.true_classes:
@@ -217,7 +210,7 @@ def top_k_frame(predictions: dict[str, list[tuple[str, float]]]) -> pd.DataFrame
 
 
 def form_fields(model: str) -> list[dict[str, Any]]:
-    """`field_table` rows with the widget each needs (int, float, bool or choice) and its step."""
+    """`field_table` rows (inputs first, switches last), with a step for float fields."""
     rows = []
     for row in field_table(model):
         row = dict(row)
@@ -225,7 +218,7 @@ def form_fields(model: str) -> list[dict[str, Any]]:
             default = float(row["default"])
             row["step"] = 10 ** math.floor(math.log10(default)) if default > 0 else 0.01
         rows.append(row)
-    return rows
+    return sorted(rows, key=lambda row: row["type"] == "bool")  # switches last: the grid stays aligned
 
 
 def changed_overrides(model: str, values: dict[str, Any]) -> dict[str, Any]:

@@ -127,18 +127,22 @@ def backbone_weights(preference: str):
 
 
 @st.cache_data(max_entries=32, show_spinner="Checking the feature cache...")
-def _feature_plan(config_json: str, dataset: tuple, weights: tuple, features: tuple):
+def _feature_plan(needs: str, dataset: tuple, weights: tuple, features: tuple):
     from cifar.views import feature_plan
 
-    config = parse_config("transfer", json.loads(config_json))
+    config = parse_config("transfer", json.loads(needs))
     return feature_plan(config, cifar10(), backbone_weights(config.weights))
+
+
+FEATURE_FIELDS = ("weights", "architecture", "resize", "input_size", "tta_flip", "flip_features")
 
 
 def feature_plan(config):
     """`cifar.views.feature_plan` for a transfer config (needs the data and weights cached)."""
     home = keras_home()
+    needs = {name: getattr(config, name) for name in FEATURE_FIELDS}  # epochs etc. change nothing
     return _feature_plan(
-        config.model_dump_json(),
+        json.dumps(needs, sort_keys=True),
         _dataset_key(),
         _listing(home / "models"),
         _listing(home / "features"),

@@ -20,7 +20,9 @@ def _field(row: dict, key: str):
     help_text = " · ".join(part for part in (row["help"], limits and f"allowed: {limits}") if part) or None
     key = f"{key}-{name}"
     if row["type"] == "choice":
-        return st.selectbox(label, row["choices"], index=row["choices"].index(default), key=key, help=help_text)
+        return st.selectbox(
+            label, row["choices"], index=row["choices"].index(default), key=key, help=help_text
+        )
     if row["type"] == "bool":
         return st.toggle(label, value=bool(default), key=key, help=help_text)
     if row["type"] == "int":
@@ -45,7 +47,9 @@ def train_form(model: str, columns: int = 3) -> None:
         with grid[i % columns]:
             values[row["name"]] = _field(row, key)
     run_id = st.text_input(
-        "Run id (optional)", key=f"{key}-run-id", placeholder=f"{model}-<date>-<time>",
+        "Run id (optional)",
+        key=f"{key}-run-id",
+        placeholder=f"{model}-<date>-<time>",
         help="the folder name under artifacts/runs/; letters, digits, '.', '_' or '-'",
     ).strip()
 
@@ -79,10 +83,18 @@ def feature_status(config) -> None:
     """Before a transfer job starts: cached features (fast head retrain) or extraction time."""
     from cifar.assets import cifar10_available, weights_available
 
-    if not cifar10_available() or not weights_available(config.weights):
+    missing = [
+        name
+        for name, cached in (
+            ("CIFAR-10", cifar10_available()),
+            ("the InceptionV3 weights", weights_available(config.weights)),
+        )
+        if not cached
+    ]
+    if missing:
         st.warning(
-            "CIFAR-10 or the InceptionV3 weights are not cached: the job downloads them first "
-            "(or run `python -m cifar fetch`), then extracts features, which is slow on a CPU."
+            f"Not cached yet: {' and '.join(missing)}. The job downloads them first (or run "
+            "`python -m cifar fetch`), then extracts the features, which is slow on a CPU."
         )
         return
     try:
@@ -119,22 +131,20 @@ def job_monitor() -> None:
     if job is not None:
         with st.container(border=True):
             st.markdown(f"**Running: `{job.run_id}`**")
-            st.progress(min(max(job.progress, 0.0), 1.0), text=f"{job.phase or job.state}: {job.message or '…'}")
+            st.progress(
+                min(max(job.progress, 0.0), 1.0), text=f"{job.phase or job.state}: {job.message or '…'}"
+            )
             history = views.partial_history(job.run_id)
             if history is not None:
                 st.plotly_chart(plots.learning_curves({job.run_id: history}, title=None), key="train-live")
             else:
                 st.caption("Curves appear after the first epoch.")
-            if st.button("Cancel the job", key="train-cancel"):
-                from cifar.jobs import cancel_job
-
-                cancel_job(job.run_id)
-                st.rerun(scope="fragment")
+            st.button("Cancel the job", key="train-cancel", on_click=_cancel, args=(job.run_id,))
     else:
         last = st.session_state.get(LAST_JOB)
         if last and job_status(last).state == "finished":
             st.success(f"Run `{last}` finished; it is listed in Comparison.")
-            st.page_link(COMPARISON_PAGE, label="Open Comparison", icon="📊")
+            st.page_link(COMPARISON_PAGE, label="Open Comparison", icon=":material/bar_chart:")
         else:
             st.caption("No training job is running.")
     stopped_jobs()
@@ -150,12 +160,16 @@ def stopped_jobs() -> None:
     st.markdown("**Failed or cancelled jobs**")
     for job in stopped:
         with st.container(border=True):
-            icon = "🛑" if job.state == "cancelled" else "❌"
-            st.markdown(f"{icon} `{job.run_id}`: {job.state}: {job.message or 'no message'}")
+            color = "orange" if job.state == "cancelled" else "red"
+            st.markdown(f":{color}[**{job.state}**] `{job.run_id}`: {job.message or 'no message'}")
             log = artifacts_dir() / "jobs" / f"{job.run_id}.log"
             if log.is_file():
                 with st.expander("End of the job's log"):
                     st.code("\n".join(log.read_text(errors="replace").splitlines()[-25:]) or "(empty)")
-            if st.button("Discard", key=f"train-discard-{job.run_id}"):
-                discard_job(job.run_id)
-                st.rerun(scope="fragment")
+            st.button("Discard", key=f"train-discard-{job.run_id}", on_click=discard_job, args=(job.run_id,))
+
+
+def _cancel(run_id: str) -> None:
+    from cifar.jobs import cancel_job
+
+    cancel_job(run_id)

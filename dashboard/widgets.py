@@ -50,17 +50,23 @@ def require_runs(runs: list[Run]) -> None:
 def run_problems() -> None:
     problems = cache.run_problems()
     if problems:
-        with st.expander(f"{len(problems)} run folder(s) could not be read", icon="⚠️"):
+        with st.expander(f"{len(problems)} run folder(s) could not be read", icon=":material/warning:"):
             for problem in problems:
                 st.text(problem)
 
 
 def run_picker(
-    runs: list[Run], key: str, label: str = "Runs", default: list[str] | None = None, help: str | None = None
+    runs: list[Run],
+    key: str,
+    label: str = "Runs",
+    default: list[str] | None = None,
+    help: str | None = None,
+    max_selections: int | None = None,
 ) -> list[Run]:
     """A multiselect of runs (shown with model and test accuracy); returns the chosen runs."""
     by_id = {run.run_id: run for run in runs}
     default = [rid for rid in (default or views.default_selection(runs)) if rid in by_id]
+    default = default[:max_selections] if max_selections else default
     chosen = st.multiselect(
         label,
         options=list(by_id),
@@ -68,6 +74,7 @@ def run_picker(
         format_func=lambda rid: views.describe_run(by_id[rid]),
         key=key,
         help=help,
+        max_selections=max_selections,
     )
     return [by_id[rid] for rid in chosen]
 
@@ -88,7 +95,7 @@ def headline(runs: list[Run]) -> None:
         reference = REFERENCE_FIGURES[model]
         with column, st.container(border=True):
             st.markdown(f"**{views.MODEL_TITLES[model]}**")
-            if row["run"] is None:
+            if pd.isna(row["run"]):
                 st.info(
                     f"No {model} run yet. Write-up: {percent(reference['test_accuracy'])} test.\n\n"
                     f"`python -m cifar train {model} --run-id {views.REFERENCE_RUN_IDS[model]}`"
@@ -196,17 +203,21 @@ def per_class_section(chosen: list[Run], key: str) -> None:
     )
     chart(plots.per_class_bars({rid: r.per_class for rid, r in reports.items()}, metric), key=f"{key}-bars")
     table = pd.concat({rid: r.per_class for rid, r in reports.items()}, axis=1)
-    st.dataframe(table.style.format("{:.3f}", subset=[c for c in table.columns if c[1] != "support"]))
+    st.dataframe(
+        table.style.format("{:.3f}", subset=[c for c in table.columns if c[1] != "support"]), height="content"
+    )
 
 
 def confusion_section(chosen: list[Run], key: str) -> None:
     normalized = st.toggle("Normalise each row (share of the true class)", key=f"{key}-normalized")
-    columns = st.columns(len(chosen))
-    for column, run in zip(columns, chosen, strict=True):
-        report = cache.report(run)
-        matrix = report.confusion_normalized if normalized else report.confusion
-        with column:
-            chart(plots.confusion_heatmap(matrix, normalized, title=run.run_id), key=f"{key}-{run.run_id}")
+    for start in range(0, len(chosen), 2):
+        for column, run in zip(st.columns(2), chosen[start : start + 2], strict=False):
+            report = cache.report(run)
+            matrix = report.confusion_normalized if normalized else report.confusion
+            with column:
+                chart(
+                    plots.confusion_heatmap(matrix, normalized, title=run.run_id), key=f"{key}-{run.run_id}"
+                )
 
 
 def most_confused_section(chosen: list[Run], top: int = 10) -> None:
@@ -215,7 +226,7 @@ def most_confused_section(chosen: list[Run], top: int = 10) -> None:
         with column:
             st.markdown(f"**{run.run_id}**")
             pairs = cache.report(run).most_confused.head(top)
-            st.dataframe(pairs, hide_index=True)
+            st.dataframe(pairs, hide_index=True, height="content")
 
 
 def disagreement_section(a: Run, b: Run, key: str) -> None:
@@ -278,7 +289,9 @@ def gallery_filters(chosen: list[Run], classes: list[str], key: str) -> views.Ga
     first, second, third = st.columns(3)
     true_classes = first.multiselect("True class", classes, key=f"{key}-true")
     model = second.selectbox(
-        "Mistakes of", [None, *ids], format_func=lambda rid: "any chosen run" if rid is None else rid,
+        "Mistakes of",
+        [None, *ids],
+        format_func=lambda rid: "any chosen run" if rid is None else rid,
         key=f"{key}-model",
     )
     predicted = third.multiselect("Predicted class", classes, key=f"{key}-predicted")
@@ -287,7 +300,10 @@ def gallery_filters(chosen: list[Run], classes: list[str], key: str) -> views.Ga
         "Only images exactly one run gets wrong", key=f"{key}-only-one", disabled=len(ids) < 2
     )
     sort = right.radio(
-        "Order", ["loss", "index"], horizontal=True, key=f"{key}-sort",
+        "Order",
+        ["loss", "index"],
+        horizontal=True,
+        key=f"{key}-sort",
         format_func=lambda s: "highest loss first" if s == "loss" else "test-set order",
     )
     return views.GalleryFilter(tuple(true_classes), tuple(predicted), model, only_one and len(ids) > 1, sort)
@@ -302,7 +318,9 @@ def gallery(table: pd.DataFrame, images, chosen: list[Run], key: str, per_row: i
     size = left.selectbox("Images per page", [24, 48, 96], key=f"{key}-page-size")
     pages = max(1, math.ceil(len(table) / size))
     page = right.number_input(f"Page (of {pages})", 1, pages, 1, key=f"{key}-page")
-    st.caption(f"{len(table):,} images match; showing {size * (page - 1) + 1}–{min(len(table), size * page)}.")
+    st.caption(
+        f"{len(table):,} images match; showing {size * (page - 1) + 1}–{min(len(table), size * page)}."
+    )
     shown = table.iloc[size * (page - 1) : size * page]
     for start in range(0, len(shown), per_row):
         columns = st.columns(per_row)
@@ -311,7 +329,7 @@ def gallery(table: pd.DataFrame, images, chosen: list[Run], key: str, per_row: i
                 st.image(views.upscale(images[int(row["index"])], 96), width=96)
                 lines = [f"#{int(row['index'])} · true **{row['true']}**"]
                 for run in chosen:
-                    mark = "✅" if row[f"correct:{run.run_id}"] else "❌"
+                    mark = ":green[✓]" if row[f"correct:{run.run_id}"] else ":red[✗]"
                     lines.append(
                         f"{mark} {run.run_id}: {row[f'predicted:{run.run_id}']} "
                         f"{row[f'confidence:{run.run_id}']:.0%}"
@@ -346,7 +364,9 @@ def backbone_missing(run: Run) -> bool:
 
     if run.model != "transfer":
         return False
-    source = run.config.get("assets", {}).get("backbone_weights") or run.hyperparameters.get("weights", "auto")
+    source = run.config.get("assets", {}).get("backbone_weights") or run.hyperparameters.get(
+        "weights", "auto"
+    )
     return not weights_available(source)
 
 
@@ -379,7 +399,9 @@ def model_view(image):
 
 
 def top_k_table(predictions: dict[str, list[tuple[str, float]]]) -> None:
-    frame = views.top_k_frame(predictions).pivot(index="rank", columns="model", values=["class", "probability"])
+    frame = views.top_k_frame(predictions).pivot(
+        index="rank", columns="model", values=["class", "probability"]
+    )
     frame = frame.swaplevel(axis=1).sort_index(axis=1, level=0, sort_remaining=False)
     frame.columns = [f"{model} {field}" for model, field in frame.columns]
     st.dataframe(

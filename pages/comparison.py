@@ -17,7 +17,9 @@ st.subheader("Train and test accuracy")
 widgets.chart(plots.accuracy_bars(views.accuracy_table(chosen)), key="comparison-accuracy")
 
 st.subheader("Learning curves")
-widgets.chart(plots.learning_curves({run.run_id: run.history for run in chosen}), key="comparison-curves")
+widgets.chart(
+    plots.learning_curves({r.run_id: r.history for r in chosen}, title=None), key="comparison-curves"
+)
 
 st.subheader("Every hyperparameter and result")
 table = widgets.runs_dataframe(chosen, key="comparison-table")

@@ -9,7 +9,9 @@ st.title("Misclassified samples")
 runs = cache.runs()
 widgets.require_runs(runs)
 data = widgets.require_test_set()
-chosen = widgets.tested_on(widgets.run_picker(runs, key="misclassified-runs", label="Runs")[:4], data.y_test)
+chosen = widgets.tested_on(
+    widgets.run_picker(runs, key="misclassified-runs", label="Runs", max_selections=4), data.y_test
+)
 if not chosen:
     st.info("Choose at least one run tested on the cached test set.")
     st.stop()

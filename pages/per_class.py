@@ -7,7 +7,9 @@ from dashboard import cache, widgets
 st.title("Per-class metrics")
 runs = cache.runs()
 widgets.require_runs(runs)
-chosen = widgets.run_picker(runs, key="per-class-runs", label="Runs (two for the disagreement view)")[:4]
+chosen = widgets.run_picker(
+    runs, key="per-class-runs", label="Runs (the first two: where they disagree)", max_selections=4
+)
 if not chosen:
     st.info("Choose at least one run above.")
     st.stop()

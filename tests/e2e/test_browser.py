@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.pages.factory import synthetic_npz, labels_of, write_run
+from tests.pages.factory import labels_of, synthetic_npz, write_run
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
@@ -43,7 +43,9 @@ if not CHROMIUM.exists():
     pytest.skip(
         f"{CHROMIUM} is not installed (apt-get install -y chromium chromium-driver)", allow_module_level=True
     )
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)"
+)
 
 
 def free_port() -> int:
@@ -142,10 +144,20 @@ def settle(page, quiet_ms: int = 800) -> None:
     ).first.inner_text()
 
 
+CONTENT_HEIGHT = """() => Math.max(...Array.from(document.querySelectorAll(
+    '[data-testid="stMain"], [data-testid="stAppViewContainer"], [data-testid="stMainBlockContainer"]'
+), e => e.scrollHeight), document.body.scrollHeight)"""
+
+
 def shoot(page, name: str) -> None:
+    """A full-page screenshot: Streamlit scrolls inside a container, so grow the window to fit."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.wait_for_timeout(500)  # let Plotly finish its transitions
+    viewport = page.viewport_size
+    height = min(int(page.evaluate(CONTENT_HEIGHT)) + 40, 12_000)
+    page.set_viewport_size({"width": viewport["width"], "height": max(height, viewport["height"])})
+    page.wait_for_timeout(1000)  # let Plotly re-layout and finish its transitions
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    page.set_viewport_size(viewport)
 
 
 def png_bytes() -> bytes:
@@ -185,20 +197,23 @@ def test_every_page_classify_and_train(app, page):
     shoot(page, "classify")
 
     visit(page, app, "train")
-    page.get_by_label("epochs", exact=True).first.fill("1")
-    page.get_by_label("epochs", exact=True).first.press("Enter")
+    page.get_by_role("spinbutton", name="epochs", exact=True).first.fill("1")
+    page.get_by_role("spinbutton", name="epochs", exact=True).first.press("Enter")
     settle(page)
-    page.get_by_label("validation size", exact=True).first.fill("20")
-    page.get_by_label("validation size", exact=True).first.press("Enter")
+    page.get_by_role("spinbutton", name="validation size", exact=True).first.fill("20")
+    page.get_by_role("spinbutton", name="validation size", exact=True).first.press("Enter")
     settle(page)
-    page.get_by_label("Run id (optional)").first.fill("e2e-job")
-    page.get_by_label("Run id (optional)").first.press("Enter")
+    page.get_by_role("textbox", name="Run id (optional)").first.fill("e2e-job")
+    page.get_by_role("textbox", name="Run id (optional)").first.press("Enter")
     settle(page)
     expect(page.get_by_text("--epochs 1 --validation_size 20 --run-id e2e-job")).to_be_visible()
     page.get_by_role("button", name="Start training").first.click()
     expect(page.get_by_text("Run e2e-job finished")).to_be_visible(timeout=240_000)
     settle(page)
     shoot(page, "train")
+    page.get_by_role("tab", name="InceptionV3 transfer").click()
+    expect(page.get_by_text("Not cached yet: the InceptionV3 weights.")).to_be_visible()
+    shoot(page, "train-transfer")
 
     visit(page, app, "comparison")
     expect(page.get_by_role("heading", name="Learning curves")).to_be_visible()

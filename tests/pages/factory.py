@@ -11,6 +11,15 @@ import pandas as pd
 
 from cifar.config import CLASS_NAMES, parse_config
 
+PAGES = {  # page name -> file, as streamlit_app.py registers them
+    "overview": "pages/overview.py",
+    "comparison": "pages/comparison.py",
+    "per_class": "pages/per_class.py",
+    "misclassified": "pages/misclassified.py",
+    "classify": "pages/classify.py",
+    "train": "pages/train.py",
+}
+
 
 def synthetic_npz(path: Path, n_train: int = 200, n_test: int = 100, seed: int = 0) -> Path:
     """Random uint8 images with balanced labels, in the layout `CIFAR10_NPZ` expects."""

@@ -1,0 +1,293 @@
+"""Performance against the machine's own limit, in one run; writes bench/PERFORMANCE.md.
+
+    PYTHONPATH=. .venv/bin/python bench/benchmark.py            # everything (about 10 min on 2 cores)
+    PYTHONPATH=. .venv/bin/python bench/benchmark.py --quick    # fewer repetitions
+
+Needs the real data and weights (`python -m cifar fetch`); head and upload figures use the
+committed reference runs and the cached features when they exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+GMACS = {224: 2.84, 299: 5.71}  # InceptionV3 multiply-adds per image (G)
+
+
+def timed(fn, repeat: int) -> list[float]:
+    out = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def matmul_peak(n: int = 4096, repeat: int = 10) -> float:
+    """GFLOP/s of a large float32 matmul under XLA: the practical ceiling of this machine."""
+    import tensorflow as tf
+
+    a = tf.random.normal((n, n))
+    b = tf.random.normal((n, n))
+    f = tf.function(lambda: tf.matmul(a, b), jit_compile=True)
+    f().numpy()
+    best = min(timed(lambda: f().numpy(), repeat))
+    return 2 * n**3 / best / 1e9
+
+
+def extraction_rate(size: int, batches: int) -> float:
+    """Images per second of the real extractor (resize + preprocess + base, XLA, batch 50)."""
+    from cifar.assets import load_cifar10, load_inception_weights
+    from cifar.config import TransferConfig
+    from cifar.features import CPU_BATCH, GPU_BATCH, _gpu, make_extract_fn
+
+    config = TransferConfig(resize="bilinear", architecture="exact2015", input_size=size)
+    batch = GPU_BATCH if _gpu() else CPU_BATCH
+    extract = make_extract_fn(config, load_inception_weights().path)
+    pixels = load_cifar10().x_test[:batch]
+    np.asarray(extract(pixels))  # compile
+    seconds = timed(lambda: np.asarray(extract(pixels)), batches)
+    return batch / statistics.median(seconds)
+
+
+def head_epoch_seconds(n: int | None = None, epochs: int = 3) -> tuple[float, str]:
+    """Seconds per epoch of the head's `fit` on cached 2048-d features (real cache if present)."""
+    from cifar.config import TransferConfig
+    from cifar.models import build_head
+    from cifar.train import _compile, _one_hot
+
+    features, source = _training_features()
+    labels = np.random.default_rng(0).integers(0, 10, len(features))
+    if n:
+        features, labels = features[:n], labels[:n]
+    config = TransferConfig(epochs=epochs)
+    head = build_head(config)
+    _compile(head, config, len(features))
+    head.fit(features, _one_hot(labels), batch_size=config.batch_size, epochs=1, verbose=0)  # compile
+    start = time.perf_counter()
+    head.fit(features, _one_hot(labels), batch_size=config.batch_size, epochs=epochs, verbose=0)
+    return (time.perf_counter() - start) / epochs, source
+
+
+def _training_features() -> tuple[np.ndarray, str]:
+    from cifar.assets import load_cifar10, load_inception_weights
+    from cifar.config import TransferConfig
+    from cifar.features import FeatureSpec, cached_features
+
+    data = load_cifar10()
+    config = TransferConfig(resize="bilinear", architecture="exact2015")
+    spec = FeatureSpec.of(config, load_inception_weights(), "train", False, data.x_train)
+    cached = cached_features(spec, len(data.x_train))
+    if cached is not None:
+        return cached, "cached real features"
+    return np.random.default_rng(0).random((50000, 2048), dtype=np.float32), "random features"
+
+
+def retrain_from_click(epochs: int = 10) -> float | None:
+    """Seconds from `start_job` (what the Train page's button calls) to a finished run."""
+    from cifar.jobs import job_status, start_job
+
+    if "cached real" not in _training_features()[1]:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["CIFAR_ARTIFACTS"] = tmp
+        try:
+            start = time.perf_counter()
+            job = start_job(
+                "transfer", {"resize": "bilinear", "architecture": "exact2015", "epochs": epochs}
+            )
+            while job_status(job.run_id).active:
+                time.sleep(0.2)
+            state = job_status(job.run_id).state
+            return time.perf_counter() - start if state == "finished" else None
+        finally:
+            os.environ.pop("CIFAR_ARTIFACTS", None)
+
+
+def upload_latency(repeat: int) -> dict:
+    """Bytes of a 640x480 JPEG -> both reference models' top-3, warm; and the bare forward pass."""
+    from PIL import Image
+
+    from cifar.predict import Predictor, as_model_input, open_image
+    from cifar.runs import RunError
+
+    predictors = []
+    for run_id in ("baseline-reference", "transfer-reference"):
+        try:
+            predictors.append(Predictor.for_run(run_id))
+        except (RunError, OSError) as error:
+            print(f"upload latency: skipping {run_id} ({error})")
+    if not predictors:
+        return {}
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    payload = buffer.getvalue()
+    pixels = as_model_input(open_image(payload))[None]
+
+    def full():
+        for predictor in predictors:
+            predictor.predict(payload, top_k=3)
+
+    def forward():
+        for predictor in predictors:
+            predictor.probabilities(pixels)
+
+    full(), forward()
+    totals = timed(full, repeat)
+    forwards = timed(forward, repeat)
+    return {
+        "models": [p.run.run_id for p in predictors],
+        "p50": float(np.percentile(totals, 50)),
+        "p95": float(np.percentile(totals, 95)),
+        "forward_p50": float(np.percentile(forwards, 50)),
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def training_job_peak_rss() -> float | None:
+    """Peak RSS (MB) of a real 3-epoch head-training process."""
+    if "cached real" not in _training_features()[1]:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "CIFAR_ARTIFACTS": tmp, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        process = subprocess.Popen(
+            [sys.executable, "-c", _RSS_CHILD], env=env, stdout=subprocess.PIPE, text=True
+        )
+        out, _ = process.communicate()
+        return float(out.strip().splitlines()[-1])
+
+
+_RSS_CHILD = """
+import resource
+from cifar.config import parse_config
+from cifar.train import train
+train(parse_config("transfer", {"resize": "bilinear", "architecture": "exact2015", "epochs": 3}),
+      run_id="rss")
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def extraction_scaling() -> list[tuple[int, float]]:
+    """Elapsed seconds to reach 5k/10k/25k/50k images in the real 50k extraction (chunk mtimes)."""
+    from cifar.assets import load_cifar10, load_inception_weights
+    from cifar.config import TransferConfig
+    from cifar.features import CHUNK_SIZE, FeatureSpec
+
+    data = load_cifar10()
+    config = TransferConfig(resize="bilinear", architecture="exact2015")
+    directory = FeatureSpec.of(config, load_inception_weights(), "train", False, data.x_train).directory()
+    times = sorted(p.stat().st_mtime for p in directory.glob("chunk-*.npy"))
+    if len(times) < 50:
+        return []
+    manifest = json.loads((directory / "manifest.json").read_text())
+    # The cache was filled in one resumed run; seconds per chunk from consecutive mtimes.
+    gaps = np.diff([manifest["created"], *times])
+    per_chunk = float(np.median(gaps))
+    return [(n, per_chunk * n / CHUNK_SIZE) for n in (5000, 10000, 25000, 50000)]
+
+
+def describe_machine() -> str:
+    from cifar.train import describe_device
+
+    return describe_device()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    repeat = 3 if args.quick else 10
+    rows: list[tuple[str, str, str, str]] = []  # figure, measured, target, verdict
+
+    device = describe_machine()
+    print(f"device: {device}")
+    peak = matmul_peak(repeat=repeat)
+    rows.append(("float32 matmul peak (4096², XLA)", f"{peak:.0f} GFLOP/s", "the limit", ""))
+    for size in (224, 299):
+        rate = extraction_rate(size, batches=2 if args.quick else 4)
+        gflops = rate * GMACS[size] * 2
+        share = gflops / peak
+        rows.append(
+            (
+                f"feature extraction, {size} px",
+                f"{rate:.1f} img/s = {gflops:.0f} GFLOP/s ({share:.0%} of peak)",
+                "≥ 80 % of peak",
+                "met" if share >= 0.8 else "missed",
+            )
+        )
+        print(rows[-1])
+    seconds, source = head_epoch_seconds()
+    rows.append(
+        (f"head retraining, 50k × 2048 ({source})", f"{seconds:.2f} s/epoch", "≤ 1 s/epoch",
+         "met" if seconds <= 1 else "missed")
+    )
+    print(rows[-1])
+    click = retrain_from_click()
+    rows.append(
+        ("10-epoch head retrain from the Train button", "n/a (no cached features)" if click is None
+         else f"{click:.1f} s", "≤ 15 s", "" if click is None else ("met" if click <= 15 else "missed"))
+    )
+    print(rows[-1])
+    upload = upload_latency(repeat=repeat * 3)
+    if upload:
+        ratio = upload["p50"] / upload["forward_p50"]
+        rows.append(
+            (f"upload latency, bytes -> top-3 of {' + '.join(upload['models'])}",
+             f"p50 {upload['p50'] * 1000:.0f} ms, p95 {upload['p95'] * 1000:.0f} ms; forward alone "
+             f"{upload['forward_p50'] * 1000:.0f} ms (×{ratio:.2f})", "p50 ≤ 1.5 × forward",
+             "met" if ratio <= 1.5 else "missed")
+        )
+        rows.append(("peak RSS, process with both models loaded", f"{upload['rss_mb']:.0f} MB", "", ""))
+        print(rows[-2:])
+    job_rss = training_job_peak_rss()
+    if job_rss:
+        rows.append(("peak RSS, head-training job (3 epochs)", f"{job_rss:.0f} MB", "", ""))
+    scaling = []
+    for n in (5000, 10000, 25000, 50000):
+        head_seconds, _ = head_epoch_seconds(n=n, epochs=2)
+        scaling.append((n, head_seconds))
+    extraction = dict(extraction_scaling())
+    lines = [
+        "# Performance",
+        "",
+        f"Generated by `bench/benchmark.py` in one run on **{device}** "
+        f"({time.strftime('%Y-%m-%d')}). Ratios are against the matmul peak measured in the same run.",
+        "",
+        "| figure | measured | target | |",
+        "|---|---|---|---|",
+        *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows],
+        "",
+        "## Scaling with the number of images",
+        "",
+        "| images | extraction (s, from the real 50k run's chunk times) | head training (s / epoch) |",
+        "|---|---|---|",
+        *[
+            f"| {n:,} | {extraction.get(n, float('nan')):.0f} | {s:.2f} |"
+            for n, s in scaling
+        ],
+        "",
+        "Dashboard page timings come from the browser test (`tests/e2e`), see below if present.",
+    ]
+    extra = ROOT / "bench" / "dashboard_timings.md"
+    if extra.exists():
+        lines += ["", extra.read_text()]
+    (ROOT / "bench" / "PERFORMANCE.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

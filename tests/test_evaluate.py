@@ -1,0 +1,171 @@
+"""Evaluation against numbers worked out by hand on a tiny example."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cifar.evaluate import (
+    agreement,
+    compare_runs,
+    disagreement_matrix,
+    evaluate_predictions,
+    evaluate_run,
+    misclassified,
+    most_confused,
+    per_image,
+    top_losses,
+)
+from cifar.runs import RunWriter, load_run
+
+NAMES = ["cat", "dog", "fox"]
+
+# 8 images, 3 classes. True labels and the argmax of each row:
+#   true:      cat cat cat dog dog dog fox fox
+#   predicted: cat cat dog dog dog cat fox dog
+LABELS = np.array([0, 0, 0, 1, 1, 1, 2, 2])
+PROBS = np.array(
+    [
+        [0.7, 0.2, 0.1],
+        [0.5, 0.3, 0.2],
+        [0.3, 0.6, 0.1],
+        [0.1, 0.8, 0.1],
+        [0.2, 0.7, 0.1],
+        [0.9, 0.05, 0.05],
+        [0.1, 0.1, 0.8],
+        [0.2, 0.5, 0.3],
+    ],
+    dtype=np.float32,
+)
+
+
+def test_accuracy_and_per_class_metrics_by_hand():
+    report = evaluate_predictions(PROBS, LABELS, NAMES)
+    assert report.accuracy == pytest.approx(5 / 8)
+    # cat: predicted cat for images 0, 1, 5 -> TP 2 (0, 1), FP 1 (5); true cats 3 -> FN 1 (2)
+    # dog: predicted dog for 2, 3, 4, 7 -> TP 2, FP 2; true dogs 3 -> FN 1 (5)
+    # fox: predicted fox for 6 -> TP 1, FP 0; true foxes 2 -> FN 1 (7)
+    precision = {"cat": 2 / 3, "dog": 2 / 4, "fox": 1 / 1}
+    recall = {"cat": 2 / 3, "dog": 2 / 3, "fox": 1 / 2}
+    for name in NAMES:
+        p, r = precision[name], recall[name]
+        row = report.per_class.loc[name]
+        assert row["precision"] == pytest.approx(p)
+        assert row["recall"] == pytest.approx(r)
+        assert row["f1"] == pytest.approx(2 * p * r / (p + r))
+    assert report.per_class["support"].tolist() == [3, 3, 2]
+    assert report.per_class.index.tolist() == NAMES
+
+
+def test_confusion_matrix_by_hand():
+    report = evaluate_predictions(PROBS, LABELS, NAMES)
+    expected = [
+        [2, 1, 0],  # cats: 2 right, 1 called dog
+        [1, 2, 0],  # dogs: 1 called cat, 2 right
+        [0, 1, 1],  # foxes: 1 called dog, 1 right
+    ]
+    assert report.confusion.values.tolist() == expected
+    assert report.confusion.index.name == "true" and report.confusion.columns.name == "predicted"
+    assert report.confusion.index.tolist() == NAMES == report.confusion.columns.tolist()
+    normalized = report.confusion_normalized
+    np.testing.assert_allclose(normalized.values, np.array(expected) / np.array([[3], [3], [2]]))
+
+
+def test_most_confused_by_hand():
+    confusion = pd.DataFrame(
+        [[5, 3, 0], [1, 4, 7], [2, 0, 6]],
+        index=pd.Index(NAMES, name="true"),
+        columns=pd.Index(NAMES, name="predicted"),
+    )
+    table = most_confused(confusion)
+    assert list(zip(table["true"], table["predicted"], table["count"], strict=True)) == [
+        ("dog", "fox", 7),
+        ("cat", "dog", 3),
+        ("fox", "cat", 2),
+        ("dog", "cat", 1),
+    ]
+    assert len(most_confused(confusion, min_count=3)) == 2
+
+
+def test_class_that_is_never_predicted_has_zero_precision():
+    labels = np.array([0, 1, 2])
+    probs = np.eye(3, dtype=np.float32)[[0, 1, 1]]
+    report = evaluate_predictions(probs, labels, NAMES)
+    assert report.per_class.loc["fox", "precision"] == 0
+    assert report.per_class.loc["fox", "recall"] == 0
+    assert report.per_class.loc["fox", "f1"] == 0
+
+
+def test_per_image_loss_by_hand():
+    table = per_image(PROBS, LABELS, NAMES)
+    assert table["index"].tolist() == list(range(8))
+    assert table["true"].tolist() == ["cat", "cat", "cat", "dog", "dog", "dog", "fox", "fox"]
+    assert table["predicted"].tolist() == ["cat", "cat", "dog", "dog", "dog", "cat", "fox", "dog"]
+    expected_loss = [-math.log(p) for p in (0.7, 0.5, 0.3, 0.8, 0.7, 0.05, 0.8, 0.3)]
+    np.testing.assert_allclose(table["loss"], expected_loss, rtol=1e-6)
+    np.testing.assert_allclose(table["confidence"], [0.7, 0.5, 0.6, 0.8, 0.7, 0.9, 0.8, 0.5], rtol=1e-6)
+    assert table["correct"].tolist() == [True, True, False, True, True, False, True, False]
+
+
+def test_zero_probability_gives_a_finite_loss():
+    probs = np.array([[1.0, 0.0, 0.0]], np.float32)
+    loss = per_image(probs, np.array([2]), NAMES)["loss"].iloc[0]
+    assert math.isfinite(loss) and loss == pytest.approx(-math.log(1e-7), rel=1e-6)
+
+
+def test_top_losses_and_misclassified():
+    top = top_losses(PROBS, LABELS, NAMES, k=2)
+    assert top["index"].tolist() == [5, 2]  # losses -log 0.05, then -log 0.3 (image 2 before 7)
+    wrong = misclassified(PROBS, LABELS, NAMES)
+    assert sorted(wrong["index"].tolist()) == [2, 5, 7]
+    assert wrong["index"].iloc[0] == 5
+
+
+def _fake_run(run_id, probs, labels):
+    writer = RunWriter(run_id).open()
+    writer.write_json("config.json", {"config": {"model": "baseline"}, "class_names": NAMES})
+    writer.write_history(pd.DataFrame({"loss": [1.0]}))
+    writer.write_json("metrics.json", {"model": "baseline"})
+    writer.write_npy("test_predictions.npy", probs.astype(np.float32))
+    writer.write_npy("test_labels.npy", labels.astype(np.uint8))
+    writer.publish()
+    return load_run(run_id)
+
+
+def test_agreement_of_two_runs_by_hand():
+    a = _fake_run("a", PROBS, LABELS)
+    # b predicts: cat dog fox dog fox dog fox fox
+    b_pred = np.array([0, 1, 2, 1, 2, 1, 2, 2])
+    b = _fake_run("b", np.eye(3)[b_pred] * 0.9 + 0.1 / 3, LABELS)
+    #   a:  cat cat dog dog dog cat fox dog   (right: 0 1 3 4 6)
+    #   b:  cat dog fox dog fox dog fox fox   (right: 0 3 5 6 7)
+    # agree on 0, 3, 6; both right 0 3 6; only a: 1 4; only b: 5 7; both wrong: 2
+    result = agreement(a, b)
+    assert result == {
+        "agree": 3 / 8,
+        "both_right": 3 / 8,
+        "only_a_right": 2 / 8,
+        "only_b_right": 2 / 8,
+        "both_wrong": 1 / 8,
+        "n": 8,
+    }
+    matrix = disagreement_matrix(a, b)
+    assert matrix.index.tolist() == NAMES
+    assert matrix["only a right"].tolist() == [1, 1, 0]
+    assert matrix["only b right"].tolist() == [0, 1, 1]
+    both = compare_runs(a, b)
+    assert len(both) == 8
+    assert both["predicted_a"].tolist() == ["cat", "cat", "dog", "dog", "dog", "cat", "fox", "dog"]
+    assert both["predicted_b"].tolist() == ["cat", "dog", "fox", "dog", "fox", "dog", "fox", "fox"]
+    report = evaluate_run(a)
+    assert report.accuracy == pytest.approx(5 / 8)
+
+
+def test_compare_runs_refuses_different_test_sets():
+    a = _fake_run("a", PROBS, LABELS)
+    b = _fake_run("b", PROBS, LABELS[::-1].copy())
+    with pytest.raises(ValueError, match="different images"):
+        compare_runs(a, b)

@@ -1,0 +1,111 @@
+"""Model builders: uint8 pixels in, 10 probabilities out; parameter counts; frozen base."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cifar.config import BaselineConfig, TransferConfig
+from cifar.data import split_train_validation
+from cifar.models import OneCycle, build_baseline, build_head, build_transfer_model, make_optimizer
+
+
+def _check_pixels_to_probabilities(model):
+    assert tuple(model.input.shape) == (None, 32, 32, 3)
+    assert model.input.dtype == "uint8"
+    assert tuple(model.output.shape) == (None, 10)
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    probabilities = np.asarray(model(pixels, training=False))
+    assert probabilities.shape == (3, 10)
+    assert np.all(probabilities >= 0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_tutorial_cnn_shape_and_parameter_count():
+    model = build_baseline(BaselineConfig())
+    _check_pixels_to_probabilities(model)
+    conv1 = 3 * 3 * 3 * 32 + 32  # 32 -> 30 px
+    conv2 = 3 * 3 * 32 * 64 + 64  # pool 15, conv 13
+    conv3 = 3 * 3 * 64 * 64 + 64  # pool 6, conv 4
+    dense = (4 * 4 * 64) * 64 + 64
+    predictions = 64 * 10 + 10
+    assert conv1 + conv2 + conv3 + dense + predictions == 122_570
+    assert model.count_params() == 122_570
+    assert model.get_layer("predictions").activation.__name__ == "softmax"
+
+
+def test_tutorial_cnn_dropout_adds_a_layer_and_no_parameters():
+    model = build_baseline(BaselineConfig(dropout=0.3))
+    assert model.get_layer("dropout").rate == 0.3
+    assert model.count_params() == 122_570
+
+
+def test_airbench_shape():
+    model = build_baseline(BaselineConfig(architecture="airbench", width=8))
+    _check_pixels_to_probabilities(model)
+    assert model.name == "baseline_airbench"
+
+
+def test_head_parameter_count():
+    head = build_head(TransferConfig(head_units=256))
+    assert head.count_params() == (2048 * 256 + 256) + (256 * 10 + 10)
+
+
+@pytest.mark.slow
+def test_transfer_model_takes_pixels_and_freezes_the_base():
+    import keras
+
+    config = TransferConfig(resize="bilinear", input_size=75)
+    model = build_transfer_model(config, weights_path=None)
+    _check_pixels_to_probabilities(model)
+    head = model.get_layer("head")
+    (base,) = [layer for layer in model.layers if isinstance(layer, keras.Model) and layer is not head]
+    assert not base.trainable
+    assert base.layers and all(not layer.trainable for layer in base.layers)
+    assert all(not weight.trainable for weight in base.weights)
+    trainable = {id(w) for w in model.trainable_weights}
+    assert trainable == {id(w) for w in head.trainable_weights}
+    assert len(model.trainable_weights) == 4  # two Dense kernels and biases
+
+
+@pytest.mark.slow
+def test_upsample7_resizes_to_224_by_nearest_neighbour():
+    from cifar.models import build_resize
+
+    resize = build_resize(TransferConfig())
+    pixels = np.random.default_rng(1).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+    out = np.asarray(resize(pixels))
+    assert out.shape == (1, 224, 224, 3)
+    expected = np.repeat(np.repeat(pixels.astype(np.float32) / 127.5 - 1, 7, axis=1), 7, axis=2)
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    assert out.min() >= -1 and out.max() <= 1
+
+
+def test_one_cycle_schedule_by_hand():
+    schedule = OneCycle(peak=2.0, total_steps=10, warmup=2)
+    values = [float(schedule(step)) for step in range(12)]
+    expected = [0.0, 1.0, 2.0, 1.75, 1.5, 1.25, 1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
+    np.testing.assert_allclose(values, expected, atol=1e-6)
+
+
+def test_make_optimizer_kinds_and_schedule():
+    import keras
+
+    adam = make_optimizer(BaselineConfig(learning_rate=0.01))
+    assert isinstance(adam, keras.optimizers.Adam)
+    assert float(adam.learning_rate) == pytest.approx(0.01)
+    sgd = make_optimizer(BaselineConfig(optimizer="sgd"))
+    assert isinstance(sgd, keras.optimizers.SGD) and sgd.nesterov and sgd.momentum == 0.9
+    cycle = make_optimizer(BaselineConfig(lr_schedule="onecycle", epochs=2), steps_per_epoch=5)
+    assert isinstance(cycle._learning_rate, OneCycle)
+    assert cycle._learning_rate.total_steps == 10 and cycle._learning_rate.warmup == 2
+
+
+@pytest.mark.parametrize(("n", "validation_size"), [(100, 20), (100, 5000), (7, 3), (50, 0)])
+def test_split_train_validation(n, validation_size):
+    fit, validation = split_train_validation(n, validation_size, seed=3)
+    assert len(validation) == min(validation_size, n // 5)
+    assert sorted(np.concatenate([fit, validation]).tolist()) == list(range(n))
+    assert np.all(np.diff(fit) > 0) and np.all(np.diff(validation) > 0)
+    again = split_train_validation(n, validation_size, seed=3)
+    np.testing.assert_array_equal(again[1], validation)
