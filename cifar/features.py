@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,6 +99,10 @@ def default_precision() -> str:
 
 
 def _gpu() -> bool:
+    """Is a GPU usable? Asks TensorFlow only if it is loaded already (pages stay TF-free)."""
+    if "tensorflow" not in sys.modules:
+        nvidia = Path("/proc/driver/nvidia/gpus")
+        return nvidia.is_dir() and any(nvidia.iterdir())
     try:
         return gpu_available()
     except Exception:  # noqa: BLE001 (no TensorFlow GPU support at all)

@@ -17,10 +17,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from cifar.config import artifacts_dir, parse_config
 from cifar.runs import (
     PARTIAL_SUFFIX,
     RunError,
+    check_run_id,
     new_run_id,
     partial_path,
     read_status,
@@ -50,6 +53,21 @@ class Job:
     @property
     def active(self) -> bool:
         return self.state in ("starting", "running")
+
+
+def log_path(run_id: str) -> Path:
+    """stdout and stderr of a job's process."""
+    return artifacts_dir() / "jobs" / f"{check_run_id(run_id)}.log"
+
+
+def job_history(run_id: str) -> pd.DataFrame | None:
+    """Per-epoch history written so far by a running (or failed) job, None before epoch 1."""
+    for folder in (partial_path(run_id), run_path(run_id)):
+        try:
+            return pd.read_csv(folder / "history.csv")
+        except (OSError, ValueError, pd.errors.EmptyDataError):
+            continue
+    return None
 
 
 def lock_path() -> Path:
@@ -84,15 +102,29 @@ def _read_lock() -> dict:
         return {}
 
 
+STALE_UNREADABLE_LOCK_SECONDS = 10  # a lock writer fills its file within microseconds
+
+
 def active_job() -> Job | None:
     lock = _read_lock()
     if not lock:
+        _remove_unreadable_lock()
         return None
     job = job_status(lock.get("run_id", ""))
     if job.active:
         return job
     lock_path().unlink(missing_ok=True)  # the job ended or vanished: free the slot
     return None
+
+
+def _remove_unreadable_lock() -> None:
+    """An empty or corrupt lock (its writer was killed mid-write) would block every job forever."""
+    try:
+        age = time.time() - lock_path().stat().st_mtime
+    except OSError:
+        return
+    if age > STALE_UNREADABLE_LOCK_SECONDS and not _read_lock():
+        lock_path().unlink(missing_ok=True)
 
 
 def _take_lock(run_id: str) -> None:
@@ -127,8 +159,7 @@ def start_job(model: str, overrides: dict, run_id: str | None = None) -> Job:
         for key, value in config.model_dump().items():
             if key != "model":
                 args += [f"--{key}", str(value)]
-        log_dir = artifacts_dir() / "jobs"
-        log = open(log_dir / f"{run_id}.log", "wb")  # noqa: SIM115 (the child owns it)
+        log = open(log_path(run_id), "wb")  # noqa: SIM115 (the child owns it)
         process = subprocess.Popen(
             args,
             stdout=log,
@@ -188,6 +219,8 @@ def cancel_job(run_id: str, grace_seconds: float = 5.0) -> Job:
         except ProcessLookupError:
             pass
     folder = partial_path(run_id)
+    if job.active and not folder.is_dir() and not run_path(run_id).is_dir():
+        folder.mkdir(parents=True, exist_ok=True)  # cancelled while starting: not "failed"
     if folder.is_dir():
         status = read_status(folder)
         status.update(state="cancelled", message="cancelled by the user", updated=time.time())

@@ -17,7 +17,8 @@ import pandas as pd
 
 from cifar.config import REFERENCE_FIGURES, field_table
 from cifar.evaluate import per_image
-from cifar.runs import Run, partial_path
+from cifar.jobs import job_history
+from cifar.runs import Run
 
 MODELS = ("baseline", "transfer")
 MODEL_TITLES = {"baseline": "Baseline CNN", "transfer": "InceptionV3 transfer"}
@@ -268,9 +269,5 @@ def feature_plan(config, data, weights) -> FeaturePlan:
 
 def partial_history(run_id: str) -> pd.DataFrame | None:
     """The per-epoch history a running job has written so far (None before the first epoch)."""
-    path = partial_path(run_id) / "history.csv"
-    try:
-        frame = pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.EmptyDataError):
-        return None
-    return frame if not frame.empty else None
+    frame = job_history(run_id)
+    return frame if frame is not None and not frame.empty else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from cifar import plots, views
-from cifar.config import ConfigError, artifacts_dir, parse_config
+from cifar.config import ConfigError, parse_config
 from cifar.runs import RunError, check_run_id, run_path
 from dashboard import cache
 
@@ -42,10 +42,11 @@ def train_form(model: str, columns: int = 3) -> None:
     key = f"train-{model}"
     fields = views.form_fields(model)
     values = {}
-    grid = st.columns(columns)
-    for i, row in enumerate(fields):
-        with grid[i % columns]:
-            values[row["name"]] = _field(row, key)
+    for first in range(0, len(fields), columns):
+        row_fields = fields[first : first + columns]
+        for cell, row in zip(st.columns(columns, vertical_alignment="bottom"), row_fields, strict=False):
+            with cell:
+                values[row["name"]] = _field(row, key)
     run_id = st.text_input(
         "Run id (optional)",
         key=f"{key}-run-id",
@@ -152,7 +153,7 @@ def job_monitor() -> None:
 
 def stopped_jobs() -> None:
     """Failed and cancelled jobs, with their message, the log's end and a discard button."""
-    from cifar.jobs import discard_job, list_jobs
+    from cifar.jobs import discard_job, list_jobs, log_path
 
     stopped = [job for job in list_jobs() if job.state in ("failed", "cancelled")]
     if not stopped:
@@ -162,7 +163,7 @@ def stopped_jobs() -> None:
         with st.container(border=True):
             color = "orange" if job.state == "cancelled" else "red"
             st.markdown(f":{color}[**{job.state}**] `{job.run_id}`: {job.message or 'no message'}")
-            log = artifacts_dir() / "jobs" / f"{job.run_id}.log"
+            log = log_path(job.run_id)
             if log.is_file():
                 with st.expander("End of the job's log"):
                     st.code("\n".join(log.read_text(errors="replace").splitlines()[-25:]) or "(empty)")

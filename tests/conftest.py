@@ -21,6 +21,7 @@ _SESSION_ROOT = Path(tempfile.mkdtemp(prefix="cifar-tests-"))
 os.environ["KERAS_HOME"] = str(_SESSION_ROOT / "keras")
 os.environ["CIFAR_ARTIFACTS"] = str(_SESSION_ROOT / "artifacts")
 os.environ.pop("CIFAR10_NPZ", None)
+os.environ.pop("TF_CONFIG", None)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from cifar import assets  # noqa: E402
@@ -39,16 +40,35 @@ def _no_network(*args, **kwargs):
     raise NetworkUsed(f"tests must not use the network (called with {args!r})")
 
 
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+_real_connect = socket.socket.connect
+_real_create_connection = socket.create_connection
+
+
+def _loopback_only_connect(self, address):
+    """Local sockets (multi-worker tests on 127.0.0.1) are fine; anything else is refused."""
+    if self.family == getattr(socket, "AF_UNIX", None) or address[0] in _LOOPBACK:
+        return _real_connect(self, address)
+    raise NetworkUsed(f"tests must not use the network (connect to {address!r})")
+
+
+def _loopback_only_create_connection(address, *args, **kwargs):
+    if address[0] in _LOOPBACK:
+        return _real_create_connection(address, *args, **kwargs)
+    raise NetworkUsed(f"tests must not use the network (connect to {address!r})")
+
+
 @pytest.fixture(autouse=True)
 def offline_sandbox(tmp_path, monkeypatch):
     """Private Keras home and artifacts folder; no dataset override; no network at all."""
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.setenv("CIFAR_ARTIFACTS", str(tmp_path / "artifacts"))
     monkeypatch.delenv("CIFAR10_NPZ", raising=False)
+    monkeypatch.delenv("TF_CONFIG", raising=False)  # no accidental multi-worker training
     monkeypatch.setattr(assets, "download", _no_network)
     monkeypatch.setattr(urllib.request, "urlopen", _no_network)
-    monkeypatch.setattr(socket.socket, "connect", _no_network)
-    monkeypatch.setattr(socket, "create_connection", _no_network)
+    monkeypatch.setattr(socket.socket, "connect", _loopback_only_connect)
+    monkeypatch.setattr(socket, "create_connection", _loopback_only_create_connection)
     yield
 
 
@@ -64,8 +84,10 @@ def make_tiny_cifar(n_train: int = 120, n_test: int = 40, seed: int = 0) -> Cifa
 
 
 @pytest.fixture
-def tiny_cifar() -> Cifar10:
-    return make_tiny_cifar()
+def make_cifar():
+    """`make_cifar(n_train, n_test, seed)`: a tiny synthetic dataset (a fixture, not an import:
+    several conftest modules share the name `conftest`)."""
+    return make_tiny_cifar
 
 
 @pytest.fixture
@@ -93,7 +115,8 @@ def trained_baseline(tmp_path_factory):
         patch.setenv("KERAS_HOME", str(root / "keras"))
         patch.setenv("CIFAR_ARTIFACTS", str(root / "artifacts"))
         patch.setattr(assets, "download", _no_network)
-        patch.setattr(socket.socket, "connect", _no_network)
+        patch.setattr(socket.socket, "connect", _loopback_only_connect)
+        patch.delenv("TF_CONFIG", raising=False)
         train(BaselineConfig(epochs=1, validation_size=20), data=data, run_id="t")
     return root / "artifacts", "t", data
 

@@ -31,7 +31,6 @@ from cifar.assets import (
     load_inception_weights,
     read_torchscript_tensors,
 )
-from conftest import make_tiny_cifar
 
 # ----------------------------------------------------------------------------- a fake TorchScript file
 #
@@ -130,7 +129,9 @@ def build_fake_torchscript(monkeypatch, root: str = "fake_model"):
             mean=_contiguous(storage(mean_a), (4,)),
             var=_contiguous(storage(var_a), (4,)),
         )
-        expected.update({"conv_a.weight": w_a, "conv_a.beta": beta_a, "conv_a.mean": mean_a, "conv_a.var": var_a})
+        expected.update(
+            {"conv_a.weight": w_a, "conv_a.beta": beta_a, "conv_a.mean": mean_a, "conv_a.var": var_a}
+        )
 
         # block.conv_b: a non-contiguous weight (a transposed view) and a float64 mean
         raw_b = rng.normal(size=(1, 3, 4, 2)).astype(np.float32)  # the storage's layout
@@ -372,7 +373,10 @@ def test_load_inception_weights_prefers_any_cached_file(monkeypatch):
 
 
 def _sha256s(data: Cifar10) -> dict[str, str]:
-    return {name: hashlib.sha256(getattr(data, name).tobytes()).hexdigest() for name in assets.CIFAR10_ARRAY_SHA256}
+    return {
+        name: hashlib.sha256(getattr(data, name).tobytes()).hexdigest()
+        for name in assets.CIFAR10_ARRAY_SHA256
+    }
 
 
 class _Source:
@@ -390,8 +394,8 @@ def _assert_no_temporary_files(folder: Path):
     assert [p.name for p in folder.iterdir() if p.name.startswith(".") or "part" in p.name] == []
 
 
-def test_load_cifar10_caches_verified_arrays_and_reuses_them():
-    data = make_tiny_cifar(20, 10)
+def test_load_cifar10_caches_verified_arrays_and_reuses_them(make_cifar):
+    data = make_cifar(20, 10)
     expected = _sha256s(data)
     first = _Source(data)
     loaded = load_cifar10(sources=[("fake source", first)], expected=expected, log=lambda _: None)
@@ -412,8 +416,8 @@ def test_load_cifar10_caches_verified_arrays_and_reuses_them():
     assert assets.cifar10_available()
 
 
-def test_load_cifar10_tries_sources_in_order():
-    data = make_tiny_cifar(20, 10)
+def test_load_cifar10_tries_sources_in_order(make_cifar):
+    data = make_cifar(20, 10)
     broken = _Source(error=ConnectionError("offline"))
     good = _Source(data)
     later = _Source(error=AssertionError("not reached"))
@@ -422,8 +426,8 @@ def test_load_cifar10_tries_sources_in_order():
     assert (broken.calls, good.calls, later.calls) == (1, 1, 0)
 
 
-def test_load_cifar10_failed_save_leaves_no_cache(monkeypatch):
-    data = make_tiny_cifar(20, 10)
+def test_load_cifar10_failed_save_leaves_no_cache(monkeypatch, make_cifar):
+    data = make_cifar(20, 10)
 
     def torn_savez(handle, **arrays):
         handle.write(b"PK\x03\x04 half a file")
@@ -436,8 +440,8 @@ def test_load_cifar10_failed_save_leaves_no_cache(monkeypatch):
     assert list(folder.iterdir()) == []
 
 
-def test_load_cifar10_checksum_mismatch_is_refused():
-    data = make_tiny_cifar(20, 10)
+def test_load_cifar10_checksum_mismatch_is_refused(make_cifar):
+    data = make_cifar(20, 10)
     expected = _sha256s(data)
     tampered = Cifar10(data.x_train.copy(), data.y_train, data.x_test, data.y_test)
     tampered.x_train[0, 0, 0, 0] ^= 1
@@ -484,15 +488,15 @@ def test_load_cifar10_without_npm_says_so(monkeypatch):
 
 
 @pytest.mark.parametrize("corruption", ["garbage", "truncated", "wrong-data"])
-def test_load_cifar10_refetches_a_corrupt_cache(corruption):
-    data = make_tiny_cifar(20, 10)
+def test_load_cifar10_refetches_a_corrupt_cache(corruption, make_cifar):
+    data = make_cifar(20, 10)
     expected = _sha256s(data)
     cache = assets.cifar10_cache_path()
     cache.parent.mkdir(parents=True)
     if corruption == "garbage":
         cache.write_bytes(b"this is not an npz file")
     else:
-        other = make_tiny_cifar(20, 10, seed=5) if corruption == "wrong-data" else data
+        other = make_cifar(20, 10, seed=5) if corruption == "wrong-data" else data
         assets.save_cifar10(other, cache)
         if corruption == "truncated":
             cache.write_bytes(cache.read_bytes()[: cache.stat().st_size // 2])
@@ -505,8 +509,8 @@ def test_load_cifar10_refetches_a_corrupt_cache(corruption):
     assert _sha256s(assets.read_cifar10_cache(cache)) == expected
 
 
-def test_cifar10_npz_override_skips_verification(tmp_path, monkeypatch):
-    data = make_tiny_cifar(10, 5)
+def test_cifar10_npz_override_skips_verification(tmp_path, monkeypatch, make_cifar):
+    data = make_cifar(10, 5)
     path = tmp_path / "small.npz"
     np.savez(path, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test)
     monkeypatch.setenv("CIFAR10_NPZ", str(path))

@@ -222,9 +222,7 @@ def test_parse_overrides_space_and_equals_forms():
     assert cli.parse_overrides(["--name=a=b"]) == {"name": "a=b"}
 
 
-@pytest.mark.parametrize(
-    "tokens", [["--epochs"], ["--epochs", "--seed", "1"], ["--seed", "1", "--epochs"]]
-)
+@pytest.mark.parametrize("tokens", [["--epochs"], ["--epochs", "--seed", "1"], ["--seed", "1", "--epochs"]])
 def test_parse_overrides_missing_value(tokens):
     with pytest.raises(ConfigError, match="--epochs: missing value"):
         cli.parse_overrides(tokens)

@@ -18,7 +18,7 @@ import pytest
 from cifar import features
 from cifar.assets import BackboneWeights, Cifar10, sha256_file
 from cifar.config import TransferConfig
-from cifar.features import FeatureSpec, FeaturesMissing, extract_features, missing_features
+from cifar.features import FeaturesMissing, FeatureSpec, extract_features, missing_features
 
 pytestmark = pytest.mark.slow
 
@@ -214,17 +214,23 @@ def test_cache_directory_name_changes_with_everything_that_changes_features(imag
     changed_image[3, 10, 10, 1] ^= 1
     other_weights = dataclasses.replace(backbone, sha256="f" * 64)
     variants = {
-        "resize": FeatureSpec.of(CONFIG.model_copy(update={"resize": "bicubic"}), backbone, "train", False, images),
+        "resize": FeatureSpec.of(
+            CONFIG.model_copy(update={"resize": "bicubic"}), backbone, "train", False, images
+        ),
         "architecture": FeatureSpec.of(
             CONFIG.model_copy(update={"architecture": "exact2015"}), backbone, "train", False, images
         ),
-        "input_size": FeatureSpec.of(CONFIG.model_copy(update={"input_size": 99}), backbone, "train", False, images),
+        "input_size": FeatureSpec.of(
+            CONFIG.model_copy(update={"input_size": 99}), backbone, "train", False, images
+        ),
         "flip": FeatureSpec.of(CONFIG, backbone, "train", True, images),
         "split": FeatureSpec.of(CONFIG, backbone, "test", False, images),
         "images": FeatureSpec.of(CONFIG, backbone, "train", False, changed_image),
         "fewer images": FeatureSpec.of(CONFIG, backbone, "train", False, images[:-1]),
         "weights": FeatureSpec.of(CONFIG, other_weights, "train", False, images),
-        "source": FeatureSpec.of(CONFIG, dataclasses.replace(backbone, source="google2015"), "train", False, images),
+        "source": FeatureSpec.of(
+            CONFIG, dataclasses.replace(backbone, source="google2015"), "train", False, images
+        ),
     }
     names = {key: spec.directory().name for key, spec in variants.items()}
     assert len(set(names.values()) | {base.directory().name}) == len(variants) + 1, names
@@ -332,7 +338,11 @@ def test_training_the_head_leaves_the_base_unchanged(images, backbone):
 def test_missing_features_lists_what_is_missing(images, backbone, extract_calls):
     data = Cifar10(images[:7], np.arange(7) % 10, images, np.arange(N_IMAGES) % 10)
     config = CONFIG.model_copy(update={"tta_flip": True})
-    assert missing_features(config, data, backbone) == [("train", False, 7), ("test", False, 12), ("test", True, 12)]
+    assert missing_features(config, data, backbone) == [
+        ("train", False, 7),
+        ("test", False, 12),
+        ("test", True, 12),
+    ]
     assert missing_features(CONFIG, data, backbone) == [("train", False, 7), ("test", False, 12)]
     with pytest.raises(FeaturesMissing, match="python -m cifar extract"):
         features.load_features(data.x_test, config, backbone, "test", False)

@@ -29,7 +29,7 @@ def _png_bytes() -> bytes:
         (b"", "empty"),
         (np.random.default_rng(1).bytes(2000), "not an image format"),
         (b"hello, this is a text file\n" * 20, "not an image format"),
-        ("<svg xmlns='http://www.w3.org/2000/svg'/>".encode(), "not an image format"),
+        (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "not an image format"),
         (_png_bytes()[: len(_png_bytes()) // 2], "damaged or truncated"),
         (_png_bytes()[:60], None),
     ],

@@ -13,7 +13,6 @@ from cifar import runs
 from cifar.config import CLASS_NAMES, BaselineConfig, TransferConfig
 from cifar.runs import load_run, read_status
 from cifar.train import train
-from conftest import make_tiny_cifar
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +72,7 @@ def test_saved_weights_reproduce_the_saved_predictions(use_trained_baseline):
     np.testing.assert_allclose(model.predict(data.x_test, verbose=0), saved, atol=1e-5)
 
 
-def test_a_training_that_raises_publishes_nothing():
+def test_a_training_that_raises_publishes_nothing(make_cifar):
     progress = []
 
     def crash(state):
@@ -81,7 +80,7 @@ def test_a_training_that_raises_publishes_nothing():
         raise RuntimeError("simulated crash after the first epoch")
 
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(BaselineConfig(epochs=2, validation_size=20), data=make_tiny_cifar(), run_id="crash", progress=crash)
+        train(BaselineConfig(epochs=2, validation_size=20), data=make_cifar(), run_id="crash", progress=crash)
     assert len(progress) == 1 and progress[0]["epoch"] == 1
     assert not runs.run_path("crash").exists()
     status = read_status(runs.partial_path("crash"))
@@ -90,13 +89,13 @@ def test_a_training_that_raises_publishes_nothing():
     assert runs.list_runs() == []
 
 
-def test_train_refuses_an_existing_run_id(use_trained_baseline):
+def test_train_refuses_an_existing_run_id(use_trained_baseline, make_cifar):
     with pytest.raises(runs.RunError, match="exists already"):
-        train(BaselineConfig(epochs=1), data=make_tiny_cifar(), run_id=use_trained_baseline[0])
+        train(BaselineConfig(epochs=1), data=make_cifar(), run_id=use_trained_baseline[0])
 
 
-def test_train_with_tta_flip_and_augment():
-    data = make_tiny_cifar(60, 20)
+def test_train_with_tta_flip_and_augment(make_cifar):
+    data = make_cifar(60, 20)
     folder = train(
         BaselineConfig(epochs=1, validation_size=0, augment=True, tta_flip=True, batch_size=16),
         data=data,
@@ -109,7 +108,7 @@ def test_train_with_tta_flip_and_augment():
     assert metrics["test_accuracy"] == pytest.approx(np.mean(probabilities.argmax(axis=1) == data.y_test))
 
 
-def test_train_transfer_on_cached_features_then_predict(tmp_path, monkeypatch):
+def test_train_transfer_on_cached_features_then_predict(tmp_path, monkeypatch, make_cifar):
     """Head-only training end to end; the Predictor (full model on pixels) gives the saved numbers."""
     import keras
 
@@ -124,7 +123,7 @@ def test_train_transfer_on_cached_features_then_predict(tmp_path, monkeypatch):
 
     monkeypatch.setattr(features, "CHUNK_SIZE", 8)
     monkeypatch.setattr(features, "CPU_BATCH", 8)
-    data = make_tiny_cifar(16, 8, seed=4)
+    data = make_cifar(16, 8, seed=4)
     config = TransferConfig(
         weights="google2015", resize="bilinear", input_size=75, epochs=2, validation_size=3, batch_size=8
     )
@@ -159,7 +158,7 @@ def _no_extraction(*args, **kwargs):
     raise AssertionError("the features are cached")
 
 
-def test_transfer_without_features_and_no_extraction_fails_clearly(tmp_path):
+def test_transfer_without_features_and_no_extraction_fails_clearly(tmp_path, make_cifar):
     from cifar import assets
     from cifar.features import FeaturesMissing
 
@@ -168,6 +167,6 @@ def test_transfer_without_features_and_no_extraction_fails_clearly(tmp_path):
     weights_file.write_bytes(b"placeholder: never loaded")
     config = TransferConfig(weights="google2015", resize="bilinear", input_size=75, epochs=1)
     with pytest.raises(FeaturesMissing, match="python -m cifar extract"):
-        train(config, data=make_tiny_cifar(10, 5), run_id="nofeatures", extract_missing=False)
+        train(config, data=make_cifar(10, 5), run_id="nofeatures", extract_missing=False)
     assert not runs.run_path("nofeatures").exists()
     assert read_status(runs.partial_path("nofeatures"))["state"] == "failed"
