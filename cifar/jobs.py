@@ -171,9 +171,7 @@ def start_job(model: str, overrides: dict, run_id: str | None = None) -> Job:
         )
         log.close()
         _children[process.pid] = process
-        write_json_atomic(
-            lock_path(), {"run_id": run_id, "pid": process.pid, "started": time.time()}
-        )
+        write_json_atomic(lock_path(), {"run_id": run_id, "pid": process.pid, "started": time.time()})
     except BaseException:
         lock_path().unlink(missing_ok=True)
         raise

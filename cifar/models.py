@@ -63,9 +63,7 @@ def build_airbench(config: BaselineConfig) -> keras.Model:
     widths = (config.width, 4 * config.width, 4 * config.width)
 
     def conv(x, filters, name):
-        return layers.Conv2D(
-            filters, 3, padding="same", use_bias=False, kernel_regularizer=reg, name=name
-        )(x)
+        return layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=reg, name=name)(x)
 
     def bn_gelu(x, name):
         x = layers.BatchNormalization(momentum=0.6, epsilon=1e-12, name=f"{name}_bn")(x)
@@ -106,9 +104,7 @@ def build_resize(config: TransferConfig) -> keras.Model:
 def build_base(config: TransferConfig, weights_path: Path | str | None) -> keras.Model:
     """Frozen InceptionV3 without its classifier; `exact2015` restores the 2015 max pool."""
     size = config.input_size
-    base = keras.applications.InceptionV3(
-        weights=None, include_top=False, input_shape=(size, size, 3)
-    )
+    base = keras.applications.InceptionV3(weights=None, include_top=False, input_shape=(size, size, 3))
     if config.architecture == "exact2015":
         base = _with_exact_2015_pool(base)
     if weights_path is not None:
@@ -143,9 +139,7 @@ def build_head(config: TransferConfig, feature_dim: int = FEATURE_DIM) -> keras.
     """Dense(relu) -> Dropout -> Dense(10, softmax) on pooled features (the trainable part)."""
     reg = _regularizer(config.weight_decay)
     inputs = keras.Input((feature_dim,), name="features")
-    x = layers.Dense(config.head_units, activation="relu", kernel_regularizer=reg, name="head_dense")(
-        inputs
-    )
+    x = layers.Dense(config.head_units, activation="relu", kernel_regularizer=reg, name="head_dense")(inputs)
     x = layers.Dropout(config.dropout, name="head_dropout")(x)
     outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="predictions")(x)
     return keras.Model(inputs, outputs, name="head")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from pathlib import Path
@@ -36,7 +37,9 @@ def _decode(data: bytes) -> Image.Image:
     if not data:
         raise ImageError("the file is empty")
     if len(data) > MAX_UPLOAD_BYTES:
-        raise ImageError(f"the file is {len(data) / 2**20:.0f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
+        raise ImageError(
+            f"the file is {len(data) / 2**20:.0f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB"
+        )
     previous = Image.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
@@ -50,7 +53,9 @@ def _decode(data: bytes) -> Image.Image:
             f"the image declares more than {MAX_PIXELS / 1e6:.0f} million pixels; refusing to decode it"
         ) from None
     except UnidentifiedImageError:
-        raise ImageError("this is not an image format we can read (PNG, JPEG, WebP, BMP, GIF, TIFF)") from None
+        raise ImageError(
+            "this is not an image format we can read (PNG, JPEG, WebP, BMP, GIF, TIFF)"
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageError(f"the image is damaged or truncated ({error})") from None
     finally:
@@ -79,10 +84,9 @@ def _scale_to_uint8(values: np.ndarray) -> np.ndarray:
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    try:
+    # A broken EXIF block should not lose the picture: keep it unrotated.
+    with contextlib.suppress(Exception):
         image = ImageOps.exif_transpose(image)
-    except Exception:  # noqa: BLE001 (a broken EXIF block should not lose the picture)
-        pass
     if image.width < 1 or image.height < 1:
         raise ImageError("the image has no pixels")
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):

@@ -47,9 +47,7 @@ def runs_root() -> Path:
 def check_run_id(run_id: str) -> str:
     """Run ids are plain folder names: no separators, no `..`, nothing that escapes artifacts/."""
     if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id) or ".." in run_id:
-        raise RunError(
-            f"invalid run id {run_id!r}: use letters, digits, '.', '_' or '-' (at most 100)"
-        )
+        raise RunError(f"invalid run id {run_id!r}: use letters, digits, '.', '_' or '-' (at most 100)")
     return run_id
 
 

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from cifar.assets import Cifar10, load_cifar10
+from cifar.config import CLASS_NAMES, NUM_CLASSES, BaselineConfig, TransferConfig
 from cifar.data import augmented_dataset, split_train_validation
 from cifar.distribute import fit_multi_worker, is_multi_worker
-from cifar.config import CLASS_NAMES, NUM_CLASSES, BaselineConfig, TransferConfig
 from cifar.runs import RunWriter, new_run_id
 
 Progress = Callable[[dict], None]
@@ -96,9 +96,7 @@ def _callbacks(writer: RunWriter, config, progress: Progress | None):
     callbacks = [EpochRecorder(), keras.callbacks.TensorBoard(str(writer.path / "tensorboard"))]
     if config.early_stopping_patience and config.validation_size:
         callbacks.append(
-            keras.callbacks.EarlyStopping(
-                patience=config.early_stopping_patience, restore_best_weights=True
-            )
+            keras.callbacks.EarlyStopping(patience=config.early_stopping_patience, restore_best_weights=True)
         )
     return callbacks
 
@@ -150,9 +148,7 @@ def train_baseline(
         model = build_baseline(config)
         _compile(model, config, len(fit_idx))
     x_fit = data.x_train[fit_idx]
-    validation = (
-        (data.x_train[val_idx], _one_hot(data.y_train[val_idx])) if len(val_idx) else None
-    )
+    validation = (data.x_train[val_idx], _one_hot(data.y_train[val_idx])) if len(val_idx) else None
     if config.augment:
         stream = augmented_dataset(x_fit, _one_hot(data.y_train[fit_idx]), config.batch_size, config.seed)
         fit_kwargs = {"x": stream}
@@ -161,9 +157,15 @@ def train_baseline(
     started = time.perf_counter()
     if is_multi_worker(strategy):
         history = fit_multi_worker(
-            model, x_fit, _one_hot(data.y_train[fit_idx]), strategy=strategy,
-            batch_size=config.batch_size, epochs=config.epochs, seed=config.seed,
-            label_smoothing=config.label_smoothing, validation=validation,
+            model,
+            x_fit,
+            _one_hot(data.y_train[fit_idx]),
+            strategy=strategy,
+            batch_size=config.batch_size,
+            epochs=config.epochs,
+            seed=config.seed,
+            label_smoothing=config.label_smoothing,
+            validation=validation,
             callbacks=_callbacks(writer, config, progress)[:1],
         )
     else:
@@ -221,7 +223,9 @@ def train_transfer(
 
             def report(done, total, label=label):
                 writer.status(
-                    "running", phase="features", progress=done / total,
+                    "running",
+                    phase="features",
+                    progress=done / total,
                     message=f"extracting {label} features: {done}/{total} images",
                 )
 
@@ -244,9 +248,16 @@ def train_transfer(
     started = time.perf_counter()
     if is_multi_worker(strategy):
         history = fit_multi_worker(
-            head, x_fit, _one_hot(y_fit), strategy=strategy, batch_size=config.batch_size,
-            epochs=config.epochs, seed=config.seed, label_smoothing=config.label_smoothing,
-            validation=validation, callbacks=_callbacks(writer, config, progress)[:1],
+            head,
+            x_fit,
+            _one_hot(y_fit),
+            strategy=strategy,
+            batch_size=config.batch_size,
+            epochs=config.epochs,
+            seed=config.seed,
+            label_smoothing=config.label_smoothing,
+            validation=validation,
+            callbacks=_callbacks(writer, config, progress)[:1],
         )
     else:
         history = head.fit(
@@ -327,7 +338,9 @@ def train(
     writer.extract_missing = extract_missing
     handler = _log_to(writer.path / "train.log")
     try:
-        data = limited(data if data is not None else load_cifar10(log=logging.getLogger(__name__).info), limit)
+        data = limited(
+            data if data is not None else load_cifar10(log=logging.getLogger(__name__).info), limit
+        )
         writer.status("running", phase="starting", message="loading data", progress=0.0)
         environment_info = environment()
         result = TRAINERS[config.model](config, data, writer, progress, strategy=strategy)

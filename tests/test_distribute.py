@@ -66,13 +66,28 @@ def test_two_workers_train_one_run(tmp_path):
         "PYTHONPATH": str(ROOT),
     }
     command = [
-        sys.executable, "-m", "cifar", "train", "baseline", "--run-id", "dist",
-        "--epochs", "2", "--validation-size", "20", "--batch-size", "20",
+        sys.executable,
+        "-m",
+        "cifar",
+        "train",
+        "baseline",
+        "--run-id",
+        "dist",
+        "--epochs",
+        "2",
+        "--validation-size",
+        "20",
+        "--batch-size",
+        "20",
     ]
     workers = [
         subprocess.Popen(
-            command, env={**env, "TF_CONFIG": tf_config(ports, i)}, cwd=ROOT,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            command,
+            env={**env, "TF_CONFIG": tf_config(ports, i)},
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for i in range(2)
     ]
@@ -109,12 +124,19 @@ np.save({str(tmp_path)!r} + f"/out{{index}}.npy", out)
     env = {**os.environ, "KERAS_HOME": str(keras_home), "TF_CPP_MIN_LOG_LEVEL": "2"}
     make_weights = (
         "import keras; keras.utils.set_random_seed(0); keras.applications.InceptionV3(weights=None, "
-        "include_top=False, input_shape=(75, 75, 3)).save_weights(" + repr(str(tmp_path / "w.weights.h5")) + ")"
+        "include_top=False, input_shape=(75, 75, 3)).save_weights("
+        + repr(str(tmp_path / "w.weights.h5"))
+        + ")"
     )
     subprocess.run([sys.executable, "-c", make_weights], env=env, check=True, timeout=300)
     workers = [
-        subprocess.Popen([sys.executable, "-c", script, str(i)], env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(i)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for i in range(2)
     ]
     for worker in workers:
