@@ -300,6 +300,11 @@ class _TorchObject:
 
 def _rebuild_tensor(storage, offset, size, stride, *_):
     itemsize = storage.dtype.itemsize
+    size, stride = tuple(int(n) for n in size), tuple(int(s) for s in stride)
+    # A crafted file must not make as_strided read outside its storage.
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True)) if all(size) else offset
+    if offset < 0 or any(n < 0 or s < 0 for n, s in zip(size, stride, strict=True)) or last >= len(storage):
+        raise pickle.UnpicklingError("tensor extends outside its storage")
     if not size:
         return storage[offset : offset + 1].reshape(())
     return np.lib.stride_tricks.as_strided(

@@ -3,41 +3,26 @@
 Fixture runs plus one real tiny baseline trained with the CLI on a synthetic CIFAR10_NPZ (so
 Classify runs a model); the test visits every page, classifies an upload, trains a one-epoch
 job from the Train page, sees it in Comparison, and saves a full-page screenshot of every page
-to docs/screenshots/<page>.png.
+to pytest's tmp dir (or $SCREENSHOTS_DIR).
 """
 
 from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.e2e.browser import CHROMIUM, REPO, chromium_page, settle, start_streamlit, stop, wait_healthy
+from tests.e2e.browser import shoot as shoot_to
 from tests.pages.factory import labels_of, synthetic_npz, write_run
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
-
-REPO = Path(__file__).resolve().parents[2]
-SCREENSHOTS = REPO / "docs" / "screenshots"
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 
 if not CHROMIUM.exists():
     pytest.skip(
@@ -48,24 +33,12 @@ sync_api = pytest.importorskip(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_healthy(url: str, process: subprocess.Popen, log: Path, seconds: float = 90) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"streamlit exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read().strip() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"streamlit did not become healthy in {seconds:.0f} s:\n{log.read_text()[-3000:]}")
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory) -> Path:
+    """Where screenshots go: $SCREENSHOTS_DIR when set, else pytest's tmp dir (CI leaves the
+    tracked docs/screenshots/ alone; `bench/dashboard.py` makes those from the real runs)."""
+    chosen = os.environ.get("SCREENSHOTS_DIR")
+    return Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
 
 
 @pytest.fixture(scope="module")
@@ -90,25 +63,13 @@ def app(tmp_path_factory):
     write_run(root / "artifacts", "baseline-best", "baseline", labels, 0.8, seed=2, learning_rate=5e-4)
     write_run(root / "artifacts", "transfer-reference", "transfer", labels, 0.85, seed=3, epochs=4)
 
-    port = free_port()
     log = root / "streamlit.log"
-    with open(log, "wb") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1",
-             "--browser.gatherUsageStats", "false"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    server, url = start_streamlit(env, log)
     try:
         wait_healthy(url, server, log)
         yield {"url": url, "env": env, "log": log}
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
         _stop_jobs(env)
 
 
@@ -120,44 +81,13 @@ def _stop_jobs(env: dict) -> None:
 
 @pytest.fixture(scope="module")
 def page(app):
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
-        tab = context.new_page()
-        tab.set_default_timeout(60_000)
+    with chromium_page() as tab:
         yield tab
-        browser.close()
 
 
 def visit(page, app, path: str) -> None:
     page.goto(f"{app['url']}/{path}")
     settle(page)
-
-
-def settle(page, quiet_ms: int = 800) -> None:
-    """Wait until the script has finished and stays finished for a moment."""
-    page.wait_for_selector(IDLE, state="attached")
-    page.wait_for_timeout(quiet_ms)
-    page.wait_for_selector(IDLE, state="attached")
-    assert page.locator('[data-testid="stException"]').count() == 0, page.locator(
-        '[data-testid="stException"]'
-    ).first.inner_text()
-
-
-CONTENT_HEIGHT = """() => Math.max(...Array.from(document.querySelectorAll(
-    '[data-testid="stMain"], [data-testid="stAppViewContainer"], [data-testid="stMainBlockContainer"]'
-), e => e.scrollHeight), document.body.scrollHeight)"""
-
-
-def shoot(page, name: str) -> None:
-    """A full-page screenshot: Streamlit scrolls inside a container, so grow the window to fit."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    viewport = page.viewport_size
-    height = min(int(page.evaluate(CONTENT_HEIGHT)) + 40, 12_000)
-    page.set_viewport_size({"width": viewport["width"], "height": max(height, viewport["height"])})
-    page.wait_for_timeout(1000)  # let Plotly re-layout and finish its transitions
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-    page.set_viewport_size(viewport)
 
 
 def png_bytes() -> bytes:
@@ -169,8 +99,11 @@ def png_bytes() -> bytes:
     return buffer.getvalue()
 
 
-def test_every_page_classify_and_train(app, page):
+def test_every_page_classify_and_train(app, page, screenshots):
     expect = sync_api.expect
+
+    def shoot(page, name: str) -> None:
+        shoot_to(page, screenshots / f"{name}.png")
 
     visit(page, app, "")
     expect(page.get_by_role("heading", name="Headline accuracy")).to_be_visible()

@@ -94,7 +94,7 @@ def varied_uploads(n: int, seed: int = 0) -> list[bytes | np.ndarray]:
         fmt, mode, options = kinds[i % len(kinds)]
         image = Image.fromarray(pixels)
         if mode == "I;16":
-            image = Image.fromarray((pixels[..., 0].astype(np.uint16) * 257))
+            image = Image.fromarray(pixels[..., 0].astype(np.uint16) * 257)
         elif mode != "RGB":
             image = image.convert(mode)
         out.append(encode(image, fmt, **options))

@@ -57,7 +57,9 @@ def bad_values(row: dict) -> dict[str, object]:
     elif kind == "bool":
         values.update({"number 2": 2, "fraction": 0.5, "word": "maybe"})
     elif kind == "choice":
-        values.update({"unknown choice": "definitely-not-a-choice", "number": 1, "upper case": "X" + row["choices"][0]})
+        values.update(
+            {"unknown choice": "definitely-not-a-choice", "number": 1, "upper case": "X" + row["choices"][0]}
+        )
     return values
 
 
@@ -110,7 +112,10 @@ def test_unknown_key_is_refused_naming_it(model, key):
     assert key in str(error.value) and "unknown" in str(error.value)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: parse_config calls k.replace() on every key: a non-string key raises AttributeError")
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: parse_config calls k.replace() on every key: a non-string key raises AttributeError",
+)
 def test_non_string_key_is_refused():
     with pytest.raises(ConfigError):
         parse_config("baseline", {1: 2})
@@ -213,7 +218,9 @@ def job_cases():
                 yield pytest.param(model, row["name"], value, id=f"{model}-{row['name']}-{label}")
             numeric = [k for k in bad_values(row) if k in ("below minimum", "above maximum", "negative")]
             for label in numeric:
-                yield pytest.param(model, row["name"], bad_values(row)[label], id=f"{model}-{row['name']}-{label}")
+                yield pytest.param(
+                    model, row["name"], bad_values(row)[label], id=f"{model}-{row['name']}-{label}"
+                )
 
 
 @pytest.mark.parametrize(("model", "name", "value"), list(job_cases()))

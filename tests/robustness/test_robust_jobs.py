@@ -97,7 +97,9 @@ def test_killed_job_reruns_cleanly_under_the_same_id(cifar_npz, own_jobs):
     assert_failed_and_invisible("again")
 
     rerun = jobs.start_job("baseline", {"epochs": 1, "validation_size": 20}, run_id="again")
-    wait_for(lambda: run_path("again").is_dir() or rerun.pid not in jobs._children, JOB_TIMEOUT, what="the rerun")
+    wait_for(
+        lambda: run_path("again").is_dir() or rerun.pid not in jobs._children, JOB_TIMEOUT, what="the rerun"
+    )
     log = (jobs.lock_path().parent / "again.log").read_text()
     wait_for(lambda: not jobs.pid_alive(rerun.pid), 30, what="the rerun's process to exit")
     assert jobs.job_status("again").state == "finished", log[-2000:]

@@ -14,7 +14,16 @@ from robust_helpers import REPO, tiny_test_labels, write_run_folder
 
 from cifar import jobs
 from cifar.config import artifacts_dir
-from cifar.runs import RunError, RunWriter, check_run_id, list_runs, load_run, partial_path, run_path, runs_root
+from cifar.runs import (
+    RunError,
+    RunWriter,
+    check_run_id,
+    list_runs,
+    load_run,
+    partial_path,
+    run_path,
+    runs_root,
+)
 
 LABELS = tiny_test_labels()
 
@@ -54,11 +63,15 @@ HANDLED = {
 NOT_HANDLED = {
     "truncated test_predictions.npy": lambda f: truncate(f / "test_predictions.npy"),
     "test_predictions.npy is 1-D": lambda f: np.save(f / "test_predictions.npy", np.zeros(30, np.float32)),
-    "test_predictions.npy has 9 classes": lambda f: np.save(f / "test_predictions.npy", np.zeros((30, 9), np.float32)),
+    "test_predictions.npy has 9 classes": lambda f: np.save(
+        f / "test_predictions.npy", np.zeros((30, 9), np.float32)
+    ),
     "test_predictions.npy holds pickled objects": lambda f: np.save(
         f / "test_predictions.npy", np.array([{"a": 1}] * 30, dtype=object), allow_pickle=True
     ),
-    "test_labels.npy shorter than the predictions": lambda f: np.save(f / "test_labels.npy", np.zeros(5, np.uint8)),
+    "test_labels.npy shorter than the predictions": lambda f: np.save(
+        f / "test_labels.npy", np.zeros(5, np.uint8)
+    ),
     "missing test_labels.npy": lambda f: (f / "test_labels.npy").unlink(),
     "config field is a string": lambda f: (f / "config.json").write_text('{"config": "oops"}'),
     "metrics 'finished' is not a number": lambda f: (f / "metrics.json").write_text(
@@ -151,8 +164,8 @@ def test_run_id_cannot_escape_artifacts(run_id, tmp_path):
         jobs.discard_job,
         lambda rid: jobs.start_job("baseline", {"epochs": 1}, run_id=rid),
     ):
-        if run_id == "" and call.__name__ == "<lambda>":
-            continue  # start_job(run_id="") means "choose an id"
+        if not run_id and call.__name__ == "<lambda>":
+            continue  # start_job(run_id=None or "") means "choose an id"
         with pytest.raises(RunError):
             call(run_id)
     assert (victim / "keep").exists()

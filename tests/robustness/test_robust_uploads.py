@@ -203,10 +203,15 @@ REFUSED = {
     "JSON file": (lambda: json.dumps({"image": "cat.png"}).encode(), "not an image"),
     "PDF header": (lambda: b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\ntrailer\n<<>>\n%%EOF\n", ""),
     "SVG": (
-        lambda: b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"><rect width="9" height="9"/></svg>',
+        lambda: (
+            b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"><rect width="9" height="9"/></svg>'
+        ),
         "not an image",
     ),
-    "HTML": (lambda: b"<!DOCTYPE html><html><body><img src=x onerror=alert(1)></body></html>", "not an image"),
+    "HTML": (
+        lambda: b"<!DOCTYPE html><html><body><img src=x onerror=alert(1)></body></html>",
+        "not an image",
+    ),
     "zip file": (zip_bytes, "not an image"),
     "decompression bomb: PNG header declares 30000x30000": (bomb_declared, "million pixels"),
     "decompression bomb: real 1-bit 20000x20000 PNG": (bomb_real, "million pixels"),
@@ -279,7 +284,11 @@ ACCEPTED = {
     "animated WebP: frame 0 red": (lambda: animated("WEBP", lossless=True), RED, 0),
     "animated PNG: frame 0 red": (lambda: animated("PNG"), RED, 0),
     "WebP": (lambda: encode(solid(), "WEBP", quality=95), RED, 12),
-    "lossless WebP with alpha": (lambda: encode(solid((255, 0, 0, 255), mode="RGBA"), "WEBP", lossless=True), RED, 0),
+    "lossless WebP with alpha": (
+        lambda: encode(solid((255, 0, 0, 255), mode="RGBA"), "WEBP", lossless=True),
+        RED,
+        0,
+    ),
     "BMP": (lambda: encode(solid(), "BMP"), RED, 0),
     "TIFF": (lambda: encode(solid(), "TIFF"), RED, 0),
     "TIFF, LZW": (lambda: encode(solid(), "TIFF", compression="tiff_lzw"), RED, 0),
@@ -398,7 +407,10 @@ ARRAYS_ACCEPTED = {
     "2-D uint8": (np.full((8, 8), 9, np.uint8), (9, 9, 9)),
     "2-D float": (np.full((8, 8), 1.0), (255, 255, 255)),
     "HxWx1": (np.full((8, 8, 1), 9, np.uint8), (9, 9, 9)),
-    "4 channels, opaque": (np.dstack([np.full((8, 8, 3), 9, np.uint8), np.full((8, 8), 255, np.uint8)]), (9,) * 3),
+    "4 channels, opaque": (
+        np.dstack([np.full((8, 8, 3), 9, np.uint8), np.full((8, 8), 255, np.uint8)]),
+        (9,) * 3,
+    ),
     "4 channels, transparent": (np.zeros((8, 8, 4), np.uint8), (255, 255, 255)),
     "uint16": (np.full((8, 8, 3), 65535, np.uint16), (255, 255, 255)),
     "bool": (np.ones((8, 8, 3), bool), (255, 255, 255)),
@@ -459,7 +471,16 @@ def test_pil_image_premultiplied_la():
 
 # ----------------------------------------------------------------------------- property-based
 
-MAGIC = [b"", PNG_SIGNATURE, b"\xff\xd8\xff\xe0", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*", b"RIFF\x00\x00\x00\x00WEBPVP8 "]
+MAGIC = [
+    b"",
+    PNG_SIGNATURE,
+    b"\xff\xd8\xff\xe0",
+    b"GIF89a",
+    b"BM",
+    b"II*\x00",
+    b"MM\x00*",
+    b"RIFF\x00\x00\x00\x00WEBPVP8 ",
+]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,0 +1,172 @@
+"""Memory soak: does one long-lived process (the dashboard) leak across repeated work?
+
+In one process:
+  1. 50 consecutive transfer-head retrains (`build_head` + the training compile + `fit`, 3 epochs on
+     5,000 random 2048-d features, `keras.backend.clear_session()` between), as a head retrain on
+     cached features does;
+  2. 1,000 predictions through one `cifar.predict.Predictor` of a tiny baseline run, on uploads of
+     varied formats, modes and sizes (bytes as the uploader gives them, and camera-like arrays).
+
+RSS (VmRSS from /proc/self/status) is printed after the first 5 iterations and at the end of
+each phase. Everything lives in a temporary KERAS_HOME / CIFAR_ARTIFACTS; nothing is downloaded.
+
+    python bench/soak.py                    # the full soak (several minutes on 2 CPU cores)
+    python bench/soak.py --retrains 10 --predictions 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import io
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(tempfile.mkdtemp(prefix="cifar-soak-"))
+os.environ["KERAS_HOME"] = str(ROOT / "keras")  # before Keras is imported
+os.environ["CIFAR_ARTIFACTS"] = str(ROOT / "artifacts")
+os.environ.pop("CIFAR10_NPZ", None)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def uploads(n: int, seed: int = 0) -> list:
+    """Varied uploads: PNG / JPEG / WebP / GIF / BMP / TIFF bytes of several modes, and arrays."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    kinds = [
+        ("PNG", "RGB"),
+        ("JPEG", "RGB"),
+        ("WEBP", "RGB"),
+        ("PNG", "RGBA"),
+        ("GIF", "P"),
+        ("BMP", "RGB"),
+        ("TIFF", "RGB"),
+        ("JPEG", "L"),
+        ("PNG", "LA"),
+    ]
+    out = []
+    for i in range(n):
+        width, height = (int(v) for v in rng.integers(16, 640, 2))
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        if i % 10 == 9:
+            out.append(pixels)
+            continue
+        fmt, mode = kinds[i % len(kinds)]
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).convert(mode).save(buffer, fmt)
+        out.append(buffer.getvalue())
+    return out
+
+
+def head_retrains(count: int, epochs: int, samples: int) -> list[float]:
+    import keras
+
+    from cifar.config import NUM_CLASSES, TransferConfig
+    from cifar.models import FEATURE_DIM, build_head
+    from cifar.train import _compile
+
+    config = TransferConfig(epochs=epochs)
+    rng = np.random.default_rng(0)
+    features = rng.normal(0, 1, (samples, FEATURE_DIM)).astype(np.float32)
+    labels = np.eye(NUM_CLASSES, dtype=np.float32)[rng.integers(0, NUM_CLASSES, samples)]
+    rss = []
+    for i in range(count):
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(i)
+        head = build_head(config)
+        _compile(head, config, samples)
+        head.fit(features, labels, batch_size=config.batch_size, epochs=epochs, shuffle=True, verbose=0)
+        head.predict(features[:1000], batch_size=4096, verbose=0)
+        del head
+        gc.collect()
+        rss.append(rss_mb())
+        if (i + 1) % 10 == 0:
+            print(f"  retrain {i + 1}/{count}: RSS {rss[-1]:.0f} MB", flush=True)
+    keras.backend.clear_session()
+    return rss
+
+
+def predictions(count: int) -> list[float]:
+    from cifar.assets import Cifar10
+    from cifar.config import BaselineConfig
+    from cifar.predict import Predictor
+    from cifar.train import train
+
+    rng = np.random.default_rng(1)
+    data = Cifar10(
+        rng.integers(0, 256, (100, 32, 32, 3), dtype=np.uint8),
+        (np.arange(100) % 10).astype(np.uint8),
+        rng.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8),
+        (np.arange(30) % 10).astype(np.uint8),
+    )
+    train(BaselineConfig(epochs=1, validation_size=20), data=data, run_id="soak")
+    predictor = Predictor.for_run("soak")
+    images = uploads(min(count, 200))
+    rss = []
+    for i in range(count):
+        predictor.predict(images[i % len(images)], top_k=3)
+        if i % 10 == 9 or i < 5:
+            gc.collect()
+            rss.append(rss_mb())
+        if (i + 1) % 250 == 0:
+            print(f"  prediction {i + 1}/{count}: RSS {rss[-1]:.0f} MB", flush=True)
+    return rss
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--retrains", type=int, default=50)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=5000)
+    parser.add_argument("--predictions", type=int, default=1000)
+    args = parser.parse_args()
+
+    print(f"soak in {ROOT} (pid {os.getpid()}), RSS at start {rss_mb():.0f} MB", flush=True)
+    rows = []
+    started = time.perf_counter()
+    retrain_rss = head_retrains(args.retrains, args.epochs, args.samples)
+    rows.append(
+        (
+            f"{args.retrains} head retrains ({args.samples} x 2048, {args.epochs} epochs)",
+            retrain_rss[min(4, len(retrain_rss) - 1)],
+            retrain_rss[-1],
+        )
+    )
+    retrain_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    predict_rss = predictions(args.predictions)
+    rows.append(
+        (
+            f"{args.predictions} predictions, varied uploads",
+            predict_rss[min(4, len(predict_rss) - 1)],
+            predict_rss[-1],
+        )
+    )
+    predict_seconds = time.perf_counter() - started
+
+    print()
+    print(f"{'phase':52} {'RSS after 5':>12} {'RSS at end':>11} {'change':>8}")
+    for name, after_five, end in rows:
+        print(f"{name:52} {after_five:9.0f} MB {end:8.0f} MB {(end - after_five) / after_five:+8.1%}")
+    print(f"\nretrains {retrain_seconds:.0f} s; predictions {predict_seconds:.0f} s (with the tiny run's training)")
+    shutil.rmtree(ROOT, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
