@@ -163,7 +163,7 @@ def main() -> int:
     print(f"{'phase':52} {'RSS after 5':>12} {'RSS at end':>11} {'change':>8}")
     for name, after_five, end in rows:
         print(f"{name:52} {after_five:9.0f} MB {end:8.0f} MB {(end - after_five) / after_five:+8.1%}")
-    print(f"\nretrains {retrain_seconds:.0f} s; predictions {predict_seconds:.0f} s (with the tiny run's training)")
+    print(f"\nretrains {retrain_seconds:.0f} s; predictions {predict_seconds:.0f} s (with the tiny training)")
     shutil.rmtree(ROOT, ignore_errors=True)
     return 0
 

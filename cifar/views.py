@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 
 from cifar.config import REFERENCE_FIGURES, field_table
-from cifar.evaluate import per_image
 from cifar.jobs import job_history
 from cifar.runs import Run
 
@@ -147,6 +146,8 @@ def gallery_table(runs: list[Run], n_images: int | None = None) -> pd.DataFrame:
     Columns are `index`, `true`, then `<field>:<run id>` for every run; `n_images` limits the
     rows to the images that exist (runs trained with `--limit` predict the first N only).
     """
+    from cifar.evaluate import per_image  # here: scikit-learn takes ~1 s to import; Overview needs none
+
     if not runs:
         return pd.DataFrame(columns=["index", "true"])
     labels = runs[0].test_labels
