@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 CLASS_NAMES = (
     "airplane",
@@ -51,6 +51,15 @@ class ConfigError(ValueError):
 
 class _Config(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, strict=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value, info):
+        """`True` is not the number 1: refuse booleans for numeric fields."""
+        annotation = cls.model_fields[info.field_name].annotation
+        if isinstance(value, bool) and annotation in (int, float):
+            raise ValueError("expected a number, got a boolean")
+        return value
 
     # Shared training settings.
     epochs: int = Field(10, ge=1, le=500, description="passes over the training split")
@@ -157,7 +166,7 @@ def parse_config(model: str, overrides: dict[str, Any] | None = None) -> _Config
     """Build the typed config of `model` from overrides (strings allowed), or raise ConfigError."""
     if model not in CONFIG_TYPES:
         raise ConfigError(f"unknown model {model!r}: choose one of {sorted(CONFIG_TYPES)}")
-    values = {k.replace("-", "_"): v for k, v in (overrides or {}).items()}
+    values = {str(k).replace("-", "_"): v for k, v in (overrides or {}).items()}
     values.pop("model", None)
     try:
         return CONFIG_TYPES[model](**values)

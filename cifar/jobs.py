@@ -8,8 +8,11 @@ failed, never as running forever.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +29,7 @@ from cifar.runs import (
     check_run_id,
     new_run_id,
     partial_path,
+    process_start_time,
     read_status,
     run_path,
     runs_root,
@@ -74,9 +78,11 @@ def lock_path() -> Path:
     return artifacts_dir() / "jobs" / "active.json"
 
 
-def pid_alive(pid: int | None) -> bool:
-    """True if `pid` runs and is not a zombie."""
+def pid_alive(pid: int | None, start_time: int | None = None) -> bool:
+    """True if `pid` runs, is not a zombie, and (given `start_time`) is not a recycled pid."""
     if not pid:
+        return False
+    if start_time is not None and process_start_time(pid) not in (None, start_time):
         return False
     child = _children.get(pid)
     if child is not None and child.poll() is not None:
@@ -105,7 +111,25 @@ def _read_lock() -> dict:
 STALE_UNREADABLE_LOCK_SECONDS = 10  # a lock writer fills its file within microseconds
 
 
+@contextlib.contextmanager
+def _slot_guard():
+    """Serialises checking, freeing and taking the job slot across processes (flock)."""
+    path = artifacts_dir() / "jobs" / "start.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def active_job() -> Job | None:
+    with _slot_guard():
+        return _active_job()
+
+
+def _active_job() -> Job | None:
     lock = _read_lock()
     if not lock:
         _remove_unreadable_lock()
@@ -130,11 +154,16 @@ def _remove_unreadable_lock() -> None:
 def _take_lock(run_id: str) -> None:
     path = lock_path()
     path.parent.mkdir(parents=True, exist_ok=True)
+    with _slot_guard():
+        _take_lock_guarded(run_id, path)
+
+
+def _take_lock_guarded(run_id: str, path: Path) -> None:
     for _ in range(2):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            current = active_job()
+            current = _active_job()
             if current is not None:
                 raise JobBusy(
                     f"job {current.run_id} is running ({current.progress:.0%}); "
@@ -142,7 +171,15 @@ def _take_lock(run_id: str) -> None:
                 ) from None
             continue  # the stale lock was removed; try once more
         with os.fdopen(fd, "w") as handle:
-            json.dump({"run_id": run_id, "pid": os.getpid(), "started": time.time()}, handle)
+            json.dump(
+                {
+                    "run_id": run_id,
+                    "pid": os.getpid(),
+                    "pid_start": process_start_time(os.getpid()),
+                    "started": time.time(),
+                },
+                handle,
+            )
         return
     raise JobBusy("another job is starting; try again in a moment")
 
@@ -155,6 +192,7 @@ def start_job(model: str, overrides: dict, run_id: str | None = None) -> Job:
         raise RunError(f"run {run_id!r} exists already")
     _take_lock(run_id)
     try:
+        shutil.rmtree(partial_path(run_id), ignore_errors=True)  # a killed earlier attempt's status
         args = [sys.executable, "-m", "cifar", "train", model, "--run-id", run_id]
         for key, value in config.model_dump().items():
             if key != "model":
@@ -171,7 +209,15 @@ def start_job(model: str, overrides: dict, run_id: str | None = None) -> Job:
         )
         log.close()
         _children[process.pid] = process
-        write_json_atomic(lock_path(), {"run_id": run_id, "pid": process.pid, "started": time.time()})
+        write_json_atomic(
+            lock_path(),
+            {
+                "run_id": run_id,
+                "pid": process.pid,
+                "pid_start": process_start_time(process.pid),
+                "started": time.time(),
+            },
+        )
     except BaseException:
         lock_path().unlink(missing_ok=True)
         raise
@@ -184,10 +230,12 @@ def job_status(run_id: str) -> Job:
         return Job(run_id, "finished", 1.0, "finished")
     status = read_status(partial_path(run_id))
     lock = _read_lock()
-    pid = status.get("pid") or (lock.get("pid") if lock.get("run_id") == run_id else None)
+    source = status if status.get("pid") else (lock if lock.get("run_id") == run_id else {})
+    pid, pid_start = source.get("pid"), source.get("pid_start")
     state = status.get("state", "starting" if pid else "failed")
     message = status.get("message", "")
-    if state in ("starting", "running") and not pid_alive(pid):
+    # "finished" in a partial folder: the writer died between its last status and the rename.
+    if state in ("starting", "running", "finished") and not pid_alive(pid, pid_start):
         if run_path(run_id).is_dir():  # it finished between the two checks
             return Job(run_id, "finished", 1.0, "finished")
         state, message = "failed", f"the job's process ended unexpectedly ({message or 'no output'})"

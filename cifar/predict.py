@@ -15,6 +15,9 @@ from cifar.runs import Run, RunError, load_run
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # larger uploads are refused before decoding
 MAX_PIXELS = 120_000_000  # decoded size cap (a 10000 x 10000 photo passes; bombs do not)
 MODEL_SIDE = 32
+DECODE_SIDE = 256  # JPEGs decode at >= this size (1/2 .. 1/8 scale), far cheaper than full size
+WORKING_SIDE = 1024  # larger images are shrunk before colour conversion
+READABLE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "ICO", "JPEG2000")
 
 
 class ImageError(ValueError):
@@ -38,15 +41,16 @@ def _decode(data: bytes) -> Image.Image:
         raise ImageError("the file is empty")
     if len(data) > MAX_UPLOAD_BYTES:
         raise ImageError(
-            f"the file is {len(data) / 2**20:.0f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB"
+            f"the file is {len(data) / 2**20:.1f} MB, over the upload limit of {MAX_UPLOAD_BYTES / 2**20:g} MB"
         )
     previous = Image.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=READABLE_FORMATS)
             image.seek(0)  # animated GIF / WebP / APNG: the first frame
+            image.draft("RGB", (DECODE_SIDE, DECODE_SIDE))  # JPEG: decode at reduced size
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(
@@ -58,6 +62,8 @@ def _decode(data: bytes) -> Image.Image:
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageError(f"the image is damaged or truncated ({error})") from None
+    except Exception as error:  # noqa: BLE001 (a decoder's own bug must reach the user as a message)
+        raise ImageError(f"the image could not be decoded ({type(error).__name__})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = previous
     return image
@@ -71,6 +77,8 @@ def _from_array(array: np.ndarray) -> Image.Image:
         raise ImageError(f"an image array must be HxW, HxWx3 or HxWx4, got shape {array.shape}")
     if array.size == 0:
         raise ImageError("the image has no pixels")
+    if array.dtype.kind not in "biuf":
+        raise ImageError(f"image arrays must hold numbers, got {array.dtype}")
     if array.dtype != np.uint8:
         array = _scale_to_uint8(array.astype(np.float64))
     return Image.fromarray(array)
@@ -89,20 +97,29 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         image = ImageOps.exif_transpose(image)
     if image.width < 1 or image.height < 1:
         raise ImageError("the image has no pixels")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        image = Image.fromarray(_scale_to_uint8(np.asarray(image, dtype=np.float64)))
-    if image.mode == "P":
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA"):
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image.convert("RGBA"))
-    return image.convert("RGB")
+    try:
+        # Shrink first: every conversion below then works on at most 1024 x 1024 pixels.
+        if max(image.size) > WORKING_SIDE:  # a new image: the caller's stays untouched
+            factor = max(image.size) // WORKING_SIDE
+            if factor > 1 and image.mode in ("L", "LA", "RGB", "RGBA", "I", "F"):
+                image = image.reduce(factor)  # integer box shrink: cheap, little extra memory
+            image = ImageOps.contain(image, (WORKING_SIDE, WORKING_SIDE), Image.Resampling.BOX)
+        if image.mode.startswith("I;16"):
+            image = Image.fromarray((np.asarray(image, dtype=np.float64) / 257).round().astype(np.uint8))
+        elif image.mode in ("I", "F"):
+            image = Image.fromarray(_scale_to_uint8(np.asarray(image, dtype=np.float64)))
+        if image.mode == "P":
+            image = image.convert("RGBA")
+        if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, image.convert("RGBA"))
+        return image.convert("RGB")
+    except ValueError as error:
+        raise ImageError(f"unsupported colour mode {image.mode} ({error})") from None
 
 
 def as_model_input(image: Image.Image) -> np.ndarray:
     """What the model sees: the centre square, downscaled to 32 x 32, uint8 RGB."""
-    image = image.copy()
-    image.draft("RGB", (MODEL_SIDE * 8, MODEL_SIDE * 8))  # JPEG: decode at reduced size, fast
     small = ImageOps.fit(image, (MODEL_SIDE, MODEL_SIDE), Image.Resampling.LANCZOS)
     return np.asarray(small.convert("RGB"), dtype=np.uint8)
 

@@ -32,7 +32,13 @@ import pandas as pd
 from cifar.config import CLASS_NAMES, artifacts_dir
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-REQUIRED_FILES = ("config.json", "history.csv", "metrics.json", "test_predictions.npy")
+REQUIRED_FILES = (
+    "config.json",
+    "history.csv",
+    "metrics.json",
+    "test_predictions.npy",
+    "test_labels.npy",
+)
 PARTIAL_SUFFIX = ".partial"
 
 
@@ -102,7 +108,8 @@ class RunWriter:
         if self.path.exists():
             shutil.rmtree(self.path)  # leftovers of a killed attempt
         self.path.mkdir(parents=True)
-        self.status("running", pid=pid or os.getpid(), started=time.time())
+        pid = pid or os.getpid()
+        self.status("running", pid=pid, pid_start=process_start_time(pid), started=time.time())
         return self
 
     def status(self, state: str, **fields: Any) -> None:
@@ -135,6 +142,14 @@ class RunWriter:
             shutil.rmtree(self.final)
         os.replace(self.path, self.final)
         return self.final
+
+
+def process_start_time(pid: int) -> int | None:
+    """Start time of a process in clock ticks since boot (tells a recycled pid apart)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def read_status(folder: Path) -> dict[str, Any]:
@@ -200,7 +215,30 @@ def load_run(run_id: str) -> Run:
         raise RunError(f"run {run_id!r} is unreadable: {error}") from None
     if not isinstance(config, dict) or not isinstance(metrics, dict):
         raise RunError(f"run {run_id!r}: config.json and metrics.json must hold objects")
-    return Run(run_id, path, config, metrics)
+    if not isinstance(config.get("config", {}), dict):
+        raise RunError(f"run {run_id!r}: config.json's 'config' must be an object")
+    finished = metrics.get("finished", 0)
+    if isinstance(finished, bool) or not isinstance(finished, int | float):
+        raise RunError(f"run {run_id!r}: metrics.json's 'finished' is not a number")
+    run = Run(run_id, path, config, metrics)
+    _check_arrays(run)
+    return run
+
+
+def _check_arrays(run: Run) -> None:
+    """Shapes and types of the saved arrays, read from their headers only (memory-mapped)."""
+    try:
+        probs = np.load(run.path / "test_predictions.npy", mmap_mode="r", allow_pickle=False)
+        labels = np.load(run.path / "test_labels.npy", mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise RunError(f"run {run.run_id!r}: unreadable predictions or labels ({error})") from None
+    n_classes = len(run.class_names)
+    if probs.ndim != 2 or probs.shape[1] != n_classes or probs.dtype.kind != "f":
+        raise RunError(f"run {run.run_id!r}: test_predictions.npy has shape {probs.shape} {probs.dtype}")
+    if labels.shape != (probs.shape[0],) or labels.dtype.kind not in "iu":
+        raise RunError(
+            f"run {run.run_id!r}: test_labels.npy has shape {labels.shape}, not ({probs.shape[0]},)"
+        )
 
 
 def list_runs(with_problems: list[str] | None = None) -> list[Run]:
@@ -217,8 +255,13 @@ def list_runs(with_problems: list[str] | None = None) -> list[Run]:
         except RunError as error:
             if with_problems is not None:
                 with_problems.append(str(error))
-    runs.sort(key=lambda run: run.metrics.get("finished", 0), reverse=True)
+    runs.sort(key=_finished_time, reverse=True)
     return runs
+
+
+def _finished_time(run: Run) -> float:
+    value = run.metrics.get("finished", 0)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
 SUMMARY_FIELDS = ("train_accuracy", "val_accuracy", "test_accuracy", "seconds", "epochs_run")

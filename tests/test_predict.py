@@ -59,7 +59,7 @@ def test_oversized_upload_is_refused_before_decoding(monkeypatch):
     from cifar import predict
 
     monkeypatch.setattr(predict, "MAX_UPLOAD_BYTES", 100)
-    with pytest.raises(ImageError, match="the limit is"):
+    with pytest.raises(ImageError, match="over the upload limit"):
         open_image(_png_bytes())
 
 

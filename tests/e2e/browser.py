@@ -112,6 +112,7 @@ def shoot(page, path: Path) -> None:
     """A full-page screenshot: Streamlit scrolls inside a container, so grow the window to fit."""
     path.parent.mkdir(parents=True, exist_ok=True)
     viewport = page.viewport_size
+    page.mouse.move(viewport["width"] - 5, viewport["height"] - 5)  # no hover effects on the shot
     height = min(int(page.evaluate(CONTENT_HEIGHT)) + 40, 12_000)
     page.set_viewport_size({"width": viewport["width"], "height": max(height, viewport["height"])})
     page.wait_for_timeout(1000)  # let Plotly re-layout and finish its transitions

@@ -112,21 +112,12 @@ def test_unknown_key_is_refused_naming_it(model, key):
     assert key in str(error.value) and "unknown" in str(error.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: parse_config calls k.replace() on every key: a non-string key raises AttributeError",
-)
 def test_non_string_key_is_refused():
     with pytest.raises(ConfigError):
         parse_config("baseline", {1: 2})
 
 
 @pytest.mark.parametrize("model", MODELS)
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: pydantic lax mode turns True/False into 1/0 for int and float fields "
-    "(epochs=True trains 1 epoch, learning_rate=True gives 1.0)",
-)
 def test_booleans_are_not_numbers(model):
     for row in field_table(model):
         if row["type"] in ("int", "float"):

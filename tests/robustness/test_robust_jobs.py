@@ -111,12 +111,6 @@ def test_killed_job_reruns_cleanly_under_the_same_id(cifar_npz, own_jobs):
     assert jobs.active_job() is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: start_job keeps the failed attempt's partial folder until the new process reaches "
-    "RunWriter.open(); meanwhile job_status reads the old status.json (dead pid) and says 'failed', "
-    "and active_job() then deletes the new job's lock, so a second job can start beside it",
-)
 def test_restarting_a_failed_run_id_is_not_reported_failed(cifar_npz, own_jobs):
     victim = jobs.start_job("baseline", LONG_JOB, run_id="restart")
     wait_for(lambda: status("restart").get("state") == "running", JOB_TIMEOUT, what="running")
@@ -162,11 +156,6 @@ def test_every_step_of_writing_a_run_is_invisible_until_published():
     assert jobs.job_status("steps").state == "finished"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: publish() writes state 'finished' before os.replace(); a kill between the two leaves "
-    "an unpublished partial folder that job_status reports as 'finished' (the pid is not checked)",
-)
 def test_kill_between_finished_status_and_rename_is_failed():
     writer = RunWriter("halfway").open(pid=dead_pid())
     writer.status("finished", finished=time.time())  # what publish() does first
@@ -228,12 +217,6 @@ def test_two_simultaneous_starts_one_runs_the_other_is_busy(same_id, cifar_npz, 
         assert jobs.active_job() is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _take_lock/active_job remove a stale lock with unlink() after reading it; a second "
-    "starter that read the same stale lock unlinks the first starter's fresh lock, so both start "
-    "(needs a lock held across check-and-create, e.g. fcntl.flock on jobs/start.lock)",
-)
 def test_simultaneous_starts_after_a_dead_job_start_only_one(cifar_npz, own_jobs, monkeypatch):
     jobs.lock_path().parent.mkdir(parents=True, exist_ok=True)
     jobs.lock_path().write_text(json.dumps({"run_id": "dead", "pid": dead_pid(), "started": 0}))

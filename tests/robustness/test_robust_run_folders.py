@@ -92,11 +92,6 @@ def test_corrupt_run_is_reported_and_skipped(damage):
 
 
 @pytest.mark.parametrize("damage", list(NOT_HANDLED))
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: load_run/list_runs check only that the four files exist and the JSON is an object; "
-    "damaged arrays, a non-object 'config' or a non-numeric 'finished' pass (and crash pages or the sort)",
-)
 def test_corrupt_arrays_and_fields_are_reported_and_skipped(damage):
     good("good", finished=1.0)
     NOT_HANDLED[damage](good("broken", finished=2.0))
@@ -236,11 +231,6 @@ def test_pages_render_beside_unreadable_run_folders(cifar_npz):
 
 
 @needs_app
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: runs with damaged arrays or fields are listed, then Per-class / Misclassified (or "
-    "every page, for a non-object 'config' or a non-numeric 'finished') raise",
-)
 def test_pages_render_beside_runs_with_damaged_arrays(cifar_npz):
     good("good", finished=1.0)
     for index, damage in enumerate(NOT_HANDLED):
