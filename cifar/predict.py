@@ -41,7 +41,8 @@ def _decode(data: bytes) -> Image.Image:
         raise ImageError("the file is empty")
     if len(data) > MAX_UPLOAD_BYTES:
         raise ImageError(
-            f"the file is {len(data) / 2**20:.1f} MB, over the upload limit of {MAX_UPLOAD_BYTES / 2**20:g} MB"
+            f"the file is {len(data) / 2**20:.1f} MB, "
+            f"over the upload limit of {MAX_UPLOAD_BYTES / 2**20:g} MB"
         )
     previous = Image.MAX_IMAGE_PIXELS
     try:
