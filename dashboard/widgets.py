@@ -383,10 +383,7 @@ def predict_all(chosen: list[Run], image, top_k: int) -> dict[str, list[tuple[st
             )
             continue
         try:
-            import sys, time
-            _p = cache.predictor(run); a, c, th = time.perf_counter(), time.process_time(), time.thread_time()
-            results[run.run_id] = _p.predict(image, top_k=top_k)
-            print("TIMING", run.run_id, "wall", round(time.perf_counter() - a, 3), "proc", round(time.process_time() - c, 3), "thread", round(time.thread_time() - th, 3), file=sys.stderr, flush=True)
+            results[run.run_id] = cache.predictor(run).predict(image, top_k=top_k)
         except ImageError as error:
             st.error(f"Cannot classify this image: {error}")
         except Exception as error:  # noqa: BLE001 (one model failing must not hide the others)

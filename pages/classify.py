@@ -24,4 +24,5 @@ with right:
     predictions = widgets.predict_all(chosen, image, top_k)
     if predictions:
         widgets.chart(plots.top_k_bars(views.top_k_frame(predictions)), key="classify-chart")
-        widgets.top_k_table(predictions)
+if predictions:  # full width: two models' class and probability columns fit without scrolling
+    widgets.top_k_table(predictions)
