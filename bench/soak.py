@@ -101,6 +101,40 @@ def head_retrains(count: int, epochs: int, samples: int) -> list[float]:
     return rss
 
 
+def job_retrains(count: int) -> list[float]:
+    """Retrains the way the Train page starts them: `start_job` (a separate process), then poll.
+
+    The tiny synthetic dataset keeps each job short; what is measured is this process's RSS.
+    """
+    from cifar.jobs import job_status, start_job
+
+    rng = np.random.default_rng(2)
+    npz = ROOT / "tiny.npz"
+    np.savez(
+        npz,
+        x_train=rng.integers(0, 256, (200, 32, 32, 3), dtype=np.uint8),
+        y_train=(np.arange(200) % 10).astype(np.uint8),
+        x_test=rng.integers(0, 256, (50, 32, 32, 3), dtype=np.uint8),
+        y_test=(np.arange(50) % 10).astype(np.uint8),
+    )
+    os.environ["CIFAR10_NPZ"] = str(npz)
+    rss = []
+    try:
+        for i in range(count):
+            job = start_job("baseline", {"epochs": 1, "validation_size": 20}, run_id=f"job-{i}")
+            while job_status(job.run_id).active:
+                time.sleep(0.2)
+            if job_status(job.run_id).state != "finished":
+                raise RuntimeError(f"job {job.run_id} ended {job_status(job.run_id).state}")
+            gc.collect()
+            rss.append(rss_mb())
+            if (i + 1) % 10 == 0:
+                print(f"  job {i + 1}/{count}: RSS {rss[-1]:.0f} MB", flush=True)
+    finally:
+        os.environ.pop("CIFAR10_NPZ", None)
+    return rss
+
+
 def predictions(count: int) -> list[float]:
     from cifar.assets import Cifar10
     from cifar.config import BaselineConfig
@@ -134,10 +168,20 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--samples", type=int, default=5000)
     parser.add_argument("--predictions", type=int, default=1000)
+    parser.add_argument("--jobs", type=int, default=50, help="retrains as background jobs")
     args = parser.parse_args()
 
     print(f"soak in {ROOT} (pid {os.getpid()}), RSS at start {rss_mb():.0f} MB", flush=True)
     rows = []
+    if args.jobs:
+        job_rss = job_retrains(args.jobs)
+        rows.append(
+            (
+                f"{args.jobs} retrains as background jobs (the Train page)",
+                job_rss[min(4, len(job_rss) - 1)],
+                job_rss[-1],
+            )
+        )
     started = time.perf_counter()
     retrain_rss = head_retrains(args.retrains, args.epochs, args.samples)
     rows.append(
