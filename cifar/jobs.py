@@ -234,8 +234,11 @@ def job_status(run_id: str) -> Job:
     pid, pid_start = source.get("pid"), source.get("pid_start")
     state = status.get("state", "starting" if pid else "failed")
     message = status.get("message", "")
+    started = status.get("started") or lock.get("started")
     # "finished" in a partial folder: the writer died between its last status and the rename.
-    if state in ("starting", "running", "finished") and not pid_alive(pid, pid_start):
+    if state in ("starting", "running", "finished") and not (
+        pid_alive(pid, pid_start) and not _started_after(pid, started)
+    ):
         if run_path(run_id).is_dir():  # it finished between the two checks
             return Job(run_id, "finished", 1.0, "finished")
         state, message = "failed", f"the job's process ended unexpectedly ({message or 'no output'})"
@@ -246,9 +249,27 @@ def job_status(run_id: str) -> Job:
         message,
         phase=status.get("phase", ""),
         pid=pid,
-        started=status.get("started") or lock.get("started"),
+        started=started,
         updated=status.get("updated"),
     )
+
+
+def _started_after(pid: int | None, started: float | None, slack: float = 5.0) -> bool:
+    """True if process `pid` began after the job did: the job's pid was recycled."""
+    if not pid or not isinstance(started, int | float):
+        return False
+    ticks = process_start_time(pid)
+    try:
+        boot = next(
+            int(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime")
+        )
+    except (OSError, StopIteration, ValueError):
+        return False
+    if ticks is None:
+        return False
+    return boot + ticks / os.sysconf("SC_CLK_TCK") > started + slack
 
 
 def cancel_job(run_id: str, grace_seconds: float = 5.0) -> Job:

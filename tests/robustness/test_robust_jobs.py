@@ -163,12 +163,6 @@ def test_kill_between_finished_status_and_rename_is_failed():
     assert jobs.job_status("halfway").state == "failed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: pid_alive() trusts any live process with the recorded pid; after a reboot or pid "
-    "wrap-around an unrelated process keeps a dead job 'running' (and blocks the slot; cancel_job "
-    "would even signal that process's group)",
-)
 def test_recycled_pid_does_not_keep_a_dead_job_running():
     unrelated = subprocess.Popen(["sleep", "30"])
     try:
