@@ -124,6 +124,13 @@ def _compile(model, config, n_train: int) -> None:
     )
 
 
+def save_weights_only(model, build, path: Path) -> None:
+    """The model's weights without its optimizer state (Keras saves both; Adam triples the file)."""
+    fresh = build()
+    fresh.set_weights(model.get_weights())
+    fresh.save_weights(str(path))
+
+
 def _one_hot(labels: np.ndarray) -> np.ndarray:
     return np.eye(NUM_CLASSES, dtype=np.float32)[labels]
 
@@ -195,7 +202,7 @@ def train_baseline(
         "n_validation": len(val_idx),
         "parameters": model.count_params(),
     }
-    model.save_weights(str(writer.path / "model.weights.h5"))
+    save_weights_only(model, lambda: build_baseline(config), writer.path / "model.weights.h5")
     return {"metrics": metrics, "test_probabilities": test_probabilities}
 
 
@@ -290,7 +297,7 @@ def train_transfer(
         "parameters": head.count_params(),
         "backbone_weights": weights.source,
     }
-    head.save_weights(str(writer.path / "head.weights.h5"))
+    save_weights_only(head, lambda: build_head(config), writer.path / "head.weights.h5")
     return {
         "metrics": metrics,
         "test_probabilities": test_probabilities.astype(np.float32),
