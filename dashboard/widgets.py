@@ -114,6 +114,15 @@ def headline(runs: list[Run]) -> None:
                 f"{percent(write_up_train) + ' train / ' if write_up_train else ''}"
                 f"{percent(reference['test_accuracy'])} test"
             )
+            best = views.best_run(runs, model)
+            if best is not None and best.run_id != row["run"]:
+                best_test = views.test_accuracy(best)
+                st.metric(
+                    f"Best run: {best.run_id}",
+                    percent(best_test),
+                    delta=f"{(best_test - reference['test_accuracy']) * 100:+.2f} pp vs write-up",
+                    delta_color="off",
+                )
     if table["run"].notna().any():
         chart(plots.headline_bars(table), key="overview-headline-chart")
 

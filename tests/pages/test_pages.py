@@ -54,8 +54,9 @@ def test_every_page_renders(page, with_runs, request, open_page):
 
 def test_overview_shows_headline_runs_beside_the_write_up(runs, open_page):
     app = open_page("overview")
-    values = [metric.value for metric in app.metric]
-    assert len(values) == 2  # baseline-reference and transfer-reference, by name
+    labels = [metric.label for metric in app.metric]
+    # baseline-reference and transfer-reference by name, and baseline-best beside its reference
+    assert labels == ["Test accuracy", "Best run: baseline-best", "Test accuracy"]
     captions = texts(app.caption)
     assert "baseline-reference" in captions and "transfer-reference" in captions
     assert "71.10% test" in captions and "85.51% train / 83.75% test" in captions
