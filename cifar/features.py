@@ -28,7 +28,7 @@ from cifar.config import TransferConfig, keras_home
 CHUNK_SIZE = 1000  # images per cache file: a kill loses at most this much work
 CPU_BATCH, GPU_BATCH = 50, 256
 # Measured on 2 CPU cores with XLA (bench/); used to say how long an extraction will take.
-CPU_IMAGES_PER_SECOND = {224: 29.7, 299: 14.3, 139: 64.9}
+CPU_IMAGES_PER_SECOND = {224: 55.0, 299: 27.0}
 
 
 class FeaturesMissing(LookupError):
