@@ -124,6 +124,36 @@ def _compile(model, config, n_train: int) -> None:
     )
 
 
+def _fit(model, x, y, config, writer, progress, strategy, validation, stream=None):
+    """`model.fit` (on `stream` when given), or the multi-worker loop under a TF_CONFIG cluster."""
+    callbacks = _callbacks(writer, config, progress)
+    if is_multi_worker(strategy):
+        return fit_multi_worker(
+            model,
+            x,
+            y,
+            strategy=strategy,
+            batch_size=config.batch_size,
+            epochs=config.epochs,
+            seed=config.seed,
+            label_smoothing=config.label_smoothing,
+            validation=validation,
+            callbacks=callbacks[:1],  # the epoch recorder; TensorBoard needs Keras' own loop
+        )
+    inputs = (
+        {"x": stream}
+        if stream is not None
+        else {"x": x, "y": y, "batch_size": config.batch_size, "shuffle": True}
+    )
+    return model.fit(
+        **inputs,
+        epochs=config.epochs,
+        validation_data=validation,
+        callbacks=callbacks,
+        verbose=2,
+    )
+
+
 def save_weights_only(model, build, path: Path) -> None:
     """The model's weights without its optimizer state (Keras saves both; Adam triples the file)."""
     fresh = build()
@@ -156,33 +186,21 @@ def train_baseline(
         _compile(model, config, len(fit_idx))
     x_fit = data.x_train[fit_idx]
     validation = (data.x_train[val_idx], _one_hot(data.y_train[val_idx])) if len(val_idx) else None
+    stream = None
     if config.augment:
         stream = augmented_dataset(x_fit, _one_hot(data.y_train[fit_idx]), config.batch_size, config.seed)
-        fit_kwargs = {"x": stream}
-    else:
-        fit_kwargs = {"x": x_fit, "y": _one_hot(data.y_train[fit_idx]), "batch_size": config.batch_size}
     started = time.perf_counter()
-    if is_multi_worker(strategy):
-        history = fit_multi_worker(
-            model,
-            x_fit,
-            _one_hot(data.y_train[fit_idx]),
-            strategy=strategy,
-            batch_size=config.batch_size,
-            epochs=config.epochs,
-            seed=config.seed,
-            label_smoothing=config.label_smoothing,
-            validation=validation,
-            callbacks=_callbacks(writer, config, progress)[:1],
-        )
-    else:
-        history = model.fit(
-            **fit_kwargs,
-            epochs=config.epochs,
-            validation_data=validation,
-            callbacks=_callbacks(writer, config, progress),
-            verbose=2,
-        )
+    history = _fit(
+        model,
+        x_fit,
+        _one_hot(data.y_train[fit_idx]),
+        config,
+        writer,
+        progress,
+        strategy,
+        validation,
+        stream=stream,
+    )
     seconds = time.perf_counter() - started
     writer.status("running", phase="evaluating", message="predicting the test set")
     predict = lambda x: model.predict(x, batch_size=1000, verbose=0)  # noqa: E731
@@ -253,30 +271,7 @@ def train_transfer(
         head = build_head(config)
         _compile(head, config, len(x_fit))
     started = time.perf_counter()
-    if is_multi_worker(strategy):
-        history = fit_multi_worker(
-            head,
-            x_fit,
-            _one_hot(y_fit),
-            strategy=strategy,
-            batch_size=config.batch_size,
-            epochs=config.epochs,
-            seed=config.seed,
-            label_smoothing=config.label_smoothing,
-            validation=validation,
-            callbacks=_callbacks(writer, config, progress)[:1],
-        )
-    else:
-        history = head.fit(
-            x_fit,
-            _one_hot(y_fit),
-            batch_size=config.batch_size,
-            epochs=config.epochs,
-            validation_data=validation,
-            shuffle=True,
-            callbacks=_callbacks(writer, config, progress),
-            verbose=2,
-        )
+    history = _fit(head, x_fit, _one_hot(y_fit), config, writer, progress, strategy, validation)
     seconds = time.perf_counter() - started
     predict = lambda x: head.predict(x, batch_size=4096, verbose=0)  # noqa: E731
     test_probabilities = predict(features["test", False])
