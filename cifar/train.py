@@ -356,7 +356,7 @@ def train(
                 "assets": assets,
                 "environment": environment_info,
                 "limit": limit,
-                "command": " ".join(sys.argv),
+                "command": _command_line(),
                 "workers": worker.count,
             },
         )
@@ -379,6 +379,13 @@ def train(
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+
+
+def _command_line() -> str:
+    """How this run was started, without machine-specific paths."""
+    if sys.argv and sys.argv[0].endswith(("cifar/__main__.py", "cifar")):
+        return " ".join(["python -m cifar", *sys.argv[1:]])
+    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else ""
 
 
 def _log_to(path: Path) -> logging.Handler:
