@@ -121,6 +121,19 @@ def _chunk_path(directory: Path, index: int) -> Path:
     return directory / f"chunk-{index:05d}.npy"
 
 
+def _chunk_rows(n_images: int, index: int) -> int:
+    return min(CHUNK_SIZE, n_images - index * CHUNK_SIZE)
+
+
+def _missing_chunks(directory: Path, n_images: int) -> list[int]:
+    """Indices of the chunks of `n_images` that are absent or unreadable in `directory`."""
+    return [
+        i
+        for i in range(math.ceil(n_images / CHUNK_SIZE))
+        if not _valid_chunk(_chunk_path(directory, i), _chunk_rows(n_images, i))
+    ]
+
+
 def _valid_chunk(path: Path, rows: int) -> bool:
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -188,14 +201,8 @@ def extract_features(
     directory.mkdir(parents=True, exist_ok=True)
     _write_manifest(directory, spec, len(images))
     n = len(images)
-    n_chunks = math.ceil(n / CHUNK_SIZE)
-    todo = [
-        i
-        for i in range(n_chunks)
-        if i % worker.count == worker.index
-        and not _valid_chunk(_chunk_path(directory, i), min(CHUNK_SIZE, n - i * CHUNK_SIZE))
-    ]
-    done = n - sum(min(CHUNK_SIZE, n - i * CHUNK_SIZE) for i in todo)
+    todo = [i for i in _missing_chunks(directory, n) if i % worker.count == worker.index]
+    done = n - sum(_chunk_rows(n, i) for i in todo)
     if progress:
         progress(done, n)
     if todo:
@@ -311,14 +318,7 @@ def missing_features(config: TransferConfig, data, weights: BackboneWeights) -> 
     for split, flip in needed_splits(config):
         images = split_images(data, split)
         spec = FeatureSpec.of(config, weights, split, flip, images)
-        n_chunks = math.ceil(len(images) / CHUNK_SIZE)
-        todo = sum(
-            min(CHUNK_SIZE, len(images) - i * CHUNK_SIZE)
-            for i in range(n_chunks)
-            if not _valid_chunk(
-                _chunk_path(spec.directory(), i), min(CHUNK_SIZE, len(images) - i * CHUNK_SIZE)
-            )
-        )
+        todo = sum(_chunk_rows(len(images), i) for i in _missing_chunks(spec.directory(), len(images)))
         if todo:
             missing.append((split, flip, todo))
     return missing

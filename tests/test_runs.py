@@ -87,7 +87,7 @@ def test_reopening_clears_leftovers_of_a_killed_attempt():
         "..",
         "a..b",
         "/etc/passwd",
-        "/tmp/x",
+        "/etc/x",
         ".hidden",
         "-flag",
         "a\\b",
