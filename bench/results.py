@@ -34,7 +34,10 @@ def summarize(config: dict) -> str:
     else:
         resize = "UpSampling2D(7)" if c["resize"] == "upsample7" else f"{c['resize']} resize"
         parts = [f"InceptionV3 ({c['architecture']}), {resize} to {c['input_size']} px"]
-        parts.append(f"Dense({c['head_units']}) dropout {c['dropout']}")
+        if c.get("pooled_layers", "mixed10") != "mixed10":
+            parts.append(f"pooled {c['pooled_layers']}")
+        standardized = "standardized, " if c.get("standardize") else ""
+        parts.append(f"{standardized}Dense({c['head_units']}) dropout {c['dropout']}")
         if c.get("flip_features"):
             parts.append("flip features")
         if c.get("tta_flip"):

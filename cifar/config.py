@@ -94,6 +94,11 @@ class BaselineConfig(_Config):
     dropout: float = Field(0.0, ge=0, lt=1)
 
 
+# InceptionV3 blocks whose average-pooled outputs can make up the features, and their widths.
+POOLED_LAYERS = {"mixed10": ("mixed10",), "mixed7-10": ("mixed7", "mixed8", "mixed9", "mixed10")}
+BLOCK_WIDTHS = {"mixed7": 768, "mixed8": 1280, "mixed9": 2048, "mixed10": 2048}
+
+
 class TransferConfig(_Config):
     """Frozen InceptionV3 + dense head. Defaults: exactly the reference write-up's model."""
 
@@ -108,8 +113,16 @@ class TransferConfig(_Config):
         "upsample7", description="upsample7: UpSampling2D(7), 32 -> 224 px, as the reference"
     )
     input_size: int = Field(224, ge=75, le=512, description="side of the base's input in px")
+    pooled_layers: Literal["mixed10", "mixed7-10"] = Field(
+        "mixed10",
+        description="blocks average-pooled into the features: mixed10 (2048-d, as the reference) "
+        "or mixed7..mixed10 concatenated (6144-d)",
+    )
     flip_features: bool = Field(False, description="add horizontally flipped training images")
     tta_flip: bool = Field(False, description="average test predictions over the image and its flip")
+    standardize: bool = Field(
+        False, description="scale each feature to zero mean and unit variance (training-set statistics)"
+    )
     head_units: int = Field(256, ge=1, le=8192, description="width of the Dense(relu) layer")
     dropout: float = Field(0.5, ge=0, lt=1)
 
@@ -120,12 +133,18 @@ class TransferConfig(_Config):
         return self
 
     @property
+    def feature_dim(self) -> int:
+        """Width of the pooled features the head reads."""
+        return sum(BLOCK_WIDTHS[name] for name in POOLED_LAYERS[self.pooled_layers])
+
+    @property
     def feature_spec(self) -> dict[str, Any]:
         """Everything that changes the frozen base's output (names the feature cache)."""
         return {
             "architecture": self.architecture,
             "resize": self.resize,
             "input_size": self.input_size,
+            "pooled_layers": self.pooled_layers,
         }
 
 

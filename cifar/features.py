@@ -48,6 +48,7 @@ class FeatureSpec:
     flip: bool
     images_sha256: str
     precision: str = "float32"
+    pooled_layers: str = "mixed10"
 
     @classmethod
     def of(cls, config: TransferConfig, weights: BackboneWeights, split: str, flip: bool, images):
@@ -61,6 +62,7 @@ class FeatureSpec:
             flip=flip,
             images_sha256=images_checksum(images),
             precision=default_precision(),
+            pooled_layers=config.pooled_layers,
         )
 
     @property
@@ -74,6 +76,8 @@ class FeatureSpec:
             self.split,
             f"n{self.images_sha256[:10]}",
         ]
+        if self.pooled_layers != "mixed10":  # the reference's features keep their old names
+            parts.append(self.pooled_layers)
         if self.flip:
             parts.append("flip")
         if self.precision != "float32":
@@ -142,7 +146,7 @@ def _valid_chunk(path: Path, rows: int) -> bool:
         return False
 
 
-def cached_features(spec: FeatureSpec, n_images: int) -> np.ndarray | None:
+def cached_features(spec: FeatureSpec, n_images: int, dim: int = 2048) -> np.ndarray | None:
     """The complete cached features, or None if any chunk is missing or unreadable."""
     directory = spec.directory()
     chunks = []
@@ -152,7 +156,7 @@ def cached_features(spec: FeatureSpec, n_images: int) -> np.ndarray | None:
         if not _valid_chunk(path, rows):
             return None
         chunks.append(np.load(path, allow_pickle=False))
-    return np.concatenate(chunks) if chunks else np.zeros((0, 2048), np.float32)
+    return np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
 
 
 def make_extract_fn(config: TransferConfig, weights_path, precision: str = "float32"):

@@ -10,9 +10,9 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from cifar.config import IMAGE_SHAPE, NUM_CLASSES, BaselineConfig, TransferConfig
+from cifar.config import IMAGE_SHAPE, NUM_CLASSES, POOLED_LAYERS, BaselineConfig, TransferConfig
 
-FEATURE_DIM = 2048  # InceptionV3's pooled output
+FEATURE_DIM = 2048  # InceptionV3's pooled output (mixed10)
 CIFAR_MEAN = (125.31, 122.95, 113.87)  # training-set pixel mean per channel (0..255)
 CIFAR_STD = (62.99, 62.09, 66.70)
 
@@ -127,19 +127,35 @@ def _with_exact_2015_pool(base: keras.Model) -> keras.Model:
 
 
 def build_feature_extractor(config: TransferConfig, weights_path: Path | str | None) -> keras.Model:
-    """uint8 pixels -> 2048-d pooled features: everything of the transfer model before the head."""
+    """uint8 pixels -> pooled features: everything of the transfer model before the head.
+
+    The reference pools the last block (mixed10, 2048-d). `pooled_layers="mixed7-10"` also pools
+    mixed7..mixed9 and concatenates them: mid-level features transfer better to upscaled 32 px images.
+    """
     resize = build_resize(config)
     base = build_base(config, weights_path)
-    x = base(resize.output, training=False)
-    features = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    names = POOLED_LAYERS[config.pooled_layers]
+    if names == ("mixed10",):
+        x = base(resize.output, training=False)
+        features = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    else:
+        taps = keras.Model(base.input, [base.get_layer(n).output for n in names], name="inception_v3_taps")
+        blocks = taps(resize.output, training=False)
+        pooled = [layers.GlobalAveragePooling2D(name=f"{n}_pool")(b) for n, b in zip(names, blocks)]
+        features = layers.Concatenate(name="pooled_features")(pooled)
     return keras.Model(resize.input, features, name="feature_extractor")
 
 
-def build_head(config: TransferConfig, feature_dim: int = FEATURE_DIM) -> keras.Model:
-    """Dense(relu) -> Dropout -> Dense(10, softmax) on pooled features (the trainable part)."""
+def build_head(config: TransferConfig, feature_dim: int | None = None) -> keras.Model:
+    """[Normalization] -> Dense(relu) -> Dropout -> Dense(10, softmax) on pooled features.
+
+    With `standardize`, the Normalization layer must be `adapt`ed to the training features
+    before training; its mean and variance are saved with the head's weights.
+    """
     reg = _regularizer(config.weight_decay)
-    inputs = keras.Input((feature_dim,), name="features")
-    x = layers.Dense(config.head_units, activation="relu", kernel_regularizer=reg, name="head_dense")(inputs)
+    inputs = keras.Input((feature_dim or config.feature_dim,), name="features")
+    x = layers.Normalization(name="head_standardize")(inputs) if config.standardize else inputs
+    x = layers.Dense(config.head_units, activation="relu", kernel_regularizer=reg, name="head_dense")(x)
     x = layers.Dropout(config.dropout, name="head_dropout")(x)
     outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="predictions")(x)
     return keras.Model(inputs, outputs, name="head")

@@ -269,6 +269,8 @@ def train_transfer(
     )
     with _scope(strategy):
         head = build_head(config)
+        if config.standardize:
+            head.get_layer("head_standardize").adapt(x_fit)
         _compile(head, config, len(x_fit))
     started = time.perf_counter()
     history = _fit(head, x_fit, _one_hot(y_fit), config, writer, progress, strategy, validation)

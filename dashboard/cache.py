@@ -134,7 +134,15 @@ def _feature_plan(needs: str, dataset: tuple, weights: tuple, features: tuple):
     return feature_plan(config, cifar10(), backbone_weights(config.weights))
 
 
-FEATURE_FIELDS = ("weights", "architecture", "resize", "input_size", "tta_flip", "flip_features")
+FEATURE_FIELDS = (
+    "weights",
+    "architecture",
+    "resize",
+    "input_size",
+    "pooled_layers",
+    "tta_flip",
+    "flip_features",
+)
 
 
 def feature_plan(config):

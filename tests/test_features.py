@@ -223,6 +223,9 @@ def test_cache_directory_name_changes_with_everything_that_changes_features(imag
         "input_size": FeatureSpec.of(
             CONFIG.model_copy(update={"input_size": 99}), backbone, "train", False, images
         ),
+        "pooled_layers": FeatureSpec.of(
+            CONFIG.model_copy(update={"pooled_layers": "mixed7-10"}), backbone, "train", False, images
+        ),
         "flip": FeatureSpec.of(CONFIG, backbone, "train", True, images),
         "split": FeatureSpec.of(CONFIG, backbone, "test", False, images),
         "images": FeatureSpec.of(CONFIG, backbone, "train", False, changed_image),
@@ -235,8 +238,33 @@ def test_cache_directory_name_changes_with_everything_that_changes_features(imag
     names = {key: spec.directory().name for key, spec in variants.items()}
     assert len(set(names.values()) | {base.directory().name}) == len(variants) + 1, names
     # Head-only settings do not change the features.
-    head_only = CONFIG.model_copy(update={"head_units": 7, "dropout": 0.1, "epochs": 3, "tta_flip": True})
+    head_only = CONFIG.model_copy(
+        update={"head_units": 7, "dropout": 0.1, "epochs": 3, "tta_flip": True, "standardize": True}
+    )
     assert FeatureSpec.of(head_only, backbone, "train", False, images).name == base.name
+    # Caches made before `pooled_layers` existed keep their names.
+    assert "mixed" not in base.name and names["pooled_layers"].endswith("-mixed7-10")
+
+
+def test_mixed7_10_features_end_with_the_reference_features(images, backbone):
+    """mixed7..mixed10 pooled and concatenated; the last 2048 columns are the reference's features."""
+    import keras
+
+    from cifar.models import build_feature_extractor
+
+    config = CONFIG.model_copy(update={"pooled_layers": "mixed7-10"})
+    assert config.feature_dim == 768 + 1280 + 2048 + 2048
+    multi = np.asarray(build_feature_extractor(config, backbone.path)(images, training=False))
+    single = np.asarray(build_feature_extractor(CONFIG, backbone.path)(images, training=False))
+    assert multi.shape == (N_IMAGES, 6144)
+    np.testing.assert_allclose(multi[:, -2048:], single, rtol=0, atol=1e-5)
+    # The other columns are the earlier blocks' own averages, not copies of mixed10.
+    base = keras.applications.InceptionV3(weights=None, include_top=False, input_shape=(75, 75, 3))
+    base.load_weights(str(backbone.path))
+    tap = keras.Model(base.input, base.get_layer("mixed7").output)
+    resized = keras.ops.image.resize(images.astype(np.float32) / 127.5 - 1.0, (75, 75), "bilinear")
+    mixed7 = np.asarray(tap(resized, training=False)).mean(axis=(1, 2))
+    np.testing.assert_allclose(multi[:, :768], mixed7, rtol=0, atol=1e-4 * np.abs(mixed7).max())
 
 
 def test_cached_base_plus_head_equals_the_full_model(images, backbone, extract_calls):

@@ -108,7 +108,22 @@ def test_train_with_tta_flip_and_augment(make_cifar):
     assert metrics["test_accuracy"] == pytest.approx(np.mean(probabilities.argmax(axis=1) == data.y_test))
 
 
-def test_train_transfer_on_cached_features_then_predict(tmp_path, monkeypatch, make_cifar):
+HEADS = {  # overrides, parameter count, tolerance of the Predictor's probabilities
+    "reference head": ({}, (2048 * 256 + 256) + (256 * 10 + 10), 1e-5),
+    # mixed7..mixed10 pooled (768 + 1280 + 2048 + 2048) and standardized: the Normalization
+    # layer's mean, variance and count are saved with the head and restored by the Predictor.
+    # Dividing by small feature deviations of this random base magnifies the ~1e-6 XLA-vs-oneDNN
+    # round-off of the features, hence the looser tolerance.
+    "mixed7-10 standardized": (
+        {"pooled_layers": "mixed7-10", "standardize": True},
+        (2 * 6144 + 1) + (6144 * 256 + 256) + (256 * 10 + 10),
+        2e-4,
+    ),
+}
+
+
+@pytest.mark.parametrize("head", HEADS, ids=list(HEADS))
+def test_train_transfer_on_cached_features_then_predict(tmp_path, monkeypatch, make_cifar, head):
     """Head-only training end to end; the Predictor (full model on pixels) gives the saved numbers."""
     import keras
 
@@ -125,7 +140,13 @@ def test_train_transfer_on_cached_features_then_predict(tmp_path, monkeypatch, m
     monkeypatch.setattr(features, "CPU_BATCH", 8)
     data = make_cifar(16, 8, seed=4)
     config = TransferConfig(
-        weights="google2015", resize="bilinear", input_size=75, epochs=2, validation_size=3, batch_size=8
+        weights="google2015",
+        resize="bilinear",
+        input_size=75,
+        epochs=2,
+        validation_size=3,
+        batch_size=8,
+        **HEADS[head][0],
     )
     folder = train(config, data=data, run_id="transfer")
     for name in ("head.weights.h5", "config.json", "history.csv", "metrics.json", "test_predictions.npy"):
@@ -135,7 +156,7 @@ def test_train_transfer_on_cached_features_then_predict(tmp_path, monkeypatch, m
     assert saved_config["assets"]["backbone_sha256"] == assets.sha256_file(weights_file)
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["n_train"] == 13 and metrics["n_validation"] == 3 and metrics["epochs_run"] == 2
-    assert metrics["parameters"] == (2048 * 256 + 256) + (256 * 10 + 10)
+    assert metrics["parameters"] == HEADS[head][1]
     saved = np.load(folder / "test_predictions.npy")
     assert metrics["test_accuracy"] == pytest.approx(np.mean(saved.argmax(axis=1) == data.y_test))
 
@@ -144,7 +165,7 @@ def test_train_transfer_on_cached_features_then_predict(tmp_path, monkeypatch, m
     train(config, data=data, run_id="transfer-again", extract_missing=False)
 
     predictor = Predictor.for_run("transfer")
-    np.testing.assert_allclose(predictor.probabilities(data.x_test), saved, atol=1e-5)
+    np.testing.assert_allclose(predictor.probabilities(data.x_test), saved, atol=HEADS[head][2])
 
     # Other backbone weights than the run's: refused rather than silently wrong.
     shutil.copy(weights_file, tmp_path / "keep.weights.h5")
