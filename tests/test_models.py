@@ -101,6 +101,37 @@ def test_make_optimizer_kinds_and_schedule():
     assert cycle._learning_rate.total_steps == 10 and cycle._learning_rate.warmup == 2
 
 
+@pytest.mark.parametrize("schedule", ["constant", "onecycle"])
+def test_fused_adam_makes_the_same_updates_as_keras_adam(schedule):
+    """The fused kernel is an implementation detail: step for step, the same weights as Keras' Adam."""
+    import keras
+
+    from cifar.models import FusedAdam
+
+    config = TransferConfig(head_units=32, dropout=0.0, lr_schedule=schedule, epochs=1)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 2048)).astype(np.float32)
+    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 96)]
+
+    def train(optimizer):
+        keras.utils.set_random_seed(0)
+        head = build_head(config)
+        head.compile(optimizer=optimizer, loss="categorical_crossentropy")
+        start = head.get_weights()
+        for batch in range(3):
+            head.train_on_batch(x[batch * 32 : (batch + 1) * 32], y[batch * 32 : (batch + 1) * 32])
+        return [after - before for after, before in zip(head.get_weights(), start)]
+
+    fused_optimizer = make_optimizer(config, steps_per_epoch=3)
+    assert isinstance(fused_optimizer, FusedAdam)
+    plain = make_optimizer(config, steps_per_epoch=3)
+    plain.__class__ = keras.optimizers.Adam  # the same settings, Keras' own update
+    fused, reference = train(fused_optimizer), train(plain)
+    assert max(np.abs(step).max() for step in reference) > 1e-4  # the weights did move
+    for a, b in zip(fused, reference):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize(("n", "validation_size"), [(100, 20), (100, 5000), (7, 3), (50, 0)])
 def test_split_train_validation(n, validation_size):
     fit, validation = split_train_validation(n, validation_size, seed=3)
