@@ -139,24 +139,39 @@ def _missing_chunks(directory: Path, n_images: int) -> list[int]:
 
 
 def _valid_chunk(path: Path, rows: int) -> bool:
+    return _open_chunk(path, rows) is not None
+
+
+def _open_chunk(path: Path, rows: int) -> np.ndarray | None:
+    """The chunk memory-mapped, or None if it is absent, torn or not `rows` float32 vectors."""
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
-        return array.shape[0] == rows and array.ndim == 2 and array.dtype == np.float32
     except Exception:  # noqa: BLE001 (a torn or corrupt chunk is recomputed)
-        return False
+        return None
+    if array.shape[0] != rows or array.ndim != 2 or array.dtype != np.float32:
+        return None
+    return array
 
 
 def cached_features(spec: FeatureSpec, n_images: int, dim: int = 2048) -> np.ndarray | None:
-    """The complete cached features, or None if any chunk is missing or unreadable."""
+    """The complete cached features, or None if any chunk is missing or unreadable.
+
+    Each chunk is read once, straight into the result (no second copy by concatenation).
+    """
     directory = spec.directory()
-    chunks = []
+    result = None
     for index in range(math.ceil(n_images / CHUNK_SIZE)):
-        rows = min(CHUNK_SIZE, n_images - index * CHUNK_SIZE)
-        path = _chunk_path(directory, index)
-        if not _valid_chunk(path, rows):
+        rows = _chunk_rows(n_images, index)
+        chunk = _open_chunk(_chunk_path(directory, index), rows)
+        if chunk is None or (result is not None and chunk.shape[1] != result.shape[1]):
             return None
-        chunks.append(np.load(path, allow_pickle=False))
-    return np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
+        if result is None:
+            result = np.empty((n_images, chunk.shape[1]), np.float32)
+        try:
+            result[index * CHUNK_SIZE : index * CHUNK_SIZE + rows] = chunk
+        except OSError:  # unreadable on disk after all
+            return None
+    return result if result is not None else np.zeros((0, dim), np.float32)
 
 
 def make_extract_fn(config: TransferConfig, weights_path, precision: str = "float32"):

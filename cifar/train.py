@@ -280,7 +280,7 @@ def train_transfer(
     if config.tta_flip:
         test_probabilities = (test_probabilities + predict(features["test", True])) / 2
     metrics = {
-        "train_accuracy": _accuracy(predict(features["train", False][fit_idx]), data.y_train[fit_idx]),
+        "train_accuracy": _accuracy(predict(x_fit[: len(fit_idx)]), data.y_train[fit_idx]),
         "val_accuracy": _accuracy(predict(features["train", False][val_idx]), data.y_train[val_idx])
         if len(val_idx)
         else None,
