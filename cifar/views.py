@@ -44,6 +44,11 @@ def headline_runs(runs: list[Run]) -> dict[str, Run | None]:
     return {model: by_id.get(REFERENCE_RUN_IDS[model]) or best_run(runs, model) for model in MODELS}
 
 
+def best_runs(runs: list[Run]) -> dict[str, Run | None]:
+    """Per model: the run with the best test accuracy (what a user wants to try a photo on)."""
+    return {model: best_run(runs, model) for model in MODELS}
+
+
 def default_selection(runs: list[Run], limit: int = 6) -> list[str]:
     """Runs a page starts with: the headline and `-best` runs and the newest run (`runs` is
     newest first, so a run a job just finished is on show), else the newest few."""

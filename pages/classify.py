@@ -8,7 +8,7 @@ from dashboard import cache, widgets
 st.title("Classify an image")
 runs = cache.runs()
 widgets.require_runs(runs)
-default = [run.run_id for run in views.headline_runs(runs).values() if run is not None]
+default = [run.run_id for run in views.best_runs(runs).values() if run is not None]
 chosen = widgets.run_picker(runs, key="classify-runs", label="Models", default=default)
 top_k = st.slider("Top k classes", 1, 10, 5, key="classify-top-k")
 image = widgets.image_input(key="classify")

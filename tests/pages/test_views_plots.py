@@ -30,6 +30,14 @@ def test_headline_runs_fall_back_to_the_best_test_accuracy(artifacts, npz):
     assert views.headline_runs([]) == {"baseline": None, "transfer": None}
 
 
+def test_best_runs_are_the_most_accurate_per_model(runs, artifacts, npz):
+    write_run(artifacts, "worse", "transfer", labels_of(npz), 0.3, seed=5)
+    chosen = views.best_runs(list_runs())
+    assert chosen["baseline"].run_id == "baseline-best"  # 0.8 beats the reference's 0.7
+    assert chosen["transfer"].run_id == "transfer-reference"
+    assert views.best_runs([]) == {"baseline": None, "transfer": None}
+
+
 def test_default_selection_includes_the_newest_run(runs, artifacts, npz):
     write_run(artifacts, "newest", "baseline", labels_of(npz), 0.5, seed=99)
     selection = views.default_selection(list_runs())
