@@ -217,13 +217,13 @@ def main() -> int:
     for key in OVERRIDES:  # this process too: upload_image reads the real cache
         os.environ.pop(key, None)
     from cifar.runs import list_runs
-    from cifar.views import headline_runs
+    from cifar.views import best_runs
 
     runs = list_runs()
     if not runs:
         print("artifacts/runs/ holds no complete run: train one first", file=sys.stderr)
         return 2
-    models = [run.run_id for run in headline_runs(runs).values() if run is not None]
+    models = [run.run_id for run in best_runs(runs).values() if run is not None]
     upload = upload_image()
     log = Path(tempfile.mkdtemp(prefix="dashboard-bench-")) / "streamlit.log"
 

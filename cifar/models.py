@@ -141,7 +141,10 @@ def build_feature_extractor(config: TransferConfig, weights_path: Path | str | N
     else:
         taps = keras.Model(base.input, [base.get_layer(n).output for n in names], name="inception_v3_taps")
         blocks = taps(resize.output, training=False)
-        pooled = [layers.GlobalAveragePooling2D(name=f"{n}_pool")(b) for n, b in zip(names, blocks)]
+        pooled = [
+            layers.GlobalAveragePooling2D(name=f"{name}_pool")(block)
+            for name, block in zip(names, blocks, strict=True)
+        ]
         features = layers.Concatenate(name="pooled_features")(pooled)
     return keras.Model(resize.input, features, name="feature_extractor")
 

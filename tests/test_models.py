@@ -120,7 +120,7 @@ def test_fused_adam_makes_the_same_updates_as_keras_adam(schedule):
         start = head.get_weights()
         for batch in range(3):
             head.train_on_batch(x[batch * 32 : (batch + 1) * 32], y[batch * 32 : (batch + 1) * 32])
-        return [after - before for after, before in zip(head.get_weights(), start)]
+        return [after - before for after, before in zip(head.get_weights(), start, strict=True)]
 
     fused_optimizer = make_optimizer(config, steps_per_epoch=3)
     assert isinstance(fused_optimizer, FusedAdam)
@@ -128,7 +128,7 @@ def test_fused_adam_makes_the_same_updates_as_keras_adam(schedule):
     plain.__class__ = keras.optimizers.Adam  # the same settings, Keras' own update
     fused, reference = train(fused_optimizer), train(plain)
     assert max(np.abs(step).max() for step in reference) > 1e-4  # the weights did move
-    for a, b in zip(fused, reference):
+    for a, b in zip(fused, reference, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
 
