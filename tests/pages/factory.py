@@ -21,15 +21,22 @@ PAGES = {  # page name -> file, as streamlit_app.py registers them
 }
 
 
-def synthetic_npz(path: Path, n_train: int = 200, n_test: int = 100, seed: int = 0) -> Path:
-    """Random uint8 images with balanced labels, in the layout `CIFAR10_NPZ` expects."""
+def synthetic_npz(
+    path: Path, n_train: int = 200, n_test: int = 100, seed: int = 0, y_test: np.ndarray | None = None
+) -> Path:
+    """Random uint8 images with balanced labels, in the layout `CIFAR10_NPZ` expects; the test
+    labels are shuffled unless given."""
     rng = np.random.default_rng(seed)
+    x_train = rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8)
+    x_test = rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8)
+    if y_test is None:
+        y_test = rng.permutation(np.arange(n_test) % 10)
     np.savez(
         path,
-        x_train=rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8),
+        x_train=x_train,
         y_train=(np.arange(n_train) % 10).astype(np.uint8),
-        x_test=rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8),
-        y_test=rng.permutation(np.arange(n_test) % 10).astype(np.uint8),
+        x_test=x_test,
+        y_test=np.asarray(y_test).astype(np.uint8),
     )
     return path
 

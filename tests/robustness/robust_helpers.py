@@ -12,20 +12,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tests.pages.factory import synthetic_npz
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def write_tiny_npz(path: Path, n_train: int = 100, n_test: int = 30, seed: int = 0) -> Path:
-    """Random uint8 images, labels cycling through the 10 classes (the CIFAR10_NPZ layout)."""
-    rng = np.random.default_rng(seed)
-    np.savez(
-        path,
-        x_train=rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8),
-        y_train=(np.arange(n_train) % 10).astype(np.uint8),
-        x_test=rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8),
-        y_test=((np.arange(n_test) * 3) % 10).astype(np.uint8),
-    )
-    return path
+    """`synthetic_npz` with test labels cycling through the classes by 3 (`tiny_test_labels`)."""
+    return synthetic_npz(path, n_train, n_test, seed, y_test=tiny_test_labels(n_test))
 
 
 def tiny_test_labels(n_test: int = 30) -> np.ndarray:
