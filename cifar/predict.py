@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cifar.config import IMAGE_SHAPE
-from cifar.runs import Run, RunError, load_run
+from cifar.runs import WEIGHTS_FILES, Run, RunError, load_run
 
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # larger uploads are refused before decoding
 MAX_PIXELS = 120_000_000  # decoded size cap (a 10000 x 10000 photo passes; bombs do not)
@@ -177,7 +177,7 @@ def load_model(run: Run):
     config = load_config(run.hyperparameters)
     if config.model == "baseline":
         model = build_baseline(config)
-        model.load_weights(str(_weights_file(run, "model.weights.h5")))
+        model.load_weights(str(_weights_file(run, WEIGHTS_FILES["baseline"])))
         return model
     from cifar.assets import load_inception_weights
 
@@ -187,7 +187,7 @@ def load_model(run: Run):
     if expected and expected != backbone.sha256:
         raise RunError(f"{run.run_id} was trained on other backbone weights ({expected[:12]})")
     head = build_head(config)
-    head.load_weights(str(_weights_file(run, "head.weights.h5")))
+    head.load_weights(str(_weights_file(run, WEIGHTS_FILES["transfer"])))
     return build_transfer_model(config, backbone.path, head=head)
 
 

@@ -42,6 +42,10 @@ REQUIRED_FILES = (
 PARTIAL_SUFFIX = ".partial"
 
 
+# The trained weights in a run folder (the transfer model's frozen base comes from the asset cache).
+WEIGHTS_FILES = {"baseline": "model.weights.h5", "transfer": "head.weights.h5"}
+
+
 class RunError(ValueError):
     """A run id is invalid, missing, or its folder is unreadable."""
 
@@ -175,6 +179,12 @@ class Run:
     @property
     def model(self) -> str:
         return self.config.get("config", {}).get("model", self.metrics.get("model", "?"))
+
+    @property
+    def has_weights(self) -> bool:
+        """Whether the folder holds the trained weights the Predictor needs."""
+        name = WEIGHTS_FILES.get(self.model)
+        return name is not None and (self.path / name).is_file()
 
     @property
     def hyperparameters(self) -> dict[str, Any]:

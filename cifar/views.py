@@ -45,8 +45,12 @@ def headline_runs(runs: list[Run]) -> dict[str, Run | None]:
 
 
 def best_runs(runs: list[Run]) -> dict[str, Run | None]:
-    """Per model: the run with the best test accuracy (what a user wants to try a photo on)."""
-    return {model: best_run(runs, model) for model in MODELS}
+    """Per model: the most accurate run that can classify (its weights are in the folder), else
+    the most accurate run (which then says why it cannot): what a user wants to try a photo on."""
+    return {
+        model: best_run([run for run in runs if run.has_weights], model) or best_run(runs, model)
+        for model in MODELS
+    }
 
 
 def default_selection(runs: list[Run], limit: int = 6) -> list[str]:

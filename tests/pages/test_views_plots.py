@@ -36,6 +36,10 @@ def test_best_runs_are_the_most_accurate_per_model(runs, artifacts, npz):
     assert chosen["baseline"].run_id == "baseline-best"  # 0.8 beats the reference's 0.7
     assert chosen["transfer"].run_id == "transfer-reference"
     assert views.best_runs([]) == {"baseline": None, "transfer": None}
+    # A run with its weights beats a more accurate one without (which could not classify).
+    (artifacts / "runs" / "worse" / "head.weights.h5").write_bytes(b"weights")
+    chosen = views.best_runs(list_runs())
+    assert chosen["transfer"].run_id == "worse" and chosen["baseline"].run_id == "baseline-best"
 
 
 def test_default_selection_includes_the_newest_run(runs, artifacts, npz):
