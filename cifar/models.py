@@ -149,14 +149,14 @@ def build_feature_extractor(config: TransferConfig, weights_path: Path | str | N
     return keras.Model(resize.input, features, name="feature_extractor")
 
 
-def build_head(config: TransferConfig, feature_dim: int | None = None) -> keras.Model:
+def build_head(config: TransferConfig) -> keras.Model:
     """[Normalization] -> Dense(relu) -> Dropout -> Dense(10, softmax) on pooled features.
 
     With `standardize`, the Normalization layer must be `adapt`ed to the training features
     before training; its mean and variance are saved with the head's weights.
     """
     reg = _regularizer(config.weight_decay)
-    inputs = keras.Input((feature_dim or config.feature_dim,), name="features")
+    inputs = keras.Input((config.feature_dim,), name="features")
     x = layers.Normalization(name="head_standardize")(inputs) if config.standardize else inputs
     x = layers.Dense(config.head_units, activation="relu", kernel_regularizer=reg, name="head_dense")(x)
     x = layers.Dropout(config.dropout, name="head_dropout")(x)

@@ -134,21 +134,14 @@ def _feature_plan(needs: str, dataset: tuple, weights: tuple, features: tuple):
     return feature_plan(config, cifar10(), backbone_weights(config.weights))
 
 
-FEATURE_FIELDS = (
-    "weights",
-    "architecture",
-    "resize",
-    "input_size",
-    "pooled_layers",
-    "tta_flip",
-    "flip_features",
-)
-
-
 def feature_plan(config):
     """`cifar.views.feature_plan` for a transfer config (needs the data and weights cached)."""
     home = keras_home()
-    needs = {name: getattr(config, name) for name in FEATURE_FIELDS}  # epochs etc. change nothing
+    # What decides which feature sets are needed; epochs and the head's settings change nothing.
+    needs = {
+        **config.feature_spec,
+        **{name: getattr(config, name) for name in ("weights", "tta_flip", "flip_features")},
+    }
     return _feature_plan(
         json.dumps(needs, sort_keys=True),
         _dataset_key(),
