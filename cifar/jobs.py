@@ -158,6 +158,11 @@ def _take_lock(run_id: str) -> None:
         _take_lock_guarded(run_id, path)
 
 
+def _lock_record(run_id: str, pid: int) -> dict:
+    """Who holds the job slot: the run, its process (with its start time) and when it began."""
+    return {"run_id": run_id, "pid": pid, "pid_start": process_start_time(pid), "started": time.time()}
+
+
 def _take_lock_guarded(run_id: str, path: Path) -> None:
     for _ in range(2):
         try:
@@ -171,15 +176,7 @@ def _take_lock_guarded(run_id: str, path: Path) -> None:
                 ) from None
             continue  # the stale lock was removed; try once more
         with os.fdopen(fd, "w") as handle:
-            json.dump(
-                {
-                    "run_id": run_id,
-                    "pid": os.getpid(),
-                    "pid_start": process_start_time(os.getpid()),
-                    "started": time.time(),
-                },
-                handle,
-            )
+            json.dump(_lock_record(run_id, os.getpid()), handle)
         return
     raise JobBusy("another job is starting; try again in a moment")
 
@@ -209,15 +206,7 @@ def start_job(model: str, overrides: dict, run_id: str | None = None) -> Job:
         )
         log.close()
         _children[process.pid] = process
-        write_json_atomic(
-            lock_path(),
-            {
-                "run_id": run_id,
-                "pid": process.pid,
-                "pid_start": process_start_time(process.pid),
-                "started": time.time(),
-            },
-        )
+        write_json_atomic(lock_path(), _lock_record(run_id, process.pid))
     except BaseException:
         lock_path().unlink(missing_ok=True)
         raise

@@ -181,8 +181,7 @@ def load_model(run: Run):
         return model
     from cifar.assets import load_inception_weights
 
-    source = run.config.get("assets", {}).get("backbone_weights", config.weights)
-    backbone = load_inception_weights(source)
+    backbone = load_inception_weights(run.backbone_source)
     expected = run.config.get("assets", {}).get("backbone_sha256")
     if expected and expected != backbone.sha256:
         raise RunError(f"{run.run_id} was trained on other backbone weights ({expected[:12]})")

@@ -181,6 +181,13 @@ class Run:
         return self.config.get("config", {}).get("model", self.metrics.get("model", "?"))
 
     @property
+    def backbone_source(self) -> str:
+        """Which InceptionV3 weights the run was trained on (as recorded), else as configured."""
+        return self.config.get("assets", {}).get("backbone_weights") or self.hyperparameters.get(
+            "weights", "auto"
+        )
+
+    @property
     def has_weights(self) -> bool:
         """Whether the folder holds the trained weights the Predictor needs."""
         name = WEIGHTS_FILES.get(self.model)
@@ -270,8 +277,7 @@ def list_runs(with_problems: list[str] | None = None) -> list[Run]:
 
 
 def _finished_time(run: Run) -> float:
-    value = run.metrics.get("finished", 0)
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+    return float(run.metrics.get("finished", 0))  # `load_run` checked that it is a number
 
 
 SUMMARY_FIELDS = ("train_accuracy", "val_accuracy", "test_accuracy", "seconds", "epochs_run")

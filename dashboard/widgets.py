@@ -373,10 +373,7 @@ def backbone_missing(run: Run) -> bool:
 
     if run.model != "transfer":
         return False
-    source = run.config.get("assets", {}).get("backbone_weights") or run.hyperparameters.get(
-        "weights", "auto"
-    )
-    return not weights_available(source)
+    return not weights_available(run.backbone_source)
 
 
 def predict_all(chosen: list[Run], image, top_k: int) -> dict[str, list[tuple[str, float]]]:
