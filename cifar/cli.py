@@ -124,6 +124,13 @@ def cmd_jobs(args, _extra) -> int:
     return 0
 
 
+def cmd_standby(args, _extra) -> int:
+    """python -m cifar standby --ready-file F  (a job process waiting for its job; see cifar.jobs)"""
+    from cifar.jobs import serve_standby
+
+    return serve_standby(args.ready_file, args.idle_seconds)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cifar", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -164,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("runs", help="table of runs").set_defaults(func=cmd_runs)
     sub.add_parser("jobs", help="background jobs").set_defaults(func=cmd_jobs)
+    standby = sub.add_parser("standby", help="(internal) a job process waiting for its job")
+    standby.add_argument("--ready-file", required=True)
+    standby.add_argument("--idle-seconds", type=float, default=15 * 60, help="exit if no job comes")
+    standby.set_defaults(func=cmd_standby)
 
     predict = sub.add_parser("predict", help="classify an image with a run's model")
     predict.add_argument("run")

@@ -1,4 +1,5 @@
-"""Dataset plumbing: the validation split and the augmented training stream."""
+"""Dataset plumbing: the validation split, the augmented training stream, batches gathered from
+features already in memory."""
 
 from __future__ import annotations
 
@@ -38,3 +39,32 @@ def augmented_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, s
         .map(augment, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+def as_tensor(array: np.ndarray):
+    """A TensorFlow tensor over `array`'s own memory when it can be (C-contiguous, 64-byte
+    aligned, as `cifar.features.aligned_empty` makes it); otherwise a copy."""
+    import tensorflow as tf
+
+    if array.flags.c_contiguous and array.ctypes.data % 64 == 0 and array.size:
+        return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+    return tf.convert_to_tensor(array)
+
+
+def gathered_batches(table, rows: np.ndarray, batch_size: int, labels=None, seed: int | None = None):
+    """Batches of `table[rows]` (and `labels[rows]`), gathered on the fly from tensors in memory.
+
+    With a seed, the rows are reshuffled every epoch, like `fit(shuffle=True)`. Unlike passing
+    `table[rows]` to Keras, this copies neither the split nor its tensor conversion.
+    """
+    import tensorflow as tf
+
+    batches = tf.data.Dataset.from_tensor_slices(np.asarray(rows, np.int64))
+    if seed is not None:
+        batches = batches.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+    batches = batches.batch(batch_size)
+    if labels is None:
+        batches = batches.map(lambda i: tf.gather(table, i))
+    else:
+        batches = batches.map(lambda i: (tf.gather(table, i), tf.gather(labels, i)))
+    return batches.prefetch(tf.data.AUTOTUNE)

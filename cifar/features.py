@@ -166,12 +166,25 @@ def cached_features(spec: FeatureSpec, n_images: int, dim: int = 2048) -> np.nda
         if chunk is None or (result is not None and chunk.shape[1] != result.shape[1]):
             return None
         if result is None:
-            result = np.empty((n_images, chunk.shape[1]), np.float32)
+            result = aligned_empty((n_images, chunk.shape[1]))
         try:
             result[index * CHUNK_SIZE : index * CHUNK_SIZE + rows] = chunk
         except OSError:  # unreadable on disk after all
             return None
     return result if result is not None else np.zeros((0, dim), np.float32)
+
+
+def aligned_empty(shape: tuple[int, ...], dtype=np.float32, alignment: int = 64) -> np.ndarray:
+    """`np.empty` whose data starts on a 64-byte boundary, so TensorFlow can use it without a copy.
+
+    numpy aligns to 16 bytes; TensorFlow's CPU kernels need 64. Training wraps the cached
+    features with DLPack (`cifar.data.as_tensor`): on a machine where touching fresh memory runs
+    at ~0.4 GB/s, each avoided copy of the 400 MB training features saves about a second.
+    """
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.empty(nbytes + alignment, np.uint8)
+    offset = -raw.ctypes.data % alignment
+    return raw[offset : offset + nbytes].view(dtype).reshape(shape)
 
 
 def make_extract_fn(config: TransferConfig, weights_path, precision: str = "float32"):

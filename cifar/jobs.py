@@ -4,6 +4,11 @@ The dashboard starts a job with `start_job`, polls `job_status`, and may `cancel
 `python -m cifar train ...` in its own session (process group), so the page never blocks and its
 memory goes back to the system when the job ends. A job whose process vanished is reported as
 failed, never as running forever.
+
+Importing TensorFlow takes about 4 s of a 10-epoch head retrain on 2 cores. The Train page calls
+`warm_up`, which starts a *standby* job process: it imports TensorFlow and the trainer, then
+waits for one command line on its stdin. `start_job` hands the next job to it (same process
+group, log and cancellation as a cold start) or, without a usable standby, starts cold.
 """
 
 from __future__ import annotations
@@ -12,10 +17,12 @@ import contextlib
 import fcntl
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,27 +197,148 @@ def start_job(model: str, overrides: dict, run_id: str | None = None) -> Job:
     _take_lock(run_id)
     try:
         shutil.rmtree(partial_path(run_id), ignore_errors=True)  # a killed earlier attempt's status
-        args = [sys.executable, "-m", "cifar", "train", model, "--run-id", run_id]
+        args = ["train", model, "--run-id", run_id]
         for key, value in config.model_dump().items():
             if key != "model":
                 args += [f"--{key}", str(value)]
-        log = open(log_path(run_id), "wb")  # noqa: SIM115 (the child owns it)
-        process = subprocess.Popen(
-            args,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=Path(__file__).resolve().parent.parent,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"},
-        )
-        log.close()
+        process = _hand_over(args, log_path(run_id)) or _start_cold(args, log_path(run_id))
         _children[process.pid] = process
         write_json_atomic(lock_path(), _lock_record(run_id, process.pid))
     except BaseException:
         lock_path().unlink(missing_ok=True)
         raise
     return Job(run_id, "starting", 0.0, "starting", pid=process.pid, started=time.time())
+
+
+def _job_env() -> dict[str, str]:
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+
+
+def _spawn(args: list[str], stdout, stdin=subprocess.DEVNULL) -> subprocess.Popen:
+    """`python -m cifar <args>` in its own session, in the repository root."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "cifar", *args],
+        stdout=stdout,
+        stderr=subprocess.STDOUT,
+        stdin=stdin,
+        start_new_session=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        env=_job_env(),
+    )
+
+
+def _start_cold(args: list[str], log: Path) -> subprocess.Popen:
+    with open(log, "wb") as handle:  # the child keeps its own copy of the descriptor
+        return _spawn(args, handle)
+
+
+# ----------------------------------------------------------------------------- the standby process
+
+STANDBY_IDLE_SECONDS = 15 * 60  # an unused standby exits (and gives its ~0.4 GB back) after this
+_standby: dict = {}  # this process's standby: {"process": Popen, "env": the env it started with}
+_standby_lock = threading.Lock()  # Streamlit runs sessions in threads
+
+
+def standby_enabled() -> bool:
+    return os.environ.get("CIFAR_STANDBY", "1") != "0"
+
+
+def warm_up() -> bool:
+    """Start a standby job process unless one waits already, a job runs, or CIFAR_STANDBY=0.
+
+    True if a standby is there (starting or ready). Idempotent and cheap: pages call it on
+    every rerun.
+    """
+    if not standby_enabled():
+        return False
+    with _standby_lock:
+        if _usable_standby() is not None:
+            return True
+        _stop_standby()
+        if active_job() is not None:  # its ~4 s of imports would slow the running job down
+            return False
+        ready = _ready_path()
+        ready.parent.mkdir(parents=True, exist_ok=True)
+        with open(artifacts_dir() / "jobs" / "standby.log", "wb") as log:
+            args = ["standby", "--ready-file", str(ready), "--idle-seconds", str(STANDBY_IDLE_SECONDS)]
+            process = _spawn(args, log, stdin=subprocess.PIPE)
+        _standby.update(process=process, env=_job_env(), ready=ready)
+        return True
+
+
+def standby_ready() -> bool:
+    """Has this process's standby finished its imports?"""
+    with _standby_lock:
+        process = _usable_standby()
+        try:
+            return process is not None and _standby["ready"].read_text().strip() == str(process.pid)
+        except OSError:
+            return False
+
+
+def _ready_path() -> Path:
+    return artifacts_dir() / "jobs" / f"standby-{os.getpid()}.ready"
+
+
+def _usable_standby() -> subprocess.Popen | None:
+    """The standby if it still waits and was started with the environment a job would get now."""
+    process = _standby.get("process")
+    if process is None or process.poll() is not None or _standby["env"] != _job_env():
+        return None
+    return process
+
+
+def _stop_standby() -> None:
+    process = _standby.pop("process", None)
+    if process is not None and process.poll() is None:
+        process.stdin.close()  # end of input: the standby exits by itself
+        try:
+            process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    _standby.clear()
+
+
+def _hand_over(args: list[str], log: Path) -> subprocess.Popen | None:
+    """Give `python -m cifar <args>` to the standby; None if there is no usable one."""
+    with _standby_lock:
+        process = _usable_standby()
+        if process is None:
+            _stop_standby()
+            return None
+        _standby.clear()
+        try:
+            process.stdin.write((json.dumps({"argv": args, "log": str(log)}) + "\n").encode())
+            process.stdin.close()
+        except OSError:  # it died just now
+            process.kill()
+            process.wait()
+            return None
+        return process
+
+
+def serve_standby(ready_file: Path, idle_seconds: float = STANDBY_IDLE_SECONDS) -> int:
+    """The standby's side (`python -m cifar standby`): import, wait for one job, become it."""
+    import tensorflow as tf  # noqa: F401  (the expensive part, done before anyone waits)
+
+    import cifar.train  # noqa: F401
+
+    Path(ready_file).write_text(str(os.getpid()))
+    readable, _, _ = select.select([sys.stdin], [], [], idle_seconds)
+    line = sys.stdin.readline() if readable else ""
+    Path(ready_file).unlink(missing_ok=True)
+    if not line:  # idle for too long, or the dashboard went away
+        return 0
+    order = json.loads(line)
+    log = os.open(order["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(log, sys.stdout.fileno())
+    os.dup2(log, sys.stderr.fileno())
+    os.close(log)
+    from cifar.cli import main
+
+    sys.argv = [sys.argv[0], *order["argv"]]  # the run's config.json records this command line
+    return main(order["argv"])
 
 
 def job_status(run_id: str) -> Job:

@@ -17,12 +17,15 @@ import pandas as pd
 
 from cifar.assets import Cifar10, load_cifar10
 from cifar.config import CLASS_NAMES, NUM_CLASSES, BaselineConfig, TransferConfig
-from cifar.data import augmented_dataset, split_train_validation
+from cifar.data import as_tensor, augmented_dataset, gathered_batches, split_train_validation
 from cifar.distribute import fit_multi_worker, is_multi_worker
 from cifar.runs import RunWriter, new_run_id
 
 Progress = Callable[[dict], None]
 STEPS_PER_EXECUTION = 32
+# The head's steps take about a millisecond: run a few hundred per compiled call.
+HEAD_STEPS_PER_EXECUTION = 256
+PREDICT_BATCH = 4096  # the head's evaluation and prediction batches (results do not depend on it)
 
 
 def describe_device() -> str:
@@ -42,8 +45,9 @@ def _cpu_count() -> int:
 
 
 def environment() -> dict:
+    from importlib.metadata import version
+
     import keras
-    import sklearn
     import tensorflow as tf
 
     return {
@@ -51,7 +55,7 @@ def environment() -> dict:
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "numpy": np.__version__,
-        "scikit-learn": sklearn.__version__,
+        "scikit-learn": version("scikit-learn"),  # importing sklearn to ask would cost ~1 s per job
         "platform": platform.platform(),
         "device": describe_device(),
     }
@@ -76,10 +80,12 @@ def _callbacks(writer: RunWriter, config, progress: Progress | None):
 
         def on_epoch_begin(self, epoch, logs=None):
             self.started = time.perf_counter()
-            self.epoch = epoch
+            self.epoch, self.reported = epoch, 0
 
         def on_train_batch_end(self, batch, logs=None):
-            if self.steps and batch % max(1, self.steps // 10) == 0:
+            # With steps_per_execution, Keras reports every few hundred batches only.
+            if self.steps and batch + 1 - self.reported >= max(1, self.steps // 10):
+                self.reported = batch + 1
                 done = (self.epoch + (batch + 1) / self.steps) / config.epochs
                 writer.status("running", phase="training", progress=done, epoch=self.epoch + 1)
 
@@ -109,7 +115,7 @@ def _epoch_message(epoch: int, epochs: int, row: dict) -> str:
     return ", ".join(parts)
 
 
-def _compile(model, config, n_train: int) -> None:
+def _compile(model, config, n_train: int, steps_per_execution: int = STEPS_PER_EXECUTION) -> None:
     import keras
 
     from cifar.models import make_optimizer
@@ -120,7 +126,7 @@ def _compile(model, config, n_train: int) -> None:
         metrics=["accuracy"],
         # Several steps per compiled call: small models (the head) are otherwise dominated by
         # Python overhead per batch.
-        steps_per_execution=STEPS_PER_EXECUTION,
+        steps_per_execution=steps_per_execution,
     )
 
 
@@ -141,7 +147,7 @@ def _fit(model, x, y, config, writer, progress, strategy, validation, stream=Non
             callbacks=callbacks[:1],  # the epoch recorder; TensorBoard needs Keras' own loop
         )
     inputs = (
-        {"x": stream}
+        {"x": stream, "shuffle": False}  # the stream shuffles itself
         if stream is not None
         else {"x": x, "y": y, "batch_size": config.batch_size, "shuffle": True}
     )
@@ -159,6 +165,15 @@ def save_weights_only(model, build, path: Path) -> None:
     fresh = build()
     fresh.set_weights(model.get_weights())
     fresh.save_weights(str(path))
+
+
+def _stacked(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """`np.concatenate` of two feature tables into one aligned buffer (see `as_tensor`)."""
+    from cifar.features import aligned_empty
+
+    out = aligned_empty((len(first) + len(second), first.shape[1]))
+    out[: len(first)], out[len(first) :] = first, second
+    return out
 
 
 def _one_hot(labels: np.ndarray) -> np.ndarray:
@@ -258,38 +273,55 @@ def train_transfer(
     extraction_seconds = time.perf_counter() - extraction_started
 
     keras.utils.set_random_seed(config.seed)
-    fit_idx, val_idx = split_train_validation(len(data.x_train), config.validation_size, config.seed)
-    x_fit = features["train", False][fit_idx]
-    y_fit = data.y_train[fit_idx]
-    if config.flip_features:
-        x_fit = np.concatenate([x_fit, features["train", True][fit_idx]])
-        y_fit = np.concatenate([y_fit, y_fit])
-    validation = (
-        (features["train", False][val_idx], _one_hot(data.y_train[val_idx])) if len(val_idx) else None
-    )
+    n_train = len(data.x_train)
+    fit_idx, val_idx = split_train_validation(n_train, config.validation_size, config.seed)
+    # Every split is a set of rows of one table, gathered batch by batch: no 400 MB copies.
+    table, labels, fit_rows = features["train", False], data.y_train, fit_idx
+    if config.flip_features:  # the flipped fitting images are more rows of the table
+        table = _stacked(table, features["train", True])
+        labels = np.concatenate([labels, labels])
+        fit_rows = np.concatenate([fit_idx, fit_idx + n_train])
+    x_table, y_table = as_tensor(table), as_tensor(_one_hot(labels))
     with _scope(strategy):
         head = build_head(config)
         if config.standardize:
-            head.get_layer("head_standardize").adapt(x_fit)
-        _compile(head, config, len(x_fit))
+            head.get_layer("head_standardize").adapt(gathered_batches(x_table, fit_rows, PREDICT_BATCH))
+        _compile(head, config, len(fit_rows), steps_per_execution=HEAD_STEPS_PER_EXECUTION)
+    if is_multi_worker(strategy):
+        fit_data = {"x": table[fit_rows], "y": _one_hot(labels[fit_rows])}
+        validation = (table[val_idx], _one_hot(labels[val_idx])) if len(val_idx) else None
+    else:
+        stream = gathered_batches(x_table, fit_rows, config.batch_size, y_table, seed=config.seed)
+        fit_data = {"x": None, "y": None, "stream": stream}
+        validation = gathered_batches(x_table, val_idx, PREDICT_BATCH, y_table) if len(val_idx) else None
     started = time.perf_counter()
-    history = _fit(head, x_fit, _one_hot(y_fit), config, writer, progress, strategy, validation)
+    history = _fit(
+        head,
+        config=config,
+        writer=writer,
+        progress=progress,
+        strategy=strategy,
+        validation=validation,
+        **fit_data,
+    )
     seconds = time.perf_counter() - started
-    predict = lambda x: head.predict(x, batch_size=4096, verbose=0)  # noqa: E731
-    test_probabilities = predict(features["test", False])
+
+    def predict(x, rows=None):
+        rows = np.arange(len(x)) if rows is None else rows
+        return head.predict(gathered_batches(x, rows, PREDICT_BATCH), verbose=0)
+
+    test_probabilities = predict(as_tensor(features["test", False]))
     if config.tta_flip:
-        test_probabilities = (test_probabilities + predict(features["test", True])) / 2
+        test_probabilities = (test_probabilities + predict(as_tensor(features["test", True]))) / 2
     metrics = {
-        "train_accuracy": _accuracy(predict(x_fit[: len(fit_idx)]), data.y_train[fit_idx]),
-        "val_accuracy": _accuracy(predict(features["train", False][val_idx]), data.y_train[val_idx])
-        if len(val_idx)
-        else None,
+        "train_accuracy": _accuracy(predict(x_table, fit_idx), data.y_train[fit_idx]),
+        "val_accuracy": _accuracy(predict(x_table, val_idx), data.y_train[val_idx]) if len(val_idx) else None,
         "test_accuracy": _accuracy(test_probabilities, data.y_test),
         "train_accuracy_last_epoch": float(history.history["accuracy"][-1]),
         "seconds": seconds,
         "extraction_seconds": extraction_seconds,
         "epochs_run": len(history.history["loss"]),
-        "n_train": len(x_fit),
+        "n_train": len(fit_rows),
         "n_validation": len(val_idx),
         "parameters": head.count_params(),
         "backbone_weights": weights.source,

@@ -126,7 +126,7 @@ def start(model: str, values: dict, run_id: str | None) -> None:
 @st.fragment(run_every=2)
 def job_monitor() -> None:
     """The running job's progress and curves, refreshed every 2 s; then failed / cancelled jobs."""
-    from cifar.jobs import active_job, job_status
+    from cifar.jobs import active_job, job_status, warm_up
 
     job = active_job()
     if job is not None:
@@ -148,6 +148,7 @@ def job_monitor() -> None:
             st.page_link(COMPARISON_PAGE, label="Open Comparison", icon=":material/bar_chart:")
         else:
             st.caption("No training job is running.")
+        warm_up()  # a job process with TensorFlow imported, waiting for the next Start
     stopped_jobs()
 
 

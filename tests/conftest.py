@@ -23,6 +23,7 @@ os.environ["CIFAR_ARTIFACTS"] = str(_SESSION_ROOT / "artifacts")
 os.environ.pop("CIFAR10_NPZ", None)
 os.environ.pop("TF_CONFIG", None)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ["CIFAR_STANDBY"] = "0"  # no standby job processes, except in the tests about them
 
 from cifar import assets  # noqa: E402
 from cifar.assets import Cifar10  # noqa: E402

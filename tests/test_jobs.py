@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -195,3 +196,104 @@ def test_cancel_while_starting(tiny_npz):
     assert not jobs.lock_path().exists()
     time.sleep(1)
     assert job_status("early").state == "cancelled"
+
+
+# ----------------------------------------------------------------------------- the standby process
+
+
+@pytest.fixture
+def standby(monkeypatch):
+    """Standby processes on (conftest turns them off), stopped after the test."""
+    monkeypatch.setenv("CIFAR_STANDBY", "1")
+    yield
+    jobs._stop_standby()
+
+
+def _standby_pid(timeout: float = 120) -> int:
+    deadline = time.time() + timeout
+    while not jobs.standby_ready():
+        log = jobs.artifacts_dir() / "jobs" / "standby.log"
+        assert time.time() < deadline, log.read_text() if log.exists() else "no standby log"
+        time.sleep(0.2)
+    return jobs._standby["process"].pid
+
+
+def test_no_standby_when_turned_off_or_while_a_job_runs(monkeypatch):
+    spawned = []
+    monkeypatch.setattr(jobs, "_spawn", lambda *args, **kwargs: spawned.append(args))
+    assert not jobs.warm_up()  # CIFAR_STANDBY=0 (conftest)
+    monkeypatch.setenv("CIFAR_STANDBY", "1")
+    jobs._take_lock("running")  # a live job (this process) holds the slot
+    assert not jobs.warm_up()
+    assert spawned == []
+
+
+@pytest.mark.slow
+def test_a_job_started_after_warm_up_runs_in_the_standby_process(tiny_npz, standby):
+    assert jobs.warm_up()
+    pid = _standby_pid()
+    assert jobs.warm_up() and jobs._standby["process"].pid == pid  # one standby, not two
+    job = start_job("baseline", {"epochs": 1, "validation_size": 20}, run_id="warm")
+    assert job.pid == pid and json.loads(jobs.lock_path().read_text())["pid"] == pid
+    assert _wait("warm", lambda j: not j.active).state == "finished"
+    run = load_run("warm")
+    assert run.metrics["n_train"] == 80 and run.hyperparameters["epochs"] == 1
+    assert run.config["command"].startswith("python -m cifar train baseline --run-id warm ")
+    assert "run written to" in jobs.log_path("warm").read_text()  # its output went to the job's log
+    assert jobs.active_job() is None and not jobs.lock_path().exists()
+
+
+@pytest.mark.slow
+def test_cancel_a_job_running_in_the_standby(tiny_npz, standby):
+    jobs.warm_up()
+    pid = _standby_pid()
+    job = start_job("baseline", {"epochs": 500, "validation_size": 20}, run_id="warm-long")
+    assert job.pid == pid
+    _wait("warm-long", lambda j: j.state == "running" and j.phase == "training" or not j.active)
+    assert cancel_job("warm-long").state == "cancelled"
+    assert not pid_alive(pid) and not run_path("warm-long").exists()
+
+
+@pytest.mark.slow
+def test_a_standby_started_in_another_environment_is_not_used(tiny_npz, standby, monkeypatch):
+    jobs.warm_up()
+    old = jobs._standby["process"]
+    monkeypatch.setenv("CIFAR_TEST_CHANGED", "1")  # e.g. another artifacts folder or TF_CONFIG
+    job = start_job("baseline", {"epochs": 1, "validation_size": 20}, run_id="cold")
+    assert job.pid != old.pid
+    assert old.poll() is not None  # told to exit (or killed)
+    assert _wait("cold", lambda j: not j.active).state == "finished"
+
+
+@pytest.mark.slow
+def test_a_dead_standby_gets_no_job_and_is_replaced(standby, tmp_path):
+    jobs.warm_up()
+    first = jobs._standby["process"]
+    first.kill()
+    first.wait()
+    assert jobs._hand_over(["runs"], tmp_path / "log") is None
+    assert jobs.warm_up()
+    assert jobs._standby["process"].pid != first.pid
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ending", ["idle", "pipe closed"])
+def test_an_unused_standby_exits_by_itself(tmp_path, ending):
+    ready = tmp_path / "ready"
+    idle = "1" if ending == "idle" else "600"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cifar", "standby", "--ready-file", str(ready), "--idle-seconds", idle],
+        stdin=subprocess.PIPE,
+        cwd=Path(jobs.__file__).resolve().parent.parent,
+    )
+    try:
+        if ending == "pipe closed":
+            deadline = time.time() + 120
+            while not ready.exists() and process.poll() is None and time.time() < deadline:
+                time.sleep(0.2)
+            assert ready.read_text() == str(process.pid)
+            process.stdin.close()  # what the dashboard's exit does
+        assert process.wait(timeout=120) == 0
+        assert not ready.exists()
+    finally:
+        process.kill()

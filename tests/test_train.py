@@ -191,3 +191,35 @@ def test_transfer_without_features_and_no_extraction_fails_clearly(tmp_path, mak
         train(config, data=make_cifar(10, 5), run_id="nofeatures", extract_missing=False)
     assert not runs.run_path("nofeatures").exists()
     assert read_status(runs.partial_path("nofeatures"))["state"] == "failed"
+
+
+@pytest.mark.parametrize("flip_features", [False, True], ids=["plain", "flip_features"])
+def test_the_head_learns_rows_gathered_with_their_own_labels(monkeypatch, make_cifar, flip_features):
+    """Features that encode the label: the head can only fit them if every gathered row comes
+    with its own label (the fitting, validation and flipped rows are gathered, not copied)."""
+    from types import SimpleNamespace
+
+    from cifar import assets
+    from cifar import features as feature_cache
+
+    data = make_cifar(200, 60, seed=3)
+    rng = np.random.default_rng(0)
+
+    def label_features(images, config, weights, split, flip):
+        labels = data.y_train if split == "train" else data.y_test
+        table = feature_cache.aligned_empty((len(images), config.feature_dim))
+        table[:] = rng.normal(0, 0.1, table.shape)
+        table[np.arange(len(images)), labels * 11 + flip] += 3.0
+        return table
+
+    monkeypatch.setattr(feature_cache, "load_features", label_features)
+    monkeypatch.setattr(
+        assets, "load_inception_weights", lambda *a, **k: SimpleNamespace(source="test", sha256="0" * 64)
+    )
+    config = TransferConfig(
+        epochs=15, batch_size=16, validation_size=40, flip_features=flip_features, tta_flip=True
+    )
+    metrics = json.loads((train(config, data=data, run_id="labels") / "metrics.json").read_text())
+    assert metrics["n_train"] == 160 * (2 if flip_features else 1) and metrics["n_validation"] == 40
+    assert metrics["train_accuracy"] > 0.95 and metrics["val_accuracy"] > 0.9
+    assert metrics["test_accuracy"] > 0.9

@@ -1,0 +1,64 @@
+"""Dataset plumbing: the validation split, zero-copy tensors and batches gathered by row."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cifar.data import as_tensor, gathered_batches, split_train_validation
+from cifar.features import aligned_empty
+
+
+def test_split_is_seeded_disjoint_and_complete():
+    fit, val = split_train_validation(100, 10, seed=3)
+    assert len(val) == 10 and len(fit) == 90
+    assert sorted([*fit, *val]) == list(range(100))
+    again = split_train_validation(100, 10, seed=3)
+    assert (again[1] == val).all() and not (split_train_validation(100, 10, seed=4)[1] == val).all()
+    assert len(split_train_validation(20, 10, seed=0)[1]) == 4  # at most a fifth of small data
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (1000, 2048), (3, 5, 7)])
+def test_aligned_empty_is_64_byte_aligned_and_writable(shape):
+    array = aligned_empty(shape)
+    assert array.shape == shape and array.dtype == np.float32
+    assert array.ctypes.data % 64 == 0 and array.flags.c_contiguous and array.flags.writeable
+    array[...] = 1.5
+    assert float(array.sum()) == 1.5 * array.size
+
+
+def test_as_tensor_shares_aligned_memory_and_copies_the_rest():
+    aligned = aligned_empty((50, 8))
+    aligned[:] = np.arange(400, dtype=np.float32).reshape(50, 8)
+    tensor = as_tensor(aligned)
+    aligned[0, 0] = 42.0  # the tensor is a view of the same memory
+    assert float(tensor[0, 0]) == 42.0
+
+    strided = np.arange(800, dtype=np.float32).reshape(100, 8)[::2]  # not contiguous
+    copied = as_tensor(strided)
+    np.testing.assert_array_equal(copied.numpy(), strided)
+    strided[0, 0] = -1.0
+    assert float(copied[0, 0]) == 0.0
+
+
+def test_gathered_batches_in_order_without_a_seed():
+    table = np.arange(60, dtype=np.float32).reshape(20, 3)
+    rows = np.array([5, 1, 17, 3, 9])
+    batches = [b.numpy() for b in gathered_batches(as_tensor(table), rows, 2)]
+    assert [len(b) for b in batches] == [2, 2, 1]
+    np.testing.assert_array_equal(np.concatenate(batches), table[rows])
+
+
+def test_gathered_batches_reshuffle_every_epoch_and_keep_rows_with_labels():
+    table = np.arange(200, dtype=np.float32).reshape(100, 2)
+    labels = np.arange(100, dtype=np.float32) * 10
+    rows = np.arange(0, 100, 3)
+    stream = gathered_batches(as_tensor(table), rows, 8, labels=as_tensor(labels), seed=1)
+    epochs = []
+    for _ in range(2):
+        xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in stream], strict=True)
+        x, y = np.concatenate(xs), np.concatenate(ys)
+        np.testing.assert_array_equal(y, x[:, 0] / 2 * 10)  # each row with its own label
+        assert sorted(x[:, 0] / 2) == list(rows)  # every row once
+        epochs.append(x[:, 0])
+    assert not (epochs[0] == epochs[1]).all()
