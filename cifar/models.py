@@ -126,26 +126,39 @@ def _with_exact_2015_pool(base: keras.Model) -> keras.Model:
     return keras.models.clone_model(base, clone_function=clone)
 
 
-def build_feature_extractor(config: TransferConfig, weights_path: Path | str | None) -> keras.Model:
-    """uint8 pixels -> pooled features: everything of the transfer model before the head.
+def pooled_features(config: TransferConfig, base: keras.Model, images):
+    """The frozen base applied to `images` (resized, scaled), average-pooled.
 
     The reference pools the last block (mixed10, 2048-d). `pooled_layers="mixed7-10"` also pools
     mixed7..mixed9 and concatenates them: mid-level features transfer better to upscaled 32 px images.
     """
-    resize = build_resize(config)
-    base = build_base(config, weights_path)
     names = POOLED_LAYERS[config.pooled_layers]
     if names == ("mixed10",):
-        x = base(resize.output, training=False)
-        features = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    else:
-        taps = keras.Model(base.input, [base.get_layer(n).output for n in names], name="inception_v3_taps")
-        blocks = taps(resize.output, training=False)
-        pooled = [
-            layers.GlobalAveragePooling2D(name=f"{name}_pool")(block)
-            for name, block in zip(names, blocks, strict=True)
-        ]
-        features = layers.Concatenate(name="pooled_features")(pooled)
+        return layers.GlobalAveragePooling2D(name="avg_pool")(base(images, training=False))
+    taps = keras.Model(base.input, [base.get_layer(n).output for n in names], name="inception_v3_taps")
+    blocks = taps(images, training=False)
+    pooled = [
+        layers.GlobalAveragePooling2D(name=f"{name}_pool")(block)
+        for name, block in zip(names, blocks, strict=True)
+    ]
+    return layers.Concatenate(name="pooled_features")(pooled)
+
+
+def _resized_input(config: TransferConfig):
+    return keras.Input((config.input_size, config.input_size, 3), name="resized")
+
+
+def build_pooled_base(config: TransferConfig, weights_path: Path | str | None) -> keras.Model:
+    """Resized, scaled images -> pooled features (the feature extractor after its resize)."""
+    inputs = _resized_input(config)
+    features = pooled_features(config, build_base(config, weights_path), inputs)
+    return keras.Model(inputs, features, name="pooled_base")
+
+
+def build_feature_extractor(config: TransferConfig, weights_path: Path | str | None) -> keras.Model:
+    """uint8 pixels -> pooled features: everything of the transfer model before the head."""
+    resize = build_resize(config)
+    features = pooled_features(config, build_base(config, weights_path), resize.output)
     return keras.Model(resize.input, features, name="feature_extractor")
 
 
@@ -168,10 +181,20 @@ def build_transfer_model(
     config: TransferConfig, weights_path: Path | str | None, head: keras.Model | None = None
 ) -> keras.Model:
     """The reference's model end to end: resize, frozen InceptionV3, average pool, head."""
-    extractor = build_feature_extractor(config, weights_path)
-    head = head or build_head(config)
-    outputs = head(extractor.output)
-    return keras.Model(extractor.input, outputs, name="inception_transfer")
+    resize = build_resize(config)
+    features = pooled_features(config, build_base(config, weights_path), resize.output)
+    outputs = (head or build_head(config))(features)
+    return keras.Model(resize.input, outputs, name="inception_transfer")
+
+
+def build_transfer_network(
+    config: TransferConfig, weights_path: Path | str | None, head: keras.Model | None = None
+) -> keras.Model:
+    """The transfer model after its resize: resized, scaled images -> class probabilities."""
+    inputs = _resized_input(config)
+    features = pooled_features(config, build_base(config, weights_path), inputs)
+    outputs = (head or build_head(config))(features)
+    return keras.Model(inputs, outputs, name="transfer_network")
 
 
 def make_optimizer(config, steps_per_epoch: int | None = None) -> keras.optimizers.Optimizer:

@@ -134,14 +134,14 @@ class Predictor:
 
         self.run = run
         self.class_names = run.class_names
-        self.model = load_model(run)
+        prepare, network = load_model(run)
         self.tta_flip = bool(run.hyperparameters.get("tta_flip"))
-        # XLA-compiled: besides being faster on a CPU, the compiled program survives
-        # `keras.backend.clear_session()`, which Streamlit calls after every script run and which
-        # otherwise makes TensorFlow rebuild every kernel of InceptionV3 on the next upload (~1 s).
-        self._forward = tf.function(
-            lambda x: self.model(x, training=False), reduce_retracing=True, jit_compile=True
-        )
+        # The network is XLA-compiled: besides being faster for one image on a CPU, the compiled
+        # program survives `keras.backend.clear_session()`, which Streamlit calls after every
+        # script run and which otherwise makes TensorFlow rebuild every kernel of InceptionV3 on
+        # the next upload (~1 s). A transfer model's resize stays outside XLA (see `outside_xla`).
+        compiled = tf.function(lambda x: network(x, training=False), reduce_retracing=True, jit_compile=True)
+        self._forward = compiled if prepare is None else (lambda pixels: compiled(prepare(pixels)))
         self.probabilities(np.zeros((1, *IMAGE_SHAPE), np.uint8))  # compile for one image, now
 
     @classmethod
@@ -170,15 +170,18 @@ class Predictor:
 
 
 def load_model(run: Run):
-    """Rebuild the run's model from its config and load its weights (no code from the folder)."""
+    """The run's model rebuilt from its config with its weights (no code from the folder), as
+    (resize, network): a transfer model's resize (run outside XLA) and the rest; a baseline
+    has no resize (None, model)."""
     from cifar.config import load_config
-    from cifar.models import build_baseline, build_head, build_transfer_model
+    from cifar.features import outside_xla
+    from cifar.models import build_baseline, build_head, build_resize, build_transfer_network
 
     config = load_config(run.hyperparameters)
     if config.model == "baseline":
         model = build_baseline(config)
         model.load_weights(str(_weights_file(run, WEIGHTS_FILES["baseline"])))
-        return model
+        return None, model
     from cifar.assets import load_inception_weights
 
     backbone = load_inception_weights(run.backbone_source)
@@ -187,7 +190,7 @@ def load_model(run: Run):
         raise RunError(f"{run.run_id} was trained on other backbone weights ({expected[:12]})")
     head = build_head(config)
     head.load_weights(str(_weights_file(run, WEIGHTS_FILES["transfer"])))
-    return build_transfer_model(config, backbone.path, head=head)
+    return outside_xla(build_resize(config)), build_transfer_network(config, backbone.path, head=head)
 
 
 def _weights_file(run: Run, name: str) -> Path:

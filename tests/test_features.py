@@ -1,8 +1,8 @@
 """The frozen base's feature cache: chunks, resumption, cache names, and exactness.
 
-A seeded random InceptionV3 at 75 px (the smallest it takes) stands in for the ImageNet weights;
-its BatchNormalization statistics are randomised so that running the base in training mode
-would give different numbers (the exactness test would catch it).
+A seeded random InceptionV3 at 75 px (the smallest it takes, `tests/backbone.py`) stands in for
+the ImageNet weights; its BatchNormalization statistics are randomised so that running the base
+in training mode would give different numbers (the exactness test would catch it).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from cifar import features
 from cifar.assets import BackboneWeights, Cifar10, sha256_file
 from cifar.config import TransferConfig
 from cifar.features import FeaturesMissing, FeatureSpec, extract_features, missing_features
+from tests.backbone import calibrated_inception, structured_images
 
 pytestmark = pytest.mark.slow
 
@@ -29,32 +30,8 @@ N_IMAGES = 12
 
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory) -> BackboneWeights:
-    import keras
-
-    keras.utils.set_random_seed(7)
-    base = keras.applications.InceptionV3(weights=None, include_top=False, input_shape=(75, 75, 3))
-    # Calibrate the moving statistics on a batch (momentum 0: moving = batch statistics), so
-    # activations neither vanish nor explode and features depend on the image; then perturb them.
-    norms = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    calibration = keras.ops.image.resize(
-        _structured_images(16, seed=99).astype(np.float32) / 127.5 - 1, (75, 75), interpolation="bilinear"
-    )
-    for layer in norms:
-        layer.momentum = 0.0
-    base(calibration, training=True)
-    rng = np.random.default_rng(7)
-    for layer in norms:
-        layer.momentum = 0.99
-        beta, mean, var = layer.get_weights()  # InceptionV3 uses scale=False
-        layer.set_weights(
-            [
-                rng.normal(0, 0.1, beta.shape).astype(np.float32),
-                (mean + rng.normal(0, 0.1, mean.shape) * np.sqrt(var)).astype(np.float32),
-                (var * rng.uniform(0.8, 1.25, var.shape)).astype(np.float32),
-            ]
-        )
     path = tmp_path_factory.mktemp("backbone") / "inception75.weights.h5"
-    base.save_weights(str(path))
+    calibrated_inception(seed=7).save_weights(str(path))
     return BackboneWeights("keras", path, sha256_file(path))
 
 
@@ -84,21 +61,9 @@ def extract_calls(monkeypatch, compiled_extract, backbone):
     return calls
 
 
-def _structured_images(n: int, seed: int) -> np.ndarray:
-    """Images that differ as photos do: own colour, own gradient direction, some noise."""
-    rng = np.random.default_rng(seed)
-    ramp = np.linspace(-1, 1, 32)
-    yy, xx = np.meshgrid(ramp, ramp, indexing="ij")
-    colour = rng.uniform(40, 215, (n, 1, 1, 3))
-    angle = rng.uniform(0, 2 * np.pi, (n, 1, 1, 1))
-    gradient = (np.cos(angle) * xx[None, :, :, None] + np.sin(angle) * yy[None, :, :, None]) * 40
-    noise = rng.normal(0, 20, (n, 32, 32, 3))
-    return np.clip(np.round(colour + gradient + noise), 0, 255).astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
 def images() -> np.ndarray:
-    return _structured_images(N_IMAGES, seed=11)
+    return structured_images(N_IMAGES, seed=11)
 
 
 def _forbid_extraction(monkeypatch):
@@ -392,3 +357,39 @@ def test_estimate_seconds_grows_with_the_pixel_count():
     odd = features.estimate_seconds(TransferConfig(resize="bilinear", input_size=448), 1000)
     assert small < reference < odd
     assert odd == pytest.approx(4 * reference)
+
+
+@pytest.mark.parametrize(
+    "resize, size, renamed",
+    [("bilinear", 96, True), ("bilinear", 224, True), ("bilinear", 288, True), ("bilinear", 128, False)]
+    + [("bilinear", 299, False), ("bilinear", 75, False), ("upsample7", 224, False), ("nearest", 224, False)],
+)
+def test_caches_of_the_resizes_xla_got_wrong_have_new_names(resize, size, renamed):
+    spec = FeatureSpec("keras", "0" * 64, "keras", resize, size, "train", False, "1" * 64)
+    assert spec.resize_was_wrong_under_xla == renamed
+    assert (f"-{resize}{size}-r2-" in spec.name) == renamed
+
+
+def test_bilinear_resize_runs_outside_xla_and_agrees_with_pillow():
+    """XLA's CPU bilinear resize is wrong at odd integer factors (tensorflow/tensorflow#118344)."""
+    from PIL import Image
+
+    from cifar.models import build_resize
+
+    pixels = structured_images(4, seed=5)
+    resized = features.outside_xla(build_resize(TransferConfig(resize="bilinear", input_size=96)))(pixels)
+    pillow = [np.asarray(Image.fromarray(p).resize((96, 96), Image.Resampling.BILINEAR)) for p in pixels]
+    assert np.abs((np.asarray(resized) + 1) * 127.5 - np.stack(pillow)).max() < 1.0  # Pillow rounds
+
+
+@pytest.mark.parametrize("gpu", [False, True], ids=["cpu graph", "xla as on a gpu"])
+def test_extraction_at_an_odd_upscaling_factor_equals_keras_eager(images, backbone, monkeypatch, gpu):
+    """Whether the base runs in TensorFlow's graph (CPU) or under XLA (GPU), the features are
+    those of the Keras model run eagerly: the resize never goes through XLA."""
+    from cifar.models import build_feature_extractor
+
+    monkeypatch.setattr(features, "_gpu", lambda: gpu)
+    config = TransferConfig(resize="bilinear", input_size=96)
+    extracted = np.asarray(features.make_extract_fn(config, backbone.path)(images[:4]))
+    eager = np.asarray(build_feature_extractor(config, backbone.path)(images[:4], training=False))
+    assert np.abs(extracted - eager).max() < 1e-4 * np.abs(eager).max()
