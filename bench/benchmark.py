@@ -372,7 +372,7 @@ def main() -> None:
         "|---|---|---|",
         *[f"| {n:,} | {n / rates[224]:.0f} | {s:.2f} |" for n, s in scaling],
         "",
-        "Dashboard page timings come from the browser test (`tests/e2e`), see below if present.",
+        "Dashboard page timings: `bench/dashboard.py` in headless Chromium (below, if it has run).",
     ]
     extra = ROOT / "bench" / "dashboard_timings.md"
     if extra.exists():
