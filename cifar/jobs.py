@@ -280,12 +280,30 @@ def _ready_path() -> Path:
     return artifacts_dir() / "jobs" / f"standby-{os.getpid()}.ready"
 
 
+# Set in this process by importing TensorFlow, Keras or matplotlib (the Classify page does), and
+# by the same imports in every job: not a reason to discard a standby started before them.
+_IMPORT_SIDE_EFFECTS = {
+    "ENABLE_RUNTIME_UPTIME_TELEMETRY",
+    "HDF5_PLUGIN_PATH",
+    "KMP_DUPLICATE_LIB_OK",
+    "KMP_INIT_AT_FORK",
+    "MPLBACKEND",
+    "TF2_BEHAVIOR",
+    "TPU_ML_PLATFORM",
+    "TPU_ML_PLATFORM_VERSION",
+}
+
+
+def _comparable(env: dict[str, str]) -> dict[str, str]:
+    return {key: value for key, value in env.items() if key not in _IMPORT_SIDE_EFFECTS}
+
+
 def _usable_standby() -> subprocess.Popen | None:
     """The standby if it still waits and was started with the environment a job would get now."""
     process = _standby.get("process")
-    if process is None or process.poll() is not None or _standby["env"] != _job_env():
+    if process is None or process.poll() is not None:
         return None
-    return process
+    return process if _comparable(_standby["env"]) == _comparable(_job_env()) else None
 
 
 def _stop_standby() -> None:

@@ -258,6 +258,8 @@ def test_cancel_a_job_running_in_the_standby(tiny_npz, standby):
 def test_a_standby_started_in_another_environment_is_not_used(tiny_npz, standby, monkeypatch):
     jobs.warm_up()
     old = jobs._standby["process"]
+    monkeypatch.setenv("TF2_BEHAVIOR", "1")  # what importing TensorFlow sets: no reason to discard it
+    assert jobs._usable_standby() is old
     monkeypatch.setenv("CIFAR_TEST_CHANGED", "1")  # e.g. another artifacts folder or TF_CONFIG
     job = start_job("baseline", {"epochs": 1, "validation_size": 20}, run_id="cold")
     assert job.pid != old.pid

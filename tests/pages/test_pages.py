@@ -359,3 +359,16 @@ def test_train_finished_job_links_to_comparison(runs, open_page):
     app.run()
     assert "baseline-best` finished" in texts(app.success)
     assert (runs_root() / "baseline-best").is_dir()
+
+
+def test_train_page_keeps_a_standby_job_process_ready_unless_a_job_runs(monkeypatch, open_page):
+    warmed = []
+    monkeypatch.setattr(jobs, "warm_up", lambda: warmed.append(True) or True)
+    open_page("train")
+    assert warmed, "the Train page starts (or keeps) a standby process for the next Start"
+    warmed.clear()
+    _partial("live-job", state="running", pid=os.getpid(), progress=0.5, phase="training")
+    jobs.lock_path().parent.mkdir(parents=True, exist_ok=True)
+    jobs.lock_path().write_text(json.dumps({"run_id": "live-job", "pid": os.getpid()}))
+    open_page("train")
+    assert not warmed  # its imports would slow the running job down
