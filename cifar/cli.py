@@ -1,4 +1,4 @@
-"""Command line: `python -m cifar fetch | extract | train | evaluate | runs | predict | jobs`.
+"""Command line: `python -m cifar fetch | extract | features | train | evaluate | runs | predict | jobs`.
 
 Hyperparameters are given as `--key value` pairs and go through the same typed config as the
 dashboard, e.g. `python -m cifar train transfer --resize bilinear --epochs 20`.
@@ -124,6 +124,23 @@ def cmd_jobs(args, _extra) -> int:
     return 0
 
 
+def cmd_features(args, _extra) -> int:
+    """python -m cifar features [--prune]  (the feature cache; --prune removes obsolete sets)"""
+    from cifar.features import cache_inventory, prune_cache
+
+    if args.prune:
+        removed, freed = prune_cache()
+        for path in removed:
+            print(f"removed {path}")
+        print(f"freed {freed:,.0f} MB")
+        return 0
+    for cached in cache_inventory():
+        state = "obsolete" if cached.obsolete else ("complete" if cached.complete else "incomplete")
+        images = "?" if cached.n_images is None else f"{cached.n_images:,}"
+        print(f"{cached.name:90} {images:>7} images {cached.megabytes:8,.0f} MB  {state}")
+    return 0
+
+
 def cmd_standby(args, _extra) -> int:
     """python -m cifar standby --ready-file F  (a job process waiting for its job; see cifar.jobs)"""
     from cifar.jobs import serve_standby
@@ -171,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("runs", help="table of runs").set_defaults(func=cmd_runs)
     sub.add_parser("jobs", help="background jobs").set_defaults(func=cmd_jobs)
+    cache = sub.add_parser("features", help="list the feature cache (--prune: remove obsolete sets)")
+    cache.add_argument("--prune", action="store_true")
+    cache.set_defaults(func=cmd_features)
+
     standby = sub.add_parser("standby", help="(internal) a job process waiting for its job")
     standby.add_argument("--ready-file", required=True)
     standby.add_argument("--idle-seconds", type=float, default=15 * 60, help="exit if no job comes")

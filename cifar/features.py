@@ -376,3 +376,74 @@ def missing_features(config: TransferConfig, data, weights: BackboneWeights) -> 
         if todo:
             missing.append((split, flip, todo))
     return missing
+
+
+# ----------------------------------------------------------------------------- the cache folder
+
+
+@dataclass(frozen=True)
+class CachedSet:
+    """One folder of the feature cache, as `python -m cifar features` lists it."""
+
+    name: str
+    path: Path
+    n_images: int | None  # from the manifest; None if it is unreadable
+    complete: bool
+    megabytes: float
+    obsolete: bool  # its name is not what today's naming gives its manifest (see `FeatureSpec.name`)
+
+
+def cache_inventory(check_chunks: bool = True) -> list[CachedSet]:
+    """Every feature set in the cache, by name; `check_chunks=False` skips opening every chunk
+    (`complete` is then False)."""
+    root = keras_home() / "features"
+    if not root.is_dir():
+        return []
+    return [_describe(path, check_chunks) for path in sorted(root.iterdir()) if path.is_dir()]
+
+
+def _describe(path: Path, check_chunks: bool) -> CachedSet:
+    size = sum(p.stat().st_size for p in path.iterdir() if p.is_file()) / 1e6
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+        fields = {key: manifest[key] for key in FeatureSpec.__dataclass_fields__ if key in manifest}
+        n_images = int(manifest["n_images"])
+        obsolete = FeatureSpec(**fields).name != path.name
+    except (OSError, ValueError, KeyError, TypeError):
+        return CachedSet(path.name, path, None, False, size, False)
+    complete = check_chunks and not _missing_chunks(path, n_images)
+    return CachedSet(path.name, path, n_images, complete, size, obsolete)
+
+
+def prune_cache() -> tuple[list[Path], float]:
+    """Remove obsolete feature sets and the `.part` files of killed extractions.
+
+    Returns what was removed and the megabytes freed. Part files of a live process stay.
+    """
+    import shutil
+
+    removed, freed = [], 0.0
+    for cached in cache_inventory(check_chunks=False):
+        if cached.obsolete:
+            shutil.rmtree(cached.path, ignore_errors=True)
+            removed.append(cached.path)
+            freed += cached.megabytes
+            continue
+        for part in cached.path.glob(".*.part"):
+            if not _writer_alive(part):
+                freed += part.stat().st_size / 1e6
+                part.unlink(missing_ok=True)
+                removed.append(part)
+    return removed, freed
+
+
+def _writer_alive(part: Path) -> bool:
+    """Is the process named in `.<file>.<pid>.part` still running?"""
+    try:
+        pid = int(part.name.rsplit(".", 2)[-2])
+        os.kill(pid, 0)
+    except (ValueError, IndexError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -281,3 +282,11 @@ def partial_history(run_id: str) -> pd.DataFrame | None:
     """The per-epoch history a running job has written so far (None before the first epoch)."""
     frame = job_history(run_id)
     return frame if frame is not None and not frame.empty else None
+
+
+def home_relative(path: Path) -> str:
+    """`path` with the user's home folder written as `~` (screenshots need not show it)."""
+    try:
+        return str(Path("~") / Path(path).relative_to(Path.home()))
+    except ValueError:
+        return str(path)

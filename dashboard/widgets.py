@@ -129,7 +129,6 @@ def headline(runs: list[Run]) -> None:
 
 def assets_status() -> dict[str, bool]:
     from cifar.assets import DATASET_OVERRIDE_ENV, cifar10_available, weights_available
-    from cifar.config import keras_home
 
     data, weights = cifar10_available(), weights_available()
     left, right = st.columns(2)
@@ -145,10 +144,22 @@ def assets_status() -> dict[str, bool]:
             st.success("InceptionV3 ImageNet weights are cached.")
         else:
             st.warning(f"InceptionV3 weights are not cached: the transfer model needs them. Run `{FETCH}`.")
-    features = keras_home() / "features"
-    count = sum(1 for p in features.iterdir() if p.is_dir()) if features.is_dir() else 0
-    st.caption(f"Feature cache: {count} feature set(s) in `{features}`.")
+    st.caption(feature_cache_summary())
     return {"data": data, "weights": weights}
+
+
+def feature_cache_summary() -> str:
+    from cifar.config import keras_home
+    from cifar.features import cache_inventory
+
+    sets = cache_inventory(check_chunks=False)
+    obsolete = [s for s in sets if s.obsolete]
+    folder = views.home_relative(keras_home() / "features")
+    text = f"Feature cache: {len(sets) - len(obsolete)} feature set(s), "
+    text += f"{sum(s.megabytes for s in sets) / 1000:.1f} GB in `{folder}`."
+    if obsolete:
+        text += f" {len(obsolete)} obsolete: `python -m cifar features --prune` removes them."
+    return text
 
 
 def next_steps(runs: list[Run], status: dict[str, bool]) -> None:

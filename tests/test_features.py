@@ -393,3 +393,53 @@ def test_extraction_at_an_odd_upscaling_factor_equals_keras_eager(images, backbo
     extracted = np.asarray(features.make_extract_fn(config, backbone.path)(images[:4]))
     eager = np.asarray(build_feature_extractor(config, backbone.path)(images[:4], training=False))
     assert np.abs(extracted - eager).max() < 1e-4 * np.abs(eager).max()
+
+
+def _cache_set(spec: FeatureSpec, name: str, n_images: int) -> Path:
+    """A cache folder called `name` holding `spec`'s manifest and `n_images` zero features."""
+    folder = features.keras_home() / "features" / name
+    folder.mkdir(parents=True)
+    features._write_manifest(folder, spec, n_images)
+    for index in range(-(-n_images // features.CHUNK_SIZE)):
+        rows = features._chunk_rows(n_images, index)
+        features._save_chunk(features._chunk_path(folder, index), np.zeros((rows, 4), np.float32))
+    return folder
+
+
+def test_cache_inventory_and_prune_remove_obsolete_sets_and_dead_part_files(monkeypatch, capsys):
+    from cifar.cli import main
+
+    monkeypatch.setattr(features, "CHUNK_SIZE", 5)
+    spec = FeatureSpec("keras", "0" * 64, "keras", "bilinear", 224, "train", False, "1" * 64)
+    current = _cache_set(spec, spec.name, 12)
+    before_rename = _cache_set(spec, spec.name.replace("-r2", ""), 12)  # made before 2026-11-25
+    other = dataclasses.replace(spec, split="test")
+    torn = _cache_set(other, other.name, 12)
+    (torn / "chunk-00001.npy").write_bytes(b"torn")
+    dead = current / f".chunk-00003.npy.{_dead_pid()}.part"
+    live = current / f".chunk-00004.npy.{os.getpid()}.part"  # an extraction still writing
+    dead.write_bytes(b"x" * 1000)
+    live.write_bytes(b"x")
+
+    listed = {c.name: (c.n_images, c.complete, c.obsolete) for c in features.cache_inventory()}
+    assert listed == {
+        current.name: (12, True, False),
+        before_rename.name: (12, True, True),
+        torn.name: (12, False, False),
+    }
+    assert main(["features"]) == 0
+    assert "obsolete" in capsys.readouterr().out
+
+    removed, freed = features.prune_cache()
+    assert set(removed) == {before_rename, dead} and freed > 0
+    assert current.is_dir() and torn.is_dir() and live.exists() and not before_rename.exists()
+    assert features.cached_features(spec, 12).shape == (12, 4)
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid

@@ -82,6 +82,20 @@ def test_overview_empty_state(open_page):
     info = texts(app.info)
     assert "No baseline run yet" in info and "No transfer run yet" in info
     assert "CIFAR-10 is not cached" in texts(app.warning)
+    assert "Feature cache: 0 feature set(s), 0.0 GB" in texts(app.caption)
+
+
+def test_overview_counts_the_feature_cache_and_points_at_prune(tmp_path, open_page):
+    from cifar.features import FeatureSpec
+
+    spec = FeatureSpec("keras", "0" * 64, "keras", "bilinear", 224, "train", False, "1" * 64)
+    for name in (spec.name, spec.name.replace("-r2", "")):  # today's name, and one from before it
+        folder = tmp_path / "keras" / "features" / name
+        folder.mkdir(parents=True)
+        (folder / "manifest.json").write_text(json.dumps({**spec.__dict__, "n_images": 10}))
+    caption = texts(open_page().caption)
+    assert "Feature cache: 1 feature set(s)" in caption
+    assert "1 obsolete: `python -m cifar features --prune` removes them" in caption
 
 
 # ----------------------------------------------------------------------------- comparison

@@ -158,3 +158,11 @@ def test_pages_and_dashboard_import_no_tensorflow():
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TensorFlow was imported'"
     )
     subprocess.run([sys.executable, "-c", code], cwd=repo, check=True, timeout=120)
+
+
+def test_home_relative_hides_the_home_folder(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert views.home_relative(tmp_path / ".keras" / "features") == "~/.keras/features"
+    assert views.home_relative(Path("/srv/keras")) == "/srv/keras"
