@@ -353,6 +353,7 @@ def serve_standby(ready_file: Path, idle_seconds: float = STANDBY_IDLE_SECONDS) 
     os.dup2(log, sys.stdout.fileno())
     os.dup2(log, sys.stderr.fileno())
     os.close(log)
+    print(f"job taken by standby process {os.getpid()} (TensorFlow was imported before it came)")
     from cifar.cli import main
 
     sys.argv = [sys.argv[0], *order["argv"]]  # the run's config.json records this command line

@@ -239,7 +239,8 @@ def test_a_job_started_after_warm_up_runs_in_the_standby_process(tiny_npz, stand
     run = load_run("warm")
     assert run.metrics["n_train"] == 80 and run.hyperparameters["epochs"] == 1
     assert run.config["command"].startswith("python -m cifar train baseline --run-id warm ")
-    assert "run written to" in jobs.log_path("warm").read_text()  # its output went to the job's log
+    log = jobs.log_path("warm").read_text()  # the standby's output went to the job's log
+    assert f"job taken by standby process {pid}" in log and "run written to" in log
     assert jobs.active_job() is None and not jobs.lock_path().exists()
 
 

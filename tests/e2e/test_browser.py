@@ -53,6 +53,7 @@ def app(tmp_path_factory):
         "KERAS_HOME": str(root / "keras"),  # no backbone weights: the transfer model says so
         "PYTHONPATH": str(REPO),
         "TF_CPP_MIN_LOG_LEVEL": "2",
+        "CIFAR_STANDBY": "1",  # as for users: the Train page keeps a job process ready
     }
     trained = subprocess.run(
         [sys.executable, "-m", "cifar", "train", "baseline", "--run-id", "baseline-reference",
@@ -142,6 +143,8 @@ def test_every_page_classify_and_train(app, page, screenshots):
     expect(page.get_by_text("--epochs 1 --validation_size 20 --run-id e2e-job")).to_be_visible()
     page.get_by_role("button", name="Start training").first.click()
     expect(page.get_by_text("Run e2e-job finished")).to_be_visible(timeout=240_000)
+    job_log = (Path(app["env"]["CIFAR_ARTIFACTS"]) / "jobs" / "e2e-job.log").read_text()
+    assert "job taken by standby process" in job_log, job_log[-2000:]
     settle(page)
     shoot(page, "train")
     page.get_by_role("tab", name="InceptionV3 transfer").click()
