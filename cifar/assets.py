@@ -22,6 +22,7 @@ import urllib.request
 import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,11 @@ class Cifar10:
     y_test: np.ndarray
 
     def checksums(self) -> dict[str, str]:
+        """sha256 of each array's bytes, computed once per object (its arrays are never changed)."""
+        return dict(self._checksums)
+
+    @cached_property
+    def _checksums(self) -> dict[str, str]:
         return {name: sha256_bytes(getattr(self, name).tobytes()) for name in CIFAR10_ARRAY_SHA256}
 
 
