@@ -99,6 +99,16 @@ POOLED_LAYERS = {"mixed10": ("mixed10",), "mixed7-10": ("mixed7", "mixed8", "mix
 BLOCK_WIDTHS = {"mixed7": 768, "mixed8": 1280, "mixed9": 2048, "mixed10": 2048}
 
 
+def xla_resized_wrongly(resize: str, input_size: int) -> bool:
+    """Is this a resize that XLA's CPU backend got wrong (bilinear 32 px -> an odd multiple of 32)?
+
+    The extractor and the classifier ran it under XLA until 2026-11-25; see
+    `cifar.features.outside_xla`.
+    """
+    factor, remainder = divmod(input_size, 32)
+    return resize == "bilinear" and remainder == 0 and factor % 2 == 1
+
+
 class TransferConfig(_Config):
     """Frozen InceptionV3 + dense head. Defaults: exactly the reference write-up's model."""
 

@@ -42,11 +42,15 @@ def augmented_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, s
 
 
 def as_tensor(array: np.ndarray):
-    """A TensorFlow tensor over `array`'s own memory when it can be (C-contiguous, 64-byte
-    aligned, as `cifar.features.aligned_empty` makes it); otherwise a copy."""
+    """A TensorFlow tensor over `array`'s own memory when it can be (C-contiguous, writeable,
+    64-byte aligned, as `cifar.features.aligned_empty` makes it); otherwise a copy.
+
+    The tensor keeps the memory alive; writing to `array` afterwards changes the tensor.
+    """
     import tensorflow as tf
 
-    if array.flags.c_contiguous and array.ctypes.data % 64 == 0 and array.size:
+    flags = array.flags
+    if flags.c_contiguous and flags.writeable and array.ctypes.data % 64 == 0 and array.size:
         return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
     return tf.convert_to_tensor(array)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from cifar.assets import BackboneWeights, sha256_bytes
-from cifar.config import TransferConfig, keras_home
+from cifar.config import TransferConfig, keras_home, xla_resized_wrongly
 
 CHUNK_SIZE = 1000  # images per cache file: a kill loses at most this much work
 CPU_BATCH, GPU_BATCH = 50, 256
@@ -89,8 +89,7 @@ class FeatureSpec:
     def resize_was_wrong_under_xla(self) -> bool:
         """Caches of this resize made before 2026-11-25 hold features of XLA's faulty bilinear
         upscaling (see `outside_xla`); the new name keeps them from being reused or mixed."""
-        factor, remainder = divmod(self.input_size, 32)
-        return self.resize == "bilinear" and remainder == 0 and factor % 2 == 1
+        return xla_resized_wrongly(self.resize, self.input_size)
 
     def directory(self) -> Path:
         return keras_home() / "features" / self.name
@@ -403,35 +402,55 @@ def cache_inventory(check_chunks: bool = True) -> list[CachedSet]:
 
 
 def _describe(path: Path, check_chunks: bool) -> CachedSet:
-    size = sum(p.stat().st_size for p in path.iterdir() if p.is_file()) / 1e6
+    size = sum(_size(p) for p in path.iterdir()) / 1e6
     try:
         manifest = json.loads((path / "manifest.json").read_text())
-        fields = {key: manifest[key] for key in FeatureSpec.__dataclass_fields__ if key in manifest}
         n_images = int(manifest["n_images"])
-        obsolete = FeatureSpec(**fields).name != path.name
+        known = set(FeatureSpec.__dataclass_fields__) | {"n_images", "chunk_size", "created"}
+        fields = {key: manifest[key] for key in FeatureSpec.__dataclass_fields__ if key in manifest}
+        # A manifest with fields this version does not know comes from newer code: not obsolete.
+        obsolete = set(manifest) <= known and FeatureSpec(**fields).name != path.name
     except (OSError, ValueError, KeyError, TypeError):
         return CachedSet(path.name, path, None, False, size, False)
     complete = check_chunks and not _missing_chunks(path, n_images)
     return CachedSet(path.name, path, n_images, complete, size, obsolete)
 
 
+def _size(path: Path) -> int:
+    try:  # a part file may be renamed between listing and asking
+        return path.stat().st_size if path.is_file() else 0
+    except OSError:
+        return 0
+
+
+def _age_seconds(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+PRUNE_AFTER_SECONDS = 3600  # nothing written to within the last hour is pruned
+
+
 def prune_cache() -> tuple[list[Path], float]:
     """Remove obsolete feature sets and the `.part` files of killed extractions.
 
-    Returns what was removed and the megabytes freed. Part files of a live process stay.
+    Returns what was removed and the megabytes freed. Nothing touched in the last hour goes:
+    another worker of a multi-worker extraction (another machine, other pids) may be writing.
     """
     import shutil
 
     removed, freed = [], 0.0
     for cached in cache_inventory(check_chunks=False):
-        if cached.obsolete:
+        if cached.obsolete and _age_seconds(cached.path) > PRUNE_AFTER_SECONDS:
             shutil.rmtree(cached.path, ignore_errors=True)
             removed.append(cached.path)
             freed += cached.megabytes
             continue
         for part in cached.path.glob(".*.part"):
-            if not _writer_alive(part):
-                freed += part.stat().st_size / 1e6
+            if not _writer_alive(part) and _age_seconds(part) > PRUNE_AFTER_SECONDS:
+                freed += _size(part) / 1e6
                 part.unlink(missing_ok=True)
                 removed.append(part)
     return removed, freed

@@ -214,7 +214,7 @@ def _job_env() -> dict[str, str]:
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 
 
-def _spawn(args: list[str], stdout, stdin=subprocess.DEVNULL) -> subprocess.Popen:
+def _spawn(args: list[str], stdout, stdin=subprocess.DEVNULL, env=None) -> subprocess.Popen:
     """`python -m cifar <args>` in its own session, in the repository root."""
     return subprocess.Popen(
         [sys.executable, "-m", "cifar", *args],
@@ -223,7 +223,7 @@ def _spawn(args: list[str], stdout, stdin=subprocess.DEVNULL) -> subprocess.Pope
         stdin=stdin,
         start_new_session=True,
         cwd=Path(__file__).resolve().parent.parent,
-        env=_job_env(),
+        env=env or _job_env(),
     )
 
 
@@ -234,8 +234,11 @@ def _start_cold(args: list[str], log: Path) -> subprocess.Popen:
 
 # ----------------------------------------------------------------------------- the standby process
 
-STANDBY_IDLE_SECONDS = 15 * 60  # an unused standby exits (and gives its ~0.4 GB back) after this
-_standby: dict = {}  # this process's standby: {"process": Popen, "env": the env it started with}
+# An unused standby exits (and gives its ~0.4 GB back) after this; while a Train tab stays open,
+# the page starts the next one.
+STANDBY_IDLE_SECONDS = 15 * 60
+STANDBY_MARGIN_SECONDS = 60  # no job for a standby this close to its idle exit: it might miss it
+_standby: dict = {}  # this process's standby: {"process", "env" it started with, "started", files}
 _standby_lock = threading.Lock()  # Streamlit runs sessions in threads
 
 
@@ -247,7 +250,7 @@ def warm_up() -> bool:
     """Start a standby job process unless one waits already, a job runs, or CIFAR_STANDBY=0.
 
     True if a standby is there (starting or ready). Idempotent and cheap: pages call it on
-    every rerun.
+    every rerun. A standby is only a speed-up: if it cannot start, jobs start cold.
     """
     if not standby_enabled():
         return False
@@ -257,13 +260,24 @@ def warm_up() -> bool:
         _stop_standby()
         if active_job() is not None:  # its ~4 s of imports would slow the running job down
             return False
-        ready = _ready_path()
-        ready.parent.mkdir(parents=True, exist_ok=True)
-        with open(artifacts_dir() / "jobs" / "standby.log", "wb") as log:
-            args = ["standby", "--ready-file", str(ready), "--idle-seconds", str(STANDBY_IDLE_SECONDS)]
-            process = _spawn(args, log, stdin=subprocess.PIPE)
-        _standby.update(process=process, env=_job_env(), ready=ready)
+        try:
+            _start_standby()
+        except OSError:
+            _stop_standby()
+            return False
         return True
+
+
+def _start_standby() -> None:
+    folder = artifacts_dir() / "jobs"
+    folder.mkdir(parents=True, exist_ok=True)
+    # Named after this process: two dashboards may share one artifacts folder.
+    ready, log_file = folder / f"standby-{os.getpid()}.ready", folder / f"standby-{os.getpid()}.log"
+    env = _job_env()
+    with open(log_file, "wb") as log:
+        args = ["standby", "--ready-file", str(ready), "--idle-seconds", str(STANDBY_IDLE_SECONDS)]
+        process = _spawn(args, log, stdin=subprocess.PIPE, env=env)
+    _standby.update(process=process, env=env, started=time.time(), ready=ready, log=log_file)
 
 
 def standby_ready() -> bool:
@@ -274,10 +288,6 @@ def standby_ready() -> bool:
             return process is not None and _standby["ready"].read_text().strip() == str(process.pid)
         except OSError:
             return False
-
-
-def _ready_path() -> Path:
-    return artifacts_dir() / "jobs" / f"standby-{os.getpid()}.ready"
 
 
 # Set in this process by importing TensorFlow, Keras or matplotlib (the Classify page does), and
@@ -299,22 +309,28 @@ def _comparable(env: dict[str, str]) -> dict[str, str]:
 
 
 def _usable_standby() -> subprocess.Popen | None:
-    """The standby if it still waits and was started with the environment a job would get now."""
+    """The standby if it still waits, is not about to exit for idleness, and was started with
+    the environment a job would get now."""
     process = _standby.get("process")
     if process is None or process.poll() is not None:
+        return None
+    if time.time() - _standby["started"] > STANDBY_IDLE_SECONDS - STANDBY_MARGIN_SECONDS:
         return None
     return process if _comparable(_standby["env"]) == _comparable(_job_env()) else None
 
 
 def _stop_standby() -> None:
-    process = _standby.pop("process", None)
-    if process is not None and process.poll() is None:
-        process.stdin.close()  # end of input: the standby exits by itself
+    process = _standby.get("process")
+    if process is not None:
+        with contextlib.suppress(OSError):
+            process.stdin.close()  # end of input: the standby exits by itself
         try:
             process.wait(timeout=2)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    if "log" in _standby:
+        _standby["log"].unlink(missing_ok=True)
     _standby.clear()
 
 
@@ -325,14 +341,14 @@ def _hand_over(args: list[str], log: Path) -> subprocess.Popen | None:
         if process is None:
             _stop_standby()
             return None
-        _standby.clear()
         try:
             process.stdin.write((json.dumps({"argv": args, "log": str(log)}) + "\n").encode())
             process.stdin.close()
         except OSError:  # it died just now
-            process.kill()
-            process.wait()
+            _stop_standby()
             return None
+        _standby["log"].unlink(missing_ok=True)  # from now on it writes to the job's log
+        _standby.clear()
         return process
 
 

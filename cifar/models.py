@@ -126,40 +126,37 @@ def _with_exact_2015_pool(base: keras.Model) -> keras.Model:
     return keras.models.clone_model(base, clone_function=clone)
 
 
-def pooled_features(config: TransferConfig, base: keras.Model, images):
-    """The frozen base applied to `images` (resized, scaled), average-pooled.
+def build_pooled_base(config: TransferConfig, weights_path: Path | str | None) -> keras.Model:
+    """Resized, scaled images -> pooled features: the frozen base and its average pools.
 
     The reference pools the last block (mixed10, 2048-d). `pooled_layers="mixed7-10"` also pools
     mixed7..mixed9 and concatenates them: mid-level features transfer better to upscaled 32 px images.
     """
+    base = build_base(config, weights_path)
+    images = keras.Input((config.input_size, config.input_size, 3), name="resized")
     names = POOLED_LAYERS[config.pooled_layers]
     if names == ("mixed10",):
-        return layers.GlobalAveragePooling2D(name="avg_pool")(base(images, training=False))
-    taps = keras.Model(base.input, [base.get_layer(n).output for n in names], name="inception_v3_taps")
-    blocks = taps(images, training=False)
-    pooled = [
-        layers.GlobalAveragePooling2D(name=f"{name}_pool")(block)
-        for name, block in zip(names, blocks, strict=True)
-    ]
-    return layers.Concatenate(name="pooled_features")(pooled)
-
-
-def _resized_input(config: TransferConfig):
-    return keras.Input((config.input_size, config.input_size, 3), name="resized")
-
-
-def build_pooled_base(config: TransferConfig, weights_path: Path | str | None) -> keras.Model:
-    """Resized, scaled images -> pooled features (the feature extractor after its resize)."""
-    inputs = _resized_input(config)
-    features = pooled_features(config, build_base(config, weights_path), inputs)
-    return keras.Model(inputs, features, name="pooled_base")
+        features = layers.GlobalAveragePooling2D(name="avg_pool")(base(images, training=False))
+    else:
+        taps = keras.Model(base.input, [base.get_layer(n).output for n in names], name="inception_v3_taps")
+        blocks = taps(images, training=False)
+        pooled = [
+            layers.GlobalAveragePooling2D(name=f"{name}_pool")(block)
+            for name, block in zip(names, blocks, strict=True)
+        ]
+        features = layers.Concatenate(name="pooled_features")(pooled)
+    return keras.Model(images, features, name="pooled_base")
 
 
 def build_feature_extractor(config: TransferConfig, weights_path: Path | str | None) -> keras.Model:
     """uint8 pixels -> pooled features: everything of the transfer model before the head."""
+    return _after_resize(config, build_pooled_base(config, weights_path), "feature_extractor")
+
+
+def _after_resize(config: TransferConfig, model: keras.Model, name: str) -> keras.Model:
+    """`model` (which takes resized images) behind `build_resize`: one model on uint8 pixels."""
     resize = build_resize(config)
-    features = pooled_features(config, build_base(config, weights_path), resize.output)
-    return keras.Model(resize.input, features, name="feature_extractor")
+    return keras.Model(resize.input, model(resize.output), name=name)
 
 
 def build_head(config: TransferConfig) -> keras.Model:
@@ -181,20 +178,16 @@ def build_transfer_model(
     config: TransferConfig, weights_path: Path | str | None, head: keras.Model | None = None
 ) -> keras.Model:
     """The reference's model end to end: resize, frozen InceptionV3, average pool, head."""
-    resize = build_resize(config)
-    features = pooled_features(config, build_base(config, weights_path), resize.output)
-    outputs = (head or build_head(config))(features)
-    return keras.Model(resize.input, outputs, name="inception_transfer")
+    return _after_resize(config, build_transfer_network(config, weights_path, head), "inception_transfer")
 
 
 def build_transfer_network(
     config: TransferConfig, weights_path: Path | str | None, head: keras.Model | None = None
 ) -> keras.Model:
     """The transfer model after its resize: resized, scaled images -> class probabilities."""
-    inputs = _resized_input(config)
-    features = pooled_features(config, build_base(config, weights_path), inputs)
-    outputs = (head or build_head(config))(features)
-    return keras.Model(inputs, outputs, name="transfer_network")
+    pooled = build_pooled_base(config, weights_path)
+    outputs = (head or build_head(config))(pooled.output)
+    return keras.Model(pooled.input, outputs, name="transfer_network")
 
 
 def make_optimizer(config, steps_per_epoch: int | None = None) -> keras.optimizers.Optimizer:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cifar.config import CLASS_NAMES, artifacts_dir
+from cifar.config import CLASS_NAMES, artifacts_dir, xla_resized_wrongly
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 REQUIRED_FILES = (
@@ -166,6 +166,9 @@ def read_status(folder: Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- reading
 
 
+RESIZE_LEFT_XLA = 1795619188  # 2026-11-25, the commit that moved the resize out of XLA
+
+
 @dataclass
 class Run:
     """A complete run folder, read lazily."""
@@ -185,6 +188,18 @@ class Run:
         """Which InceptionV3 weights the run was trained on (as recorded), else as configured."""
         return self.config.get("assets", {}).get("backbone_weights") or self.hyperparameters.get(
             "weights", "auto"
+        )
+
+    @property
+    def trained_on_faulty_resize(self) -> bool:
+        """A transfer run finished before the resize left XLA, at a size XLA resized wrongly:
+        its head learned from slightly wrong pixels, which the classifier no longer makes."""
+        size = self.hyperparameters.get("input_size", 224)
+        return (
+            self.model == "transfer"
+            and float(self.metrics.get("finished", 0)) < RESIZE_LEFT_XLA
+            and isinstance(size, int)
+            and xla_resized_wrongly(self.hyperparameters.get("resize", ""), size)
         )
 
     @property

@@ -278,7 +278,7 @@ def train_transfer(
     # Every split is a set of rows of one table, gathered batch by batch: no 400 MB copies.
     table, labels, fit_rows = features["train", False], data.y_train, fit_idx
     if config.flip_features:  # the flipped fitting images are more rows of the table
-        table = _stacked(table, features["train", True])
+        table = _stacked(features.pop(("train", False)), features.pop(("train", True)))
         labels = np.concatenate([labels, labels])
         fit_rows = np.concatenate([fit_idx, fit_idx + n_train])
     x_table, y_table = as_tensor(table), as_tensor(_one_hot(labels))

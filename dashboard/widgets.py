@@ -399,6 +399,12 @@ def predict_all(chosen: list[Run], image, top_k: int) -> dict[str, list[tuple[st
                 f"model cannot classify. Run `{FETCH}` to download them."
             )
             continue
+        if run.trained_on_faulty_resize:
+            st.caption(
+                f"`{run.run_id}` was trained before 2026-11-25 on features of XLA's faulty bilinear "
+                "resize; the classifier now resizes correctly, so its answers can differ a little "
+                "from its saved test predictions. Retraining it recomputes the features."
+            )
         try:
             results[run.run_id] = cache.predictor(run).predict(image, top_k=top_k)
         except ImageError as error:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -314,9 +315,9 @@ def test_training_the_head_leaves_the_base_unchanged(images, backbone):
 
     keras.utils.set_random_seed(0)
     model = build_transfer_model(CONFIG, backbone.path)
-    head = model.layers[-1]
-    assert head.name == "head"
-    (base,) = [layer for layer in model.layers if isinstance(layer, keras.Model) and layer is not head]
+    network = model.get_layer("transfer_network")  # behind the resize
+    head = network.get_layer("head")
+    (base,) = [layer for layer in network.layers if isinstance(layer, keras.Model) and layer is not head]
     base_before = [np.array(w) for w in base.weights]
     head_before = [np.array(w) for w in head.weights]
     assert base_before and all(not w.trainable for w in base.weights)
@@ -416,23 +417,32 @@ def test_cache_inventory_and_prune_remove_obsolete_sets_and_dead_part_files(monk
     other = dataclasses.replace(spec, split="test")
     torn = _cache_set(other, other.name, 12)
     (torn / "chunk-00001.npy").write_bytes(b"torn")
+    newer = _cache_set(other, "written-by-newer-code", 5)
+    manifest = json.loads((newer / "manifest.json").read_text())
+    (newer / "manifest.json").write_text(json.dumps({**manifest, "a_future_field": 1}))
     dead = current / f".chunk-00003.npy.{_dead_pid()}.part"
     live = current / f".chunk-00004.npy.{os.getpid()}.part"  # an extraction still writing
-    dead.write_bytes(b"x" * 1000)
-    live.write_bytes(b"x")
+    recent = current / f".chunk-00005.npy.{_dead_pid()}.part"  # maybe another machine's worker
+    for part in (dead, live, recent):
+        part.write_bytes(b"x" * 1000)
+    hours_ago = time.time() - 2 * 3600
+    for path in (dead, live, before_rename):
+        os.utime(path, (hours_ago, hours_ago))
 
     listed = {c.name: (c.n_images, c.complete, c.obsolete) for c in features.cache_inventory()}
     assert listed == {
         current.name: (12, True, False),
         before_rename.name: (12, True, True),
         torn.name: (12, False, False),
+        newer.name: (5, True, False),
     }
     assert main(["features"]) == 0
     assert "obsolete" in capsys.readouterr().out
 
     removed, freed = features.prune_cache()
     assert set(removed) == {before_rename, dead} and freed > 0
-    assert current.is_dir() and torn.is_dir() and live.exists() and not before_rename.exists()
+    assert current.is_dir() and torn.is_dir() and newer.is_dir() and not before_rename.exists()
+    assert live.exists() and recent.exists()
     assert features.cached_features(spec, 12).shape == (12, 4)
 
 

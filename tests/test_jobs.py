@@ -212,10 +212,19 @@ def standby(monkeypatch):
 def _standby_pid(timeout: float = 120) -> int:
     deadline = time.time() + timeout
     while not jobs.standby_ready():
-        log = jobs.artifacts_dir() / "jobs" / "standby.log"
+        log = jobs._standby["log"]
         assert time.time() < deadline, log.read_text() if log.exists() else "no standby log"
         time.sleep(0.2)
     return jobs._standby["process"].pid
+
+
+def test_a_standby_that_cannot_start_is_no_error(monkeypatch):
+    def no_process(*args, **kwargs):
+        raise OSError("no more processes")
+
+    monkeypatch.setenv("CIFAR_STANDBY", "1")
+    monkeypatch.setattr(jobs, "_spawn", no_process)
+    assert not jobs.warm_up() and jobs._standby == {}
 
 
 def test_no_standby_when_turned_off_or_while_a_job_runs(monkeypatch):
@@ -259,13 +268,22 @@ def test_cancel_a_job_running_in_the_standby(tiny_npz, standby):
 def test_a_standby_started_in_another_environment_is_not_used(tiny_npz, standby, monkeypatch):
     jobs.warm_up()
     old = jobs._standby["process"]
-    monkeypatch.setenv("TF2_BEHAVIOR", "1")  # what importing TensorFlow sets: no reason to discard it
+    monkeypatch.setenv("TPU_ML_PLATFORM_VERSION", "0-test")  # set by importing TensorFlow: no reason
     assert jobs._usable_standby() is old
     monkeypatch.setenv("CIFAR_TEST_CHANGED", "1")  # e.g. another artifacts folder or TF_CONFIG
     job = start_job("baseline", {"epochs": 1, "validation_size": 20}, run_id="cold")
     assert job.pid != old.pid
     assert old.poll() is not None  # told to exit (or killed)
     assert _wait("cold", lambda j: not j.active).state == "finished"
+
+
+@pytest.mark.slow
+def test_a_standby_close_to_its_idle_exit_gets_no_job(standby, tmp_path):
+    jobs.warm_up()
+    old = jobs._standby["process"]
+    jobs._standby["started"] -= jobs.STANDBY_IDLE_SECONDS - jobs.STANDBY_MARGIN_SECONDS
+    assert jobs._hand_over(["runs"], tmp_path / "log") is None
+    assert old.poll() is not None and jobs._standby == {}
 
 
 @pytest.mark.slow

@@ -58,8 +58,9 @@ def test_transfer_model_takes_pixels_and_freezes_the_base():
     config = TransferConfig(resize="bilinear", input_size=75)
     model = build_transfer_model(config, weights_path=None)
     _check_pixels_to_probabilities(model)
-    head = model.get_layer("head")
-    (base,) = [layer for layer in model.layers if isinstance(layer, keras.Model) and layer is not head]
+    network = model.get_layer("transfer_network")  # behind the resize
+    head = network.get_layer("head")
+    (base,) = [layer for layer in network.layers if isinstance(layer, keras.Model) and layer is not head]
     assert not base.trainable
     assert base.layers and all(not layer.trainable for layer in base.layers)
     assert all(not weight.trainable for weight in base.weights)

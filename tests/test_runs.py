@@ -179,3 +179,23 @@ def test_predictions_with_wrong_shape_are_refused():
     np.save(path / "test_predictions.npy", np.zeros((4, 3), np.float32))
     with pytest.raises(RunError, match="shape"):
         load_run("wrong").test_predictions  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    "model, overrides, finished, flagged",
+    [
+        ("transfer", {"resize": "bilinear", "input_size": 224}, runs.RESIZE_LEFT_XLA - 1, True),
+        ("transfer", {"resize": "bilinear", "input_size": 160}, runs.RESIZE_LEFT_XLA - 1, True),
+        ("transfer", {"resize": "bilinear", "input_size": 224}, runs.RESIZE_LEFT_XLA + 1, False),
+        ("transfer", {"resize": "bilinear", "input_size": 299}, runs.RESIZE_LEFT_XLA - 1, False),
+        ("transfer", {"resize": "bilinear", "input_size": 256}, runs.RESIZE_LEFT_XLA - 1, False),
+        ("transfer", {}, runs.RESIZE_LEFT_XLA - 1, False),  # the reference: nearest-neighbour x7
+        ("baseline", {}, runs.RESIZE_LEFT_XLA - 1, False),
+    ],
+)
+def test_runs_trained_on_xla_s_faulty_resize_are_flagged(model, overrides, finished, flagged):
+    from cifar.config import parse_config
+
+    config = {"config": parse_config(model, overrides).model_dump()}
+    run = runs.Run("r", runs.runs_root() / "r", config, {"model": model, "finished": finished})
+    assert run.trained_on_faulty_resize == flagged

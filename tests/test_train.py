@@ -209,7 +209,10 @@ def test_the_head_learns_rows_gathered_with_their_own_labels(monkeypatch, make_c
         labels = data.y_train if split == "train" else data.y_test
         table = feature_cache.aligned_empty((len(images), config.feature_dim))
         table[:] = rng.normal(0, 0.1, table.shape)
-        table[np.arange(len(images)), labels * 11 + flip] += 3.0
+        # Flipped images show the label one column over. With flip_features, the test images do
+        # too: only a head that learned from the flipped training rows can classify them.
+        shifted = flip or (split == "test" and flip_features)
+        table[np.arange(len(images)), labels * 11 + shifted] += 3.0
         return table
 
     monkeypatch.setattr(feature_cache, "load_features", label_features)
