@@ -398,7 +398,13 @@ def cache_inventory(check_chunks: bool = True) -> list[CachedSet]:
     root = keras_home() / "features"
     if not root.is_dir():
         return []
-    return [_describe(path, check_chunks) for path in sorted(root.iterdir()) if path.is_dir()]
+    sets = []
+    for path in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            sets.append(_describe(path, check_chunks))
+        except OSError:  # removed while we looked (a prune, a user)
+            continue
+    return sets
 
 
 def _describe(path: Path, check_chunks: bool) -> CachedSet:
