@@ -280,77 +280,64 @@ def main() -> None:
     repeat = 3 if args.quick else 10
     rows: list[tuple[str, str, str, str]] = []  # figure, measured, target, verdict
 
+    def report(figure: str, measured: str, target: str = "", met: bool | None = None) -> None:
+        rows.append((figure, measured, target, "" if met is None else ("met" if met else "missed")))
+        print(rows[-1])
+
     device = describe_machine()
     print(f"device: {device}")
     peak = matmul_peak(repeat=repeat)
-    rows.append(
-        ("float32 matmul peak (4096², best of oneDNN and XLA)", f"{peak:.0f} GFLOP/s", "the limit", "")
-    )
+    report("float32 matmul peak (4096², best of oneDNN and XLA)", f"{peak:.0f} GFLOP/s", "the limit")
     rates = {}
     for size in (224, 299):
         rounds = 2 if args.quick else 5
         rate, gflops, share = extraction_share(size, rounds=rounds, batches=3)
         rates[size] = rate
-        rows.append(
-            (
-                f"feature extraction, {size} px",
-                f"{rate:.1f} img/s = {gflops:.0f} GFLOP/s ({share:.0%} of the peak measured beside it, "
-                f"median of {rounds} pairs)",
-                "≥ 80 % of peak",
-                "met" if share >= 0.8 else "missed",
-            )
+        report(
+            f"feature extraction, {size} px",
+            f"{rate:.1f} img/s = {gflops:.0f} GFLOP/s ({share:.0%} of the peak measured beside it, "
+            f"median of {rounds} pairs)",
+            "≥ 80 % of peak",
+            share >= 0.8,
         )
-        print(rows[-1])
     for batch_size in (64, 256):  # the default config's batch, and transfer-best's
         epochs, source = head_epoch_in_fresh_processes(batch_size, processes=2 if args.quick else 3)
         seconds = statistics.median(epochs)
-        rows.append(
-            (
-                f"head retraining, 50k × 2048 ({source}), batch {batch_size}",
-                f"{seconds:.2f} s/epoch (median of {len(epochs)} epochs in {len(epochs) // 5} fresh "
-                f"processes; range {min(epochs):.2f}-{max(epochs):.2f})",
-                "≤ 1 s/epoch",
-                "met" if seconds <= 1 else "missed",
-            )
+        report(
+            f"head retraining, 50k × 2048 ({source}), batch {batch_size}",
+            f"{seconds:.2f} s/epoch (median of {len(epochs)} epochs in {len(epochs) // 5} fresh "
+            f"processes; range {min(epochs):.2f}-{max(epochs):.2f})",
+            "≤ 1 s/epoch",
+            seconds <= 1,
         )
-        print(rows[-1])
     for standby, label in ((True, "Train page open: standby process ready"), (False, "cold start")):
         clicks = [retrain_from_click(standby=standby) for _ in range(1 if args.quick else 3)]
         measured = [c for c in clicks if c is not None]
         click = statistics.median(measured) if measured else None
-        rows.append(
-            (
-                f"10-epoch head retrain from the Train button ({label})",
-                "n/a (no cached features)"
-                if click is None
-                else f"{click:.1f} s (median of {len(measured)}: {', '.join(f'{c:.1f}' for c in measured)})",
-                "≤ 15 s",
-                "" if click is None else ("met" if click <= 15 else "missed"),
-            )
+        report(
+            f"10-epoch head retrain from the Train button ({label})",
+            "n/a (no cached features)"
+            if click is None
+            else f"{click:.1f} s (median of {len(measured)}: {', '.join(f'{c:.1f}' for c in measured)})",
+            "≤ 15 s",
+            None if click is None else click <= 15,
         )
-        print(rows[-1])
     for label, run_ids in PREDICTION_RUNS.items():
         upload = upload_latency(run_ids, repeat=repeat * 3)
-        if not upload:
-            continue
-        ratio = upload["p50"] / upload["forward_p50"]
-        rows.append(
-            (
+        if upload:
+            ratio = upload["p50"] / upload["forward_p50"]
+            report(
                 f"upload latency ({label}), bytes -> top-3 of {' + '.join(upload['models'])}",
                 f"p50 {upload['p50'] * 1000:.0f} ms, p95 {upload['p95'] * 1000:.0f} ms; forward alone "
                 f"{upload['forward_p50'] * 1000:.0f} ms (×{ratio:.2f})",
                 "p50 ≤ 1.5 × forward",
-                "met" if ratio <= 1.5 else "missed",
+                ratio <= 1.5,
             )
-        )
-        print(rows[-1])
     for label, run_ids in PREDICTION_RUNS.items():
-        peak = predictors_peak_rss(run_ids)
-        if peak:
-            rows.append((f"peak RSS, fresh process with the {label} models loaded", f"{peak:.0f} MB", "", ""))
-    job_rss = training_job_peak_rss()
-    if job_rss:
-        rows.append(("peak RSS, head-training job (3 epochs)", f"{job_rss:.0f} MB", "", ""))
+        if peak_mb := predictors_peak_rss(run_ids):
+            report(f"peak RSS, fresh process with the {label} models loaded", f"{peak_mb:.0f} MB")
+    if job_rss := training_job_peak_rss():
+        report("peak RSS, head-training job (3 epochs)", f"{job_rss:.0f} MB")
     scaling = []
     for n in (5000, 10000, 25000, 50000):
         head_seconds, _ = head_epoch_seconds(n=n, epochs=3)
