@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cifar.atomic import write_json as write_json_atomic
 from cifar.config import artifacts_dir, parse_config
 from cifar.runs import (
     PARTIAL_SUFFIX,
@@ -40,7 +41,6 @@ from cifar.runs import (
     read_status,
     run_path,
     runs_root,
-    write_json_atomic,
 )
 
 _children: dict[int, subprocess.Popen] = {}  # reaped on poll, so finished jobs leave no zombies

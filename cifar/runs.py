@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cifar import atomic
 from cifar.config import CLASS_NAMES, artifacts_dir, xla_resized_wrongly
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -76,27 +77,6 @@ def new_run_id(model: str) -> str:
 # ----------------------------------------------------------------------------- writing
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default))
-    os.replace(tmp, path)
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
-
-
-def write_npy_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    with open(tmp, "wb") as handle:
-        np.save(handle, array, allow_pickle=False)
-    os.replace(tmp, path)
-
-
 class RunWriter:
     """Builds a run in its partial folder; `publish()` renames it into place in one step."""
 
@@ -119,18 +99,17 @@ class RunWriter:
     def status(self, state: str, **fields: Any) -> None:
         current = read_status(self.path)
         current.update(fields, state=state, updated=time.time())
-        write_json_atomic(self.path / "status.json", current)
+        atomic.write_json(self.path / "status.json", current)
 
     def write_json(self, name: str, data: Any) -> None:
-        write_json_atomic(self.path / name, data)
+        atomic.write_json(self.path / name, data)
 
     def write_npy(self, name: str, array: np.ndarray) -> None:
-        write_npy_atomic(self.path / name, array)
+        atomic.write_npy(self.path / name, array)
 
     def write_history(self, history: pd.DataFrame) -> None:
-        tmp = self.path / f".history.{os.getpid()}.part"
-        history.to_csv(tmp, index_label="epoch")
-        os.replace(tmp, self.path / "history.csv")
+        with atomic.atomic_write(self.path / "history.csv") as tmp:
+            history.to_csv(tmp, index_label="epoch")
 
     def discard(self) -> Path:
         """Drop the partial folder (a non-chief worker's copy of a distributed run)."""

@@ -14,7 +14,8 @@ import pytest
 from cifar import jobs
 from cifar.config import ConfigError
 from cifar.jobs import JobBusy, cancel_job, job_status, pid_alive, start_job
-from cifar.runs import load_run, partial_path, run_path, write_json_atomic
+from cifar.atomic import write_json as write_json_atomic
+from cifar.runs import load_run, partial_path, run_path
 
 
 def _dead_pid() -> int:
