@@ -1,6 +1,6 @@
 """The dashboard's entry point: `streamlit run streamlit_app.py`.
 
-A router only: each page is a short file under `pages/`; the work lives in `cifar/` and `dashboard/`.
+A router only: each page is a file under `pages/` that owns its layout; the work lives in `cifar/`.
 """
 
 import streamlit as st

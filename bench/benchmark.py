@@ -157,6 +157,8 @@ def retrain_from_click(epochs: int = 10, standby: bool = True) -> float | None:
     start, as for a click within those first seconds or with CIFAR_STANDBY=0.
     """
     from cifar import jobs
+    from cifar.config import TransferConfig
+    from cifar.standby import standby_ready, stop_standby, warm_up
 
     if "cached real" not in _training_features()[1]:
         return None
@@ -164,18 +166,18 @@ def retrain_from_click(epochs: int = 10, standby: bool = True) -> float | None:
         os.environ["CIFAR_ARTIFACTS"] = tmp
         try:
             if standby:
-                jobs.warm_up()
+                warm_up()
                 deadline = time.time() + 120
-                while not jobs.standby_ready() and time.time() < deadline:
+                while not standby_ready() and time.time() < deadline:
                     time.sleep(0.1)
             start = time.perf_counter()
-            job = jobs.start_job("transfer", {"epochs": epochs})  # the reference config
+            job = jobs.start_job(TransferConfig(epochs=epochs))  # the reference config
             while jobs.job_status(job.run_id).active:
                 time.sleep(0.1)
             state = jobs.job_status(job.run_id).state
             return time.perf_counter() - start if state == "finished" else None
         finally:
-            jobs._stop_standby()
+            stop_standby()
             os.environ.pop("CIFAR_ARTIFACTS", None)
 
 
@@ -263,7 +265,7 @@ def predictors_peak_rss(run_ids: tuple[str, ...]) -> float | None:
 
 
 def describe_machine() -> str:
-    from cifar.train import describe_device
+    from cifar.distribute import describe_device
 
     return describe_device()
 

@@ -216,8 +216,7 @@ def main() -> int:
             print(f"note: {key} is set here; the server runs without it (real artifacts and Keras home)")
     for key in OVERRIDES:  # this process too: upload_image reads the real cache
         os.environ.pop(key, None)
-    from cifar.runs import list_runs
-    from cifar.views import best_runs
+    from cifar.runs import best_runs, list_runs
 
     runs = list_runs()
     if not runs:

@@ -77,12 +77,12 @@ def head_retrains(count: int, epochs: int, samples: int) -> list[float]:
     import keras
 
     from cifar.config import NUM_CLASSES, TransferConfig
-    from cifar.models import FEATURE_DIM, build_head
+    from cifar.models import build_head
     from cifar.train import _compile
 
     config = TransferConfig(epochs=epochs)
     rng = np.random.default_rng(0)
-    features = rng.normal(0, 1, (samples, FEATURE_DIM)).astype(np.float32)
+    features = rng.normal(0, 1, (samples, config.feature_dim)).astype(np.float32)
     labels = np.eye(NUM_CLASSES, dtype=np.float32)[rng.integers(0, NUM_CLASSES, samples)]
     rss = []
     for i in range(count):
@@ -106,6 +106,7 @@ def job_retrains(count: int) -> list[float]:
 
     The tiny synthetic dataset keeps each job short; what is measured is this process's RSS.
     """
+    from cifar.config import BaselineConfig
     from cifar.jobs import job_status, start_job
 
     rng = np.random.default_rng(2)
@@ -121,7 +122,7 @@ def job_retrains(count: int) -> list[float]:
     rss = []
     try:
         for i in range(count):
-            job = start_job("baseline", {"epochs": 1, "validation_size": 20}, run_id=f"job-{i}")
+            job = start_job(BaselineConfig(epochs=1, validation_size=20), run_id=f"job-{i}")
             while job_status(job.run_id).active:
                 time.sleep(0.2)
             if job_status(job.run_id).state != "finished":

@@ -64,10 +64,15 @@ def cmd_extract(args, extra) -> int:
 
 def cmd_train(args, extra) -> int:
     """python -m cifar train baseline|transfer [--run-id NAME] [--key value ...]"""
-    from cifar.train import train
+    from cifar.jobs import hold_slot
+    from cifar.runs import new_run_id
 
     config = parse_config(args.model, parse_overrides(extra))
-    run_dir = train(config, run_id=args.run_id, limit=args.limit, extract_missing=args.extract)
+    run_id = new_run_id(config.model) if args.run_id is None else args.run_id  # "" is refused
+    hold_slot(run_id)  # before TensorFlow: a refused train costs no import
+    from cifar.train import train
+
+    run_dir = train(config, run_id=run_id, limit=args.limit, extract_missing=args.extract)
     if not (run_dir / "metrics.json").exists():  # a non-chief worker of a distributed run
         print("worker finished; the chief (worker 0) writes the run folder")
         return 0
@@ -126,7 +131,7 @@ def cmd_jobs(args, _extra) -> int:
 
 def cmd_features(args, _extra) -> int:
     """python -m cifar features [--prune]  (the feature cache; --prune removes obsolete sets)"""
-    from cifar.features import cache_inventory, prune_cache
+    from cifar.feature_cache import cache_inventory, prune_cache
 
     if args.prune:
         removed, freed = prune_cache()
@@ -142,10 +147,10 @@ def cmd_features(args, _extra) -> int:
 
 
 def cmd_standby(args, _extra) -> int:
-    """python -m cifar standby --ready-file F  (a job process waiting for its job; see cifar.jobs)"""
-    from cifar.jobs import serve_standby
+    """python -m cifar standby --ready-file F  (a job process waiting for its job; see cifar.standby)"""
+    from cifar.standby import serve_standby
 
-    return serve_standby(args.ready_file, args.idle_seconds)
+    return serve_standby(args.ready_file, args.idle_seconds, run=main)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,10 +217,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from cifar.assets import AssetError
     from cifar.features import FeaturesMissing
+    from cifar.jobs import JobBusy
     from cifar.runs import RunError
 
     try:
         return args.func(args, extra)
-    except (ConfigError, RunError, AssetError, FeaturesMissing) as error:
+    except (ConfigError, RunError, AssetError, FeaturesMissing, JobBusy) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -49,7 +49,14 @@ class ConfigError(ValueError):
     """A hyperparameter was refused; the message names the field and the allowed values."""
 
 
+def _batch_size(default: int, note: str = "") -> Any:
+    """The batch-size field; each family states its own default."""
+    return Field(default, ge=1, le=4096, description=f"images per gradient step{note}")
+
+
 class _Config(BaseModel):
+    """Settings shared by both families (`batch_size` has no default here: each family sets its own)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, strict=False)
 
     @field_validator("*", mode="before")
@@ -63,7 +70,7 @@ class _Config(BaseModel):
 
     # Shared training settings.
     epochs: int = Field(10, ge=1, le=500, description="passes over the training split")
-    batch_size: int = Field(64, ge=1, le=4096, description="images per gradient step")
+    batch_size: int  # declared here to keep its place in config.json; default per family
     optimizer: Literal["adam", "sgd", "rmsprop", "adamw"] = "adam"
     learning_rate: float = Field(1e-3, gt=0, le=10, description="optimizer step size (peak for onecycle)")
     lr_schedule: Literal["constant", "onecycle"] = Field(
@@ -84,7 +91,7 @@ class BaselineConfig(_Config):
     """From-scratch CNN. Default: the classic TensorFlow tutorial CNN (about 70 % test)."""
 
     model: Literal["baseline"] = "baseline"
-    batch_size: int = Field(32, ge=1, le=4096, description="images per gradient step (Keras' default)")
+    batch_size: int = _batch_size(32, " (Keras' default)")
     architecture: Literal["tutorial", "airbench"] = Field(
         "tutorial", description="tutorial: TensorFlow's 3-conv CNN; airbench: airbench94's shape"
     )
@@ -99,20 +106,11 @@ POOLED_LAYERS = {"mixed10": ("mixed10",), "mixed7-10": ("mixed7", "mixed8", "mix
 BLOCK_WIDTHS = {"mixed7": 768, "mixed8": 1280, "mixed9": 2048, "mixed10": 2048}
 
 
-def xla_resized_wrongly(resize: str, input_size: int) -> bool:
-    """Is this a resize that XLA's CPU backend got wrong (bilinear 32 px -> an odd multiple of 32)?
-
-    The extractor and the classifier ran it under XLA until 2026-11-25; see
-    `cifar.features.outside_xla`.
-    """
-    factor, remainder = divmod(input_size, 32)
-    return resize == "bilinear" and remainder == 0 and factor % 2 == 1
-
-
 class TransferConfig(_Config):
     """Frozen InceptionV3 + dense head. Defaults: exactly the reference write-up's model."""
 
     model: Literal["transfer"] = "transfer"
+    batch_size: int = _batch_size(64)
     weights: Literal["auto", "keras", "google2015"] = Field(
         "auto", description="ImageNet weights: Keras' download, else Google's 2015 release"
     )

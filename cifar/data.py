@@ -1,5 +1,5 @@
-"""Dataset plumbing: the validation split, the augmented training stream, batches gathered from
-features already in memory."""
+"""Dataset plumbing: the validation split, the augmented training stream, aligned feature tables
+and batches gathered from them in memory."""
 
 from __future__ import annotations
 
@@ -41,9 +41,22 @@ def augmented_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, s
     )
 
 
+def aligned_empty(shape: tuple[int, ...], dtype=np.float32, alignment: int = 64) -> np.ndarray:
+    """`np.empty` whose data starts on a 64-byte boundary, so TensorFlow can use it without a copy.
+
+    numpy aligns to 16 bytes; TensorFlow's CPU kernels need 64. Training wraps the cached
+    features with DLPack (`as_tensor`): on a machine where touching fresh memory runs at
+    ~0.4 GB/s, each avoided copy of the 400 MB training features saves about a second.
+    """
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.empty(nbytes + alignment, np.uint8)
+    offset = -raw.ctypes.data % alignment
+    return raw[offset : offset + nbytes].view(dtype).reshape(shape)
+
+
 def as_tensor(array: np.ndarray):
     """A TensorFlow tensor over `array`'s own memory when it can be (C-contiguous, writeable,
-    64-byte aligned, as `cifar.features.aligned_empty` makes it); otherwise a copy.
+    64-byte aligned, as `aligned_empty` makes it); otherwise a copy.
 
     The tensor keeps the memory alive; writing to `array` afterwards changes the tensor.
     """

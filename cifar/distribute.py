@@ -1,4 +1,5 @@
-"""Scale-out with `tf.distribute`, configured the standard way (no home-made scheduler).
+"""Where training runs: the device, and scale-out with `tf.distribute` configured the standard
+way (no home-made scheduler).
 
 - Several GPUs in one machine: `MirroredStrategy`, picked automatically.
 - Several machines: set `TF_CONFIG` on each (see README, "Scaling out"); training uses
@@ -8,11 +9,47 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import platform
+import sys
 from dataclasses import dataclass
 
 import numpy as np
+
+
+def describe_device() -> str:
+    """The accelerator (or CPU) training runs on, as one line for metrics.json."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return f"GPU: {details.get('device_name', gpus[0].name)} x{len(gpus)}"
+    return f"CPU: {platform.processor() or platform.machine()}, {_cpu_count()} cores"
+
+
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def environment() -> dict:
+    """Versions and device, saved in config.json so a run can be reproduced."""
+    from importlib.metadata import version
+
+    import keras
+    import tensorflow as tf
+
+    return {
+        "python": sys.version.split()[0],
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": version("scikit-learn"),  # importing sklearn to ask would cost ~1 s per job
+        "platform": platform.platform(),
+        "device": describe_device(),
+    }
 
 
 @dataclass(frozen=True)
@@ -56,6 +93,11 @@ def make_strategy():
     return tf.distribute.get_strategy()
 
 
+def scope(strategy):
+    """`strategy.scope()`, or nothing without a strategy."""
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
 def is_multi_worker(strategy) -> bool:
     import tensorflow as tf
 
@@ -67,27 +109,10 @@ class _History:
         self.history: dict[str, list[float]] = {}
 
 
-def fit_multi_worker(
-    model, x, y, *, strategy, batch_size, epochs, label_smoothing=0.0, validation=None, callbacks=(), seed=0
-):
-    """`model.fit` for MultiWorkerMirroredStrategy, whose Keras 3 `fit` is broken
-    (keras-team/keras#20585): a plain `strategy.run` loop over globally batched data.
-
-    `model` must be built and compiled in `strategy.scope()`; gradients are all-reduced by the
-    optimizer. Callbacks get the usual epoch hooks and logs.
-    """
+def _train_step(model, strategy, batch_size: int, label_smoothing: float):
+    """One all-reduced gradient step on a global batch: (summed loss, number of hits)."""
     import keras
     import tensorflow as tf
-
-    dataset = (
-        tf.data.Dataset.from_tensor_slices((x, y))
-        .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-        .batch(batch_size, drop_remainder=True)
-    )
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    distributed = strategy.experimental_distribute_dataset(dataset.with_options(options))
-    optimizer = model.optimizer
 
     def replica_step(images, labels):
         with tf.GradientTape() as tape:
@@ -99,7 +124,7 @@ def fit_multi_worker(
             if model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
         gradients = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+        model.optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
         hits = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(predictions, 1), tf.argmax(labels, 1)), tf.float32))
         return loss, hits
 
@@ -107,6 +132,31 @@ def fit_multi_worker(
     def train_step(batch):
         loss, hits = strategy.run(replica_step, args=batch)
         return strategy.reduce("SUM", loss, axis=None), strategy.reduce("SUM", hits, axis=None)
+
+    return train_step
+
+
+def fit_multi_worker(model, x, y, config, strategy, validation=None, callbacks=()):
+    """`model.fit` for MultiWorkerMirroredStrategy, whose Keras 3 `fit` is broken
+    (keras-team/keras#20585): a plain `strategy.run` loop over globally batched data, with the
+    batch size, epochs, seed and label smoothing of `config`.
+
+    `model` must be built and compiled in `strategy.scope()`; gradients are all-reduced by the
+    optimizer. Callbacks get the usual epoch hooks and logs.
+    """
+    import keras
+    import tensorflow as tf
+
+    batch_size, epochs = config.batch_size, config.epochs
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((x, y))
+        .shuffle(len(x), seed=config.seed, reshuffle_each_iteration=True)
+        .batch(batch_size, drop_remainder=True)
+    )
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    distributed = strategy.experimental_distribute_dataset(dataset.with_options(options))
+    train_step = _train_step(model, strategy, batch_size, config.label_smoothing)
 
     steps = len(x) // batch_size
     history = _History()

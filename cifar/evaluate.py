@@ -1,6 +1,7 @@
 """Evaluation: inference happened once (the run's saved probabilities); these answer questions.
 
-Every function returns plain data (numpy / pandas); plotting lives in `cifar.plots`.
+Every function returns plain data (numpy / pandas); plotting lives in `cifar.plots`. The gallery of
+the Misclassified page is `misclassified(per_image_table(runs), ...)`, in `top_losses` order.
 """
 
 from __future__ import annotations
@@ -81,24 +82,62 @@ def per_image(probabilities: np.ndarray, labels: np.ndarray, class_names) -> pd.
     )
 
 
-def top_losses(probabilities: np.ndarray, labels: np.ndarray, class_names, k: int = 50) -> pd.DataFrame:
-    """The `k` test images the model is most confidently wrong about (fastai's `top_losses`)."""
-    return per_image(probabilities, labels, class_names).nlargest(k, "loss")
+def per_image_table(runs: list[Run], n_images: int | None = None) -> pd.DataFrame:
+    """`per_image` of several runs side by side: `index`, `true`, then `<field>:<run id>` for
+    predicted, confidence, loss and correct. `n_images` limits the rows to the images that exist
+    (runs trained with `--limit` predict the first N only); runs tested on other images: ValueError.
+    """
+    if not runs:
+        return pd.DataFrame(columns=["index", "true"])
+    n = min(len(run.test_labels) for run in runs)
+    n = n if n_images is None else min(n, n_images)
+    labels = runs[0].test_labels[:n]
+    for run in runs[1:]:
+        if not np.array_equal(run.test_labels[:n], labels):
+            raise ValueError(f"{run.run_id} and {runs[0].run_id} were tested on different images")
+    table = pd.DataFrame({"index": np.arange(n), "true": np.asarray(runs[0].class_names)[labels]})
+    for run in runs:
+        frame = per_image(run.test_predictions[:n], labels, run.class_names)
+        for column in ("predicted", "confidence", "loss", "correct"):
+            table[f"{column}:{run.run_id}"] = frame[column].to_numpy()
+    return table
 
 
-def misclassified(probabilities: np.ndarray, labels: np.ndarray, class_names) -> pd.DataFrame:
-    table = per_image(probabilities, labels, class_names)
-    return table[~table["correct"]].sort_values("loss", ascending=False)
+def top_losses(table: pd.DataFrame, run_ids: list[str], k: int | None = None) -> pd.DataFrame:
+    """Rows of a `per_image_table`, largest loss (of any of `run_ids`) first; the first `k` if
+    given (fastai's `top_losses`: the images the models are most confidently wrong about)."""
+    losses = table[[f"loss:{rid}" for rid in run_ids]].max(axis=1).to_numpy()
+    return table.iloc[np.argsort(-losses, kind="stable")[:k]]
 
 
-def compare_runs(a: Run, b: Run) -> pd.DataFrame:
-    """Per test image, both runs side by side (columns suffixed with each run's id)."""
-    if not np.array_equal(a.test_labels, b.test_labels):
-        raise ValueError(f"{a.run_id} and {b.run_id} were tested on different images")
-    left = per_image(a.test_predictions, a.test_labels, a.class_names)
-    right = per_image(b.test_predictions, b.test_labels, b.class_names)
-    both = left.merge(right.drop(columns="true"), on="index", suffixes=(f"_{a.run_id}", f"_{b.run_id}"))
-    return both
+@dataclass(frozen=True)
+class MistakeFilter:
+    """Which misclassified images to keep, and in which order."""
+
+    true_classes: tuple[str, ...] = ()  # empty: every class
+    predicted_classes: tuple[str, ...] = ()  # by `run` (by any run if `run` is None)
+    run: str | None = None  # a run id: only its mistakes; None: any run's mistakes
+    only_one_wrong: bool = False  # exactly one of the runs is wrong
+    sort: str = "loss"  # "loss" (`top_losses` order) or "index" (test-set order)
+
+
+def misclassified(table: pd.DataFrame, run_ids: list[str], spec: MistakeFilter | None = None) -> pd.DataFrame:
+    """The rows of a `per_image_table` that some run gets wrong and that match `spec`."""
+    spec = spec or MistakeFilter()
+    if table.empty or not run_ids:
+        return table.iloc[0:0]
+    judged = [spec.run] if spec.run else run_ids
+    wrong = ~table[[f"correct:{rid}" for rid in run_ids]].to_numpy(bool)
+    keep = ~table[[f"correct:{rid}" for rid in judged]].to_numpy(bool).all(axis=1)
+    if spec.only_one_wrong:
+        keep &= wrong.sum(axis=1) == 1
+    if spec.true_classes:
+        keep &= table["true"].isin(spec.true_classes).to_numpy()
+    if spec.predicted_classes:
+        predicted = [table[f"predicted:{rid}"].isin(spec.predicted_classes).to_numpy() for rid in judged]
+        keep &= np.column_stack(predicted).any(axis=1)
+    result = table[keep]
+    return top_losses(result, judged) if spec.sort == "loss" else result
 
 
 def agreement(a: Run, b: Run) -> dict[str, float]:

@@ -6,12 +6,12 @@ nothing in it is random), so the base's pooled output is a fixed function of eac
 reference's end-to-end `fit` therefore sees the same 2048-d vector for an image at every epoch;
 only the head's weights change. Computing that vector once and training the head on it is the
 same optimisation problem, at a fraction of the cost (`tests/test_features.py` checks that base +
-head on cached features predicts the same as the assembled full model).
+head on cached features predicts the same as the assembled full model). The cache as a whole
+(listing, pruning) is `cifar.feature_cache`'s.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -22,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar.assets import BackboneWeights, sha256_bytes
-from cifar.config import TransferConfig, keras_home, xla_resized_wrongly
+from cifar import atomic
+from cifar.assets import BackboneWeights, Cifar10, sha256_bytes
+from cifar.config import TransferConfig, keras_home
+from cifar.data import aligned_empty
 
 CHUNK_SIZE = 1000  # images per cache file: a kill loses at most this much work
 CPU_BATCH, GPU_BATCH = 50, 256
@@ -60,7 +62,7 @@ class FeatureSpec:
             input_size=config.input_size,
             split=split,
             flip=flip,
-            images_sha256=images_checksum(images),
+            images_sha256=sha256_bytes(np.ascontiguousarray(images).tobytes()),
             precision=default_precision(),
             pooled_layers=config.pooled_layers,
         )
@@ -87,22 +89,11 @@ class FeatureSpec:
 
     @property
     def resize_was_wrong_under_xla(self) -> bool:
-        """Caches of this resize made before 2026-11-25 hold features of XLA's faulty bilinear
-        upscaling (see `outside_xla`); the new name keeps them from being reused or mixed."""
+        """Named `-r2` (see `outside_xla`)."""
         return xla_resized_wrongly(self.resize, self.input_size)
 
     def directory(self) -> Path:
         return keras_home() / "features" / self.name
-
-
-def images_checksum(images: np.ndarray) -> str:
-    return sha256_bytes(np.ascontiguousarray(images).tobytes())
-
-
-def gpu_available() -> bool:
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def default_precision() -> str:
@@ -114,8 +105,10 @@ def _gpu() -> bool:
     if "tensorflow" not in sys.modules:
         nvidia = Path("/proc/driver/nvidia/gpus")
         return nvidia.is_dir() and any(nvidia.iterdir())
+    import tensorflow as tf
+
     try:
-        return gpu_available()
+        return bool(tf.config.list_physical_devices("GPU"))
     except Exception:  # noqa: BLE001 (no TensorFlow GPU support at all)
         return False
 
@@ -136,17 +129,13 @@ def _chunk_rows(n_images: int, index: int) -> int:
     return min(CHUNK_SIZE, n_images - index * CHUNK_SIZE)
 
 
-def _missing_chunks(directory: Path, n_images: int) -> list[int]:
+def missing_chunks(directory: Path, n_images: int) -> list[int]:
     """Indices of the chunks of `n_images` that are absent or unreadable in `directory`."""
     return [
         i
         for i in range(math.ceil(n_images / CHUNK_SIZE))
-        if not _valid_chunk(_chunk_path(directory, i), _chunk_rows(n_images, i))
+        if _open_chunk(_chunk_path(directory, i), _chunk_rows(n_images, i)) is None
     ]
-
-
-def _valid_chunk(path: Path, rows: int) -> bool:
-    return _open_chunk(path, rows) is not None
 
 
 def _open_chunk(path: Path, rows: int) -> np.ndarray | None:
@@ -181,19 +170,6 @@ def cached_features(spec: FeatureSpec, n_images: int, dim: int = 2048) -> np.nda
     return result if result is not None else np.zeros((0, dim), np.float32)
 
 
-def aligned_empty(shape: tuple[int, ...], dtype=np.float32, alignment: int = 64) -> np.ndarray:
-    """`np.empty` whose data starts on a 64-byte boundary, so TensorFlow can use it without a copy.
-
-    numpy aligns to 16 bytes; TensorFlow's CPU kernels need 64. Training wraps the cached
-    features with DLPack (`cifar.data.as_tensor`): on a machine where touching fresh memory runs
-    at ~0.4 GB/s, each avoided copy of the 400 MB training features saves about a second.
-    """
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    raw = np.empty(nbytes + alignment, np.uint8)
-    offset = -raw.ctypes.data % alignment
-    return raw[offset : offset + nbytes].view(dtype).reshape(shape)
-
-
 def make_extract_fn(config: TransferConfig, weights_path, precision: str = "float32"):
     """uint8 batch -> resize -> preprocess -> frozen base -> pooled features, as traced graphs."""
     import keras
@@ -218,16 +194,43 @@ def make_extract_fn(config: TransferConfig, weights_path, precision: str = "floa
     return lambda pixels: base(prepare(pixels))
 
 
+# ----------------------------------------------------------------------------- the resize and XLA
+
+RESIZE_LEFT_XLA = 1795619188  # Unix time of 2026-11-25's commit that moved the resize out of XLA
+
+
 def outside_xla(resize):
     """`resize` (a `build_resize` model) as a graph that XLA never compiles.
 
     XLA's CPU bilinear resize is wrong at odd integer scale factors (32 -> 96, 160, 224, 288 px:
     3 % of the pixels come out of the wrong source column; tensorflow/tensorflow#118344, open)
-    and XLA has no bicubic resize at all. TensorFlow's own kernels agree with Pillow.
+    and XLA has no bicubic resize at all. TensorFlow's own kernels agree with Pillow. Until
+    2026-11-25 (`RESIZE_LEFT_XLA`) the extractor and the classifier resized under XLA, so:
+    caches of those resizes made before then hold wrong features, and today's carry `-r2` in
+    their names (`FeatureSpec.name`) so that the old ones are never reused or mixed in (`python
+    -m cifar features --prune` removes them); runs trained on them are flagged on the Classify
+    page (`trained_on_faulty_resize`), since the classifier no longer makes their pixels.
     """
     import tensorflow as tf
 
     return tf.function(lambda pixels: resize(pixels, training=False), reduce_retracing=True)
+
+
+def xla_resized_wrongly(resize: str, input_size: int) -> bool:
+    """Bilinear from 32 px to an odd multiple of 32, which XLA got wrong (see `outside_xla`)."""
+    factor, remainder = divmod(input_size, 32)
+    return resize == "bilinear" and remainder == 0 and factor % 2 == 1
+
+
+def trained_on_faulty_resize(hyperparameters: dict, finished: float) -> bool:
+    """Did a transfer run with these hyperparameters, finished at Unix time `finished`, learn
+    from XLA's faulty resize? (see `outside_xla`)"""
+    size = hyperparameters.get("input_size", 224)
+    return (
+        finished < RESIZE_LEFT_XLA
+        and isinstance(size, int)
+        and xla_resized_wrongly(hyperparameters.get("resize", ""), size)
+    )
 
 
 def extract_features(
@@ -254,7 +257,7 @@ def extract_features(
     directory.mkdir(parents=True, exist_ok=True)
     _write_manifest(directory, spec, len(images))
     n = len(images)
-    todo = [i for i in _missing_chunks(directory, n) if i % worker.count == worker.index]
+    todo = [i for i in missing_chunks(directory, n) if i % worker.count == worker.index]
     done = n - sum(_chunk_rows(n, i) for i in todo)
     if progress:
         progress(done, n)
@@ -266,7 +269,7 @@ def extract_features(
             if flip:
                 pixels = pixels[:, :, ::-1, :]
             features = _run_batched(extract, pixels, batch)
-            _save_chunk(_chunk_path(directory, index), features)
+            atomic.write_npy(_chunk_path(directory, index), features)
             done += len(pixels)
             if progress:
                 progress(done, n)
@@ -289,22 +292,11 @@ def _run_batched(extract, pixels: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
-def _save_chunk(path: Path, features: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    with open(tmp, "wb") as handle:
-        np.save(handle, features)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def _write_manifest(directory: Path, spec: FeatureSpec, n: int) -> None:
-    manifest = {**spec.__dict__, "n_images": n, "chunk_size": CHUNK_SIZE, "created": time.time()}
     path = directory / "manifest.json"
     if not path.exists():
-        tmp = directory / f".manifest.{os.getpid()}.part"
-        tmp.write_text(json.dumps(manifest, indent=2))
-        os.replace(tmp, path)
+        manifest = {**spec.__dict__, "n_images": n, "chunk_size": CHUNK_SIZE, "created": time.time()}
+        atomic.write_json(path, manifest)
 
 
 def load_features(
@@ -332,37 +324,56 @@ def needed_splits(config: TransferConfig) -> list[tuple[str, bool]]:
     return needed
 
 
-def split_images(data, split: str, limit: int | None = None) -> np.ndarray:
-    images = data.x_train if split == "train" else data.x_test
-    return images[:limit] if limit else images
+def split_images(data: Cifar10, split: str) -> np.ndarray:
+    return data.x_train if split == "train" else data.x_test
+
+
+def ensure_features(
+    config: TransferConfig,
+    data: Cifar10,
+    weights: BackboneWeights,
+    *,
+    extract_missing: bool = True,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[tuple[str, bool], np.ndarray]:
+    """Every feature set `config` needs: from the cache, or extracted now if `extract_missing`.
+
+    `progress(label, done, total)` follows each extraction ("train", "test flipped", ...); a set
+    that is missing while `extract_missing` is False raises `FeaturesMissing` naming the time.
+    """
+    features = {}
+    for split, flip in needed_splits(config):
+        images = split_images(data, split)
+        try:
+            features[split, flip] = load_features(images, config, weights, split, flip)
+        except FeaturesMissing:
+            if not extract_missing:
+                raise
+            label = f"{split}{' flipped' if flip else ''}"
+            report = (lambda done, total, label=label: progress(label, done, total)) if progress else None
+            features[split, flip] = extract_features(images, config, weights, split, flip, progress=report)
+    return features
 
 
 def extract_for_config(
-    config: TransferConfig,
-    limit: int | None = None,
-    log: Callable[[str], None] = print,
-    progress: Callable[[str, int, int], None] | None = None,
+    config: TransferConfig, limit: int | None = None, log: Callable[[str], None] = print
 ) -> dict[tuple[str, bool], np.ndarray]:
     """Extract (or load) every feature set `config` needs, with a progress bar per set."""
     from tqdm.auto import tqdm
 
     from cifar.assets import load_cifar10, load_inception_weights
 
-    data = load_cifar10(log=log)
-    weights = load_inception_weights(config.weights, log=log)
-    out = {}
-    for split, flip in needed_splits(config):
-        images = split_images(data, split, limit)
-        label = f"{split}{' (flipped)' if flip else ''}"
-        with tqdm(total=len(images), desc=f"features {label}", unit="img", mininterval=5) as bar:
+    data = load_cifar10(log=log).limited(limit)
+    bars = {}
 
-            def report(done: int, total: int, bar=bar, label=label) -> None:
-                bar.update(done - bar.n)
-                if progress:
-                    progress(label, done, total)
+    def report(label: str, done: int, total: int) -> None:
+        if label not in bars:
+            bars[label] = tqdm(total=total, desc=f"features {label}", unit="img", mininterval=5)
+        bars[label].update(done - bars[label].n)
+        if done == total:
+            bars[label].close()
 
-            out[(split, flip)] = extract_features(images, config, weights, split, flip, progress=report)
-    return out
+    return ensure_features(config, data, load_inception_weights(config.weights, log=log), progress=report)
 
 
 def missing_features(config: TransferConfig, data, weights: BackboneWeights) -> list[tuple[str, bool, int]]:
@@ -371,104 +382,7 @@ def missing_features(config: TransferConfig, data, weights: BackboneWeights) -> 
     for split, flip in needed_splits(config):
         images = split_images(data, split)
         spec = FeatureSpec.of(config, weights, split, flip, images)
-        todo = sum(_chunk_rows(len(images), i) for i in _missing_chunks(spec.directory(), len(images)))
+        todo = sum(_chunk_rows(len(images), i) for i in missing_chunks(spec.directory(), len(images)))
         if todo:
             missing.append((split, flip, todo))
     return missing
-
-
-# ----------------------------------------------------------------------------- the cache folder
-
-
-@dataclass(frozen=True)
-class CachedSet:
-    """One folder of the feature cache, as `python -m cifar features` lists it."""
-
-    name: str
-    path: Path
-    n_images: int | None  # from the manifest; None if it is unreadable
-    complete: bool
-    megabytes: float
-    obsolete: bool  # its name is not what today's naming gives its manifest (see `FeatureSpec.name`)
-
-
-def cache_inventory(check_chunks: bool = True) -> list[CachedSet]:
-    """Every feature set in the cache, by name; `check_chunks=False` skips opening every chunk
-    (`complete` is then False)."""
-    root = keras_home() / "features"
-    if not root.is_dir():
-        return []
-    sets = []
-    for path in sorted(p for p in root.iterdir() if p.is_dir()):
-        try:
-            sets.append(_describe(path, check_chunks))
-        except OSError:  # removed while we looked (a prune, a user)
-            continue
-    return sets
-
-
-def _describe(path: Path, check_chunks: bool) -> CachedSet:
-    size = sum(_size(p) for p in path.iterdir()) / 1e6
-    try:
-        manifest = json.loads((path / "manifest.json").read_text())
-        n_images = int(manifest["n_images"])
-        known = set(FeatureSpec.__dataclass_fields__) | {"n_images", "chunk_size", "created"}
-        fields = {key: manifest[key] for key in FeatureSpec.__dataclass_fields__ if key in manifest}
-        # A manifest with fields this version does not know comes from newer code: not obsolete.
-        obsolete = set(manifest) <= known and FeatureSpec(**fields).name != path.name
-    except (OSError, ValueError, KeyError, TypeError):
-        return CachedSet(path.name, path, None, False, size, False)
-    complete = check_chunks and not _missing_chunks(path, n_images)
-    return CachedSet(path.name, path, n_images, complete, size, obsolete)
-
-
-def _size(path: Path) -> int:
-    try:  # a part file may be renamed between listing and asking
-        return path.stat().st_size if path.is_file() else 0
-    except OSError:
-        return 0
-
-
-def _age_seconds(path: Path) -> float:
-    try:
-        return time.time() - path.stat().st_mtime
-    except OSError:
-        return 0.0
-
-
-PRUNE_AFTER_SECONDS = 3600  # nothing written to within the last hour is pruned
-
-
-def prune_cache() -> tuple[list[Path], float]:
-    """Remove obsolete feature sets and the `.part` files of killed extractions.
-
-    Returns what was removed and the megabytes freed. Nothing touched in the last hour goes:
-    another worker of a multi-worker extraction (another machine, other pids) may be writing.
-    """
-    import shutil
-
-    removed, freed = [], 0.0
-    for cached in cache_inventory(check_chunks=False):
-        if cached.obsolete and _age_seconds(cached.path) > PRUNE_AFTER_SECONDS:
-            shutil.rmtree(cached.path, ignore_errors=True)
-            removed.append(cached.path)
-            freed += cached.megabytes
-            continue
-        for part in cached.path.glob(".*.part"):
-            if not _writer_alive(part) and _age_seconds(part) > PRUNE_AFTER_SECONDS:
-                freed += _size(part) / 1e6
-                part.unlink(missing_ok=True)
-                removed.append(part)
-    return removed, freed
-
-
-def _writer_alive(part: Path) -> bool:
-    """Is the process named in `.<file>.<pid>.part` still running?"""
-    try:
-        pid = int(part.name.rsplit(".", 2)[-2])
-        os.kill(pid, 0)
-    except (ValueError, IndexError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True

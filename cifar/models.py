@@ -12,9 +12,9 @@ from keras import layers
 
 from cifar.config import IMAGE_SHAPE, NUM_CLASSES, POOLED_LAYERS, BaselineConfig, TransferConfig
 
-FEATURE_DIM = 2048  # InceptionV3's pooled output (mixed10)
 CIFAR_MEAN = (125.31, 122.95, 113.87)  # training-set pixel mean per channel (0..255)
 CIFAR_STD = (62.99, 62.09, 66.70)
+WARMUP_FRACTION = 0.2  # share of the steps spent warming up in the one-cycle schedule
 
 
 def _regularizer(weight_decay: float):
@@ -203,9 +203,6 @@ def make_optimizer(config, steps_per_epoch: int | None = None) -> keras.optimize
         "rmsprop": keras.optimizers.RMSprop,
     }
     return kinds[config.optimizer](learning_rate=learning_rate)
-
-
-WARMUP_FRACTION = 0.2  # share of the steps spent warming up in the one-cycle schedule
 
 
 @keras.saving.register_keras_serializable(package="cifar")

@@ -35,7 +35,7 @@ def _layout(fig: go.Figure, title: str | None = None, height: int = 380) -> go.F
 def headline_bars(table: pd.DataFrame) -> go.Figure:
     """Our headline accuracies beside the write-up's, per model and split.
 
-    `table`: rows from `views.headline_table` (model, train/test accuracy, write-up figures).
+    `table`: rows from `runs.headline_table` (model, train/test accuracy, write-up figures).
     """
     fig = go.Figure()
     for source, prefix, color in (
@@ -55,7 +55,7 @@ def headline_bars(table: pd.DataFrame) -> go.Figure:
 
 
 def accuracy_bars(table: pd.DataFrame) -> go.Figure:
-    """Train / validation / test accuracy per run, side by side (`views.accuracy_table`)."""
+    """Train / validation / test accuracy per run, side by side (a `runs.runs_table`)."""
     fig = go.Figure()
     for split, color in SPLIT_COLORS.items():
         column = f"{'val' if split == 'validation' else split}_accuracy"
@@ -171,7 +171,8 @@ def disagreement_bars(table: pd.DataFrame) -> go.Figure:
 
 
 def top_k_bars(frame: pd.DataFrame) -> go.Figure:
-    """Each model's top-k class probabilities, grouped by class (`views.top_k_frame`)."""
+    """Each model's top-k class probabilities, grouped by class (`frame`: model, class,
+    probability, rank; one row per model and rank)."""
     order = frame.groupby("class")["probability"].max().sort_values(ascending=False).index.tolist()
     fig = px.bar(
         frame,

@@ -17,11 +17,13 @@ partial folder, which the jobs view reports as failed.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from cifar import atomic
-from cifar.config import CLASS_NAMES, artifacts_dir, xla_resized_wrongly
+from cifar.config import CLASS_NAMES, REFERENCE_FIGURES, artifacts_dir
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 REQUIRED_FILES = (
@@ -92,8 +94,7 @@ class RunWriter:
         if self.path.exists():
             shutil.rmtree(self.path)  # leftovers of a killed attempt
         self.path.mkdir(parents=True)
-        pid = pid or os.getpid()
-        self.status("running", pid=pid, pid_start=process_start_time(pid), started=time.time())
+        self.status("running", pid=pid or os.getpid(), started=time.time())
         return self
 
     def status(self, state: str, **fields: Any) -> None:
@@ -127,14 +128,6 @@ class RunWriter:
         return self.final
 
 
-def process_start_time(pid: int) -> int | None:
-    """Start time of a process in clock ticks since boot (tells a recycled pid apart)."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def read_status(folder: Path) -> dict[str, Any]:
     try:
         return json.loads((folder / "status.json").read_text())
@@ -145,9 +138,6 @@ def read_status(folder: Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- reading
 
 
-RESIZE_LEFT_XLA = 1795619188  # 2026-11-25, the commit that moved the resize out of XLA
-
-
 @dataclass
 class Run:
     """A complete run folder, read lazily."""
@@ -156,7 +146,6 @@ class Run:
     path: Path
     config: dict[str, Any]
     metrics: dict[str, Any]
-    problems: list[str] = field(default_factory=list)
 
     @property
     def model(self) -> str:
@@ -171,15 +160,10 @@ class Run:
 
     @property
     def trained_on_faulty_resize(self) -> bool:
-        """A transfer run finished before the resize left XLA, at a size XLA resized wrongly:
-        its head learned from slightly wrong pixels, which the classifier no longer makes."""
-        size = self.hyperparameters.get("input_size", 224)
-        return (
-            self.model == "transfer"
-            and float(self.metrics.get("finished", 0)) < RESIZE_LEFT_XLA
-            and isinstance(size, int)
-            and xla_resized_wrongly(self.hyperparameters.get("resize", ""), size)
-        )
+        """A transfer run whose head learned from XLA's faulty resize (`cifar.features.outside_xla`)."""
+        from cifar.features import trained_on_faulty_resize
+
+        return trained_on_faulty_resize(self.hyperparameters, float(self.metrics.get("finished", 0)))
 
     @property
     def has_weights(self) -> bool:
@@ -288,3 +272,80 @@ def runs_table(runs: list[Run] | None = None) -> pd.DataFrame:
         row.update({k: v for k, v in run.hyperparameters.items() if k != "model"})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def hyperparameter_columns(table: pd.DataFrame) -> list[str]:
+    """Columns of `runs_table` that are hyperparameters (not ids or results)."""
+    skip = {"run", "model", "device", *SUMMARY_FIELDS}
+    return [column for column in table.columns if column not in skip]
+
+
+# ----------------------------------------------------------------------------- choosing runs
+
+MODELS = ("baseline", "transfer")
+REFERENCE_RUN_IDS = {"baseline": "baseline-reference", "transfer": "transfer-reference"}
+BEST_RUN_IDS = {"baseline": "baseline-best", "transfer": "transfer-best"}
+
+
+def test_accuracy(run: Run) -> float:
+    """The run's test accuracy; -1 when metrics.json has none (sorts it last)."""
+    value = run.metrics.get("test_accuracy")
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else -1.0
+
+
+def best_run(runs: Iterable[Run], model: str) -> Run | None:
+    candidates = [run for run in runs if run.model == model]
+    return max(candidates, key=test_accuracy, default=None)
+
+
+def headline_runs(runs: list[Run]) -> dict[str, Run | None]:
+    """Per model: the reference run when present, else the run with the best test accuracy."""
+    by_id = {run.run_id: run for run in runs}
+    return {model: by_id.get(REFERENCE_RUN_IDS[model]) or best_run(runs, model) for model in MODELS}
+
+
+def headline_table(runs: list[Run]) -> pd.DataFrame:
+    """Per model: the headline run's accuracies beside the write-up's."""
+    rows = []
+    for model, run in headline_runs(runs).items():
+        reference = REFERENCE_FIGURES[model]
+        rows.append(
+            {
+                "model": model,
+                "run": run.run_id if run else None,
+                "train_accuracy": run.metrics.get("train_accuracy") if run else None,
+                "test_accuracy": run.metrics.get("test_accuracy") if run else None,
+                "write_up_train_accuracy": reference["train_accuracy"],
+                "write_up_test_accuracy": reference["test_accuracy"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def best_runs(runs: list[Run]) -> dict[str, Run | None]:
+    """Per model: the most accurate run that can classify (its weights are in the folder), else
+    the most accurate run (which then says why it cannot): what a user wants to try a photo on."""
+    return {
+        model: best_run([run for run in runs if run.has_weights], model) or best_run(runs, model)
+        for model in MODELS
+    }
+
+
+def default_selection(runs: list[Run], limit: int = 6) -> list[str]:
+    """Runs a page starts with: the headline and `-best` runs and the newest run (`runs` is
+    newest first, so a run a job just finished is on show), else the newest few."""
+    by_id = {run.run_id: run for run in runs}
+    chosen = [run.run_id for run in headline_runs(runs).values() if run is not None]
+    chosen += [rid for rid in BEST_RUN_IDS.values() if rid in by_id and rid not in chosen]
+    if runs and runs[0].run_id not in chosen:
+        chosen.append(runs[0].run_id)
+    if len(chosen) < 2:
+        chosen += [run.run_id for run in runs if run.run_id not in chosen]
+    return chosen[:limit]
+
+
+def describe_run(run: Run) -> str:
+    """`<id> (<model>, <test accuracy> test)`: how a run picker lists it."""
+    accuracy = test_accuracy(run)
+    shown = f"{accuracy:.1%} test" if accuracy >= 0 else "no test accuracy"
+    return f"{run.run_id} ({run.model}, {shown})"

@@ -6,59 +6,28 @@
 from __future__ import annotations
 
 import logging
-import platform
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from cifar.assets import Cifar10, load_cifar10
 from cifar.config import CLASS_NAMES, NUM_CLASSES, BaselineConfig, TransferConfig
-from cifar.data import as_tensor, augmented_dataset, gathered_batches, split_train_validation
-from cifar.distribute import fit_multi_worker, is_multi_worker
+from cifar.data import aligned_empty, as_tensor, augmented_dataset, gathered_batches, split_train_validation
+from cifar.distribute import environment, fit_multi_worker, is_multi_worker, scope
 from cifar.runs import RunWriter, new_run_id
 
 Progress = Callable[[dict], None]
+_log = logging.getLogger(__name__)
 STEPS_PER_EXECUTION = 32
 # The head's steps take about a millisecond: run a few hundred per compiled call.
 HEAD_STEPS_PER_EXECUTION = 256
 PREDICT_BATCH = 4096  # the head's evaluation and prediction batches (results do not depend on it)
-
-
-def describe_device() -> str:
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        return f"GPU: {details.get('device_name', gpus[0].name)} x{len(gpus)}"
-    return f"CPU: {platform.processor() or platform.machine()}, {_cpu_count()} cores"
-
-
-def _cpu_count() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
-def environment() -> dict:
-    from importlib.metadata import version
-
-    import keras
-    import tensorflow as tf
-
-    return {
-        "python": sys.version.split()[0],
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "scikit-learn": version("scikit-learn"),  # importing sklearn to ask would cost ~1 s per job
-        "platform": platform.platform(),
-        "device": describe_device(),
-    }
 
 
 # ----------------------------------------------------------------------------- Keras callbacks
@@ -108,11 +77,10 @@ def _callbacks(writer: RunWriter, config, progress: Progress | None):
 
 
 def _epoch_message(epoch: int, epochs: int, row: dict) -> str:
-    parts = [f"epoch {epoch}/{epochs}"]
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-        if key in row:
-            parts.append(f"{key} {row[key]:.4f}")
-    return ", ".join(parts)
+    shown = [
+        f"{key} {row[key]:.4f}" for key in ("loss", "accuracy", "val_loss", "val_accuracy") if key in row
+    ]
+    return ", ".join([f"epoch {epoch}/{epochs}", *shown])
 
 
 def _compile(model, config, n_train: int, steps_per_execution: int = STEPS_PER_EXECUTION) -> None:
@@ -124,40 +92,38 @@ def _compile(model, config, n_train: int, steps_per_execution: int = STEPS_PER_E
         optimizer=make_optimizer(config, steps_per_epoch=-(-n_train // config.batch_size)),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
-        # Several steps per compiled call: small models (the head) are otherwise dominated by
-        # Python overhead per batch.
+        # Several steps per compiled call: small models (the head) are otherwise Python-bound.
         steps_per_execution=steps_per_execution,
     )
 
 
-def _fit(model, x, y, config, writer, progress, strategy, validation, stream=None):
-    """`model.fit` (on `stream` when given), or the multi-worker loop under a TF_CONFIG cluster."""
+class Fitted(NamedTuple):
+    history: Any  # keras.callbacks.History, or its multi-worker stand-in
+    seconds: float
+
+
+def _fit(model, config, training, validation, writer: RunWriter, progress, strategy) -> Fitted:
+    """Fit on `training`, a dataset that batches and shuffles itself or an (x, y) pair of arrays;
+    under a TF_CONFIG cluster, the multi-worker loop (arrays only)."""
     callbacks = _callbacks(writer, config, progress)
+    started = time.perf_counter()
     if is_multi_worker(strategy):
-        return fit_multi_worker(
-            model,
+        # The epoch recorder only: TensorBoard needs Keras' own loop.
+        history = fit_multi_worker(model, *training, config, strategy, validation, callbacks=callbacks[:1])
+    else:
+        arrays = isinstance(training, tuple)  # a dataset is batched and shuffled already
+        x, y = training if arrays else (training, None)
+        history = model.fit(
             x,
             y,
-            strategy=strategy,
-            batch_size=config.batch_size,
+            batch_size=config.batch_size if arrays else None,
+            shuffle=arrays,
             epochs=config.epochs,
-            seed=config.seed,
-            label_smoothing=config.label_smoothing,
-            validation=validation,
-            callbacks=callbacks[:1],  # the epoch recorder; TensorBoard needs Keras' own loop
+            validation_data=validation,
+            callbacks=callbacks,
+            verbose=2,
         )
-    inputs = (
-        {"x": stream, "shuffle": False}  # the stream shuffles itself
-        if stream is not None
-        else {"x": x, "y": y, "batch_size": config.batch_size, "shuffle": True}
-    )
-    return model.fit(
-        **inputs,
-        epochs=config.epochs,
-        validation_data=validation,
-        callbacks=callbacks,
-        verbose=2,
-    )
+    return Fitted(history, time.perf_counter() - started)
 
 
 def save_weights_only(model, build, path: Path) -> None:
@@ -165,15 +131,6 @@ def save_weights_only(model, build, path: Path) -> None:
     fresh = build()
     fresh.set_weights(model.get_weights())
     fresh.save_weights(str(path))
-
-
-def _stacked(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """`np.concatenate` of two feature tables into one aligned buffer (see `as_tensor`)."""
-    from cifar.features import aligned_empty
-
-    out = aligned_empty((len(first) + len(second), first.shape[1]))
-    out[: len(first)], out[len(first) :] = first, second
-    return out
 
 
 def _one_hot(labels: np.ndarray) -> np.ndarray:
@@ -184,170 +141,166 @@ def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(probabilities.argmax(axis=1) == labels))
 
 
+@dataclass(frozen=True)
+class Trained:
+    """What a family's trainer hands to `train`, which writes it into the run folder."""
+
+    metrics: dict
+    test_probabilities: np.ndarray
+    assets: dict = field(default_factory=dict)
+
+
+def flip_averaged(config, predict: Callable, images, flipped_images=None) -> np.ndarray:
+    """`predict(images)`; with `tta_flip`, the mean over the images and their horizontal flips."""
+    probabilities = predict(images)
+    if config.tta_flip:
+        probabilities = (probabilities + predict(flipped_images)) / 2
+    return probabilities.astype(np.float32)
+
+
+def run_metrics(
+    data: Cifar10,
+    split: tuple[np.ndarray, np.ndarray],
+    predict_train: Callable[[np.ndarray], np.ndarray],
+    test_probabilities: np.ndarray,
+    fitted: Fitted,
+    model,
+    *,
+    n_train: int | None = None,
+    extraction_seconds: float | None = None,
+) -> dict:
+    """metrics.json's figures for either family. `split` is (fitting rows, validation rows) of the
+    training set, `predict_train(rows)` their probabilities; `n_train` counts flipped rows too."""
+    fit_idx, val_idx = split
+    history = fitted.history
+    timing = {"seconds": fitted.seconds}
+    if extraction_seconds is not None:
+        timing["extraction_seconds"] = extraction_seconds
+    return {
+        "train_accuracy": _accuracy(predict_train(fit_idx), data.y_train[fit_idx]),
+        "val_accuracy": _accuracy(predict_train(val_idx), data.y_train[val_idx]) if len(val_idx) else None,
+        "test_accuracy": _accuracy(test_probabilities, data.y_test),
+        "train_accuracy_last_epoch": float(history.history["accuracy"][-1]),
+        **timing,
+        "epochs_run": len(history.history["loss"]),
+        "n_train": len(fit_idx) if n_train is None else n_train,
+        "n_validation": len(val_idx),
+        "parameters": model.count_params(),
+    }
+
+
 # ----------------------------------------------------------------------------- the two families
 
 
 def train_baseline(
     config: BaselineConfig, data: Cifar10, writer: RunWriter, progress=None, strategy=None
-) -> dict:
+) -> Trained:
+    """The from-scratch CNN on pixels (augmented on the fly with `augment`)."""
     import keras
 
     from cifar.models import build_baseline
 
     keras.utils.set_random_seed(config.seed)
-    fit_idx, val_idx = split_train_validation(len(data.x_train), config.validation_size, config.seed)
-    with _scope(strategy):
+    split = fit_idx, val_idx = split_train_validation(len(data.x_train), config.validation_size, config.seed)
+    with scope(strategy):
         model = build_baseline(config)
         _compile(model, config, len(fit_idx))
-    x_fit = data.x_train[fit_idx]
+    x_fit, y_fit = data.x_train[fit_idx], _one_hot(data.y_train[fit_idx])
     validation = (data.x_train[val_idx], _one_hot(data.y_train[val_idx])) if len(val_idx) else None
-    stream = None
-    if config.augment:
-        stream = augmented_dataset(x_fit, _one_hot(data.y_train[fit_idx]), config.batch_size, config.seed)
-    started = time.perf_counter()
-    history = _fit(
-        model,
-        x_fit,
-        _one_hot(data.y_train[fit_idx]),
-        config,
-        writer,
-        progress,
-        strategy,
-        validation,
-        stream=stream,
-    )
-    seconds = time.perf_counter() - started
+    training = (x_fit, y_fit)
+    if config.augment and not is_multi_worker(strategy):  # the multi-worker loop takes arrays
+        training = augmented_dataset(x_fit, y_fit, config.batch_size, config.seed)
+    fitted = _fit(model, config, training, validation, writer, progress, strategy)
+
     writer.status("running", phase="evaluating", message="predicting the test set")
     predict = lambda x: model.predict(x, batch_size=1000, verbose=0)  # noqa: E731
-    test_probabilities = predict(data.x_test).astype(np.float32)
-    if config.tta_flip:
-        test_probabilities = (test_probabilities + predict(data.x_test[:, :, ::-1])) / 2
-    metrics = {
-        "train_accuracy": _accuracy(predict(x_fit), data.y_train[fit_idx]),
-        "val_accuracy": _accuracy(predict(data.x_train[val_idx]), data.y_train[val_idx])
-        if len(val_idx)
-        else None,
-        "test_accuracy": _accuracy(test_probabilities, data.y_test),
-        "train_accuracy_last_epoch": float(history.history["accuracy"][-1]),
-        "seconds": seconds,
-        "epochs_run": len(history.history["loss"]),
-        "n_train": len(fit_idx),
-        "n_validation": len(val_idx),
-        "parameters": model.count_params(),
-    }
+    test = flip_averaged(config, predict, data.x_test, data.x_test[:, :, ::-1])
+    metrics = run_metrics(data, split, lambda rows: predict(data.x_train[rows]), test, fitted, model)
     save_weights_only(model, lambda: build_baseline(config), writer.path / "model.weights.h5")
-    return {"metrics": metrics, "test_probabilities": test_probabilities}
+    return Trained(metrics, test)
 
 
 def train_transfer(
-    config: TransferConfig, data: Cifar10, writer: RunWriter, progress=None, strategy=None
-) -> dict:
-    """Train the head on cached base features (see `cifar.features` for why this is exact)."""
+    config: TransferConfig,
+    data: Cifar10,
+    writer: RunWriter,
+    progress=None,
+    strategy=None,
+    *,
+    extract_missing: bool = True,
+) -> Trained:
+    """The head on the frozen base's cached features (see `cifar.features` for why this is exact)."""
     import keras
 
     from cifar.assets import load_inception_weights
-    from cifar.features import FeaturesMissing, extract_features, load_features, needed_splits
+    from cifar.features import ensure_features
     from cifar.models import build_head
 
-    weights = load_inception_weights(config.weights, log=logging.getLogger(__name__).info)
-    features = {}
-    extraction_started = time.perf_counter()
-    for split, flip in needed_splits(config):
-        images = data.x_train if split == "train" else data.x_test
-        try:
-            features[split, flip] = load_features(images, config, weights, split, flip)
-        except FeaturesMissing:
-            if not writer.extract_missing:
-                raise
-            label = f"{split}{' flipped' if flip else ''}"
-
-            def report(done, total, label=label):
-                writer.status(
-                    "running",
-                    phase="features",
-                    progress=done / total,
-                    message=f"extracting {label} features: {done}/{total} images",
-                )
-
-            features[split, flip] = extract_features(images, config, weights, split, flip, progress=report)
-    extraction_seconds = time.perf_counter() - extraction_started
+    weights = load_inception_weights(config.weights, log=_log.info)
+    started = time.perf_counter()
+    report = _extraction_status(writer)
+    features = ensure_features(config, data, weights, extract_missing=extract_missing, progress=report)
+    extraction_seconds = time.perf_counter() - started
 
     keras.utils.set_random_seed(config.seed)
-    n_train = len(data.x_train)
-    fit_idx, val_idx = split_train_validation(n_train, config.validation_size, config.seed)
-    # Every split is a set of rows of one table, gathered batch by batch: no 400 MB copies.
-    table, labels, fit_rows = features["train", False], data.y_train, fit_idx
-    if config.flip_features:  # the flipped fitting images are more rows of the table
-        table = _stacked(features.pop(("train", False)), features.pop(("train", True)))
-        labels = np.concatenate([labels, labels])
-        fit_rows = np.concatenate([fit_idx, fit_idx + n_train])
+    split = fit_idx, val_idx = split_train_validation(len(data.x_train), config.validation_size, config.seed)
+    table, labels, fit_rows = _training_table(features, data.y_train, fit_idx, config.flip_features)
     x_table, y_table = as_tensor(table), as_tensor(_one_hot(labels))
-    with _scope(strategy):
+    with scope(strategy):
         head = build_head(config)
         if config.standardize:
             head.get_layer("head_standardize").adapt(gathered_batches(x_table, fit_rows, PREDICT_BATCH))
         _compile(head, config, len(fit_rows), steps_per_execution=HEAD_STEPS_PER_EXECUTION)
-    if is_multi_worker(strategy):
-        fit_data = {"x": table[fit_rows], "y": _one_hot(labels[fit_rows])}
+    if is_multi_worker(strategy):  # the multi-worker loop takes arrays
+        training = (table[fit_rows], _one_hot(labels[fit_rows]))
         validation = (table[val_idx], _one_hot(labels[val_idx])) if len(val_idx) else None
-    else:
-        stream = gathered_batches(x_table, fit_rows, config.batch_size, y_table, seed=config.seed)
-        fit_data = {"x": None, "y": None, "stream": stream}
+    else:  # every split is a set of rows of one table, gathered batch by batch: no 400 MB copies
+        training = gathered_batches(x_table, fit_rows, config.batch_size, y_table, seed=config.seed)
         validation = gathered_batches(x_table, val_idx, PREDICT_BATCH, y_table) if len(val_idx) else None
-    started = time.perf_counter()
-    history = _fit(
-        head,
-        config=config,
-        writer=writer,
-        progress=progress,
-        strategy=strategy,
-        validation=validation,
-        **fit_data,
-    )
-    seconds = time.perf_counter() - started
+    fitted = _fit(head, config, training, validation, writer, progress, strategy)
 
     def predict(x, rows=None):
         rows = np.arange(len(x)) if rows is None else rows
         return head.predict(gathered_batches(x, rows, PREDICT_BATCH), verbose=0)
 
-    test_probabilities = predict(as_tensor(features["test", False]))
-    if config.tta_flip:
-        test_probabilities = (test_probabilities + predict(as_tensor(features["test", True]))) / 2
-    metrics = {
-        "train_accuracy": _accuracy(predict(x_table, fit_idx), data.y_train[fit_idx]),
-        "val_accuracy": _accuracy(predict(x_table, val_idx), data.y_train[val_idx]) if len(val_idx) else None,
-        "test_accuracy": _accuracy(test_probabilities, data.y_test),
-        "train_accuracy_last_epoch": float(history.history["accuracy"][-1]),
-        "seconds": seconds,
-        "extraction_seconds": extraction_seconds,
-        "epochs_run": len(history.history["loss"]),
-        "n_train": len(fit_rows),
-        "n_validation": len(val_idx),
-        "parameters": head.count_params(),
-        "backbone_weights": weights.source,
-    }
+    test = flip_averaged(
+        config, lambda table: predict(as_tensor(table)), features["test", False], features.get(("test", True))
+    )
+    predict_train = lambda rows: predict(x_table, rows)  # noqa: E731
+    metrics = run_metrics(
+        data,
+        split,
+        predict_train,
+        test,
+        fitted,
+        head,
+        n_train=len(fit_rows),
+        extraction_seconds=extraction_seconds,
+    )
     save_weights_only(head, lambda: build_head(config), writer.path / "head.weights.h5")
-    return {
-        "metrics": metrics,
-        "test_probabilities": test_probabilities.astype(np.float32),
-        "assets": {"backbone_weights": weights.source, "backbone_sha256": weights.sha256},
-    }
+    assets = {"backbone_weights": weights.source, "backbone_sha256": weights.sha256}
+    return Trained({**metrics, "backbone_weights": weights.source}, test, assets)
 
 
-TRAINERS = {"baseline": train_baseline, "transfer": train_transfer}
+def _extraction_status(writer: RunWriter) -> Callable[[str, int, int], None]:
+    """`ensure_features`' progress, as the run's status."""
+
+    def report(label: str, done: int, total: int) -> None:
+        message = f"extracting {label} features: {done}/{total} images"
+        writer.status("running", phase="features", progress=done / total, message=message)
+
+    return report
 
 
-def _scope(strategy):
-    import contextlib
-
-    return strategy.scope() if strategy is not None else contextlib.nullcontext()
-
-
-def limited(data: Cifar10, limit: int | None) -> Cifar10:
-    """The first `limit` train and test images (quick runs, tests)."""
-    if not limit:
-        return data
-    return Cifar10(data.x_train[:limit], data.y_train[:limit], data.x_test[:limit], data.y_test[:limit])
+def _training_table(features: dict, labels: np.ndarray, fit_idx: np.ndarray, flip_features: bool):
+    """(table, labels, fitting rows) of the head's training features. With `flip_features` the
+    flipped images are more rows of one table (taken out of `features`, so only the table stays)."""
+    if not flip_features:
+        return features["train", False], labels, fit_idx
+    plain, flipped = features.pop(("train", False)), features.pop(("train", True))
+    table = aligned_empty((len(plain) + len(flipped), plain.shape[1]))  # aligned: see `as_tensor`
+    table[: len(plain)], table[len(plain) :] = plain, flipped
+    return table, np.concatenate([labels, labels]), np.concatenate([fit_idx, fit_idx + len(labels)])
 
 
 def train(
@@ -371,48 +324,55 @@ def train(
     if not worker.is_chief:
         run_id = f"{run_id}.worker{worker.index}"
     writer = RunWriter(run_id, overwrite=overwrite).open()
-    writer.extract_missing = extract_missing
     handler = _log_to(writer.path / "train.log")
     try:
-        data = limited(
-            data if data is not None else load_cifar10(log=logging.getLogger(__name__).info), limit
-        )
+        data = (data if data is not None else load_cifar10(log=_log.info)).limited(limit)
         writer.status("running", phase="starting", message="loading data", progress=0.0)
         environment_info = environment()
-        result = TRAINERS[config.model](config, data, writer, progress, strategy=strategy)
-        assets = {"cifar10_sha256": data.checksums() if not limit else None, **result.get("assets", {})}
-        writer.write_json(
-            "config.json",
-            {
-                "run_id": writer.run_id,
-                "config": config.model_dump(),
-                "class_names": list(CLASS_NAMES),
-                "assets": assets,
-                "environment": environment_info,
-                "limit": limit,
-                "command": _command_line(),
-                "workers": worker.count,
-            },
-        )
-        metrics = {
-            "model": config.model,
-            **result["metrics"],
-            "device": environment_info["device"],
-            "finished": time.time(),
-        }
-        writer.write_npy("test_predictions.npy", result["test_probabilities"])
-        writer.write_npy("test_labels.npy", data.y_test.astype(np.uint8))
-        writer.write_json("metrics.json", metrics)
-        logging.getLogger(__name__).info("metrics: %s", metrics)
-        if not worker.is_chief:
-            return writer.discard()
-        return writer.publish()
+        if isinstance(config, TransferConfig):
+            trained = train_transfer(
+                config, data, writer, progress, strategy, extract_missing=extract_missing
+            )
+        else:
+            trained = train_baseline(config, data, writer, progress, strategy)
+        _write_results(writer, config, data, trained, environment_info, limit=limit, workers=worker.count)
+        return writer.publish() if worker.is_chief else writer.discard()
     except BaseException as error:
         writer.status("failed", message=f"{type(error).__name__}: {error}")
         raise
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+
+
+def _write_results(
+    writer: RunWriter, config, data: Cifar10, trained: Trained, environment_info: dict, *, limit, workers: int
+) -> None:
+    """config.json, the test predictions and labels, metrics.json: the run folder's contract."""
+    assets = {"cifar10_sha256": data.checksums() if not limit else None, **trained.assets}
+    writer.write_json(
+        "config.json",
+        {
+            "run_id": writer.run_id,
+            "config": config.model_dump(),
+            "class_names": list(CLASS_NAMES),
+            "assets": assets,
+            "environment": environment_info,
+            "limit": limit,
+            "command": _command_line(),
+            "workers": workers,
+        },
+    )
+    metrics = {
+        "model": config.model,
+        **trained.metrics,
+        "device": environment_info["device"],
+        "finished": time.time(),
+    }
+    writer.write_npy("test_predictions.npy", trained.test_probabilities)
+    writer.write_npy("test_labels.npy", data.y_test.astype(np.uint8))
+    writer.write_json("metrics.json", metrics)
+    _log.info("metrics: %s", metrics)
 
 
 def _command_line() -> str:

@@ -1,5 +1,4 @@
-"""Streamlit-only helpers of the dashboard: cached loaders (`cache`), shared widgets and page
-sections (`widgets`), and the training form and job monitor (`training`).
-
-Everything that does not need Streamlit lives in `cifar/` (`cifar.views`, `cifar.plots`).
+"""Streamlit helpers of the dashboard: cached loaders (`cache`, the one caching module), the few
+widgets several pages share (`widgets`), the pages' wording (`text`), and the Train page's
+sections (`train_sections`). Each page under `pages/` owns its layout; the work lives in `cifar/`.
 """

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from cifar.config import keras_home, parse_config
+from cifar.config import keras_home
 from cifar.runs import Run, list_runs, runs_root
 
 
@@ -67,15 +67,15 @@ def report(run: Run):
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def _gallery(keys: tuple, n_images: int | None, _runs: tuple[Run, ...]):
-    from cifar.views import gallery_table
+def _per_image_table(keys: tuple, n_images: int | None, _runs: tuple[Run, ...]):
+    from cifar.evaluate import per_image_table
 
-    return gallery_table(list(_runs), n_images)
+    return per_image_table(list(_runs), n_images)
 
 
-def gallery(chosen: list[Run], n_images: int | None):
-    """`cifar.views.gallery_table` of the chosen runs."""
-    return _gallery(tuple(_run_key(run) for run in chosen), n_images, tuple(chosen))
+def per_image_table(chosen: list[Run], n_images: int | None):
+    """`cifar.evaluate.per_image_table` of the chosen runs."""
+    return _per_image_table(tuple(_run_key(run) for run in chosen), n_images, tuple(chosen))
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model (once per process)...")
@@ -127,15 +127,17 @@ def backbone_weights(preference: str):
 
 
 @st.cache_data(max_entries=32, show_spinner="Checking the feature cache...")
-def _feature_plan(needs: str, dataset: tuple, weights: tuple, features: tuple):
-    from cifar.views import feature_plan
+def _feature_plan(needs: str, dataset: tuple, weights: tuple, features: tuple, _config):
+    """`needs` is the part of `_config` that decides the feature sets: the cache key."""
+    from cifar.features import estimate_seconds, missing_features
 
-    config = parse_config("transfer", json.loads(needs))
-    return feature_plan(config, cifar10(), backbone_weights(config.weights))
+    missing = missing_features(_config, cifar10(), backbone_weights(_config.weights))
+    return missing, sum(estimate_seconds(_config, n) for _, _, n in missing)
 
 
-def feature_plan(config):
-    """`cifar.views.feature_plan` for a transfer config (needs the data and weights cached)."""
+def feature_plan(config) -> tuple[list[tuple[str, bool, int]], float]:
+    """The feature sets a transfer config still needs, (split, flipped, images), and their
+    estimated extraction seconds (call only when the data and weights are cached)."""
     home = keras_home()
     # What decides which feature sets are needed; epochs and the head's settings change nothing.
     needs = {
@@ -147,4 +149,5 @@ def feature_plan(config):
         _dataset_key(),
         _listing(home / "models"),
         _listing(home / "features"),
+        config,
     )

@@ -1,28 +1,88 @@
 """Classify an image: upload a photo (or take one) and see what each model thinks it is."""
 
+import pandas as pd
 import streamlit as st
 
-from cifar import plots, views
-from dashboard import cache, widgets
+from cifar import plots
+from cifar.assets import weights_available
+from cifar.predict import ImageError, as_model_input, open_image
+from cifar.runs import best_runs
+from dashboard import cache
+from dashboard.text import FETCH
+from dashboard.widgets import chart, require_runs, run_picker, upscale
+
+IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"]
 
 st.title("Classify an image")
 runs = cache.runs()
-widgets.require_runs(runs)
-default = [run.run_id for run in views.best_runs(runs).values() if run is not None]
-chosen = widgets.run_picker(runs, key="classify-runs", label="Models", default=default)
+require_runs(runs)
+default = [run.run_id for run in best_runs(runs).values() if run is not None]
+chosen = run_picker(runs, key="classify-runs", label="Models", default=default)
 top_k = st.slider("Top k classes", 1, 10, 5, key="classify-top-k")
-image = widgets.image_input(key="classify")
-if image is None or not chosen:
+
+# ----------------------------------------------------------------------------- the image
+if st.toggle("Use the camera", key="classify-camera"):
+    source = st.camera_input("Take a photo", key="classify-camera-input")
+else:
+    source = st.file_uploader(
+        "Upload an image (PNG, JPEG, WebP, BMP, GIF, TIFF)", type=IMAGE_TYPES, key="classify-upload"
+    )
+if source is None or not chosen:
     st.info("Upload an image (or turn on the camera) and choose at least one model.")
     st.stop()
+try:
+    image = open_image(source.getvalue())
+except ImageError as error:
+    st.error(f"Cannot read {source.name}: {error}")
+    st.stop()
 
+# ----------------------------------------------------------------------------- each model's answer
 left, right = st.columns([1, 2])
 with left:
     st.image(image, caption=f"Your image ({image.width} × {image.height})", width=224)
-    st.image(widgets.model_view(image), caption="What the model sees: 32 × 32, upscaled", width=224)
+    st.image(upscale(as_model_input(image), 224), caption="What the model sees: 32 × 32, upscaled", width=224)
+predictions: dict[str, list[tuple[str, float]]] = {}
 with right:
-    predictions = widgets.predict_all(chosen, image, top_k)
-    if predictions:
-        widgets.chart(plots.top_k_bars(views.top_k_frame(predictions)), key="classify-chart")
-if predictions:  # full width: two models' class and probability columns fit without scrolling
-    widgets.top_k_table(predictions)
+    for run in chosen:
+        if run.model == "transfer" and not weights_available(run.backbone_source):
+            st.warning(
+                f"`{run.run_id}`: the InceptionV3 backbone weights are not cached, so the transfer "
+                f"model cannot classify. Run `{FETCH}` to download them."
+            )
+            continue
+        if run.trained_on_faulty_resize:
+            st.caption(
+                f"`{run.run_id}` was trained before 2026-11-25 on features of XLA's faulty bilinear "
+                "resize; the classifier now resizes correctly, so its answers can differ a little "
+                "from its saved test predictions. Retraining it recomputes the features."
+            )
+        try:
+            predictions[run.run_id] = cache.predictor(run).predict(image, top_k=top_k)
+        except ImageError as error:
+            st.error(f"Cannot classify this image: {error}")
+        except Exception as error:  # noqa: BLE001 (one model failing must not hide the others)
+            st.warning(f"`{run.run_id}` cannot classify: {error}")
+    if not predictions:
+        st.stop()
+    # Long table: one row per (model, rank).
+    ranked = pd.DataFrame(
+        [
+            {"model": name, "class": label, "probability": float(probability), "rank": rank + 1}
+            for name, pairs in predictions.items()
+            for rank, (label, probability) in enumerate(pairs)
+        ]
+    )
+    chart(plots.top_k_bars(ranked), key="classify-chart")
+
+# Full width: two models' class and probability columns fit without scrolling.
+wide = ranked.pivot(index="rank", columns="model", values=["class", "probability"])
+wide = wide.swaplevel(axis=1).sort_index(axis=1, level=0, sort_remaining=False)
+wide.columns = [f"{model} {field}" for model, field in wide.columns]
+st.dataframe(
+    wide,
+    column_config={
+        column: st.column_config.NumberColumn(format="percent")
+        for column in wide.columns
+        if column.endswith("probability")
+    },
+)

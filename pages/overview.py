@@ -1,8 +1,18 @@
 """Overview: each model's headline accuracy beside the write-up's, the assets, what to do next."""
 
+import os
+
+import pandas as pd
 import streamlit as st
 
-from dashboard import cache, widgets
+from cifar import plots
+from cifar.assets import DATASET_OVERRIDE_ENV, cifar10_available, weights_available
+from cifar.config import REFERENCE_FIGURES, keras_home
+from cifar.feature_cache import cache_inventory
+from cifar.jobs import active_job
+from cifar.runs import REFERENCE_RUN_IDS, best_run, headline_table, test_accuracy
+from dashboard import cache, text
+from dashboard.widgets import chart, percent, run_problems
 
 st.title("CIFAR-10 classifiers")
 st.caption(
@@ -10,14 +20,72 @@ st.caption(
     "(50,000 training / 10,000 test images, 10 classes)."
 )
 runs = cache.runs()
-widgets.run_problems()
-widgets.active_job_note()
+run_problems()
+job = active_job()
+if job is not None:
+    st.info(f"Training job `{job.run_id}` is running ({job.progress:.0%}): see the **Train** page.")
 
+# ----------------------------------------------------------------------------- headline cards
 st.subheader("Headline accuracy")
-widgets.headline(runs)
+table = headline_table(runs)
+for column, (_, row) in zip(st.columns(len(table)), table.iterrows(), strict=True):
+    model = row["model"]
+    reference = REFERENCE_FIGURES[model]
+    with column, st.container(border=True):
+        st.markdown(f"**{text.MODEL_TITLES[model]}**")
+        if pd.isna(row["run"]):
+            st.info(
+                f"No {model} run yet. Write-up: {percent(reference['test_accuracy'])} test.\n\n"
+                f"`python -m cifar train {model} --run-id {REFERENCE_RUN_IDS[model]}`"
+            )
+            continue
+        test = row["test_accuracy"]
+        delta = (
+            f"{(test - reference['test_accuracy']) * 100:+.2f} pp vs write-up" if test is not None else None
+        )
+        st.metric("Test accuracy", percent(test), delta=delta, delta_color="off")
+        write_up_train = reference["train_accuracy"]
+        st.caption(
+            f"Run `{row['run']}` · train {percent(row['train_accuracy'])} · write-up: "
+            f"{percent(write_up_train) + ' train / ' if write_up_train else ''}"
+            f"{percent(reference['test_accuracy'])} test"
+        )
+        best = best_run(runs, model)
+        if best is not None and best.run_id != row["run"]:
+            st.metric(
+                f"Best run: {best.run_id}",
+                percent(test_accuracy(best)),
+                delta=f"{(test_accuracy(best) - reference['test_accuracy']) * 100:+.2f} pp vs write-up",
+                delta_color="off",
+            )
+if table["run"].notna().any():
+    chart(plots.headline_bars(table), key="overview-headline-chart")
 
+# ----------------------------------------------------------------------------- data and weights
 st.subheader("Data and weights")
-status = widgets.assets_status()
+data_cached, weights_cached = cifar10_available(), weights_available()
+left, right = st.columns(2)
+if data_cached and os.environ.get(DATASET_OVERRIDE_ENV):
+    left.warning(f"CIFAR-10 replaced by a small test set (`{DATASET_OVERRIDE_ENV}` is set).")
+elif data_cached:
+    left.success("CIFAR-10 is cached and verified.")
+else:
+    left.warning(f"CIFAR-10 is not cached: the gallery needs it. Run `{text.FETCH}`.")
+if weights_cached:
+    right.success("InceptionV3 ImageNet weights are cached.")
+else:
+    right.warning(f"InceptionV3 weights are not cached: the transfer model needs them. Run `{text.FETCH}`.")
 
+feature_sets = cache_inventory(check_chunks=False)
+obsolete = [s for s in feature_sets if s.obsolete]
+summary = f"Feature cache: {len(feature_sets) - len(obsolete)} feature set(s), "
+summary += f"{sum(s.megabytes for s in feature_sets) / 1000:.1f} GB in "
+summary += f"`{text.home_relative(keras_home() / 'features')}`."
+if obsolete:
+    summary += f" {len(obsolete)} obsolete: `python -m cifar features --prune` removes them."
+st.caption(summary)
+
+# ----------------------------------------------------------------------------- next steps
 st.subheader("What to do next")
-widgets.next_steps(runs, status)
+steps = text.next_steps(runs, data_cached=data_cached, weights_cached=weights_cached)
+st.code("\n\n".join(f"# {what}\n{command}" for what, command in steps), language="bash")

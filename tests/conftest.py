@@ -1,4 +1,5 @@
-"""Shared fixtures: every test runs offline, in its own Keras home and artifacts folder.
+"""Shared fixtures: every test runs offline, in its own Keras home and artifacts folder
+(`offline_sandbox`); a synthetic dataset, fixture runs, the session's trained run, fake jobs.
 
 The user's ~/.keras is never read or written: KERAS_HOME and CIFAR_ARTIFACTS point into a
 temporary folder before anything imports Keras, and again into `tmp_path` for every test.
@@ -6,14 +7,16 @@ temporary folder before anything imports Keras, and again into `tmp_path` for ev
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
+import sys
 import tempfile
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 # Before Keras is imported anywhere (it reads KERAS_HOME at import time).
@@ -26,7 +29,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["CIFAR_STANDBY"] = "0"  # no standby job processes, except in the tests about them
 
 from cifar import assets  # noqa: E402
-from cifar.assets import Cifar10  # noqa: E402
+from cifar.config import artifacts_dir, keras_home  # noqa: E402
+from tests.factory import labels_of, npz_cifar, standard_runs, tiny_cifar, write_npz  # noqa: E402
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -59,9 +63,19 @@ def _loopback_only_create_connection(address, *args, **kwargs):
     raise NetworkUsed(f"tests must not use the network (connect to {address!r})")
 
 
+def _clear_streamlit_caches() -> None:
+    """Fresh `st.cache_resource` / `st.cache_data` (only where a test loaded Streamlit already)."""
+    if "streamlit" in sys.modules:
+        import streamlit as st
+
+        st.cache_resource.clear()
+        st.cache_data.clear()
+
+
 @pytest.fixture(autouse=True)
 def offline_sandbox(tmp_path, monkeypatch):
-    """Private Keras home and artifacts folder; no dataset override; no network at all."""
+    """Private Keras home and artifacts folder; no dataset override, no TF_CONFIG; no network at
+    all; fresh Streamlit caches. The one sandbox of every test."""
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.setenv("CIFAR_ARTIFACTS", str(tmp_path / "artifacts"))
     monkeypatch.delenv("CIFAR10_NPZ", raising=False)
@@ -70,35 +84,40 @@ def offline_sandbox(tmp_path, monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", _no_network)
     monkeypatch.setattr(socket.socket, "connect", _loopback_only_connect)
     monkeypatch.setattr(socket, "create_connection", _loopback_only_create_connection)
+    assert artifacts_dir().is_relative_to(tmp_path) and keras_home().is_relative_to(tmp_path)
+    _clear_streamlit_caches()
     yield
+    _clear_streamlit_caches()
 
 
-def make_tiny_cifar(n_train: int = 120, n_test: int = 40, seed: int = 0) -> Cifar10:
-    """Random uint8 images with every class present (labels cycle through 0..9)."""
-    rng = np.random.default_rng(seed)
-    return Cifar10(
-        x_train=rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8),
-        y_train=(np.arange(n_train) % 10).astype(np.uint8),
-        x_test=rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8),
-        y_test=((np.arange(n_test) * 3) % 10).astype(np.uint8),
-    )
+# ----------------------------------------------------------------------------- data and runs
 
 
 @pytest.fixture
 def make_cifar():
-    """`make_cifar(n_train, n_test, seed)`: a tiny synthetic dataset (a fixture, not an import:
-    several conftest modules share the name `conftest`)."""
-    return make_tiny_cifar
+    """`make_cifar(n_train, n_test, seed)`: `tests.factory.tiny_cifar`, a tiny synthetic dataset."""
+    return tiny_cifar
 
 
 @pytest.fixture
-def tiny_npz(tmp_path, monkeypatch) -> Path:
-    """A small dataset file and CIFAR10_NPZ pointing at it (what jobs and the CLI load)."""
-    data = make_tiny_cifar(100, 30, seed=1)
-    path = tmp_path / "tiny-cifar10.npz"
-    np.savez(path, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test)
+def cifar_npz(tmp_path, monkeypatch) -> Path:
+    """`npz_cifar()` written to a file and CIFAR10_NPZ pointing at it (what jobs, the CLI and the
+    pages load)."""
+    path = write_npz(tmp_path / "cifar10.npz", npz_cifar())
     monkeypatch.setenv("CIFAR10_NPZ", str(path))
     return path
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    """This test's artifacts folder (CIFAR_ARTIFACTS)."""
+    return artifacts_dir()
+
+
+@pytest.fixture
+def runs(artifacts, cifar_npz) -> list[str]:
+    """baseline-reference, baseline-best and transfer-reference, tested on `cifar_npz`'s test set."""
+    return standard_runs(artifacts, labels_of(cifar_npz))
 
 
 @pytest.fixture(scope="session")
@@ -111,7 +130,7 @@ def trained_baseline(tmp_path_factory):
     from cifar.train import train
 
     root = tmp_path_factory.mktemp("trained-baseline")
-    data = make_tiny_cifar()
+    data = tiny_cifar()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KERAS_HOME", str(root / "keras"))
         patch.setenv("CIFAR_ARTIFACTS", str(root / "artifacts"))
@@ -124,6 +143,55 @@ def trained_baseline(tmp_path_factory):
 
 @pytest.fixture
 def use_trained_baseline(trained_baseline, monkeypatch):
+    """The session's trained run, in this test's CIFAR_ARTIFACTS: (run id, data)."""
     artifacts, run_id, data = trained_baseline
     monkeypatch.setenv("CIFAR_ARTIFACTS", str(artifacts))
     return run_id, data
+
+
+# ----------------------------------------------------------------------------- job processes
+
+# What a job process does with the slot, then waiting; also a standby (serve_standby's real code
+# with TensorFlow and the trainer replaced by empty modules).
+FAKE_JOB = """
+import os, sys, time, types
+sys.modules["tensorflow"] = types.ModuleType("tensorflow")
+sys.modules["cifar.train"] = types.ModuleType("cifar.train")
+from cifar.jobs import hold_slot
+from cifar.standby import serve_standby
+
+def run(argv):
+    hold_slot(argv[argv.index("--run-id") + 1])
+    # One string, one write (the job's stdout is unbuffered): a reader never sees half of it.
+    print(f"holding the slot; slot fd variable: {os.environ.get('CIFAR_JOB_SLOT_FD')}", flush=True)
+    time.sleep(float(os.environ.get("FAKE_JOB_SECONDS", "120")))
+    return 0
+
+args = sys.argv[1:]
+if args[0] == "standby":
+    sys.exit(serve_standby(args[args.index("--ready-file") + 1], float(args[-1]), run=run))
+sys.exit(run(args))
+"""
+
+
+@pytest.fixture
+def own_jobs():
+    """Every job process (or standby) this test started and left running is killed afterwards."""
+    from cifar import processes, standby
+
+    before = set(processes._children)
+    yield
+    standby.stop_standby()
+    for pid, process in list(processes._children.items()):
+        if pid not in before and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+
+@pytest.fixture
+def fake_jobs(own_jobs, monkeypatch):
+    """Jobs (and standbys) are the fake above, which holds the slot and sleeps without TensorFlow."""
+    from cifar import processes
+
+    monkeypatch.setattr(processes, "COMMAND", (sys.executable, "-c", FAKE_JOB))

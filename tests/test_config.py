@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from cifar import cli
 from cifar.config import (
     CLASS_NAMES,
+    CONFIG_TYPES,
     BaselineConfig,
     ConfigError,
     TransferConfig,
@@ -37,6 +38,7 @@ def test_transfer_defaults_are_the_reference_model():
     assert config.optimizer == "adam"
     assert config.learning_rate == 1e-3
     assert config.flip_features is False and config.tta_flip is False
+    assert config.batch_size == 64
 
 
 def test_baseline_defaults_are_the_tutorial_cnn():
@@ -178,6 +180,86 @@ def test_string_round_trip_as_jobs_pass_it(config):
     as_strings = {key: str(value) for key, value in config.model_dump().items()}
     assert parse_config(config.model, as_strings) == config
     assert load_config(config.model_dump()) == config
+
+
+# ----------------------------------------------------------------------------- the bounds, as a spec
+# Written out here, not read from the code: a loosened bound in config.py fails these tests.
+# field -> (type, lower bound, upper bound); ("ge", x) includes x, ("gt", x) excludes it.
+SHARED_BOUNDS = {
+    "epochs": (int, ("ge", 1), ("le", 500)),
+    "batch_size": (int, ("ge", 1), ("le", 4096)),
+    "learning_rate": (float, ("gt", 0), ("le", 10)),
+    "label_smoothing": (float, ("ge", 0), ("lt", 1)),
+    "weight_decay": (float, ("ge", 0), ("le", 1)),
+    "validation_size": (int, ("ge", 0), ("le", 25000)),
+    "early_stopping_patience": (int, ("ge", 0), ("le", 100)),
+    "seed": (int, ("ge", 0), ("le", 2**31 - 1)),
+}
+BOUNDS = {
+    "baseline": {
+        **SHARED_BOUNDS,
+        "width": (int, ("ge", 8), ("le", 512)),
+        "dropout": (float, ("ge", 0), ("lt", 1)),
+    },
+    "transfer": {
+        **SHARED_BOUNDS,
+        "input_size": (int, ("ge", 75), ("le", 512)),
+        "head_units": (int, ("ge", 1), ("le", 8192)),
+        "dropout": (float, ("ge", 0), ("lt", 1)),
+    },
+}
+CONTEXT = {"baseline": {}, "transfer": {"resize": "bilinear"}}  # input_size other than 224 needs it
+
+
+def boundary_values(kind: type, bound: tuple[str, float], inward: float) -> tuple[object, object]:
+    """(just inside, just outside) the bound; `inward` is +1 for a lower bound, -1 for an upper."""
+    op, edge = bound
+    if kind is int:
+        return (edge, edge - inward) if op in ("ge", "le") else (edge + inward, edge)
+    step_in = math.nextafter(edge, edge + inward)
+    step_out = math.nextafter(edge, edge - inward)
+    return (edge, step_out) if op in ("ge", "le") else (step_in, edge)
+
+
+def bound_cases():
+    for model, fields in BOUNDS.items():
+        for name, (kind, low, high) in fields.items():
+            for side, bound, inward in (("low", low, 1), ("high", high, -1)):
+                inside, outside = boundary_values(kind, bound, inward)
+                yield pytest.param(model, name, inside, outside, id=f"{model}-{name}-{side}")
+
+
+@pytest.mark.parametrize(("model", "name", "inside", "outside"), list(bound_cases()))
+@pytest.mark.parametrize("as_text", [False, True], ids=["value", "text"])
+def test_each_bound_accepts_just_inside_and_refuses_just_outside(model, name, inside, outside, as_text):
+    def given(value):  # the CLI and the form hand over text; repr keeps every float digit
+        return repr(value) if as_text else value
+
+    config = parse_config(model, {**CONTEXT[model], name: given(inside)})
+    assert getattr(config, name) == inside
+    with pytest.raises(ConfigError, match=rf"^{name}:"):
+        parse_config(model, {**CONTEXT[model], name: given(outside)})
+
+
+@pytest.mark.parametrize("model", BOUNDS)
+def test_the_bounds_spec_covers_every_numeric_field(model):
+    numeric = {
+        name
+        for name, info in CONFIG_TYPES[model].model_fields.items()
+        if info.annotation in (int, float) and name != "model"
+    }
+    assert numeric and set(BOUNDS[model]) == numeric
+    for name, (kind, _, _) in BOUNDS[model].items():
+        assert CONFIG_TYPES[model].model_fields[name].annotation is kind, name
+
+
+@pytest.mark.parametrize("model", BOUNDS)
+def test_field_table_shows_the_spec_bounds(model):
+    """The form and `--help` show what the spec says (they read `field_table`)."""
+    rows = {row["name"]: row for row in field_table(model)}
+    for name, (_, (low_op, low), (high_op, high)) in BOUNDS[model].items():
+        shown = {key: rows[name][key] for key in ("ge", "gt", "le", "lt") if key in rows[name]}
+        assert shown == {low_op: low, high_op: high}, name
 
 
 def test_field_table_lists_every_field_with_bounds():

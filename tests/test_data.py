@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cifar.data import as_tensor, gathered_batches, split_train_validation
-from cifar.features import aligned_empty
+from cifar.data import aligned_empty, as_tensor, gathered_batches, split_train_validation
 
 
 def test_split_is_seeded_disjoint_and_complete():
@@ -15,7 +14,15 @@ def test_split_is_seeded_disjoint_and_complete():
     assert sorted([*fit, *val]) == list(range(100))
     again = split_train_validation(100, 10, seed=3)
     assert (again[1] == val).all() and not (split_train_validation(100, 10, seed=4)[1] == val).all()
-    assert len(split_train_validation(20, 10, seed=0)[1]) == 4  # at most a fifth of small data
+
+
+@pytest.mark.parametrize(("n", "validation_size"), [(100, 20), (100, 5000), (7, 3), (50, 0), (20, 10)])
+def test_split_sizes_are_at_most_a_fifth_and_sorted(n, validation_size):
+    fit, validation = split_train_validation(n, validation_size, seed=3)
+    assert len(validation) == min(validation_size, n // 5)
+    assert sorted(np.concatenate([fit, validation]).tolist()) == list(range(n))
+    assert list(fit) == sorted(set(fit)) and list(validation) == sorted(set(validation))
+    np.testing.assert_array_equal(split_train_validation(n, validation_size, seed=3)[1], validation)
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (7, 3), (1000, 2048), (3, 5, 7)])

@@ -7,14 +7,12 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cifar.distribute import Worker, this_worker
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.factory import REPO, tiny_cifar, write_npz
 
 
 def free_ports(n: int) -> list[int]:
@@ -42,18 +40,6 @@ def test_this_worker_reads_tf_config(monkeypatch):
         this_worker()
 
 
-def tiny_dataset(path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    np.savez(
-        path,
-        x_train=rng.integers(0, 255, (200, 32, 32, 3), dtype=np.uint8),
-        y_train=rng.integers(0, 10, 200).astype(np.uint8),
-        x_test=rng.integers(0, 255, (50, 32, 32, 3), dtype=np.uint8),
-        y_test=rng.integers(0, 10, 50).astype(np.uint8),
-    )
-    return path
-
-
 @pytest.mark.slow
 def test_two_workers_train_one_run(tmp_path):
     ports = free_ports(2)
@@ -61,9 +47,9 @@ def test_two_workers_train_one_run(tmp_path):
         **os.environ,
         "CIFAR_ARTIFACTS": str(tmp_path / "artifacts"),
         "KERAS_HOME": str(tmp_path / "keras"),
-        "CIFAR10_NPZ": str(tiny_dataset(tmp_path / "tiny.npz")),
+        "CIFAR10_NPZ": str(write_npz(tmp_path / "tiny.npz", tiny_cifar(200, 50))),
         "TF_CPP_MIN_LOG_LEVEL": "2",
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": str(REPO),
     }
     command = [
         sys.executable,
@@ -84,7 +70,7 @@ def test_two_workers_train_one_run(tmp_path):
         subprocess.Popen(
             command,
             env={**env, "TF_CONFIG": tf_config(ports, i)},
-            cwd=ROOT,
+            cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -107,7 +93,7 @@ def test_two_workers_train_one_run(tmp_path):
 def test_sharded_extraction_fills_one_cache(tmp_path):
     script = f"""
 import sys, numpy as np, keras
-sys.path.insert(0, {str(ROOT)!r})
+sys.path.insert(0, {str(REPO)!r})
 import cifar.features as features
 from cifar.assets import BackboneWeights
 from cifar.config import TransferConfig

@@ -9,14 +9,15 @@ import pandas as pd
 import pytest
 
 from cifar.evaluate import (
+    MistakeFilter,
     agreement,
-    compare_runs,
     disagreement_matrix,
     evaluate_predictions,
     evaluate_run,
     misclassified,
     most_confused,
     per_image,
+    per_image_table,
     top_losses,
 )
 from cifar.runs import RunWriter, load_run
@@ -116,14 +117,6 @@ def test_zero_probability_gives_a_finite_loss():
     assert math.isfinite(loss) and loss == pytest.approx(-math.log(1e-7), rel=1e-6)
 
 
-def test_top_losses_and_misclassified():
-    top = top_losses(PROBS, LABELS, NAMES, k=2)
-    assert top["index"].tolist() == [5, 2]  # losses -log 0.05, then -log 0.3 (image 2 before 7)
-    wrong = misclassified(PROBS, LABELS, NAMES)
-    assert sorted(wrong["index"].tolist()) == [2, 5, 7]
-    assert wrong["index"].iloc[0] == 5
-
-
 def _fake_run(run_id, probs, labels):
     writer = RunWriter(run_id).open()
     writer.write_json("config.json", {"config": {"model": "baseline"}, "class_names": NAMES})
@@ -156,16 +149,69 @@ def test_agreement_of_two_runs_by_hand():
     assert matrix.index.tolist() == NAMES
     assert matrix["only a right"].tolist() == [1, 1, 0]
     assert matrix["only b right"].tolist() == [0, 1, 1]
-    both = compare_runs(a, b)
-    assert len(both) == 8
-    assert both["predicted_a"].tolist() == ["cat", "cat", "dog", "dog", "dog", "cat", "fox", "dog"]
-    assert both["predicted_b"].tolist() == ["cat", "dog", "fox", "dog", "fox", "dog", "fox", "fox"]
     report = evaluate_run(a)
     assert report.accuracy == pytest.approx(5 / 8)
 
 
-def test_compare_runs_refuses_different_test_sets():
+# b predicts: cat dog fox dog fox dog fox fox (with 0.9 + 0.1/3 on its choice)
+B_PRED = np.array([0, 1, 2, 1, 2, 1, 2, 2])
+B_PROBS = np.eye(3)[B_PRED] * 0.9 + 0.1 / 3
+
+
+def test_per_image_table_puts_runs_side_by_side():
+    a, b = _fake_run("a", PROBS, LABELS), _fake_run("b", B_PROBS, LABELS)
+    table = per_image_table([a, b])
+    assert table["index"].tolist() == list(range(8))
+    assert table["true"].tolist() == ["cat", "cat", "cat", "dog", "dog", "dog", "fox", "fox"]
+    assert table["predicted:a"].tolist() == ["cat", "cat", "dog", "dog", "dog", "cat", "fox", "dog"]
+    assert table["predicted:b"].tolist() == ["cat", "dog", "fox", "dog", "fox", "dog", "fox", "fox"]
+    assert table["correct:b"].tolist() == [True, False, False, True, False, True, True, True]
+    np.testing.assert_allclose(
+        table["loss:a"], [-math.log(p) for p in (0.7, 0.5, 0.3, 0.8, 0.7, 0.05, 0.8, 0.3)], rtol=1e-6
+    )
+    np.testing.assert_allclose(table["confidence:b"], np.full(8, 0.9 + 0.1 / 3), rtol=1e-6)
+    assert len(per_image_table([a, b], n_images=3)) == 3
+    assert per_image_table([]).empty
+
+
+def test_per_image_table_refuses_different_test_sets():
     a = _fake_run("a", PROBS, LABELS)
     b = _fake_run("b", PROBS, LABELS[::-1].copy())
     with pytest.raises(ValueError, match="different images"):
-        compare_runs(a, b)
+        per_image_table([a, b])
+
+
+def test_top_losses_by_hand():
+    a = _fake_run("a", PROBS, LABELS)
+    table = per_image_table([a])
+    # losses -log p(true): 0.7 0.5 0.3 0.8 0.7 0.05 0.8 0.3 -> image 5, then 2 before 7 (a tie: stable)
+    assert top_losses(table, ["a"], k=3)["index"].tolist() == [5, 2, 7]
+    assert top_losses(table, ["a"])["index"].tolist() == [5, 2, 7, 1, 0, 4, 3, 6]
+    b = _fake_run("b", B_PROBS, LABELS)
+    both = per_image_table([a, b])
+    # b's loss is -log(0.1/3) = 3.40 on its mistakes 1, 2, 4; then a's worst, image 5 (-log 0.05 = 3.00)
+    assert top_losses(both, ["a", "b"], k=4)["index"].tolist() == [1, 2, 4, 5]
+
+
+def test_misclassified_by_hand():
+    a, b = _fake_run("a", PROBS, LABELS), _fake_run("b", B_PROBS, LABELS)
+    table = per_image_table([a, b])
+    #   a wrong: 2 5 7;  b wrong: 1 2 4
+    assert misclassified(per_image_table([a]), ["a"])["index"].tolist() == [5, 2, 7]  # highest loss first
+    assert misclassified(table, ["a", "b"], MistakeFilter(sort="index"))["index"].tolist() == [1, 2, 4, 5, 7]
+    assert misclassified(table, ["a", "b"])["index"].tolist() == [1, 2, 4, 5, 7]  # b's losses tie, then 5, 7
+    only_b = MistakeFilter(run="b", only_one_wrong=True, sort="index")
+    assert misclassified(table, ["a", "b"], only_b)["index"].tolist() == [1, 4]
+    one_wrong = MistakeFilter(only_one_wrong=True, sort="index")
+    assert misclassified(table, ["a", "b"], one_wrong)["index"].tolist() == [1, 4, 5, 7]
+    cats = MistakeFilter(true_classes=("cat",), sort="index")
+    assert misclassified(table, ["a", "b"], cats)["index"].tolist() == [1, 2]
+    # predicted as dog by the run whose mistakes are shown (a: 2 and 7), or by any run on an image
+    # some run gets wrong (b on 1 and, rightly, 5; a, rightly, on 4 where b is wrong)
+    assert misclassified(table, ["a", "b"], MistakeFilter(predicted_classes=("dog",), run="a", sort="index"))[
+        "index"
+    ].tolist() == [2, 7]
+    assert misclassified(table, ["a", "b"], MistakeFilter(predicted_classes=("dog",), sort="index"))[
+        "index"
+    ].tolist() == [1, 2, 4, 5, 7]
+    assert misclassified(table, []).empty and misclassified(table.iloc[0:0], ["a"]).empty

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +18,8 @@ import pytest
 from cifar import features
 from cifar.assets import BackboneWeights, Cifar10, sha256_file
 from cifar.config import TransferConfig
-from cifar.features import FeaturesMissing, FeatureSpec, extract_features, missing_features
+from cifar.features import FeaturesMissing, FeatureSpec, ensure_features, extract_features, missing_features
 from tests.backbone import calibrated_inception, structured_images
-
-pytestmark = pytest.mark.slow
 
 CONFIG = TransferConfig(resize="bilinear", input_size=75)
 BATCH = 5  # = the patched CHUNK_SIZE: one compiled shape for every call
@@ -82,6 +79,7 @@ def _directory(images, backbone, split="test", flip=False, config=CONFIG) -> Pat
     return FeatureSpec.of(config, backbone, split, flip, images).directory()
 
 
+@pytest.mark.slow
 def test_extract_writes_chunks_and_manifest(images, backbone, extract_calls, tmp_path):
     progress = []
     result = extract_features(
@@ -111,6 +109,7 @@ def test_extract_writes_chunks_and_manifest(images, backbone, extract_calls, tmp
     assert manifest["architecture"] == "keras" and manifest["flip"] is False
 
 
+@pytest.mark.slow
 def test_second_call_computes_nothing(images, backbone, extract_calls, monkeypatch):
     first = _extract(images, backbone)
     _forbid_extraction(monkeypatch)
@@ -124,6 +123,7 @@ def _mtimes(directory: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in directory.glob("chunk-*.npy")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("index", "damage"),
     [(1, "delete"), (2, "truncate"), (0, "garbage"), (1, "wrong-rows"), (2, "wrong-dtype")],
@@ -156,23 +156,25 @@ def test_only_a_missing_or_corrupt_chunk_is_recomputed(images, backbone, extract
     np.testing.assert_allclose(again, first, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_stray_part_files_are_ignored(images, backbone, extract_calls):
     first = _extract(images, backbone)
     directory = _directory(images, backbone)
-    (directory / ".chunk-00001.npy.999.part").write_bytes(b"torn write of a killed process")
-    (directory / ".manifest.999.part").write_text("{")
+    (directory / ".chunk-00001.npy.0a1b2c3d.999.part").write_bytes(b"torn write of a killed process")
+    (directory / ".manifest.json.0a1b2c3d.999.part").write_text("{")
     extract_calls.clear()
     np.testing.assert_array_equal(_extract(images, backbone), first)
     assert extract_calls == []
 
     # A writer killed before its rename: chunk 1 exists only as a .part file.
-    (directory / "chunk-00001.npy").rename(directory / ".chunk-00001.npy.998.part")
+    (directory / "chunk-00001.npy").rename(directory / ".chunk-00001.npy.0a1b2c3d.998.part")
     again = _extract(images, backbone)
     assert len(extract_calls) == 1
     np.testing.assert_array_equal(extract_calls[0], images[5:10])
     np.testing.assert_allclose(again, first, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_cache_directory_name_changes_with_everything_that_changes_features(images, backbone):
     base = FeatureSpec.of(CONFIG, backbone, "train", False, images)
     assert FeatureSpec.of(CONFIG, backbone, "train", False, images.copy()).name == base.name
@@ -212,6 +214,7 @@ def test_cache_directory_name_changes_with_everything_that_changes_features(imag
     assert "mixed" not in base.name and names["pooled_layers"].endswith("-mixed7-10")
 
 
+@pytest.mark.slow
 def test_mixed7_10_features_end_with_the_reference_features(images, backbone):
     """mixed7..mixed10 pooled and concatenated; the last 2048 columns are the reference's features."""
     import keras
@@ -233,6 +236,7 @@ def test_mixed7_10_features_end_with_the_reference_features(images, backbone):
     np.testing.assert_allclose(multi[:, :768], mixed7, rtol=0, atol=1e-4 * np.abs(mixed7).max())
 
 
+@pytest.mark.slow
 def test_cached_base_plus_head_equals_the_full_model(images, backbone, extract_calls):
     """The central claim: head(cached features) == build_transfer_model(...) on raw uint8 pixels."""
     import keras
@@ -263,6 +267,7 @@ def test_cached_base_plus_head_equals_the_full_model(images, backbone, extract_c
     assert np.abs(on_flipped - on_features).max() > 1e-4
 
 
+@pytest.mark.slow
 def test_cached_features_are_the_frozen_base_in_inference_mode(images, backbone, extract_calls):
     """A second, independent route: Keras' own InceptionV3 with the same weights, by hand."""
     import keras
@@ -279,6 +284,7 @@ def test_cached_features_are_the_frozen_base_in_inference_mode(images, backbone,
     assert np.abs(in_training_mode - cached[:4]).max() / scale > 1e-2
 
 
+@pytest.mark.slow
 def test_exact2015_replaces_the_last_average_pool_by_a_max_pool(backbone):
     import keras
 
@@ -308,6 +314,7 @@ def test_exact2015_replaces_the_last_average_pool_by_a_max_pool(backbone):
     assert np.abs(np.asarray(exact(x)) - reference).max() > 1e-3 * np.abs(reference).max()
 
 
+@pytest.mark.slow
 def test_training_the_head_leaves_the_base_unchanged(images, backbone):
     import keras
 
@@ -329,6 +336,7 @@ def test_training_the_head_leaves_the_base_unchanged(images, backbone):
     assert any(not np.array_equal(b, np.asarray(a)) for b, a in zip(head_before, head.weights, strict=True))
 
 
+@pytest.mark.slow
 def test_missing_features_lists_what_is_missing(images, backbone, extract_calls):
     data = Cifar10(images[:7], np.arange(7) % 10, images, np.arange(N_IMAGES) % 10)
     config = CONFIG.model_copy(update={"tta_flip": True})
@@ -352,6 +360,61 @@ def test_missing_features_lists_what_is_missing(images, backbone, extract_calls)
     assert missing_features(config, data, backbone) == [("train", False, 2), ("test", False, 5)]
 
 
+@pytest.mark.slow
+def test_ensure_features_loads_or_extracts_every_set_a_config_needs(
+    images, backbone, extract_calls, monkeypatch
+):
+    monkeypatch.setattr(features, "CPU_BATCH", BATCH)  # the compiled function's one shape
+    data = Cifar10(images[:7], np.arange(7) % 10, images, np.arange(N_IMAGES) % 10)
+    config = CONFIG.model_copy(update={"tta_flip": True})
+    with pytest.raises(FeaturesMissing, match=r"takes about \d+ min"):
+        ensure_features(config, data, backbone, extract_missing=False)
+    assert extract_calls == []
+
+    reports = []
+    extracted = ensure_features(config, data, backbone, progress=lambda *report: reports.append(report))
+    assert reports == [
+        ("train", 0, 7), ("train", 5, 7), ("train", 7, 7),
+        ("test", 0, 12), ("test", 5, 12), ("test", 10, 12), ("test", 12, 12),
+        ("test flipped", 0, 12), ("test flipped", 5, 12), ("test flipped", 10, 12), ("test flipped", 12, 12),
+    ]  # fmt: skip
+    assert len(extract_calls) == 2 + 3 + 3
+    np.testing.assert_array_equal(extract_calls[0], images[:5])
+    np.testing.assert_array_equal(extract_calls[-1][:2], images[10:, :, ::-1, :])
+    assert set(extracted) == {("train", False), ("test", False), ("test", True)}
+    assert [extracted[key].shape for key in sorted(extracted)] == [(12, 2048), (12, 2048), (7, 2048)]
+    assert np.abs(extracted["test", True] - extracted["test", False]).max() > 0
+
+    _forbid_extraction(monkeypatch)
+    reports.clear()
+    loaded = ensure_features(config, data, backbone, extract_missing=False, progress=reports.append)
+    assert reports == [] and set(loaded) == set(extracted)
+    for key, table in extracted.items():
+        np.testing.assert_array_equal(loaded[key], table)
+
+
+@pytest.mark.slow
+def test_extract_for_config_extracts_the_first_images_with_a_bar_per_set(
+    images, backbone, extract_calls, monkeypatch, capsys
+):
+    from cifar import assets
+
+    monkeypatch.setattr(features, "CPU_BATCH", BATCH)
+    data = Cifar10(images, np.arange(N_IMAGES) % 10, images[::-1].copy(), np.arange(N_IMAGES) % 10)
+    monkeypatch.setattr(assets, "load_cifar10", lambda log: data)
+    monkeypatch.setattr(assets, "load_inception_weights", lambda source, log: backbone)
+    config = CONFIG.model_copy(update={"tta_flip": True})
+    extracted = features.extract_for_config(config, limit=7, log=lambda _: None)
+    assert {key: table.shape for key, table in extracted.items()} == {
+        ("train", False): (7, 2048), ("test", False): (7, 2048), ("test", True): (7, 2048),
+    }  # fmt: skip
+    np.testing.assert_array_equal(extract_calls[0], images[:5])
+    np.testing.assert_array_equal(extract_calls[2], images[::-1][:5])
+    bars = capsys.readouterr().err
+    assert all(f"features {label}: 100%" in bars for label in ("train", "test", "test flipped")), bars
+    assert "7/7" in bars
+
+
 def test_estimate_seconds_grows_with_the_pixel_count():
     small = features.estimate_seconds(TransferConfig(resize="bilinear", input_size=139), 1000)
     reference = features.estimate_seconds(TransferConfig(), 1000)
@@ -371,6 +434,27 @@ def test_caches_of_the_resizes_xla_got_wrong_have_new_names(resize, size, rename
     assert (f"-{resize}{size}-r2-" in spec.name) == renamed
 
 
+LEFT = features.RESIZE_LEFT_XLA
+
+
+@pytest.mark.parametrize(
+    "hyperparameters, finished, flagged",
+    [
+        ({"resize": "bilinear", "input_size": 224}, LEFT - 1, True),
+        ({"resize": "bilinear", "input_size": 160}, LEFT - 1, True),
+        ({"resize": "bilinear", "input_size": 224}, LEFT + 1, False),  # after the fix
+        ({"resize": "bilinear", "input_size": 299}, LEFT - 1, False),  # not a multiple of 32
+        ({"resize": "bilinear", "input_size": 256}, LEFT - 1, False),  # an even factor
+        ({"resize": "bicubic", "input_size": 224}, LEFT - 1, False),
+        ({"resize": "bilinear", "input_size": "224"}, LEFT - 1, False),  # not a size at all
+        ({}, LEFT - 1, False),  # a baseline's hyperparameters
+    ],
+)
+def test_runs_trained_before_the_resize_left_xla_are_flagged(hyperparameters, finished, flagged):
+    assert LEFT == 1795619188  # 2026-11-25
+    assert features.trained_on_faulty_resize(hyperparameters, finished) == flagged
+
+
 def test_bilinear_resize_runs_outside_xla_and_agrees_with_pillow():
     """XLA's CPU bilinear resize is wrong at odd integer factors (tensorflow/tensorflow#118344)."""
     from PIL import Image
@@ -383,6 +467,7 @@ def test_bilinear_resize_runs_outside_xla_and_agrees_with_pillow():
     assert np.abs((np.asarray(resized) + 1) * 127.5 - np.stack(pillow)).max() < 1.0  # Pillow rounds
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gpu", [False, True], ids=["cpu graph", "xla as on a gpu"])
 def test_extraction_at_an_odd_upscaling_factor_equals_keras_eager(images, backbone, monkeypatch, gpu):
     """Whether the base runs in TensorFlow's graph (CPU) or under XLA (GPU), the features are
@@ -394,62 +479,3 @@ def test_extraction_at_an_odd_upscaling_factor_equals_keras_eager(images, backbo
     extracted = np.asarray(features.make_extract_fn(config, backbone.path)(images[:4]))
     eager = np.asarray(build_feature_extractor(config, backbone.path)(images[:4], training=False))
     assert np.abs(extracted - eager).max() < 1e-4 * np.abs(eager).max()
-
-
-def _cache_set(spec: FeatureSpec, name: str, n_images: int) -> Path:
-    """A cache folder called `name` holding `spec`'s manifest and `n_images` zero features."""
-    folder = features.keras_home() / "features" / name
-    folder.mkdir(parents=True)
-    features._write_manifest(folder, spec, n_images)
-    for index in range(-(-n_images // features.CHUNK_SIZE)):
-        rows = features._chunk_rows(n_images, index)
-        features._save_chunk(features._chunk_path(folder, index), np.zeros((rows, 4), np.float32))
-    return folder
-
-
-def test_cache_inventory_and_prune_remove_obsolete_sets_and_dead_part_files(monkeypatch, capsys):
-    from cifar.cli import main
-
-    monkeypatch.setattr(features, "CHUNK_SIZE", 5)
-    spec = FeatureSpec("keras", "0" * 64, "keras", "bilinear", 224, "train", False, "1" * 64)
-    current = _cache_set(spec, spec.name, 12)
-    before_rename = _cache_set(spec, spec.name.replace("-r2", ""), 12)  # made before 2026-11-25
-    other = dataclasses.replace(spec, split="test")
-    torn = _cache_set(other, other.name, 12)
-    (torn / "chunk-00001.npy").write_bytes(b"torn")
-    newer = _cache_set(other, "written-by-newer-code", 5)
-    manifest = json.loads((newer / "manifest.json").read_text())
-    (newer / "manifest.json").write_text(json.dumps({**manifest, "a_future_field": 1}))
-    dead = current / f".chunk-00003.npy.{_dead_pid()}.part"
-    live = current / f".chunk-00004.npy.{os.getpid()}.part"  # an extraction still writing
-    recent = current / f".chunk-00005.npy.{_dead_pid()}.part"  # maybe another machine's worker
-    for part in (dead, live, recent):
-        part.write_bytes(b"x" * 1000)
-    hours_ago = time.time() - 2 * 3600
-    for path in (dead, live, before_rename):
-        os.utime(path, (hours_ago, hours_ago))
-
-    listed = {c.name: (c.n_images, c.complete, c.obsolete) for c in features.cache_inventory()}
-    assert listed == {
-        current.name: (12, True, False),
-        before_rename.name: (12, True, True),
-        torn.name: (12, False, False),
-        newer.name: (5, True, False),
-    }
-    assert main(["features"]) == 0
-    assert "obsolete" in capsys.readouterr().out
-
-    removed, freed = features.prune_cache()
-    assert set(removed) == {before_rename, dead} and freed > 0
-    assert current.is_dir() and torn.is_dir() and newer.is_dir() and not before_rename.exists()
-    assert live.exists() and recent.exists()
-    assert features.cached_features(spec, 12).shape == (12, 4)
-
-
-def _dead_pid() -> int:
-    import subprocess
-    import sys
-
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    process.wait()
-    return process.pid

@@ -1,321 +1,342 @@
-"""Background jobs: the single job slot, states read from run folders, real start and cancel."""
+"""Background jobs: the one job slot (an flock the job process holds), states read from run folders
+and the slot, start and cancel, and `python -m cifar train` by hand taking the same slot.
+
+Most tests run a fake job (`fake_jobs` in conftest): a small Python process that does what
+`cmd_train` does with the slot (`hold_slot`) and then sleeps, without TensorFlow. Tests marked
+slow train for real. The process helpers alone are `tests/test_processes.py`'s.
+"""
 
 from __future__ import annotations
 
-import json
+import ast
 import os
+import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from cifar import jobs
-from cifar.config import ConfigError
-from cifar.jobs import JobBusy, cancel_job, job_status, pid_alive, start_job
-from cifar.atomic import write_json as write_json_atomic
-from cifar.runs import load_run, partial_path, run_path
+from cifar import jobs, processes
+from cifar.cli import parse_overrides
+from cifar.config import BaselineConfig, TransferConfig, parse_config
+from cifar.jobs import JobBusy, cancel_job, job_status, start_job
+from cifar.processes import pid_alive, slot_holder
+from cifar.runs import RunError, RunWriter, load_run, partial_path, read_status, run_path
+from tests.factory import REPO, holding, labels_of, partial_run, take_slot, wait_for_job, wait_until
+
+# ----------------------------------------------------------------------------- the typed config
 
 
-def _dead_pid() -> int:
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    process.wait()
-    return process.pid
+CONFIGS = [
+    BaselineConfig(),
+    BaselineConfig(epochs=3, learning_rate=3.3e-5, augment=True, architecture="airbench", dropout=0.1 + 0.2),
+    TransferConfig(),
+    TransferConfig(resize="bilinear", input_size=299, flip_features=True, tta_flip=True, head_units=17),
+]
 
 
-def test_pid_alive():
-    assert pid_alive(os.getpid())
-    assert not pid_alive(None) and not pid_alive(0)
-    assert not pid_alive(_dead_pid())
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.model}-{len(c.model_fields_set)}-changed")
+def test_train_args_give_the_cli_the_same_config(config):
+    args = jobs.train_args(config, "r1")
+    assert args[:4] == ["train", config.model, "--run-id", "r1"]
+    parsed = parse_config(config.model, parse_overrides(args[4:]))
+    assert parsed == config and parsed.model_dump() == config.model_dump()
 
 
-def test_pid_alive_false_for_a_zombie():
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
+def test_start_job_takes_a_validated_config_and_checks_the_run_id_first(monkeypatch):
+    monkeypatch.setattr(processes, "spawn", lambda *a, **k: pytest.fail("no process may start"))
+    with pytest.raises(TypeError, match="BaselineConfig"):
+        start_job({"model": "baseline", "epochs": 1})
+    for run_id in ("../escape", "a/b", ".hidden", "x" * 101):
+        with pytest.raises(RunError):
+            start_job(BaselineConfig(epochs=1), run_id=run_id)
+    assert not jobs.artifacts_dir().exists(), "a refused job created folders"
+    run_path("done").mkdir(parents=True)
+    with pytest.raises(RunError, match="exists already"):
+        start_job(BaselineConfig(), run_id="done")
+    assert slot_holder() is None and jobs.active_job() is None
+
+
+# ----------------------------------------------------------------------------- the slot
+
+
+def test_the_slot_is_held_by_an_open_file_and_freed_by_closing_it():
+    assert slot_holder() is None and jobs.active_job() is None
+    fd = take_slot("first")
     try:
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            with open(f"/proc/{process.pid}/stat") as handle:
-                if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    break
-            time.sleep(0.05)
-        assert not pid_alive(process.pid)
+        assert slot_holder()["run_id"] == "first" and slot_holder()["pid"] == os.getpid()
+        assert jobs.active_job().run_id == "first"
+        other = processes.open_slot()
+        with pytest.raises(JobBusy, match="job first is running"):
+            jobs.take_slot("second", other)
+        os.close(other)
+        assert slot_holder()["run_id"] == "first"
     finally:
-        process.wait()
+        os.close(fd)
+    assert slot_holder() is None and jobs.active_job() is None
+    os.close(take_slot("next"))  # and it can be taken again
 
 
-def test_invalid_config_raises_before_taking_the_lock(monkeypatch):
-    def no_process(*args, **kwargs):
-        raise AssertionError("no process may start")
-
-    monkeypatch.setattr(jobs.subprocess, "Popen", no_process)
-    with pytest.raises(ConfigError, match="epochs"):
-        start_job("baseline", {"epochs": -1})
-    with pytest.raises(ConfigError, match="nonsense"):
-        start_job("transfer", {"nonsense": "1"})
-    assert not jobs.lock_path().exists()
-    assert jobs.active_job() is None
-
-
-def _lock(run_id: str, pid: int):
-    jobs.lock_path().parent.mkdir(parents=True, exist_ok=True)
-    jobs.lock_path().write_text(json.dumps({"run_id": run_id, "pid": pid, "started": time.time()}))
-
-
-def test_second_lock_while_a_live_job_holds_it_is_refused():
-    jobs._take_lock("first")  # holds this (live) process's pid
-    assert json.loads(jobs.lock_path().read_text())["run_id"] == "first"
-    with pytest.raises(JobBusy, match="first"):
-        jobs._take_lock("second")
-    assert json.loads(jobs.lock_path().read_text())["run_id"] == "first"
-    assert jobs.active_job().run_id == "first"
-
-
-def test_stale_lock_with_a_dead_pid_is_taken_over():
-    _lock("ghost", _dead_pid())
-    jobs._take_lock("next")
-    lock = json.loads(jobs.lock_path().read_text())
-    assert lock["run_id"] == "next" and lock["pid"] == os.getpid()
-
-
-@pytest.mark.parametrize("content", ["", "{half a json"])
-def test_unreadable_lock_left_by_a_killed_writer_is_taken_over(content):
-    path = jobs.lock_path()
+@pytest.mark.parametrize("content", ["", "{half a json", '{"run_id": "ghost", "pid": 1}'])
+def test_a_record_without_a_held_lock_names_no_job(content):
+    """What a killed job leaves (a record, even half written) does not block the slot."""
+    path = processes.slot_path()
     path.parent.mkdir(parents=True)
-    path.write_text(content)
-    # Fresh: its writer may be filling it right now, so the slot is busy.
-    with pytest.raises(JobBusy, match="another job is starting"):
-        jobs._take_lock("next")
-    # Old: nobody will ever fill it.
-    old = time.time() - 60
-    os.utime(path, (old, old))
-    jobs._take_lock("next")
-    assert json.loads(path.read_text())["run_id"] == "next"
+    path.with_name("slot.json").write_text(content)
+    path.touch()
+    assert slot_holder() is None and jobs.active_job() is None
+    fd = take_slot("next")
+    os.close(fd)
 
 
-def _partial(run_id: str, **status):
-    folder = partial_path(run_id)
-    folder.mkdir(parents=True)
-    write_json_atomic(folder / "status.json", status)
-    return folder
+def test_a_held_slot_without_a_readable_record_is_busy():
+    fd = processes.open_slot()
+    assert processes.lock_slot(fd)  # taken, record not written yet
+    try:
+        processes.slot_path().with_name("slot.json").write_text("{half")
+        assert slot_holder() == {} and jobs.active_job() is None
+        with pytest.raises(JobBusy, match="another job is starting"):
+            start_job(BaselineConfig(), run_id="next")
+    finally:
+        os.close(fd)
 
 
-def test_job_status_running_with_a_dead_pid_is_failed():
-    _partial("vanished", state="running", pid=_dead_pid(), progress=0.4, message="epoch 2/5")
+def test_job_status_comes_from_the_slot_not_from_pids():
+    # The partial folder says running, with a live pid (this process), but no one holds the slot.
+    partial_run("vanished", state="running", pid=os.getpid(), progress=0.4, message="epoch 2/5")
     job = job_status("vanished")
     assert job.state == "failed" and not job.active
     assert "ended unexpectedly" in job.message and "epoch 2/5" in job.message
+    fd = take_slot("alive")
+    try:
+        partial_run("alive", state="running", pid=123, progress=0.25, phase="training", started=time.time())
+        job = job_status("alive")
+        assert (job.state, job.progress, job.phase, job.pid) == ("running", 0.25, "training", os.getpid())
+        assert job.active
+    finally:
+        os.close(fd)
+    assert job_status("alive").state == "failed"
 
 
-def test_job_status_running_with_a_live_pid():
-    _partial("alive", state="running", pid=os.getpid(), progress=0.25, phase="training", message="m")
-    job = job_status("alive")
-    assert (job.state, job.progress, job.phase, job.pid) == ("running", 0.25, "training", os.getpid())
-    assert job.active
-
-
-def test_job_status_of_finished_failed_and_unknown_runs():
+def test_job_status_of_finished_failed_unknown_and_starting_runs():
     run_path("done").mkdir(parents=True)
     assert job_status("done").state == "finished"
-    _partial("broke", state="failed", pid=os.getpid(), message="ValueError: boom")
+    partial_run("broke", state="failed", pid=os.getpid(), message="ValueError: boom")
     assert job_status("broke").state == "failed" and job_status("broke").message == "ValueError: boom"
     assert job_status("never-started").state == "failed"
-    _lock("booting", os.getpid())  # lock taken, folder not made yet
-    assert job_status("booting").state == "starting"
+    partial_run("again", state="failed", message="old attempt", started=time.time() - 60)
+    fd = take_slot("booting")  # slot taken, folder not made yet
+    fd_again = None
+    try:
+        assert job_status("booting").state == "starting"
+        os.close(fd)
+        fd = None
+        fd_again = take_slot("again")  # a rerun under a failed id: the old status is not this one's
+        assert job_status("again").state == "starting"
+    finally:
+        for descriptor in (fd, fd_again):
+            if descriptor is not None:
+                os.close(descriptor)
 
 
 def test_list_jobs_and_discard():
-    _partial("a", state="failed", pid=1, started=1.0)
-    _partial("b", state="cancelled", started=2.0)
+    partial_run("a", state="failed", pid=1, started=1.0)
+    partial_run("b", state="cancelled", started=2.0)
     assert [(j.run_id, j.state) for j in jobs.list_jobs()] == [("b", "cancelled"), ("a", "failed")]
     jobs.discard_job("a")
     assert not partial_path("a").exists()
-    _partial("c", state="running", pid=os.getpid())
-    with pytest.raises(JobBusy):
-        jobs.discard_job("c")
+    fd = take_slot("c")
+    try:
+        partial_run("c", state="running", pid=os.getpid(), started=time.time())
+        with pytest.raises(JobBusy):
+            jobs.discard_job("c")
+    finally:
+        os.close(fd)
 
 
-def _wait(run_id: str, condition, timeout: float = 120.0):
-    deadline = time.time() + timeout
-    job = job_status(run_id)
-    while time.time() < deadline:
-        job = job_status(run_id)
-        if condition(job):
-            return job
-        time.sleep(0.5)
-    log = jobs.artifacts_dir() / "jobs" / f"{run_id}.log"
-    tail = log.read_text()[-3000:] if log.exists() else "(no log)"
-    raise AssertionError(f"timed out waiting for job {run_id}: last state {job}\n{tail}")
+# ----------------------------------------------------------------------------- fake job processes
 
 
-@pytest.mark.slow
-def test_real_job_runs_to_the_end(tiny_npz):
-    job = start_job("baseline", {"epochs": 1, "validation_size": 20}, run_id="job1")
+def test_start_job_hands_the_slot_to_the_job_process(fake_jobs):
+    job = start_job(BaselineConfig(epochs=1), run_id="job1")
     assert job.state == "starting" and job.pid
-    assert json.loads(jobs.lock_path().read_text())["pid"] == job.pid
-    with pytest.raises(JobBusy):
-        start_job("baseline", {"epochs": 1}, run_id="job2")
-    final = _wait("job1", lambda j: not j.active)
-    assert final.state == "finished", final
-    run = load_run("job1")
-    assert run.metrics["n_train"] == 80 and run.metrics["n_validation"] == 20
-    assert run.test_predictions.shape == (30, 10)
-    assert run.hyperparameters["epochs"] == 1 and run.hyperparameters["validation_size"] == 20
-    assert jobs.active_job() is None and not jobs.lock_path().exists()
-    assert jobs.list_jobs() == []
-    deadline = time.time() + 60  # the child exits shortly after publishing
-    while pid_alive(job.pid) and time.time() < deadline:
-        time.sleep(0.2)
-    assert not pid_alive(job.pid)
-    assert (jobs.artifacts_dir() / "jobs" / "job1.log").exists()
+    holder = slot_holder()
+    assert (holder["run_id"], holder["pid"], holder["group"]) == ("job1", job.pid, job.pid)
+    with pytest.raises(JobBusy, match="job job1 is running"):
+        start_job(BaselineConfig(epochs=1), run_id="job2")
+    wait_until(lambda: holding("job1"), what="the job to hold its slot")
+    assert "slot fd variable: None" in jobs.log_path("job1").read_text()  # not for its children
+    assert jobs.active_job().run_id == "job1"
+    assert os.getpgid(job.pid) == job.pid  # its own session: cancel stops its whole group
 
 
-@pytest.mark.slow
-def test_cancel_a_running_job(tiny_npz):
-    job = start_job("baseline", {"epochs": 500, "validation_size": 20}, run_id="long")
-    _wait("long", lambda j: j.state == "running" and j.phase == "training" or not j.active)
-    assert job_status("long").state == "running"
-    cancelled = cancel_job("long")
+def test_sigkill_frees_the_slot_even_before_the_process_is_reaped(fake_jobs):
+    job = start_job(BaselineConfig(), run_id="victim")
+    wait_until(lambda: holding("victim"), what="the job to hold its slot")
+    RunWriter("victim").open(pid=job.pid)  # what the job does next: status "running"
+    assert job_status("victim").state == "running"
+    os.killpg(job.pid, signal.SIGKILL)
+    wait_until(lambda: slot_holder() is None, 30, what="the kernel to free the slot")
+    assert processes._children[job.pid].returncode is None  # a zombie still: not reaped by us
+    job_after = job_status("victim")
+    assert job_after.state == "failed" and "ended unexpectedly" in job_after.message
+    assert jobs.active_job() is None
+    following = start_job(BaselineConfig(), run_id="following")
+    assert slot_holder()["pid"] == following.pid
+
+
+def test_a_job_killed_before_it_made_its_folder_is_failed(fake_jobs):
+    job = start_job(BaselineConfig(), run_id="early-death")
+    os.killpg(job.pid, signal.SIGKILL)
+    wait_until(lambda: slot_holder() is None, 30, what="the kernel to free the slot")
+    after = job_status("early-death")
+    assert after.state == "failed" and "ended unexpectedly (no output)" in after.message
+    assert job_status("never-started").message == ""  # an id no job ever had
+
+
+def test_cancel_stops_the_job_and_marks_it_cancelled(fake_jobs):
+    job = start_job(BaselineConfig(), run_id="long")
+    wait_until(lambda: holding("long"), what="the job to hold its slot")
+    RunWriter("long").open(pid=job.pid)
+    cancelled = cancel_job("long", grace_seconds=10)
     assert cancelled.state == "cancelled" and not cancelled.active
-    assert not pid_alive(job.pid)
-    assert not run_path("long").exists()
-    assert partial_path("long").is_dir()
-    assert not jobs.lock_path().exists() and jobs.active_job() is None
+    assert not pid_alive(job.pid) and slot_holder() is None
+    assert read_status(partial_path("long"))["state"] == "cancelled"
     assert [(j.run_id, j.state) for j in jobs.list_jobs()] == [("long", "cancelled")]
     jobs.discard_job("long")
     assert jobs.list_jobs() == []
 
 
-@pytest.mark.slow
-def test_cancel_while_starting(tiny_npz):
-    """Cancelled before the child made its run folder (still importing TensorFlow)."""
-    job = start_job("baseline", {"epochs": 500, "validation_size": 20}, run_id="early")
+def test_cancel_while_starting_is_cancelled_not_failed(fake_jobs):
+    job = start_job(BaselineConfig(), run_id="early")
     cancelled = cancel_job("early")
     assert cancelled.state == "cancelled", cancelled
-    assert not pid_alive(job.pid)
-    assert not run_path("early").exists()
-    assert not jobs.lock_path().exists()
-    time.sleep(1)
+    assert not pid_alive(job.pid) and slot_holder() is None
     assert job_status("early").state == "cancelled"
 
 
-# ----------------------------------------------------------------------------- the standby process
+def test_a_job_that_ends_frees_the_slot(fake_jobs, monkeypatch):
+    monkeypatch.setenv("FAKE_JOB_SECONDS", "0")
+    job = start_job(BaselineConfig(), run_id="short")
+    wait_until(lambda: not pid_alive(job.pid), what="the job to end")
+    assert slot_holder() is None and job_status("short").state == "failed"  # it published nothing
 
 
-@pytest.fixture
-def standby(monkeypatch):
-    """Standby processes on (conftest turns them off), stopped after the test."""
-    monkeypatch.setenv("CIFAR_STANDBY", "1")
-    yield
-    jobs._stop_standby()
+# ----------------------------------------------------------------------------- `python -m cifar train`
 
 
-def _standby_pid(timeout: float = 120) -> int:
-    deadline = time.time() + timeout
-    while not jobs.standby_ready():
-        log = jobs._standby["log"]
-        assert time.time() < deadline, log.read_text() if log.exists() else "no standby log"
-        time.sleep(0.2)
-    return jobs._standby["process"].pid
-
-
-def test_a_standby_that_cannot_start_is_no_error(monkeypatch):
-    def no_process(*args, **kwargs):
-        raise OSError("no more processes")
-
-    monkeypatch.setenv("CIFAR_STANDBY", "1")
-    monkeypatch.setattr(jobs, "_spawn", no_process)
-    assert not jobs.warm_up() and jobs._standby == {}
-
-
-def test_no_standby_when_turned_off_or_while_a_job_runs(monkeypatch):
-    spawned = []
-    monkeypatch.setattr(jobs, "_spawn", lambda *args, **kwargs: spawned.append(args))
-    assert not jobs.warm_up()  # CIFAR_STANDBY=0 (conftest)
-    monkeypatch.setenv("CIFAR_STANDBY", "1")
-    jobs._take_lock("running")  # a live job (this process) holds the slot
-    assert not jobs.warm_up()
-    assert spawned == []
-
-
-@pytest.mark.slow
-def test_a_job_started_after_warm_up_runs_in_the_standby_process(tiny_npz, standby):
-    assert jobs.warm_up()
-    pid = _standby_pid()
-    assert jobs.warm_up() and jobs._standby["process"].pid == pid  # one standby, not two
-    job = start_job("baseline", {"epochs": 1, "validation_size": 20}, run_id="warm")
-    assert job.pid == pid and json.loads(jobs.lock_path().read_text())["pid"] == pid
-    assert _wait("warm", lambda j: not j.active).state == "finished"
-    run = load_run("warm")
-    assert run.metrics["n_train"] == 80 and run.hyperparameters["epochs"] == 1
-    assert run.config["command"].startswith("python -m cifar train baseline --run-id warm ")
-    log = jobs.log_path("warm").read_text()  # the standby's output went to the job's log
-    assert f"job taken by standby process {pid}" in log and "run written to" in log
-    assert jobs.active_job() is None and not jobs.lock_path().exists()
-
-
-@pytest.mark.slow
-def test_cancel_a_job_running_in_the_standby(tiny_npz, standby):
-    jobs.warm_up()
-    pid = _standby_pid()
-    job = start_job("baseline", {"epochs": 500, "validation_size": 20}, run_id="warm-long")
-    assert job.pid == pid
-    _wait("warm-long", lambda j: j.state == "running" and j.phase == "training" or not j.active)
-    assert cancel_job("warm-long").state == "cancelled"
-    assert not pid_alive(pid) and not run_path("warm-long").exists()
-
-
-@pytest.mark.slow
-def test_a_standby_started_in_another_environment_is_not_used(tiny_npz, standby, monkeypatch):
-    jobs.warm_up()
-    old = jobs._standby["process"]
-    monkeypatch.setenv("TPU_ML_PLATFORM_VERSION", "0-test")  # set by importing TensorFlow: no reason
-    assert jobs._usable_standby() is old
-    monkeypatch.setenv("CIFAR_TEST_CHANGED", "1")  # e.g. another artifacts folder or TF_CONFIG
-    job = start_job("baseline", {"epochs": 1, "validation_size": 20}, run_id="cold")
-    assert job.pid != old.pid
-    assert old.poll() is not None  # told to exit (or killed)
-    assert _wait("cold", lambda j: not j.active).state == "finished"
-
-
-@pytest.mark.slow
-def test_a_standby_close_to_its_idle_exit_gets_no_job(standby, tmp_path):
-    jobs.warm_up()
-    old = jobs._standby["process"]
-    jobs._standby["started"] -= jobs.STANDBY_IDLE_SECONDS - jobs.STANDBY_MARGIN_SECONDS
-    assert jobs._hand_over(["runs"], tmp_path / "log") is None
-    assert old.poll() is not None and jobs._standby == {}
-
-
-@pytest.mark.slow
-def test_a_dead_standby_gets_no_job_and_is_replaced(standby, tmp_path):
-    jobs.warm_up()
-    first = jobs._standby["process"]
-    first.kill()
-    first.wait()
-    assert jobs._hand_over(["runs"], tmp_path / "log") is None
-    assert jobs.warm_up()
-    assert jobs._standby["process"].pid != first.pid
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("ending", ["idle", "pipe closed"])
-def test_an_unused_standby_exits_by_itself(tmp_path, ending):
-    ready = tmp_path / "ready"
-    idle = "1" if ending == "idle" else "600"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cifar", "standby", "--ready-file", str(ready), "--idle-seconds", idle],
-        stdin=subprocess.PIPE,
-        cwd=Path(jobs.__file__).resolve().parent.parent,
+def _cli_train(*args: str) -> subprocess.CompletedProcess:
+    """`python -m cifar train ...` by hand; also says whether TensorFlow was imported."""
+    code = (
+        "import sys\nfrom cifar.cli import main\nrc = main(sys.argv[1:])\n"
+        "print('tensorflow imported:', 'tensorflow' in sys.modules)\nsys.exit(rc)"
     )
+    return subprocess.run(
+        [sys.executable, "-c", code, "train", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_train_refuses_while_a_dashboard_job_runs_and_leaves_its_folder(fake_jobs):
+    job = start_job(BaselineConfig(), run_id="dash")
+    wait_until(lambda: holding("dash"), what="the job to hold its slot")
+    writer = RunWriter("dash").open(pid=job.pid)
+    writer.write_json("history-so-far.json", {"epoch": 3})
+    before = sorted(p.name for p in writer.path.iterdir()), read_status(writer.path)
+    for run_id in ("dash", "other"):
+        result = _cli_train("baseline", "--run-id", run_id, "--epochs", "1")
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().splitlines() == [
+            "error: job dash is running (0%); wait for it or cancel it first"
+        ]
+        assert "tensorflow imported: False" in result.stdout  # refused before the import
+    assert (sorted(p.name for p in writer.path.iterdir()), read_status(writer.path)) == before
+    assert job_status("dash").state == "running" and slot_holder()["pid"] == job.pid
+
+
+@pytest.mark.parametrize("run_id", ["../x", ""])
+def test_cli_train_refuses_a_bad_run_id_before_taking_the_slot(run_id):
+    result = _cli_train("baseline", "--run-id", run_id)
+    assert result.returncode == 2 and "invalid run id" in result.stderr
+    assert "tensorflow imported: False" in result.stdout
+    assert slot_holder() is None
+
+
+def test_a_train_started_by_hand_holds_the_slot_and_cancel_spares_its_shell(tmp_path):
+    """Not in a session of its own: cancel stops that process, not the group it shares with us."""
+    code = "import time\nfrom cifar.jobs import hold_slot\nhold_slot('byhand')\nprint('held', flush=True)\n"
+    code += "time.sleep(120)"
+    by_hand = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
-        if ending == "pipe closed":
-            deadline = time.time() + 120
-            while not ready.exists() and process.poll() is None and time.time() < deadline:
-                time.sleep(0.2)
-            assert ready.read_text() == str(process.pid)
-            process.stdin.close()  # what the dashboard's exit does
-        assert process.wait(timeout=120) == 0
-        assert not ready.exists()
+        assert by_hand.stdout.readline().strip() == "held"
+        assert slot_holder()["group"] == os.getpgid(0) != by_hand.pid
+        with pytest.raises(JobBusy, match="job byhand is running"):
+            start_job(BaselineConfig(), run_id="dashboard")
+        assert cancel_job("byhand", grace_seconds=10).state == "cancelled"
+        assert by_hand.wait(timeout=30) == -signal.SIGTERM and slot_holder() is None
     finally:
-        process.kill()
+        by_hand.kill()
+        by_hand.wait()
+
+
+# ----------------------------------------------------------------------------- structure
+
+
+@pytest.mark.parametrize("module", ["jobs", "standby", "processes"])
+def test_job_modules_do_not_import_the_cli(module):
+    """`cli` drives jobs and the standby; they get the entry point handed in, never import it."""
+    tree = ast.parse((REPO / "cifar" / f"{module}.py").read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert imported, "no imports found: the check would pass for nothing"
+    assert "cifar.cli" not in imported and "cifar.__main__" not in imported
+    code = f"import sys, cifar.{module}; print('cifar.cli' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr
+
+
+# ----------------------------------------------------------------------------- real training
+
+
+@pytest.mark.slow
+def test_real_job_runs_to_the_end(cifar_npz):
+    job = start_job(BaselineConfig(epochs=1, validation_size=20), run_id="job1")
+    assert job.state == "starting" and slot_holder()["pid"] == job.pid
+    with pytest.raises(JobBusy):
+        start_job(BaselineConfig(epochs=1), run_id="job2")
+    final = wait_for_job("job1", lambda j: not j.active)
+    assert final.state == "finished", final
+    run = load_run("job1")
+    assert run.metrics["n_train"] == 80 and run.metrics["n_validation"] == 20
+    assert run.test_predictions.shape == (len(labels_of(cifar_npz)), 10)
+    assert run.config["config"] == BaselineConfig(epochs=1, validation_size=20).model_dump()
+    assert run.config["command"].startswith("python -m cifar train baseline --run-id job1 ")
+    wait_until(lambda: not pid_alive(job.pid), 60, what="the child to exit after publishing")
+    assert jobs.active_job() is None and slot_holder() is None
+    assert jobs.list_jobs() == []
+    assert jobs.log_path("job1").exists()
+
+
+@pytest.mark.slow
+def test_cancel_a_running_job(cifar_npz):
+    job = start_job(BaselineConfig(epochs=500, validation_size=20), run_id="long")
+    wait_for_job("long", lambda j: j.state == "running" and j.phase == "training" or not j.active)
+    assert job_status("long").state == "running"
+    cancelled = cancel_job("long")
+    assert cancelled.state == "cancelled" and not cancelled.active
+    assert not pid_alive(job.pid)
+    assert not run_path("long").exists() and partial_path("long").is_dir()
+    assert slot_holder() is None and jobs.active_job() is None
+    assert [(j.run_id, j.state) for j in jobs.list_jobs()] == [("long", "cancelled")]
+
+
+@pytest.mark.slow
+def test_cancel_while_starting(cifar_npz):
+    """Cancelled before the child made its run folder (still importing TensorFlow)."""
+    job = start_job(BaselineConfig(epochs=500, validation_size=20), run_id="early")
+    cancelled = cancel_job("early")
+    assert cancelled.state == "cancelled", cancelled
+    assert not pid_alive(job.pid)
+    assert not run_path("early").exists() and slot_holder() is None
+    time.sleep(1)
+    assert job_status("early").state == "cancelled"

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from cifar.config import BaselineConfig, TransferConfig
-from cifar.data import split_train_validation
 from cifar.models import OneCycle, build_baseline, build_head, build_transfer_model, make_optimizer
 
 
@@ -63,7 +62,7 @@ def test_transfer_model_takes_pixels_and_freezes_the_base():
     (base,) = [layer for layer in network.layers if isinstance(layer, keras.Model) and layer is not head]
     assert not base.trainable
     assert base.layers and all(not layer.trainable for layer in base.layers)
-    assert all(not weight.trainable for weight in base.weights)
+    assert base.weights and all(not weight.trainable for weight in base.weights)
     trainable = {id(w) for w in model.trainable_weights}
     assert trainable == {id(w) for w in head.trainable_weights}
     assert len(model.trainable_weights) == 4  # two Dense kernels and biases
@@ -102,6 +101,7 @@ def test_make_optimizer_kinds_and_schedule():
     assert cycle._learning_rate.total_steps == 10 and cycle._learning_rate.warmup == 2
 
 
+@pytest.mark.slow  # trains a head for three steps
 @pytest.mark.parametrize("schedule", ["constant", "onecycle"])
 def test_fused_adam_makes_the_same_updates_as_keras_adam(schedule):
     """The fused kernel is an implementation detail: step for step, the same weights as Keras' Adam."""
@@ -133,11 +133,35 @@ def test_fused_adam_makes_the_same_updates_as_keras_adam(schedule):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize(("n", "validation_size"), [(100, 20), (100, 5000), (7, 3), (50, 0)])
-def test_split_train_validation(n, validation_size):
-    fit, validation = split_train_validation(n, validation_size, seed=3)
-    assert len(validation) == min(validation_size, n // 5)
-    assert sorted(np.concatenate([fit, validation]).tolist()) == list(range(n))
-    assert np.all(np.diff(fit) > 0) and np.all(np.diff(validation) > 0)
-    again = split_train_validation(n, validation_size, seed=3)
-    np.testing.assert_array_equal(again[1], validation)
+def test_resize_and_input_size_change_what_the_base_sees():
+    from cifar.models import build_resize
+
+    pixels = np.random.default_rng(3).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+
+    def resized(**options):
+        return np.asarray(build_resize(TransferConfig(**options))(pixels))
+
+    nearest, bilinear = resized(resize="nearest", input_size=96), resized(resize="bilinear", input_size=96)
+    assert nearest.shape == bilinear.shape == (1, 96, 96, 3)
+    assert np.abs(nearest - bilinear).max() > 0.01
+    assert resized(resize="bilinear", input_size=128).shape == (1, 128, 128, 3)
+
+
+@pytest.mark.slow
+def test_exact2015_max_pools_where_keras_averages():
+    import keras
+
+    from cifar.models import build_base
+
+    def pools(architecture):
+        base = build_base(TransferConfig(resize="bilinear", input_size=75, architecture=architecture), None)
+        return [
+            type(layer)
+            for layer in base.layers
+            if isinstance(layer, keras.layers.Layer) and "pool" in layer.name
+        ]
+
+    keras_pools, exact_pools = pools("keras"), pools("exact2015")
+    assert keras_pools and len(keras_pools) == len(exact_pools)
+    changed = [(a, b) for a, b in zip(keras_pools, exact_pools, strict=True) if a is not b]
+    assert changed == [(keras.layers.AveragePooling2D, keras.layers.MaxPooling2D)]

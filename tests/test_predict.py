@@ -1,4 +1,5 @@
-"""Reading any image a person may upload, and predicting with a run's model."""
+"""Reading an image a person uploads (each ordinary conversion to RGB), and predicting with a
+run's model. Damaged and hostile uploads are `tests/robustness/test_robust_uploads.py`'s."""
 
 from __future__ import annotations
 
@@ -9,68 +10,15 @@ import pytest
 from PIL import Image
 
 from cifar.config import CLASS_NAMES
-from cifar.predict import ImageError, Predictor, as_model_input, open_image
+from cifar.predict import Predictor, as_model_input, open_image
+from tests.factory import encode, write_run
 
-
-def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **kwargs)
-    return buffer.getvalue()
+RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 
 
 def _png_bytes() -> bytes:
     pixels = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
-    return _encode(Image.fromarray(pixels), "PNG")
-
-
-@pytest.mark.parametrize(
-    ("data", "message"),
-    [
-        (b"", "empty"),
-        (np.random.default_rng(1).bytes(2000), "not an image format"),
-        (b"hello, this is a text file\n" * 20, "not an image format"),
-        (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "not an image format"),
-        (_png_bytes()[: len(_png_bytes()) // 2], "damaged or truncated"),
-        (_png_bytes()[:60], None),
-    ],
-    ids=["empty", "random", "text", "svg", "truncated-png", "png-header-only"],
-)
-def test_unreadable_inputs_raise_image_error(data, message):
-    with pytest.raises(ImageError, match=message):
-        open_image(data)
-
-
-def test_missing_file_raises_image_error_in_predict_file(tmp_path, use_trained_baseline):
-    run_id, _ = use_trained_baseline
-    with pytest.raises(ImageError):
-        Predictor.for_run(run_id).predict_file(tmp_path / "nope.png")
-
-
-def test_bad_arrays_raise_image_error():
-    with pytest.raises(ImageError):
-        open_image(np.zeros((4, 4, 2), np.uint8))
-    with pytest.raises(ImageError):
-        open_image(np.zeros((0, 4, 3), np.uint8))
-    with pytest.raises(ImageError):
-        open_image(np.zeros((2, 2, 2, 3), np.uint8))
-
-
-def test_oversized_upload_is_refused_before_decoding(monkeypatch):
-    from cifar import predict
-
-    monkeypatch.setattr(predict, "MAX_UPLOAD_BYTES", 100)
-    with pytest.raises(ImageError, match="over the upload limit"):
-        open_image(_png_bytes())
-
-
-def test_decompression_bomb_is_refused(monkeypatch):
-    from cifar import predict
-
-    monkeypatch.setattr(predict, "MAX_PIXELS", 1000)
-    big = _encode(Image.new("L", (200, 200)), "PNG")
-    with pytest.raises(ImageError, match="million pixels"):
-        open_image(big)
-    assert Image.MAX_IMAGE_PIXELS != 1000  # the global limit is restored
+    return encode(Image.fromarray(pixels), "PNG")
 
 
 def _pixel(image: Image.Image, xy=(0, 0)) -> tuple[int, int, int]:
@@ -81,13 +29,13 @@ def test_rgba_is_composited_on_white():
     rgba = Image.new("RGBA", (2, 1))
     rgba.putpixel((0, 0), (255, 0, 0, 0))  # fully transparent
     rgba.putpixel((1, 0), (0, 0, 255, 255))  # opaque blue
-    out = open_image(_encode(rgba, "PNG"))
+    out = open_image(encode(rgba, "PNG"))
     assert out.mode == "RGB"
     assert _pixel(out, (0, 0)) == (255, 255, 255)
     assert _pixel(out, (1, 0)) == (0, 0, 255)
     half = Image.new("RGBA", (1, 1), (0, 0, 0, 128))
     # 0 * 128/255 + 255 * (1 - 128/255) = 127
-    assert all(abs(v - 127) <= 1 for v in _pixel(open_image(half)))
+    assert _pixel(open_image(half)) == pytest.approx((127, 127, 127), abs=1)
 
 
 def test_palette_image_to_rgb():
@@ -95,22 +43,25 @@ def test_palette_image_to_rgb():
     palette_image.putpalette([10, 20, 30, 200, 100, 50] + [0] * 762)
     palette_image.putpixel((0, 0), 0)
     palette_image.putpixel((1, 0), 1)
-    out = open_image(_encode(palette_image, "PNG"))
+    out = open_image(encode(palette_image, "PNG"))
     assert out.mode == "RGB"
     assert _pixel(out, (0, 0)) == (10, 20, 30) and _pixel(out, (1, 0)) == (200, 100, 50)
 
 
-def test_palette_gif_with_transparency():
-    gif = Image.new("P", (2, 1))
-    gif.putpalette([10, 20, 30, 200, 100, 50] + [0] * 762)
-    gif.putpixel((1, 0), 1)
-    out = open_image(_encode(gif, "GIF", transparency=0))
-    assert _pixel(out, (0, 0)) == (255, 255, 255) and _pixel(out, (1, 0)) == (200, 100, 50)
+@pytest.mark.parametrize("fmt", ["PNG", "GIF"])
+def test_palette_transparency_is_composited_on_white(fmt):
+    image = Image.new("P", (20, 20), 1)  # all green; palette entry 0 is transparent
+    image.putpalette([10, 20, 30, *GREEN] + [0] * 762)
+    image.paste(0, (0, 0, 20, 2))  # a transparent stripe along the top
+    out = open_image(encode(image, fmt, transparency=0))
+    assert _pixel(out, (5, 0)) == (255, 255, 255) and _pixel(out, (5, 10)) == GREEN
+    pixels = as_model_input(out)
+    assert (pixels[0] > 200).all() and (pixels[-8:] == GREEN).all()  # white, not black
 
 
 def test_grayscale_to_rgb():
     gray = Image.new("L", (1, 1), 77)
-    assert _pixel(open_image(_encode(gray, "PNG"))) == (77, 77, 77)
+    assert _pixel(open_image(encode(gray, "PNG"))) == (77, 77, 77)
 
 
 def test_sixteen_bit_grayscale_is_scaled():
@@ -119,14 +70,14 @@ def test_sixteen_bit_grayscale_is_scaled():
     assert image.mode == "I;16"
     expected = [round(int(v) * 255 / 65535) for v in values[0]]
     assert expected == [0, 1, 128, 255]
-    for out in (open_image(image), open_image(_encode(image, "PNG"))):
+    for out in (open_image(image), open_image(encode(image, "PNG"))):
         assert out.mode == "RGB"
         assert [_pixel(out, (x, 0)) for x in range(4)] == [(e, e, e) for e in expected]
 
 
 def test_cmyk_to_rgb():
     cmyk = Image.new("CMYK", (1, 1), (0, 255, 255, 0))  # no cyan, full magenta and yellow: red
-    out = open_image(_encode(cmyk, "JPEG", quality=100))
+    out = open_image(encode(cmyk, "JPEG", quality=100))
     r, g, b = _pixel(out)
     assert out.mode == "RGB" and r > 240 and g < 15 and b < 15
     assert _pixel(open_image(cmyk)) == (255, 0, 0)
@@ -148,28 +99,41 @@ def test_as_model_input_is_32_by_32_uint8_of_the_centre():
 
 def test_as_model_input_of_a_big_jpeg():
     photo = Image.fromarray(np.full((600, 800, 3), (20, 120, 220), np.uint8))
-    pixels = as_model_input(open_image(_encode(photo, "JPEG", quality=95)))
+    pixels = as_model_input(open_image(encode(photo, "JPEG", quality=95)))
     assert pixels.shape == (32, 32, 3) and pixels.dtype == np.uint8
     assert np.abs(pixels.astype(int) - (20, 120, 220)).max() <= 4
 
 
-def test_exif_rotated_jpeg_is_transposed():
-    # Stored 40 wide x 20 high: left half red, right half blue; orientation 6 says
-    # "rotate 90 degrees clockwise to display", so the displayed image is 20 x 40, red on top.
-    stored = np.zeros((20, 40, 3), np.uint8)
-    stored[:, :20] = (255, 0, 0)
-    stored[:, 20:] = (0, 0, 255)
+def _jpeg_with_exif(orientation: int) -> bytes:
+    """Stored 64 wide x 32 high, left half red, right half blue, with an EXIF orientation."""
+    stored = Image.new("RGB", (64, 32), RED)
+    stored.paste(BLUE, (32, 0, 64, 32))
     exif = Image.Exif()
-    exif[0x0112] = 6
-    data = _encode(Image.fromarray(stored), "JPEG", quality=95, exif=exif.tobytes())
-    out = open_image(data)
-    assert out.size == (20, 40)  # width, height
-    shown = np.asarray(out).astype(int)
-    expected = np.rot90(stored, k=-1)  # clockwise
-    assert expected.shape == shown.shape
-    assert np.abs(shown[2:18, 2:18] - expected[2:18, 2:18]).max() < 40  # red at the top
-    assert np.abs(shown[22:38, 2:18] - expected[22:38, 2:18]).max() < 40  # blue at the bottom
-    assert shown[5, 10, 0] > 200 and shown[35, 10, 2] > 200
+    exif[0x0112] = orientation
+    return encode(stored, "JPEG", quality=95, exif=exif.tobytes())
+
+
+@pytest.mark.parametrize(
+    ("orientation", "size", "top", "bottom", "left", "right"),
+    [
+        (1, (64, 32), None, None, RED, BLUE),
+        (3, (64, 32), None, None, BLUE, RED),  # 180 degrees
+        (6, (32, 64), RED, BLUE, None, None),  # a phone held upright: rotate 90 clockwise
+        (8, (32, 64), BLUE, RED, None, None),  # rotate 90 counter-clockwise
+    ],
+)
+def test_exif_orientation_is_applied(orientation, size, top, bottom, left, right):
+    image = open_image(_jpeg_with_exif(orientation))
+    assert image.size == size  # width, height
+    pixels = as_model_input(image).astype(int)
+    for region, colour in (
+        (pixels[:8], top),
+        (pixels[-8:], bottom),
+        (pixels[:, :8], left),
+        (pixels[:, -8:], right),
+    ):
+        if colour is not None:
+            assert np.abs(region - colour).max() <= 40, (orientation, region.mean(axis=(0, 1)), colour)
 
 
 def test_first_frame_of_an_animated_gif():
@@ -218,3 +182,29 @@ def test_cli_predict(use_trained_baseline, tmp_path, capsys):
     (tmp_path / "bad.png").write_bytes(b"not an image")
     assert cli.main(["predict", run_id, str(tmp_path / "bad.png")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tta_flip", [False, True], ids=["plain", "tta_flip"])
+def test_predictor_averages_over_the_horizontal_flip_with_tta_flip(tmp_path, monkeypatch, tta_flip):
+    """No training: a fresh CNN's weights in a fixture run; the Predictor must give the model's
+    probabilities, or with `tta_flip` their mean over the images and their mirror images."""
+    import keras
+
+    from cifar.config import BaselineConfig
+    from cifar.models import build_baseline
+    from cifar.runs import load_run
+
+    labels = np.arange(6, dtype=np.uint8)
+    folder = write_run(tmp_path / "artifacts", "fresh", "baseline", labels, 0.5, epochs=1, tta_flip=tta_flip)
+    monkeypatch.setenv("CIFAR_ARTIFACTS", str(tmp_path / "artifacts"))
+    keras.utils.set_random_seed(0)
+    model = build_baseline(BaselineConfig(epochs=1, tta_flip=tta_flip))
+    model.save_weights(str(folder / "model.weights.h5"))
+
+    images = np.random.default_rng(2).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    plain = model.predict(images, verbose=0)
+    mirrored = model.predict(images[:, :, ::-1], verbose=0)  # (N, H, W, C): W is axis 2
+    upside_down = model.predict(images[:, ::-1], verbose=0)
+    assert np.abs(plain - mirrored).max() > 1e-4 and np.abs(mirrored - upside_down).max() > 1e-4
+    expected = (plain + mirrored) / 2 if tta_flip else plain
+    np.testing.assert_allclose(Predictor(load_run("fresh")).probabilities(images), expected, atol=1e-5)

@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 
 from cifar import runs
+from cifar.features import RESIZE_LEFT_XLA
 from cifar.runs import RunError, RunWriter, check_run_id, list_runs, load_run, runs_table
+from tests.factory import npz_cifar, write_run
 
 
 def write_complete(writer: RunWriter, model="baseline", accuracy=0.5, finished=1.0, n=4, **hyper):
@@ -184,13 +186,13 @@ def test_predictions_with_wrong_shape_are_refused():
 @pytest.mark.parametrize(
     "model, overrides, finished, flagged",
     [
-        ("transfer", {"resize": "bilinear", "input_size": 224}, runs.RESIZE_LEFT_XLA - 1, True),
-        ("transfer", {"resize": "bilinear", "input_size": 160}, runs.RESIZE_LEFT_XLA - 1, True),
-        ("transfer", {"resize": "bilinear", "input_size": 224}, runs.RESIZE_LEFT_XLA + 1, False),
-        ("transfer", {"resize": "bilinear", "input_size": 299}, runs.RESIZE_LEFT_XLA - 1, False),
-        ("transfer", {"resize": "bilinear", "input_size": 256}, runs.RESIZE_LEFT_XLA - 1, False),
-        ("transfer", {}, runs.RESIZE_LEFT_XLA - 1, False),  # the reference: nearest-neighbour x7
-        ("baseline", {}, runs.RESIZE_LEFT_XLA - 1, False),
+        ("transfer", {"resize": "bilinear", "input_size": 224}, RESIZE_LEFT_XLA - 1, True),
+        ("transfer", {"resize": "bilinear", "input_size": 160}, RESIZE_LEFT_XLA - 1, True),
+        ("transfer", {"resize": "bilinear", "input_size": 224}, RESIZE_LEFT_XLA + 1, False),
+        ("transfer", {"resize": "bilinear", "input_size": 299}, RESIZE_LEFT_XLA - 1, False),
+        ("transfer", {"resize": "bilinear", "input_size": 256}, RESIZE_LEFT_XLA - 1, False),
+        ("transfer", {}, RESIZE_LEFT_XLA - 1, False),  # the reference: nearest-neighbour x7
+        ("baseline", {}, RESIZE_LEFT_XLA - 1, False),
     ],
 )
 def test_runs_trained_on_xla_s_faulty_resize_are_flagged(model, overrides, finished, flagged):
@@ -199,3 +201,90 @@ def test_runs_trained_on_xla_s_faulty_resize_are_flagged(model, overrides, finis
     config = {"config": parse_config(model, overrides).model_dump()}
     run = runs.Run("r", runs.runs_root() / "r", config, {"model": model, "finished": finished})
     assert run.trained_on_faulty_resize == flagged
+
+
+# ----------------------------------------------------------------------------- choosing runs
+
+LABELS = npz_cifar().y_test  # the labels of the `runs` fixture's runs
+
+
+def _fixture_run(run_id, model, accuracy, seed, **overrides):
+    return write_run(runs.artifacts_dir(), run_id, model, LABELS, accuracy, seed=seed, **overrides)
+
+
+def test_test_accuracy_reads_metrics_and_sorts_missing_last():
+    def run(metrics):
+        return runs.Run("r", runs.runs_root() / "r", {}, metrics)
+
+    assert runs.test_accuracy(run({"test_accuracy": 0.25})) == 0.25
+    for bad in ({}, {"test_accuracy": None}, {"test_accuracy": float("nan")}, {"test_accuracy": "0.9"}):
+        assert runs.test_accuracy(run(bad)) == -1.0
+    assert runs.describe_run(run({"model": "baseline", "test_accuracy": 0.25})) == "r (baseline, 25.0% test)"
+    assert runs.describe_run(run({"model": "baseline"})) == "r (baseline, no test accuracy)"
+
+
+@pytest.mark.usefixtures("runs")
+def test_headline_runs_prefer_the_reference_by_name():
+    chosen = runs.headline_runs(list_runs())
+    assert chosen["baseline"].run_id == "baseline-reference"  # although baseline-best is better
+    assert chosen["transfer"].run_id == "transfer-reference"
+    table = runs.headline_table(list_runs())
+    assert list(table["model"]) == ["baseline", "transfer"]
+    assert list(table["write_up_test_accuracy"]) == [0.711, 0.8375]
+    for model, run_id in (("baseline", "baseline-reference"), ("transfer", "transfer-reference")):
+        row = table.set_index("model").loc[model]
+        metrics = json.loads((runs.run_path(run_id) / "metrics.json").read_text())
+        assert (row["run"], row["test_accuracy"], row["train_accuracy"]) == (
+            run_id,
+            metrics["test_accuracy"],
+            metrics["train_accuracy"],
+        )
+
+
+def test_headline_runs_fall_back_to_the_best_test_accuracy():
+    _fixture_run("low", "transfer", 0.2, seed=1)
+    _fixture_run("high", "transfer", 0.9, seed=2)
+    chosen = runs.headline_runs(list_runs())
+    assert chosen["transfer"].run_id == "high" and chosen["baseline"] is None
+    assert runs.best_run(list_runs(), "transfer").run_id == "high"
+    assert runs.best_run(list_runs(), "baseline") is None
+    assert runs.headline_runs([]) == {"baseline": None, "transfer": None}
+    empty = runs.headline_table([])
+    assert len(empty) == 2 and empty["run"].isna().all()
+
+
+@pytest.mark.usefixtures("runs")
+def test_best_runs_are_the_most_accurate_per_model():
+    worse = _fixture_run("worse", "transfer", 0.3, seed=5)
+    chosen = runs.best_runs(list_runs())
+    assert chosen["baseline"].run_id == "baseline-best"  # 0.8 beats the reference's 0.7
+    assert chosen["transfer"].run_id == "transfer-reference"
+    assert runs.best_runs([]) == {"baseline": None, "transfer": None}
+    # A run with its weights beats a more accurate one without (which could not classify).
+    (worse / "head.weights.h5").write_bytes(b"weights")
+    chosen = runs.best_runs(list_runs())
+    assert chosen["transfer"].run_id == "worse" and chosen["baseline"].run_id == "baseline-best"
+
+
+@pytest.mark.usefixtures("runs")
+def test_default_selection_includes_the_newest_run():
+    _fixture_run("newest", "baseline", 0.5, seed=99)
+    selection = runs.default_selection(list_runs())
+    assert selection == ["baseline-reference", "transfer-reference", "baseline-best", "newest"]
+    assert runs.default_selection(list_runs(), limit=2) == ["baseline-reference", "transfer-reference"]
+
+
+def test_default_selection_of_one_model_shows_the_newest_few():
+    for seed, (run_id, accuracy) in enumerate([("a", 0.2), ("b", 0.5), ("c", 0.9)]):
+        _fixture_run(run_id, "baseline", accuracy, seed=seed)
+    assert runs.default_selection(list_runs()) == ["c", "b", "a"]  # best first, then newest first
+    assert runs.default_selection([]) == []
+
+
+@pytest.mark.usefixtures("runs")
+def test_hyperparameter_columns_are_the_configs_fields():
+    from cifar.config import field_table
+
+    table = runs_table(list_runs())
+    fields = {row["name"] for model in ("baseline", "transfer") for row in field_table(model)}
+    assert set(runs.hyperparameter_columns(table)) == fields

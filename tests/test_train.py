@@ -14,6 +14,7 @@ from cifar.config import CLASS_NAMES, BaselineConfig, TransferConfig
 from cifar.runs import load_run, read_status
 from cifar.train import train
 from tests.backbone import calibrated_inception
+from tests.factory import tiny_cifar
 
 pytestmark = pytest.mark.slow
 
@@ -95,18 +96,44 @@ def test_train_refuses_an_existing_run_id(use_trained_baseline, make_cifar):
         train(BaselineConfig(epochs=1), data=make_cifar(), run_id=use_trained_baseline[0])
 
 
-def test_train_with_tta_flip_and_augment(make_cifar):
+def test_tta_flip_saves_the_mean_over_the_images_and_their_horizontal_flips(make_cifar):
+    """Training and the Predictor both average the model over the image and its mirror image."""
+    from cifar.models import build_baseline
+    from cifar.predict import Predictor
+
     data = make_cifar(60, 20)
-    folder = train(
-        BaselineConfig(epochs=1, validation_size=0, augment=True, tta_flip=True, batch_size=16),
-        data=data,
-        run_id="flip",
-    )
+    config = BaselineConfig(epochs=1, validation_size=0, augment=True, tta_flip=True, batch_size=16)
+    folder = train(config, data=data, run_id="flip")
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["val_accuracy"] is None and metrics["n_validation"] == 0
-    probabilities = np.load(folder / "test_predictions.npy")
-    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
-    assert metrics["test_accuracy"] == pytest.approx(np.mean(probabilities.argmax(axis=1) == data.y_test))
+    saved = np.load(folder / "test_predictions.npy")
+    assert metrics["test_accuracy"] == pytest.approx(np.mean(saved.argmax(axis=1) == data.y_test))
+
+    model = build_baseline(config)
+    model.load_weights(str(folder / "model.weights.h5"))
+    plain = model.predict(data.x_test, verbose=0)
+    mirrored = model.predict(data.x_test[:, :, ::-1], verbose=0)  # (N, H, W, C): W is axis 2
+    upside_down = model.predict(data.x_test[:, ::-1], verbose=0)
+    assert np.abs(plain - mirrored).max() > 1e-3  # the two views differ, so the mean is a real check
+    np.testing.assert_allclose(saved, (plain + mirrored) / 2, atol=1e-5)
+    assert np.abs(saved - (plain + upside_down) / 2).max() > 1e-4
+    np.testing.assert_allclose(Predictor.for_run("flip").probabilities(data.x_test), saved, atol=1e-5)
+
+
+def test_transfer_tta_flip_averages_the_head_over_plain_and_flipped_test_features(fake_backbone):
+    from cifar.models import build_head
+
+    config = TransferConfig(**REFERENCE["transfer"], tta_flip=True)
+    folder = train(config, data=fake_backbone, run_id="transfer-flip")
+    head = build_head(config)
+    head.load_weights(str(folder / "head.weights.h5"))
+    load = _label_features(fake_backbone)
+    plain, flipped = (
+        head.predict(load(fake_backbone.x_test, config, None, "test", flip), verbose=0)
+        for flip in (False, True)
+    )
+    assert np.abs(plain - flipped).max() > 1e-3
+    np.testing.assert_allclose(np.load(folder / "test_predictions.npy"), (plain + flipped) / 2, atol=1e-5)
 
 
 HEADS = {  # overrides, parameter count, tolerance of the Predictor's probabilities
@@ -201,13 +228,14 @@ def test_the_head_learns_rows_gathered_with_their_own_labels(monkeypatch, make_c
 
     from cifar import assets
     from cifar import features as feature_cache
+    from cifar.data import aligned_empty
 
     data = make_cifar(200, 60, seed=3)
     rng = np.random.default_rng(0)
 
     def label_features(images, config, weights, split, flip):
         labels = data.y_train if split == "train" else data.y_test
-        table = feature_cache.aligned_empty((len(images), config.feature_dim))
+        table = aligned_empty((len(images), config.feature_dim))
         table[:] = rng.normal(0, 0.1, table.shape)
         # Flipped images show the label one column over. With flip_features, the test images do
         # too: only a head that learned from the flipped training rows can classify them.
@@ -226,3 +254,206 @@ def test_the_head_learns_rows_gathered_with_their_own_labels(monkeypatch, make_c
     assert metrics["n_train"] == 160 * (2 if flip_features else 1) and metrics["n_validation"] == 40
     assert metrics["train_accuracy"] > 0.95 and metrics["val_accuracy"] > 0.9
     assert metrics["test_accuracy"] > 0.9
+
+
+# ----------------------------------------------------------------------------- every option takes effect
+# Training is repeatable (no augmentation: same config, same data, same numbers; checked below),
+# so a run that differs from its family's reference run differs because of the one changed option.
+
+
+def _label_features(data):
+    """Fake `load_features`: random features with the label shown in one column (flipped images
+    one column over), the same for the same (split, flip) in every run."""
+    from cifar.data import aligned_empty
+
+    def load(images, config, weights, split, flip):
+        labels = data.y_train if split == "train" else data.y_test
+        rng = np.random.default_rng(2 * (split == "train") + flip)
+        table = aligned_empty((len(images), config.feature_dim))
+        table[:] = rng.normal(0, 1.0, table.shape)
+        table[np.arange(len(images)), labels * 11 + flip] += 1.5
+        return table
+
+    return load
+
+
+@pytest.fixture
+def fake_backbone(monkeypatch):
+    """Transfer runs without InceptionV3: label-revealing features; weights named by the source asked."""
+    from types import SimpleNamespace
+
+    from cifar import assets, features
+
+    data = _option_data()
+    monkeypatch.setattr(features, "load_features", _label_features(data))
+    monkeypatch.setattr(
+        assets, "load_inception_weights", lambda which, **_: SimpleNamespace(source=which, sha256="0" * 64)
+    )
+    return data
+
+
+def _option_data():
+    return tiny_cifar(80, 30, seed=5)
+
+
+REFERENCE = {  # each family's reference run: small, quick, no augmentation
+    "baseline": {"epochs": 1, "batch_size": 16, "validation_size": 10},
+    "transfer": {"epochs": 2, "batch_size": 16, "validation_size": 10, "weights": "keras"},
+}
+
+
+def _shared_effects(epochs: int, optimizer: str, stopping_lr: float) -> dict:
+    """The fields both families share (`_Config`), and how each shows."""
+    return {
+        "epochs": (
+            {"epochs": epochs},
+            lambda run, ref: run["metrics"]["epochs_run"] == len(run["history"]) == epochs,
+        ),
+        "batch_size": ({"batch_size": 7}, "differs"),
+        "optimizer": ({"optimizer": optimizer}, "differs"),
+        "learning_rate": ({"learning_rate": 0.01}, "differs"),
+        "lr_schedule": ({"lr_schedule": "onecycle"}, "differs"),
+        "label_smoothing": ({"label_smoothing": 0.3}, "differs"),
+        "weight_decay": ({"weight_decay": 0.05}, "differs"),
+        "validation_size": ({"validation_size": 4}, lambda run, ref: run["metrics"]["n_validation"] == 4),
+        "early_stopping_patience": (
+            {"epochs": 6, "early_stopping_patience": 1, "learning_rate": stopping_lr},
+            lambda run, ref: run["metrics"]["epochs_run"] < 6,
+        ),
+        "seed": ({"seed": 1}, "differs"),
+    }
+
+
+# family -> field -> (changed overrides, what must be seen); "differs": other test predictions.
+OPTION_EFFECTS = {
+    "baseline": {
+        **_shared_effects(epochs=2, optimizer="sgd", stopping_lr=0.05),
+        "architecture": (
+            {"architecture": "airbench", "width": 8},
+            lambda run, ref: _parameters(run) != _parameters(ref),
+        ),
+        "width": (
+            {"architecture": "airbench", "width": 16},
+            lambda run, ref: _parameters(run) > _airbench_parameters(8),
+        ),
+        "augment": ({"augment": True}, "differs"),
+        "tta_flip": ({"tta_flip": True}, "differs"),
+        "dropout": ({"dropout": 0.5}, "differs"),
+    },
+    "transfer": {
+        **_shared_effects(epochs=3, optimizer="rmsprop", stopping_lr=10.0),
+        "weights": (
+            {"weights": "google2015"},
+            lambda run, ref: run["config"]["assets"]["backbone_weights"] == "google2015",
+        ),
+        # The frozen base's options name the features it reads (cache and model: test_features, test_models).
+        "architecture": (
+            {"architecture": "exact2015"},
+            lambda run, ref: run["spec"]["architecture"] == "exact2015",
+        ),
+        "resize": (
+            {"resize": "nearest", "input_size": 96},
+            lambda run, ref: run["spec"]["resize"] == "nearest",
+        ),
+        "input_size": (
+            {"resize": "bilinear", "input_size": 96},
+            lambda run, ref: run["spec"]["input_size"] == 96,
+        ),
+        "pooled_layers": (
+            {"pooled_layers": "mixed7-10"},
+            lambda run, ref: _parameters(run) == _parameters(ref) + (6144 - 2048) * 256,
+        ),
+        "flip_features": ({"flip_features": True}, lambda run, ref: run["metrics"]["n_train"] == 2 * 70),
+        "tta_flip": ({"tta_flip": True}, "differs"),
+        "standardize": (
+            {"standardize": True},
+            lambda run, ref: _parameters(run) == _parameters(ref) + 2 * 2048 + 1,
+        ),
+        "head_units": ({"head_units": 8}, lambda run, ref: _parameters(run) == 2048 * 8 + 8 + 8 * 10 + 10),
+        "dropout": ({"dropout": 0.0}, "differs"),
+    },
+}
+
+
+def _parameters(run) -> int:
+    return run["metrics"]["parameters"]
+
+
+def _airbench_parameters(width: int) -> int:
+    from cifar.models import build_baseline
+
+    return build_baseline(BaselineConfig(architecture="airbench", width=width)).count_params()
+
+
+def _train_option_run(family: str, overrides: dict, run_id: str, monkeypatch=None) -> dict:
+    """Train `REFERENCE[family]` with `overrides` on the option data; what the run folder holds."""
+    from cifar import features
+    from cifar.config import parse_config
+
+    specs = []
+    if family == "transfer":
+        loader = features.load_features
+        monkeypatch.setattr(
+            features,
+            "load_features",
+            lambda images, config, *a: specs.append(config.feature_spec) or loader(images, config, *a),
+        )
+    config = parse_config(family, {**REFERENCE[family], **overrides})
+    folder = train(config, data=_option_data(), run_id=run_id)
+    return {
+        "metrics": json.loads((folder / "metrics.json").read_text()),
+        "config": json.loads((folder / "config.json").read_text()),
+        "history": pd.read_csv(folder / "history.csv"),
+        "predictions": np.load(folder / "test_predictions.npy"),
+        "spec": specs[0] if specs else None,
+    }
+
+
+_REFERENCE_RUNS: dict[str, dict] = {}
+
+
+def _reference_run(family: str, monkeypatch) -> dict:
+    if family not in _REFERENCE_RUNS:
+        _REFERENCE_RUNS[family] = _train_option_run(family, {}, f"{family}-reference", monkeypatch)
+    return _REFERENCE_RUNS[family]
+
+
+@pytest.mark.parametrize("family", sorted(OPTION_EFFECTS))
+def test_every_option_has_an_effect_test(family):
+    from cifar.config import CONFIG_TYPES
+
+    fields = set(CONFIG_TYPES[family].model_fields) - {"model"}
+    assert fields and set(OPTION_EFFECTS[family]) == fields
+
+
+@pytest.mark.parametrize("family", sorted(OPTION_EFFECTS))
+def test_training_is_repeatable(family, fake_backbone, monkeypatch):
+    """What makes "differs" below mean something: the unchanged config gives the same numbers."""
+    reference = _reference_run(family, monkeypatch)
+    again = _train_option_run(family, {}, f"{family}-again", monkeypatch)
+    np.testing.assert_array_equal(again["predictions"], reference["predictions"])
+    assert again["metrics"]["parameters"] == reference["metrics"]["parameters"]
+
+
+@pytest.mark.parametrize(
+    ("family", "field"),
+    [(family, field) for family in sorted(OPTION_EFFECTS) for field in OPTION_EFFECTS[family]],
+)
+def test_changing_an_option_changes_the_run(family, field, fake_backbone, monkeypatch):
+    overrides, expected = OPTION_EFFECTS[family][field]
+    reference = _reference_run(family, monkeypatch)
+    run = _train_option_run(family, overrides, f"{family}-{field}".replace("_", "-"), monkeypatch)
+    assert run["config"]["config"][field] == parse_value(family, {**REFERENCE[family], **overrides}, field)
+    if expected == "differs":
+        same_shape = run["predictions"].shape == reference["predictions"].shape
+        assert not (same_shape and np.allclose(run["predictions"], reference["predictions"], atol=1e-6)), (
+            field
+        )
+    else:
+        assert expected(run, reference), (field, run["metrics"])
+
+
+def parse_value(family: str, overrides: dict, field: str):
+    from cifar.config import parse_config
+
+    return parse_config(family, overrides).model_dump()[field]

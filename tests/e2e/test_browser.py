@@ -20,7 +20,8 @@ from PIL import Image
 
 from tests.e2e.browser import CHROMIUM, REPO, chromium_page, settle, start_streamlit, stop, wait_healthy
 from tests.e2e.browser import shoot as shoot_to
-from tests.pages.factory import labels_of, synthetic_npz, write_run
+from tests.factory import labels_of, write_run
+from tests.factory import write_npz as synthetic_npz
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 

@@ -1,23 +1,30 @@
-"""The dashboard through `AppTest`: every page renders (with runs and without), and what it shows.
+"""The dashboard through `AppTest`: every page renders (with runs and without), and shows the
+values of the runs' own files, recomputed here by hand from metrics.json, config.json,
+history.csv and the saved predictions.
 
 Expensive calls (a model's Predictor, a training job) are replaced by fakes; everything else is
-the real code reading fixture run folders.
+the real code reading fixture run folders written by `RunWriter`.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
-from cifar import jobs
+from cifar import jobs, standby
+from cifar.config import CLASS_NAMES, REFERENCE_FIGURES, parse_config
 from cifar.runs import partial_path, runs_root
-from tests.pages.factory import PAGES
+from dashboard import train_sections
+from dashboard.widgets import upscale
+from tests.factory import PAGES, REPO, labels_of, partial_run, take_slot, write_run
 
 
 def texts(elements) -> str:
@@ -32,6 +39,52 @@ def png(color=(200, 30, 30), size=(48, 40)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def figure(app, index: int = 0) -> dict:
+    """The Plotly figure (data and layout) of the page's `index`-th chart, arrays as lists."""
+    return json.loads(app.get("plotly_chart")[index].proto.spec, object_hook=_typed_array)
+
+
+def _typed_array(value: dict):
+    """Plotly writes numpy arrays as {"dtype", "bdata": base64[, "shape"]}."""
+    if set(value) - {"shape"} != {"dtype", "bdata"}:
+        return value
+    array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+    if "shape" in value:
+        array = array.reshape([int(n) for n in str(value["shape"]).split(",")])
+    return array.tolist()
+
+
+def accuracy_curves(learning_curves: dict) -> dict[str, list]:
+    """trace name -> accuracy per epoch (the left panel of `plots.learning_curves`)."""
+    return {t["name"]: t["y"] for t in learning_curves["data"] if t.get("xaxis", "x") == "x"}
+
+
+def read_json(run_id: str, name: str) -> dict:
+    return json.loads((runs_root() / run_id / name).read_text())
+
+
+def arrays(run_id: str) -> tuple[np.ndarray, np.ndarray]:
+    folder = runs_root() / run_id
+    return np.load(folder / "test_predictions.npy"), np.load(folder / "test_labels.npy").astype(int)
+
+
+def accuracy(run_id: str) -> float:
+    probs, labels = arrays(run_id)
+    return float(np.mean(probs.argmax(axis=1) == labels))
+
+
+def confusion(run_id: str) -> np.ndarray:
+    probs, labels = arrays(run_id)
+    counts = np.zeros((10, 10), int)
+    for true, predicted in zip(labels, probs.argmax(axis=1), strict=True):
+        counts[true, predicted] += 1
+    return counts
+
+
+def pp(value: float, reference: float) -> str:
+    return f"{(value - reference) * 100:+.2f} pp vs write-up"
 
 
 # ----------------------------------------------------------------------------- smoke
@@ -49,29 +102,68 @@ def test_every_page_renders(page, with_runs, request, open_page):
         assert "No runs yet" in texts(app.info)
 
 
+def test_pages_import_no_tensorflow_and_stay_readable():
+    """Pages stay light: TensorFlow loads only when a model is used (Classify, training jobs)."""
+    import ast
+    import subprocess
+    import sys
+
+    pages = [REPO / "streamlit_app.py", *(REPO / "pages").glob("*.py")]
+    assert len(pages) == 7
+    for page in pages:
+        tree = ast.parse(page.read_text())
+        names = [
+            alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+        ]
+        names += [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        assert not [n for n in names if n.split(".")[0] in ("tensorflow", "keras")], page
+        assert len(page.read_text().splitlines()) <= 150, f"{page.name}: move sections to dashboard/"
+    code = (
+        "import sys, dashboard.cache, dashboard.widgets, dashboard.text, dashboard.train_sections\n"
+        "import cifar.plots, cifar.runs, cifar.evaluate, cifar.predict, cifar.jobs, cifar.features\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TensorFlow was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
+
+
 # ----------------------------------------------------------------------------- overview
 
 
-def test_overview_shows_headline_runs_beside_the_write_up(runs, open_page):
+def test_overview_cards_show_each_headline_run_s_own_accuracy(runs, open_page):
     app = open_page("overview")
-    labels = [metric.label for metric in app.metric]
-    # baseline-reference and transfer-reference by name, and baseline-best beside its reference
-    assert labels == ["Test accuracy", "Best run: baseline-best", "Test accuracy"]
+    base, best, transfer = "baseline-reference", "baseline-best", "transfer-reference"
+    assert accuracy(best) > accuracy(base)  # so the card's "best run" line is shown
+    write_up = {model: REFERENCE_FIGURES[model]["test_accuracy"] for model in REFERENCE_FIGURES}
+    shown = [(metric.label, metric.value, metric.delta) for metric in app.metric]
+    assert shown == [
+        ("Test accuracy", f"{accuracy(base):.2%}", pp(accuracy(base), write_up["baseline"])),
+        (f"Best run: {best}", f"{accuracy(best):.2%}", pp(accuracy(best), write_up["baseline"])),
+        ("Test accuracy", f"{accuracy(transfer):.2%}", pp(accuracy(transfer), write_up["transfer"])),
+    ]
     captions = texts(app.caption)
-    assert "baseline-reference" in captions and "transfer-reference" in captions
-    assert "71.10% test" in captions and "85.51% train / 83.75% test" in captions
+    train = {run_id: read_json(run_id, "metrics.json")["train_accuracy"] for run_id in (base, transfer)}
+    assert f"Run `{base}` · train {train[base]:.2%} · write-up: 71.10% test" in captions
+    assert (
+        f"Run `{transfer}` · train {train[transfer]:.2%} · write-up: 85.51% train / 83.75% test" in captions
+    )
+    bars = {trace["name"]: trace["y"] for trace in figure(app)["data"]}
+    assert bars["this project"] == pytest.approx(
+        [train[base], accuracy(base), train[transfer], accuracy(transfer)]
+    )
+    assert bars["write-up"] == [None, 0.711, 0.8551, 0.8375]
     assert "python -m cifar fetch" in texts(app.code)  # weights are not cached in the sandbox
     assert "weights are not cached" in texts(app.warning)
 
 
-def test_overview_picks_the_best_run_when_no_reference(artifacts, npz, open_page):
-    from tests.pages.factory import labels_of, write_run
-
-    labels = labels_of(npz)
+def test_overview_picks_the_best_run_when_no_reference(artifacts, cifar_npz, open_page):
+    labels = labels_of(cifar_npz)
     write_run(artifacts, "baseline-a", "baseline", labels, 0.3, seed=1)
     write_run(artifacts, "baseline-b", "baseline", labels, 0.9, seed=2)
     app = open_page("overview")
-    assert "baseline-b" in texts(app.caption)
+    assert [(metric.label, metric.value) for metric in app.metric] == [
+        ("Test accuracy", f"{accuracy('baseline-b'):.2%}")
+    ]
+    assert "Run `baseline-b`" in texts(app.caption)
     assert "No transfer run yet" in texts(app.info)
     assert "python -m cifar train transfer" in texts(app.code)
 
@@ -83,6 +175,7 @@ def test_overview_empty_state(open_page):
     assert "No baseline run yet" in info and "No transfer run yet" in info
     assert "CIFAR-10 is not cached" in texts(app.warning)
     assert "Feature cache: 0 feature set(s), 0.0 GB" in texts(app.caption)
+    assert not app.get("plotly_chart")
 
 
 def test_overview_counts_the_feature_cache_and_points_at_prune(tmp_path, open_page):
@@ -101,43 +194,132 @@ def test_overview_counts_the_feature_cache_and_points_at_prune(tmp_path, open_pa
 # ----------------------------------------------------------------------------- comparison
 
 
-def test_comparison_table_follows_the_chosen_runs(runs, open_page):
+def test_comparison_shows_each_run_s_metrics_and_hyperparameters(runs, open_page):
     app = open_page("comparison")
-    table = app.dataframe[0].value
-    assert set(table["run"]) == set(runs)
-    assert {"learning_rate", "batch_size", "test_accuracy", "train_accuracy"} <= set(table.columns)
+    table = app.dataframe[0].value.set_index("run")
+    assert sorted(table.index) == sorted(runs)
+    results = ["train_accuracy", "val_accuracy", "test_accuracy", "seconds", "epochs_run"]
+    for run_id in runs:
+        metrics, config = read_json(run_id, "metrics.json"), read_json(run_id, "config.json")["config"]
+        assert table.loc[run_id, results].tolist() == pytest.approx([metrics[name] for name in results])
+        assert table.loc[run_id, "test_accuracy"] == pytest.approx(accuracy(run_id))
+        for name, value in config.items():
+            if name != "model" and not pd.isna(table.loc[run_id, name]):
+                assert table.loc[run_id, name] == value, (run_id, name)
+        assert table.loc[run_id, "model"] == config["model"]
+    bars = {trace["name"]: dict(zip(trace["x"], trace["y"], strict=True)) for trace in figure(app, 0)["data"]}
+    for run_id in runs:
+        metrics = read_json(run_id, "metrics.json")
+        assert bars["train"][run_id] == pytest.approx(metrics["train_accuracy"])
+        assert bars["validation"][run_id] == pytest.approx(metrics["val_accuracy"])
+        assert bars["test"][run_id] == pytest.approx(accuracy(run_id))
+    curves = accuracy_curves(figure(app, 1))
+    for run_id in runs:
+        history = pd.read_csv(runs_root() / run_id / "history.csv")
+        assert curves[f"{run_id} train"] == pytest.approx(history["accuracy"].tolist())
+
+
+def test_comparison_follows_the_chosen_runs_and_the_chosen_hyperparameter(runs, open_page):
+    app = open_page("comparison")
+    app.selectbox(key="comparison-hparam-parameter").set_value("learning_rate").run()
+    app.selectbox(key="comparison-hparam-metric").set_value("train_accuracy").run()
+    points = {
+        name: (x, y)
+        for trace in figure(app, 2)["data"]
+        for name, x, y in zip(trace["hovertext"], trace["x"], trace["y"], strict=True)
+    }
+    assert points == {
+        run_id: (
+            read_json(run_id, "config.json")["config"]["learning_rate"],
+            pytest.approx(read_json(run_id, "metrics.json")["train_accuracy"]),
+        )
+        for run_id in runs
+    }
     app.multiselect(key="comparison-runs").set_value(["baseline-best"]).run()
     assert list(app.dataframe[0].value["run"]) == ["baseline-best"]
-    app.selectbox(key="comparison-hparam-parameter").set_value("batch_size").run()
-    no_exception(app)
     app.multiselect(key="comparison-runs").set_value([]).run()
     assert "Choose at least one run" in texts(app.info)
 
 
-def test_comparison_shows_a_newly_published_run(runs, npz, artifacts, open_page):
-    from tests.pages.factory import labels_of, write_run
-
+def test_comparison_shows_a_newly_published_run(runs, cifar_npz, artifacts, open_page):
     app = open_page("comparison")
-    write_run(artifacts, "fresh-job", "baseline", labels_of(npz), 0.5, seed=9)
+    write_run(artifacts, "fresh-job", "baseline", labels_of(cifar_npz), 0.5, seed=9)
     app.switch_page(PAGES["overview"]).run()  # leave and come back, as a user would
     app.switch_page(PAGES["comparison"]).run()
-    assert "fresh-job" in set(app.dataframe[0].value["run"])
+    table = app.dataframe[0].value.set_index("run")
+    assert table.loc["fresh-job", "test_accuracy"] == pytest.approx(accuracy("fresh-job"))
 
 
 # ----------------------------------------------------------------------------- per class
 
 
-def test_per_class_compares_two_runs(runs, open_page):
+def test_per_class_metrics_come_from_the_confusion_matrix(runs, open_page):
     app = open_page("per_class")
-    labels = [metric.label for metric in app.metric]
-    assert "Same prediction" in labels and "Only baseline-reference right" in labels
+    chosen = [name for name in app.multiselect(key="per-class-runs").value]
+    assert chosen == ["baseline-reference", "transfer-reference", "baseline-best"]
+    table = app.dataframe[0].value
+    for index, run_id in enumerate(chosen):
+        counts = confusion(run_id)
+        recall = counts.diagonal() / counts.sum(axis=1)
+        precision = counts.diagonal() / np.maximum(counts.sum(axis=0), 1)
+        assert table[(run_id, "recall")].tolist() == pytest.approx(recall.tolist())
+        assert table[(run_id, "precision")].tolist() == pytest.approx(precision.tolist())
+        assert table[(run_id, "support")].tolist() == counts.sum(axis=1).tolist()
+        assert figure(app, 1 + index)["data"][0]["z"] == counts.tolist()  # the confusion heatmaps
+        off = counts * (1 - np.eye(10, dtype=int))
+        true, predicted = np.unravel_index(off.argmax(), off.shape)  # first in row order on ties
+        pairs = app.dataframe[1 + index].value
+        assert pairs.iloc[0].tolist() == [CLASS_NAMES[true], CLASS_NAMES[predicted], off.max()]
+    f1 = {trace["name"]: trace["y"] for trace in figure(app, 0)["data"]}
+    assert f1.keys() == set(chosen)
+    assert f1["baseline-best"] == pytest.approx(table[("baseline-best", "f1")].tolist())
+
     app.toggle(key="per-class-confusion-normalized").set_value(True).run()
-    no_exception(app)
+    counts = confusion("baseline-reference")
+    assert np.asarray(figure(app, 1)["data"][0]["z"]) == pytest.approx(
+        counts / counts.sum(axis=1, keepdims=True)
+    )
+
+
+def test_per_class_disagreement_of_the_first_two_runs(runs, open_page):
+    app = open_page("per_class")
+    (pa, labels), (pb, _) = arrays("baseline-reference"), arrays("transfer-reference")
+    a, b = pa.argmax(axis=1) == labels, pb.argmax(axis=1) == labels
+    expected = {
+        "Same prediction": np.mean(pa.argmax(axis=1) == pb.argmax(axis=1)),
+        "Both right": np.mean(a & b),
+        "Only baseline-reference right": np.mean(a & ~b),
+        "Only transfer-reference right": np.mean(~a & b),
+        "Both wrong": np.mean(~a & ~b),
+    }
+    assert {metric.label: metric.value for metric in app.metric} == {
+        label: f"{share:.2%}" for label, share in expected.items()
+    }
+    bars = {trace["name"]: trace["y"] for trace in figure(app, -1)["data"]}
+    only_a = [int(np.sum(a & ~b & (labels == k))) for k in range(10)]
+    assert bars["only baseline-reference right"] == only_a
     app.multiselect(key="per-class-runs").set_value(["transfer-reference"]).run()
     assert "Choose two runs" in texts(app.info)
 
 
 # ----------------------------------------------------------------------------- misclassified
+
+
+def mistakes_by_hand(run_ids: list[str]) -> list[tuple[int, float]]:
+    """(image, largest loss of the runs) of every image some run gets wrong, highest loss first."""
+    labels = arrays(run_ids[0])[1]
+    wrong = np.zeros(len(labels), bool)
+    loss = np.zeros(len(labels))
+    for run_id in run_ids:
+        probs, _ = arrays(run_id)
+        wrong |= probs.argmax(axis=1) != labels
+        loss = np.maximum(loss, -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1)))
+    rows = [(int(i), float(loss[i])) for i in np.flatnonzero(wrong)]
+    return sorted(rows, key=lambda row: -row[1])
+
+
+def cards(app) -> list[str]:
+    return [caption.value for caption in app.caption if caption.value.startswith("#")]
 
 
 def test_misclassified_without_data_says_how_to_fetch(runs, monkeypatch, open_page):
@@ -148,47 +330,82 @@ def test_misclassified_without_data_says_how_to_fetch(runs, monkeypatch, open_pa
     assert not app.image
 
 
-def test_misclassified_gallery_and_filters(runs, open_page):
+def test_misclassified_gallery_starts_with_the_highest_loss_mistake(runs, open_page):
     app = open_page("misclassified")
-    assert app.image, "the gallery shows images"
-    assert "images match" in texts(app.caption)
+    chosen = app.multiselect(key="misclassified-runs").value
+    assert chosen == ["baseline-reference", "transfer-reference", "baseline-best"]
+    expected = mistakes_by_hand(chosen)
+    assert f"{len(expected):,} images match; showing 1–24." in texts(app.caption)
+    shown = cards(app)
+    assert len(shown) == len(app.image) == 24
+    assert [int(card.split(" ")[0][1:]) for card in shown] == [index for index, _ in expected[:24]]
+    first = expected[0][0]
+    lines = shown[0].split("  \n")
+    assert lines[0] == f"#{first} · true **{CLASS_NAMES[arrays(chosen[0])[1][first]]}**"
+    for line, run_id in zip(lines[1:], chosen, strict=True):
+        probs, labels = arrays(run_id)
+        mark = ":green[✓]" if probs[first].argmax() == labels[first] else ":red[✗]"
+        assert line == f"{mark} {run_id}: {CLASS_NAMES[probs[first].argmax()]} {probs[first].max():.0%}"
+
+
+def test_misclassified_filters(runs, open_page):
+    app = open_page("misclassified")
+    labels = arrays("baseline-reference")[1]
     app.multiselect(key="misclassified-filter-true").set_value(["cat"]).run()
-    cards = [c.value for c in app.caption if c.value.startswith("#")]
-    assert cards and all("true **cat**" in card for card in cards)
+    cats = [index for index, _ in mistakes_by_hand(runs) if CLASS_NAMES[labels[index]] == "cat"]
+    assert cats and [int(card.split(" ")[0][1:]) for card in cards(app)] == cats
+    app.multiselect(key="misclassified-filter-true").set_value([]).run()
     app.selectbox(key="misclassified-filter-model").set_value("transfer-reference").run()
-    cards = [c.value for c in app.caption if c.value.startswith("#")]
-    assert all(":red[✗] transfer-reference" in card for card in cards)
+    expected = mistakes_by_hand(["transfer-reference"])
+    assert f"{len(expected):,} images match" in texts(app.caption)
+    shown = cards(app)
+    assert shown and all(":red[✗] transfer-reference" in card for card in shown)
+    app.radio(key="misclassified-filter-sort").set_value("index").run()
+    assert [int(card.split(" ")[0][1:]) for card in cards(app)] == sorted(i for i, _ in expected)[:24]
     app.toggle(key="misclassified-filter-only-one").set_value(True).run()
     no_exception(app)
-    for card in (c.value for c in app.caption if c.value.startswith("#")):
-        assert card.count(":red[✗]") == 1
+    shown = cards(app)
+    assert shown and all(card.count(":red[✗]") == 1 for card in shown)
 
 
 def test_misclassified_leaves_out_runs_tested_on_other_images(runs, artifacts, open_page):
-    from tests.pages.factory import write_run
-
     write_run(artifacts, "other-images", "baseline", np.zeros(100, np.uint8), 0.5, seed=7)
     app = open_page("misclassified")
     app.multiselect(key="misclassified-runs").set_value(["other-images", "baseline-best"]).run()
     assert "other-images" in texts(app.warning)
-    assert app.image
+    shown = cards(app)
+    assert shown and all("other-images" not in card for card in shown)
+    assert f"{len(mistakes_by_hand(['baseline-best'])):,} images match" in texts(app.caption)
 
 
 # ----------------------------------------------------------------------------- classify
 
 
 class FakePredictor:
+    """Answers with fixed probabilities of its own per run (`probabilities`)."""
+
     loaded: list[str] = []
 
     def __init__(self, run):
         FakePredictor.loaded.append(run.run_id)
         self.run = run
 
+    @staticmethod
+    def probabilities(run_id: str) -> np.ndarray:
+        return np.random.default_rng(len(run_id)).dirichlet(np.ones(10))
+
     def predict(self, source, top_k=3):
         from cifar.predict import as_model_input, open_image
 
         assert as_model_input(open_image(source)).shape == (32, 32, 3)
-        return [("cat", 0.6), ("dog", 0.3), ("frog", 0.1)][:top_k]
+        probs = self.probabilities(self.run.run_id)
+        return [(CLASS_NAMES[i], float(probs[i])) for i in np.argsort(-probs)[:top_k]]
+
+
+def top_k_by_hand(run_id: str, k: int) -> tuple[list[str], list[float]]:
+    probs = FakePredictor.probabilities(run_id)
+    order = np.argsort(-probs)[:k]
+    return [CLASS_NAMES[i] for i in order], probs[order].tolist()
 
 
 @pytest.fixture
@@ -200,20 +417,25 @@ def fake_predictor(monkeypatch):
     return FakePredictor
 
 
-def test_classify_upload_shows_the_model_view_and_probabilities(runs, fake_predictor, open_page):
+def test_classify_shows_each_model_s_top_k(runs, fake_predictor, open_page):
     app = open_page("classify")
     app.file_uploader(key="classify-upload").set_value(("red.png", png(), "image/png")).run()
     no_exception(app)
     assert not app.error
     assert len(app.image) == 2  # the upload and what the model sees
-    assert app.get("plotly_chart")
     # Each model's most accurate run; the transfer model needs the weights.
     assert fake_predictor.loaded == ["baseline-best"]
     assert "backbone weights are not cached" in texts(app.warning)
+    classes, probabilities = top_k_by_hand("baseline-best", 5)
     table = app.dataframe[0].value
-    assert list(table["baseline-best class"]) == ["cat", "dog", "frog"]
+    assert list(table["baseline-best class"]) == classes
+    assert list(table["baseline-best probability"]) == pytest.approx(probabilities)
+    bars = figure(app)["data"]
+    assert [(bar["name"], sorted(bar["x"], reverse=True)) for bar in bars] == [
+        ("baseline-best", pytest.approx(probabilities))
+    ]
     app.slider(key="classify-top-k").set_value(2).run()
-    assert len(app.dataframe[0].value) == 2
+    assert list(app.dataframe[0].value["baseline-best class"]) == classes[:2]
     assert fake_predictor.loaded == ["baseline-best"], "the model loads once per process"
 
 
@@ -225,6 +447,11 @@ def test_classify_uses_transfer_when_the_weights_are_cached(runs, fake_predictor
     app.file_uploader(key="classify-upload").set_value(("red.png", png(), "image/png")).run()
     assert sorted(fake_predictor.loaded) == ["baseline-best", "transfer-reference"]
     assert not app.warning
+    table = app.dataframe[0].value
+    for run_id in ("baseline-best", "transfer-reference"):
+        classes, probabilities = top_k_by_hand(run_id, 5)
+        assert list(table[f"{run_id} class"]) == classes
+        assert list(table[f"{run_id} probability"]) == pytest.approx(probabilities)
 
 
 @pytest.mark.parametrize(
@@ -252,6 +479,13 @@ def test_classify_model_failure_is_a_warning(runs, monkeypatch, open_page):
     assert "has no model.weights.h5" in texts(app.warning)
 
 
+def test_upscale_is_nearest_neighbour():
+    image = np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3)
+    big = upscale(image, 96)
+    assert big.shape == (96, 96, 3)
+    assert (big[::3, ::3] == image).all() and (big[2::3, 2::3] == image).all()
+
+
 def test_classify_camera_toggle(runs, open_page):
     app = open_page("classify")
     app.toggle(key="classify-camera").set_value(True).run()
@@ -266,28 +500,49 @@ def test_classify_camera_toggle(runs, open_page):
 def started(monkeypatch):
     calls = []
 
-    def fake_start_job(model, overrides, run_id=None):
-        from cifar.config import parse_config
-
-        parse_config(model, overrides)
-        calls.append((model, dict(overrides), run_id))
-        return jobs.Job(run_id or f"{model}-now", "starting", 0.0, "starting")
+    def fake_start_job(config, run_id=None):
+        calls.append((config, run_id))
+        return jobs.Job(run_id or f"{config.model}-now", "starting", 0.0, "starting")
 
     monkeypatch.setattr(jobs, "start_job", fake_start_job)
     return calls
 
 
-def test_train_form_defaults_start_a_job(started, open_page):
+def test_form_fields_and_the_command_line():
+    fields = {row["name"]: row for row in train_sections.form_fields("transfer")}
+    assert fields["resize"]["choices"] and fields["learning_rate"]["step"] == pytest.approx(1e-3)
+    assert fields["dropout"]["step"] == pytest.approx(0.1)
+    kinds = [row["type"] for row in train_sections.form_fields("baseline")]
+    assert "bool" in kinds and kinds.index("bool") == len(kinds) - kinds.count("bool"), "switches last"
+    config = parse_config("baseline", {"epochs": 10, "learning_rate": 0.01, "augment": True})
+    assert train_sections.command_line(config, "") == (
+        "python -m cifar train baseline --learning_rate 0.01 --augment True"
+    )
+    assert (
+        train_sections.command_line(parse_config("transfer"), "x")
+        == "python -m cifar train transfer --run-id x"
+    )
+
+
+def test_train_form_hands_the_validated_config_to_start_job(started, open_page):
     app = open_page("train")
     assert app.number_input(key="train-baseline-epochs").value == 10  # the config's default
     app.number_input(key="train-baseline-epochs").set_value(2).run()
+    app.number_input(key="train-baseline-learning_rate").set_value(0.01).run()
     app.text_input(key="train-baseline-run-id").set_value("my-run").run()
-    assert "--epochs 2 --run-id my-run" in texts(app.code)
+    assert "python -m cifar train baseline --epochs 2 --learning_rate 0.01 --run-id my-run" in texts(app.code)
     app.button(key="train-baseline-start").click().run()
     no_exception(app)
-    model, overrides, run_id = started[0]
-    assert (model, overrides["epochs"], run_id) == ("baseline", 2, "my-run")
+    assert started == [(parse_config("baseline", {"epochs": 2, "learning_rate": 0.01}), "my-run")]
     assert app.session_state["train-last-job"] == "my-run"
+
+
+def test_train_transfer_form_starts_a_transfer_config(started, open_page):
+    app = open_page("train")
+    app.toggle(key="train-transfer-flip_features").set_value(True).run()
+    app.button(key="train-transfer-start").click().run()
+    ((config, run_id),) = started
+    assert config == parse_config("transfer", {"flip_features": True}) and run_id is None
 
 
 def test_train_form_shows_the_config_error_naming_the_field(started, open_page):
@@ -297,30 +552,31 @@ def test_train_form_shows_the_config_error_naming_the_field(started, open_page):
     assert app.button(key="train-baseline-start").disabled
     app.text_input(key="train-baseline-run-id").set_value("../escape").run()
     assert "invalid run id" in texts(app.error)
+    assert not started
 
 
 def test_train_busy_is_a_clear_message(monkeypatch, open_page):
-    def busy(model, overrides, run_id=None):
+    def busy(config, run_id=None):
         raise jobs.JobBusy("job other is running (40%); wait for it or cancel it first")
 
     monkeypatch.setattr(jobs, "start_job", busy)
     app = open_page("train")
     app.button(key="train-baseline-start").click().run()
     no_exception(app)
-    assert "Only one training job runs at a time" in texts(app.warning)
+    assert "Only one training job runs at a time: job other is running (40%)" in texts(app.warning)
 
 
-def test_train_transfer_reports_the_feature_cache(monkeypatch, npz, open_page):
+@pytest.mark.usefixtures("cifar_npz")
+def test_train_transfer_reports_the_feature_cache(monkeypatch, open_page):
     import cifar.assets
-    from cifar import views
     from dashboard import cache
 
-    plans = {"plan": views.FeaturePlan((("train", False, 50000), ("test", False, 10000)), 2020.0)}
+    plans = {"plan": ([("train", False, 50000), ("test", False, 10000)], 2020.0)}
     monkeypatch.setattr(cifar.assets, "weights_available", lambda preference="auto": True)
     monkeypatch.setattr(cache, "feature_plan", lambda config: plans["plan"])
     app = open_page("train")
-    assert "about 34 min" in texts(app.info)
-    plans["plan"] = views.FeaturePlan((), 0.0)
+    assert "50,000 train, 10,000 test images, about 34 min" in texts(app.info)
+    plans["plan"] = ([], 0.0)
     app.number_input(key="train-transfer-epochs").set_value(3).run()
     assert "Features are cached" in texts(app.success)
     app.selectbox(key="train-transfer-resize").set_value("upsample7").run()
@@ -328,35 +584,42 @@ def test_train_transfer_reports_the_feature_cache(monkeypatch, npz, open_page):
     assert "input_size=224" in texts(app.error)
 
 
-def _partial(run_id: str, **status) -> None:
-    folder = partial_path(run_id)
-    folder.mkdir(parents=True)
-    (folder / "status.json").write_text(json.dumps({"started": time.time(), **status}))
+@pytest.fixture
+def running_job():
+    """A job `live-job` holding the job slot (this process holds it), halfway through."""
+    fd = take_slot("live-job")
+    partial_run(
+        "live-job", state="running", progress=0.5, phase="training", message="epoch 1/2", started=time.time()
+    )
+    yield "live-job"
+    os.close(fd)
 
 
-def test_train_monitor_shows_the_running_job(monkeypatch, open_page):
-    _partial(
-        "live-job", state="running", pid=os.getpid(), progress=0.5, phase="training", message="epoch 1/2"
+def test_train_monitor_shows_the_running_job(running_job, monkeypatch, open_page):
+    (partial_path(running_job) / "history.csv").write_text(
+        "epoch,loss,accuracy,val_loss,val_accuracy\n0,2.0,0.3,2.1,0.25\n1,1.8,0.4,1.9,0.35\n"
     )
-    (partial_path("live-job") / "history.csv").write_text(
-        "epoch,loss,accuracy,val_loss,val_accuracy\n0,2.0,0.3,2.1,0.25\n"
-    )
-    jobs.lock_path().parent.mkdir(parents=True)
-    jobs.lock_path().write_text(json.dumps({"run_id": "live-job", "pid": os.getpid()}))
     cancelled = []
     monkeypatch.setattr(jobs, "cancel_job", lambda run_id: cancelled.append(run_id))
     app = open_page("train")
     no_exception(app)
     assert "Running: `live-job`" in texts(app.markdown)
-    assert app.get("progress")[0].value == 50
-    assert app.get("plotly_chart"), "live curves from the partial history"
+    progress = app.get("progress")[0]
+    assert progress.value == 50 and progress.proto.text == "training: epoch 1/2"
+    curves = accuracy_curves(figure(app))
+    assert curves["live-job train"] == [0.3, 0.4] and curves["live-job validation"] == [0.25, 0.35]
     app.button(key="train-cancel").click().run()
     assert cancelled == ["live-job"]
 
 
+def test_train_overview_notes_the_running_job(running_job, open_page):
+    app = open_page("overview")
+    assert "Training job `live-job` is running (50%)" in texts(app.info)
+
+
 def test_train_lists_failed_jobs_and_discards_them(open_page):
-    _partial("broken-job", state="failed", message="ValueError: boom")
-    _partial("stopped-job", state="cancelled", message="cancelled by the user")
+    partial_run("broken-job", state="failed", message="ValueError: boom", started=time.time())
+    partial_run("stopped-job", state="cancelled", message="cancelled by the user", started=time.time())
     app = open_page("train")
     shown = texts(app.markdown)
     assert "broken-job" in shown and "ValueError: boom" in shown and "stopped-job" in shown
@@ -375,14 +638,12 @@ def test_train_finished_job_links_to_comparison(runs, open_page):
     assert (runs_root() / "baseline-best").is_dir()
 
 
-def test_train_page_keeps_a_standby_job_process_ready_unless_a_job_runs(monkeypatch, open_page):
+def test_train_page_keeps_a_standby_job_process_ready_unless_a_job_runs(monkeypatch, open_page, request):
     warmed = []
-    monkeypatch.setattr(jobs, "warm_up", lambda: warmed.append(True) or True)
+    monkeypatch.setattr(standby, "warm_up", lambda: warmed.append(True) or True)
     open_page("train")
     assert warmed, "the Train page starts (or keeps) a standby process for the next Start"
     warmed.clear()
-    _partial("live-job", state="running", pid=os.getpid(), progress=0.5, phase="training")
-    jobs.lock_path().parent.mkdir(parents=True, exist_ok=True)
-    jobs.lock_path().write_text(json.dumps({"run_id": "live-job", "pid": os.getpid()}))
+    request.getfixturevalue("running_job")
     open_page("train")
     assert not warmed  # its imports would slow the running job down

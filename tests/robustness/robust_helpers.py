@@ -1,40 +1,13 @@
-"""Helpers shared by the robustness tests and `bench/soak.py` (no pytest import here)."""
+"""Helpers of the robustness tests: memory, subprocesses, varied uploads (no pytest import here)."""
 
 from __future__ import annotations
 
-import io
-import json
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from tests.pages.factory import synthetic_npz
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def write_tiny_npz(path: Path, n_train: int = 100, n_test: int = 30, seed: int = 0) -> Path:
-    """`synthetic_npz` with test labels cycling through the classes by 3 (`tiny_test_labels`)."""
-    return synthetic_npz(path, n_train, n_test, seed, y_test=tiny_test_labels(n_test))
-
-
-def tiny_test_labels(n_test: int = 30) -> np.ndarray:
-    return ((np.arange(n_test) * 3) % 10).astype(np.uint8)
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.02, what: str = ""):
-    """Poll `predicate` until it returns something truthy; AssertionError after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what or predicate}")
+from tests.factory import REPO, encode
 
 
 def rss_bytes() -> int:
@@ -54,12 +27,6 @@ def subprocess_env(**extra: str) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
         **extra,
     }
-
-
-def encode(image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
 
 
 def varied_uploads(n: int, seed: int = 0) -> list[bytes | np.ndarray]:
@@ -93,47 +60,3 @@ def varied_uploads(n: int, seed: int = 0) -> list[bytes | np.ndarray]:
             image = image.convert(mode)
         out.append(encode(image, fmt, **options))
     return out
-
-
-def write_run_folder(
-    root: Path,
-    run_id: str,
-    labels: np.ndarray,
-    model: str = "baseline",
-    finished: float | None = None,
-    seed: int = 0,
-) -> Path:
-    """A complete, valid run folder (what `cifar.train` publishes, minus the weights)."""
-    from cifar.config import CLASS_NAMES, parse_config
-
-    rng = np.random.default_rng(seed)
-    folder = root / "runs" / run_id
-    folder.mkdir(parents=True)
-    config = parse_config(model, {"epochs": 2}).model_dump()
-    (folder / "config.json").write_text(
-        json.dumps({"run_id": run_id, "config": config, "class_names": list(CLASS_NAMES), "limit": None})
-    )
-    pd.DataFrame(
-        {
-            "accuracy": [0.2, 0.4],
-            "loss": [2.1, 1.7],
-            "val_accuracy": [0.2, 0.3],
-            "val_loss": [2.2, 1.9],
-            "seconds": [1.0, 1.0],
-        }
-    ).to_csv(folder / "history.csv", index_label="epoch")
-    probabilities = rng.dirichlet(np.ones(10), len(labels)).astype(np.float32)
-    metrics = {
-        "model": model,
-        "train_accuracy": 0.4,
-        "val_accuracy": 0.3,
-        "test_accuracy": float(np.mean(probabilities.argmax(axis=1) == labels)),
-        "seconds": 2.0,
-        "epochs_run": 2,
-        "device": "CPU: fixture",
-        "finished": time.time() if finished is None else finished,
-    }
-    (folder / "metrics.json").write_text(json.dumps(metrics))
-    np.save(folder / "test_predictions.npy", probabilities)
-    np.save(folder / "test_labels.npy", labels.astype(np.uint8))
-    return folder

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from robust_helpers import subprocess_env
+
+from tests.robustness.robust_helpers import subprocess_env
 
 N_IMAGES, CHUNK = 10, 2  # five chunks
 

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from robust_helpers import REPO, subprocess_env
 
-from cifar.assets import read_torchscript_tensors
+from cifar.inception2015 import read_torchscript_tensors
+from tests.factory import REPO
+from tests.robustness.robust_helpers import subprocess_env
 
 SOURCES = sorted((REPO / "cifar").glob("*.py"))
 APP_SOURCES = sorted(
@@ -230,7 +231,7 @@ size, stride = eval(sys.argv[1]), eval(sys.argv[2])
 payload = torchscript(size, stride)
 del sys.modules["torch"], sys.modules["torch._utils"]
 
-from cifar.assets import read_torchscript_tensors
+from cifar.inception2015 import read_torchscript_tensors
 try:
     tensors = read_torchscript_tensors(payload)
 except Exception as error:

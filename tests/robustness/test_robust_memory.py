@@ -9,28 +9,22 @@ import gc
 
 import numpy as np
 import pytest
-from robust_helpers import rss_bytes, varied_uploads, write_tiny_npz
 
 from cifar.config import CLASS_NAMES
 from cifar.predict import ImageError
+from tests.robustness.robust_helpers import rss_bytes, varied_uploads
 
 
 @pytest.fixture(scope="module")
-def predictor(tmp_path_factory):
-    """A Predictor of a 1-epoch baseline trained on 100 random images (in a private folder)."""
-    from cifar.assets import read_cifar10_cache
-    from cifar.config import BaselineConfig
+def predictor(trained_baseline):
+    """A Predictor of the session's trained baseline (`trained_baseline`), kept for the module."""
     from cifar.predict import Predictor
     from cifar.runs import load_run
-    from cifar.train import train
 
-    root = tmp_path_factory.mktemp("memory")
-    data = read_cifar10_cache(write_tiny_npz(root / "tiny.npz"))
+    artifacts, run_id, _ = trained_baseline
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KERAS_HOME", str(root / "keras"))
-        patch.setenv("CIFAR_ARTIFACTS", str(root / "artifacts"))
-        train(BaselineConfig(epochs=1, validation_size=20), data=data, run_id="soak")
-        return Predictor(load_run("soak"))
+        patch.setenv("CIFAR_ARTIFACTS", str(artifacts))
+        return Predictor(load_run(run_id))
 
 
 @pytest.mark.slow

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from robust_helpers import REPO, tiny_test_labels, write_run_folder
 
-from cifar import jobs
-from cifar.config import artifacts_dir
+from cifar import jobs, processes
+from cifar.config import artifacts_dir, parse_config
 from cifar.runs import (
     RunError,
     RunWriter,
@@ -24,8 +23,10 @@ from cifar.runs import (
     run_path,
     runs_root,
 )
+from tests.factory import PAGES, REPO, npz_cifar, write_run
 
-LABELS = tiny_test_labels()
+LABELS = npz_cifar().y_test  # the test set of the `cifar_npz` the pages read
+N = len(LABELS)
 
 
 def root() -> Path:
@@ -33,7 +34,7 @@ def root() -> Path:
 
 
 def good(run_id: str = "good", **kwargs) -> Path:
-    return write_run_folder(root(), run_id, LABELS, **kwargs)
+    return write_run(root(), run_id, "baseline", LABELS, 0.3, epochs=2, **kwargs)
 
 
 def truncate(path: Path, keep: float = 0.5) -> None:
@@ -62,12 +63,12 @@ HANDLED = {
 # crashes the Per-class and Misclassified pages.
 NOT_HANDLED = {
     "truncated test_predictions.npy": lambda f: truncate(f / "test_predictions.npy"),
-    "test_predictions.npy is 1-D": lambda f: np.save(f / "test_predictions.npy", np.zeros(30, np.float32)),
+    "test_predictions.npy is 1-D": lambda f: np.save(f / "test_predictions.npy", np.zeros(N, np.float32)),
     "test_predictions.npy has 9 classes": lambda f: np.save(
-        f / "test_predictions.npy", np.zeros((30, 9), np.float32)
+        f / "test_predictions.npy", np.zeros((N, 9), np.float32)
     ),
     "test_predictions.npy holds pickled objects": lambda f: np.save(
-        f / "test_predictions.npy", np.array([{"a": 1}] * 30, dtype=object), allow_pickle=True
+        f / "test_predictions.npy", np.array([{"a": 1}] * N, dtype=object), allow_pickle=True
     ),
     "test_labels.npy shorter than the predictions": lambda f: np.save(
         f / "test_labels.npy", np.zeros(5, np.uint8)
@@ -157,14 +158,14 @@ def test_run_id_cannot_escape_artifacts(run_id, tmp_path):
         jobs.job_status,
         jobs.cancel_job,
         jobs.discard_job,
-        lambda rid: jobs.start_job("baseline", {"epochs": 1}, run_id=rid),
+        lambda rid: jobs.start_job(parse_config("baseline", {"epochs": 1}), run_id=rid),
     ):
         if not run_id and call.__name__ == "<lambda>":
             continue  # start_job(run_id=None or "") means "choose an id"
         with pytest.raises(RunError):
             call(run_id)
     assert (victim / "keep").exists()
-    assert not jobs.lock_path().exists()
+    assert processes.slot_holder() is None
 
 
 def test_discard_of_a_symlinked_partial_folder_does_not_follow_it(tmp_path):
@@ -187,14 +188,6 @@ def test_run_ids_that_are_valid_stay_inside():
 # ----------------------------------------------------------------------------- the dashboard
 
 APP = REPO / "streamlit_app.py"
-PAGES = [
-    "pages/overview.py",
-    "pages/comparison.py",
-    "pages/per_class.py",
-    "pages/misclassified.py",
-    "pages/classify.py",
-    "pages/train.py",
-]
 
 
 def render_every_page() -> dict[str, list[str]]:
@@ -202,7 +195,7 @@ def render_every_page() -> dict[str, list[str]]:
     from streamlit.testing.v1 import AppTest
 
     shown = {}
-    for page in PAGES:
+    for page in PAGES.values():
         app = AppTest.from_file(str(APP), default_timeout=120)
         app.switch_page(page)
         app.run()
@@ -221,7 +214,7 @@ def test_pages_render_beside_unreadable_run_folders(cifar_npz):
     (runs_root() / ".killed.partial").mkdir()
     (runs_root() / "notes.txt").write_text("x")
     shown = render_every_page()
-    assert shown == {page: [] for page in PAGES}
+    assert shown == {page: [] for page in PAGES.values()}
 
     from streamlit.testing.v1 import AppTest
 
@@ -235,4 +228,4 @@ def test_pages_render_beside_runs_with_damaged_arrays(cifar_npz):
     good("good", finished=1.0)
     for index, damage in enumerate(NOT_HANDLED):
         NOT_HANDLED[damage](good(f"damaged-{index}", finished=2.0 + index))
-    assert render_every_page() == {page: [] for page in PAGES}
+    assert render_every_page() == {page: [] for page in PAGES.values()}

@@ -1,4 +1,5 @@
-"""Uploads: every odd or hostile file gives an ImageError or a correct 32x32x3 uint8 image.
+"""Uploads: every odd, damaged or hostile file gives an ImageError or a correct 32x32x3 uint8 image
+(the ordinary conversions, one per mode, are in `tests/test_predict.py`).
 
 `open_image(bytes)` + `as_model_input` is what the Classify page and `python -m cifar predict`
 run on whatever a user hands them; nothing but `ImageError` (whose message is shown to the user)
@@ -20,12 +21,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from robust_helpers import encode, subprocess_env
 
 from cifar import predict
 from cifar.predict import MAX_UPLOAD_BYTES, ImageError, as_model_input, open_image
+from tests.factory import encode
+from tests.robustness.robust_helpers import subprocess_env
 
-RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+RED, BLUE = (255, 0, 0), (0, 0, 255)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -74,15 +76,15 @@ def solid(colour=RED, size=(40, 30), mode="RGB") -> Image.Image:
     return Image.new(mode, size, colour)
 
 
-def halves(size=(64, 32)) -> Image.Image:
-    """Left half red, right half blue (for orientation checks)."""
-    image = Image.new("RGB", size, RED)
-    image.paste(BLUE, (size[0] // 2, 0, size[0], size[1]))
-    return image
-
-
 def png_bytes(image=None) -> bytes:
     return encode(image or solid(), "PNG")
+
+
+def noisy_png() -> bytes:
+    """A PNG of random pixels (it hardly compresses: half of it is half of the pixel data)."""
+    return encode(
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)), "PNG"
+    )
 
 
 def jpeg_bytes(image=None, **options) -> bytes:
@@ -132,12 +134,6 @@ def png_text_bomb() -> bytes:
     return data[:33] + png_chunk(b"zTXt", text) + data[33:]
 
 
-def jpeg_with_exif(orientation: int) -> bytes:
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    return encode(halves(), "JPEG", quality=95, exif=exif.tobytes())
-
-
 def jpeg_with_broken_exif() -> bytes:
     data = jpeg_bytes()
     app1 = b"Exif\x00\x00" + b"MM\x00*\x00\x00\x00\x08" + b"\xff" * 40
@@ -149,24 +145,12 @@ def animated(fmt: str, **options) -> bytes:
     return encode(frames[0], fmt, save_all=True, append_images=frames[1:], duration=100, **options)
 
 
-def palette_with_transparency(fmt="PNG") -> bytes:
-    image = Image.new("P", (20, 20), 0)
-    image.putpalette([0, 0, 0, 0, 255, 0] + [0] * 762)
-    image.paste(1, (0, 0, 20, 20))  # all green, palette entry 0 (unused) is transparent
-    image.paste(0, (0, 0, 20, 2))  # a transparent stripe along the top
-    return encode(image, fmt, transparency=0)
-
-
 def multipage_tiff() -> bytes:
     return encode(solid(RED), "TIFF", save_all=True, append_images=[solid(BLUE)])
 
 
 def int_tiff(dtype, value) -> bytes:
     return encode(Image.fromarray(np.full((20, 20), value, dtype)), "TIFF")
-
-
-def png16(value: int, shape=(20, 20)) -> bytes:
-    return encode(Image.fromarray(np.full(shape, value, np.uint16)), "PNG")
 
 
 def dds_unknown_pixel_format() -> bytes:
@@ -192,21 +176,22 @@ REFUSED = {
     # name: (bytes factory, words the message must contain)
     "empty file": (lambda: b"", "empty"),
     "truncated PNG": (lambda: png_bytes()[:60], ""),
+    "PNG cut in half": (lambda: noisy_png()[: len(noisy_png()) // 2], "damaged or truncated"),
     "PNG signature only": (lambda: PNG_SIGNATURE, ""),
     "truncated JPEG": (lambda: jpeg_bytes()[: len(jpeg_bytes()) // 2], ""),
     "JPEG start marker only": (lambda: b"\xff\xd8\xff", ""),
     "truncated GIF": (lambda: encode(solid().convert("P"), "GIF")[:40], ""),
     "truncated WebP": (lambda: encode(solid(), "WEBP")[:30], ""),
     "truncated TIFF": (lambda: encode(solid(), "TIFF")[:100], ""),
-    "random bytes": (lambda: np.random.default_rng(0).bytes(4096), "not an image"),
-    "text file": (lambda: b"just some notes\nabout a cat\n" * 20, "not an image"),
+    "random bytes": (lambda: np.random.default_rng(0).bytes(4096), "not an image format"),
+    "text file": (lambda: b"just some notes\nabout a cat\n" * 20, "not an image format"),
     "JSON file": (lambda: json.dumps({"image": "cat.png"}).encode(), "not an image"),
     "PDF header": (lambda: b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\ntrailer\n<<>>\n%%EOF\n", ""),
     "SVG": (
         lambda: (
             b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"><rect width="9" height="9"/></svg>'
         ),
-        "not an image",
+        "not an image format",
     ),
     "HTML": (
         lambda: b"<!DOCTYPE html><html><body><img src=x onerror=alert(1)></body></html>",
@@ -248,6 +233,19 @@ def test_size_limit_message_does_not_contradict_itself():
     assert f"is {limit}" not in message, message
 
 
+def test_an_image_over_the_upload_limit_is_refused_before_decoding(monkeypatch):
+    monkeypatch.setattr(predict, "MAX_UPLOAD_BYTES", 100)
+    with pytest.raises(ImageError, match="over the upload limit"):
+        open_image(noisy_png())
+
+
+def test_decompression_bomb_is_refused_and_the_global_limit_restored(monkeypatch):
+    monkeypatch.setattr(predict, "MAX_PIXELS", 1000)
+    with pytest.raises(ImageError, match="million pixels"):
+        open_image(encode(Image.new("L", (200, 200)), "PNG"))
+    assert Image.MAX_IMAGE_PIXELS != 1000
+
+
 def test_exactly_max_upload_bytes_is_not_refused_for_its_size():
     padded = png_bytes() + bytes(MAX_UPLOAD_BYTES - len(png_bytes()))  # trailing junk after IEND
     result = model_input(padded)
@@ -259,23 +257,15 @@ def test_exactly_max_upload_bytes_is_not_refused_for_its_size():
 ACCEPTED = {
     # name: (bytes factory, expected colour everywhere, tolerance)
     "1x1 PNG": (lambda: png_bytes(solid(RED, (1, 1))), RED, 0),
-    "grayscale L PNG": (lambda: png_bytes(solid(128, mode="L")), (128, 128, 128), 0),
     "grayscale JPEG": (lambda: jpeg_bytes(solid(128, mode="L")), (128, 128, 128), 3),
     "LA PNG (opaque)": (lambda: png_bytes(solid((60, 255), mode="LA")), (60, 60, 60), 0),
     "LA PNG (transparent: white)": (lambda: png_bytes(solid((60, 0), mode="LA")), (255, 255, 255), 0),
-    "RGBA PNG (opaque)": (lambda: png_bytes(solid((0, 0, 255, 255), mode="RGBA")), BLUE, 0),
-    "RGBA PNG (transparent: white)": (lambda: png_bytes(solid((0, 0, 255, 0), mode="RGBA")), (255,) * 3, 0),
-    "CMYK JPEG": (lambda: jpeg_bytes(solid((0, 255, 255, 0), mode="CMYK")), RED, 3),
     "CMYK TIFF": (lambda: encode(solid((0, 255, 255, 0), mode="CMYK"), "TIFF"), RED, 0),
-    "16-bit I;16 PNG (max)": (lambda: png16(65535), (255, 255, 255), 0),
-    "16-bit I;16 PNG (mid grey)": (lambda: png16(32896), (128, 128, 128), 1),
     "32-bit I TIFF": (lambda: int_tiff(np.int32, 65535), (255, 255, 255), 0),
     "32-bit F TIFF (0.5)": (lambda: int_tiff(np.float32, 0.5), (128, 128, 128), 1),
     "32-bit F TIFF (NaN)": (lambda: int_tiff(np.float32, np.nan), (0, 0, 0), 0),
     "1-bit PNG": (lambda: png_bytes(solid(1, mode="1")), (255, 255, 255), 0),
     "1-bit TIFF (group 4)": (lambda: encode(solid(1, mode="1"), "TIFF", compression="group4"), (255,) * 3, 0),
-    "palette PNG": (lambda: png_bytes(solid(RED).convert("P")), RED, 0),
-    "animated GIF: frame 0 red, frame 1 blue": (lambda: animated("GIF", loop=0), RED, 0),
     "animated WebP: frame 0 red": (lambda: animated("WEBP", lossless=True), RED, 0),
     "animated PNG: frame 0 red": (lambda: animated("PNG"), RED, 0),
     "WebP": (lambda: encode(solid(), "WEBP", quality=95), RED, 12),
@@ -303,36 +293,6 @@ ACCEPTED = {
 def test_odd_but_valid_file_gives_the_right_pixels(name):
     make, colour, tolerance = ACCEPTED[name]
     assert_colour(model_input(make()), colour, tolerance)
-
-
-def test_palette_transparency_is_composited_on_white():
-    for fmt in ("PNG", "GIF"):
-        pixels = model_input(palette_with_transparency(fmt))
-        assert_colour(pixels[-8:], GREEN, 0)  # opaque part
-        assert (pixels[0] > 200).all(), pixels[0]  # the transparent stripe: white, not black
-
-
-@pytest.mark.parametrize(
-    ("orientation", "size", "top", "bottom", "left", "right"),
-    [
-        (1, (64, 32), None, None, RED, BLUE),
-        (3, (64, 32), None, None, BLUE, RED),  # 180 degrees
-        (6, (32, 64), RED, BLUE, None, None),  # a phone held upright: rotate 90 clockwise
-        (8, (32, 64), BLUE, RED, None, None),  # rotate 90 counter-clockwise
-    ],
-)
-def test_exif_orientation_is_applied(orientation, size, top, bottom, left, right):
-    image = open_image(jpeg_with_exif(orientation))
-    assert image.size == size
-    pixels = as_model_input(image).astype(int)
-    for region, colour in (
-        (pixels[:8], top),
-        (pixels[-8:], bottom),
-        (pixels[:, :8], left),
-        (pixels[:, -8:], right),
-    ):
-        if colour is not None:
-            assert np.abs(region - colour).max() <= 40, (orientation, region.mean(axis=(0, 1)), colour)
 
 
 @pytest.mark.parametrize(
@@ -370,15 +330,10 @@ def test_damaged_rare_format_gives_image_error(make):
     model_input(make())
 
 
-def test_dark_16_bit_png_stays_dark():
-    assert_colour(model_input(png16(200)), (1, 1, 1), 2)
-
-
 # ----------------------------------------------------------------------------- arrays and PIL images
 
 ARRAYS_ACCEPTED = {
     "uint8 HxWx3": (np.full((8, 8, 3), 7, np.uint8), (7, 7, 7)),
-    "float in [0, 1]": (np.full((8, 8, 3), 0.5), (128, 128, 128)),
     "float in [0, 255]": (np.full((8, 8, 3), 200.0), (200, 200, 200)),
     "float with NaN": (np.full((8, 8, 3), np.nan), (0, 0, 0)),
     "float with inf": (np.full((8, 8, 3), np.inf), (255, 255, 255)),
@@ -409,6 +364,7 @@ ARRAYS_REFUSED = {
     "1-D": np.zeros(10, np.uint8),
     "0-D": np.array(5),
     "4-D batch": np.zeros((1, 8, 8, 3), np.uint8),
+    "4-D batch of two": np.zeros((2, 2, 2, 3), np.uint8),
     "2 channels": np.zeros((8, 8, 2), np.uint8),
     "5 channels": np.zeros((8, 8, 5), np.uint8),
     "channels first": np.zeros((3, 8, 8), np.uint8),

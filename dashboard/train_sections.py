@@ -1,19 +1,34 @@
-"""The Train page's form (one per model, built from `field_table`) and its live job monitor."""
+"""Sections of the Train page: one form input per hyperparameter, the feature-cache note, the
+Start button's call, and the live job monitor (a fragment that reruns every 2 s)."""
 
 from __future__ import annotations
 
+import math
+
 import streamlit as st
 
-from cifar import plots, views
-from cifar.config import ConfigError, parse_config
-from cifar.runs import RunError, check_run_id, run_path
-from dashboard import cache
+from cifar import plots
+from cifar.config import field_table
+from cifar.runs import RunError
+from dashboard import cache, text
 
 LAST_JOB = "train-last-job"
 COMPARISON_PAGE = "pages/comparison.py"
 
 
-def _field(row: dict, key: str):
+def form_fields(model: str) -> list[dict]:
+    """`field_table` rows, switches last (the grid stays aligned), with a step for float fields."""
+    rows = []
+    for row in field_table(model):
+        row = dict(row)
+        if row["type"] == "float":
+            default = float(row["default"])
+            row["step"] = 10 ** math.floor(math.log10(default)) if default > 0 else 0.01
+        rows.append(row)
+    return sorted(rows, key=lambda row: row["type"] == "bool")
+
+
+def field_input(row: dict, key: str):
     """One input for one hyperparameter, with the config's default and bounds."""
     label, name, default = row["name"].replace("_", " "), row["name"], row["default"]
     limits = ", ".join(f"{op} {row[op]}" for op in ("ge", "gt", "le", "lt") if op in row)
@@ -37,47 +52,13 @@ def _field(row: dict, key: str):
     )
 
 
-def train_form(model: str, columns: int = 3) -> None:
-    """Hyperparameters of `model` (defaults: the config's), checks, and the Start button."""
-    key = f"train-{model}"
-    fields = views.form_fields(model)
-    values = {}
-    for first in range(0, len(fields), columns):
-        row_fields = fields[first : first + columns]
-        for cell, row in zip(st.columns(columns, vertical_alignment="bottom"), row_fields, strict=False):
-            with cell:
-                values[row["name"]] = _field(row, key)
-    run_id = st.text_input(
-        "Run id (optional)",
-        key=f"{key}-run-id",
-        placeholder=f"{model}-<date>-<time>",
-        help="the folder name under artifacts/runs/; letters, digits, '.', '_' or '-'",
-    ).strip()
-
-    problems = []
-    try:
-        config = parse_config(model, values)
-    except ConfigError as error:
-        config = None
-        problems.append(str(error))
-    if run_id:
-        try:
-            if run_path(check_run_id(run_id)).exists():
-                problems.append(f"run id: a run {run_id!r} exists already; choose another")
-        except RunError as error:
-            problems.append(f"run id: {error}")
-    for problem in problems:
-        st.error(problem)
-
-    if config is not None:
-        changed = views.changed_overrides(model, config.model_dump())
-        command = " ".join([f"python -m cifar train {model}", *(f"--{k} {v}" for k, v in changed.items())])
-        st.code(command + (f" --run-id {run_id}" if run_id else ""), language="bash")
-        if model == "transfer":
-            feature_status(config)
-
-    if st.button("Start training", key=f"{key}-start", type="primary", disabled=bool(problems)):
-        start(model, values, run_id or None)
+def command_line(config, run_id: str) -> str:
+    """The CLI command that trains `config`: only the fields that differ from the defaults."""
+    defaults = type(config)().model_dump()
+    changed = [f"--{k} {v}" for k, v in config.model_dump().items() if v != defaults[k]]
+    return " ".join(
+        [f"python -m cifar train {config.model}", *changed, *(["--run-id", run_id] if run_id else [])]
+    )
 
 
 def feature_status(config) -> None:
@@ -99,20 +80,19 @@ def feature_status(config) -> None:
         )
         return
     try:
-        plan = cache.feature_plan(config)
+        needed, seconds = cache.feature_plan(config)
     except Exception as error:  # noqa: BLE001 (the check is advice; a failure must not block training)
         st.warning(f"Could not check the feature cache: {error}")
         return
-    (st.success if plan.cached else st.info)(plan.describe())
+    (st.info if needed else st.success)(text.feature_plan(needed, seconds))
 
 
-def start(model: str, values: dict, run_id: str | None) -> None:
+def start(config, run_id: str | None) -> None:
+    """Start the job (one at a time) and remember it for the monitor."""
     from cifar.jobs import JobBusy, start_job
 
     try:
-        job = start_job(model, values, run_id=run_id)
-    except ConfigError as error:
-        st.error(str(error))
+        job = start_job(config, run_id=run_id)
     except JobBusy as error:
         st.warning(f"Only one training job runs at a time: {error}")
     except RunError as error:
@@ -126,7 +106,8 @@ def start(model: str, values: dict, run_id: str | None) -> None:
 @st.fragment(run_every=2)
 def job_monitor() -> None:
     """The running job's progress and curves, refreshed every 2 s; then failed / cancelled jobs."""
-    from cifar.jobs import active_job, job_status, warm_up
+    from cifar.jobs import active_job, job_history, job_status
+    from cifar.standby import warm_up
 
     job = active_job()
     if job is not None:
@@ -135,8 +116,8 @@ def job_monitor() -> None:
             st.progress(
                 min(max(job.progress, 0.0), 1.0), text=f"{job.phase or job.state}: {job.message or '…'}"
             )
-            history = views.partial_history(job.run_id)
-            if history is not None:
+            history = job_history(job.run_id)
+            if history is not None and not history.empty:
                 st.plotly_chart(plots.learning_curves({job.run_id: history}, title=None), key="train-live")
             else:
                 st.caption("Curves appear after the first epoch.")

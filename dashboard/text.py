@@ -1,0 +1,62 @@
+"""What the pages say in words: titles, next steps, durations, the feature-cache sentence.
+
+Plain Python (no Streamlit), so the wording can be tested without a browser.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cifar.runs import Run
+
+FETCH = "python -m cifar fetch"
+MODEL_TITLES = {"baseline": "Baseline CNN", "transfer": "InceptionV3 transfer"}
+
+
+def next_steps(runs: list[Run], data_cached: bool, weights_cached: bool) -> list[tuple[str, str]]:
+    """(what, command) pairs for what the user can do next."""
+    steps = []
+    if not (data_cached and weights_cached):
+        steps.append(("Download and verify CIFAR-10 and the InceptionV3 weights", FETCH))
+    models = {run.model for run in runs}
+    if "baseline" not in models:
+        steps.append(("Train the baseline CNN", "python -m cifar train baseline --run-id baseline-reference"))
+    if "transfer" not in models:
+        steps.append(("Cache the frozen InceptionV3 features (long on a CPU)", "python -m cifar extract"))
+        steps.append(
+            ("Train the transfer model's head", "python -m cifar train transfer --run-id transfer-reference")
+        )
+    steps.append(("List every run with its hyperparameters", "python -m cifar runs"))
+    steps.append(("Evaluate a run per class", "python -m cifar evaluate <run-id>"))
+    steps.append(("Classify a photo from the command line", "python -m cifar predict <run-id> photo.jpg"))
+    return steps
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0.0, float(seconds))
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def feature_plan(missing: list[tuple[str, bool, int]], seconds: float) -> str:
+    """What a transfer config needs before its head trains: `missing` (split, flipped, images)
+    from `cifar.features.missing_features`, `seconds` their estimated extraction time."""
+    if not missing:
+        return "Features are cached: retraining the head takes seconds to minutes."
+    parts = [f"{n:,} {split}{' flipped' if flip else ''}" for split, flip, n in missing]
+    return (
+        f"Feature extraction first: {', '.join(parts)} images, about "
+        f"{format_duration(seconds)} on this machine's CPU (much less on a GPU); "
+        "later head retrains with the same base settings reuse the cache."
+    )
+
+
+def home_relative(path: Path) -> str:
+    """`path` with the user's home folder written as `~` (screenshots need not show it)."""
+    try:
+        return str(Path("~") / Path(path).relative_to(Path.home()))
+    except ValueError:
+        return str(path)

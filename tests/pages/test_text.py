@@ -1,0 +1,37 @@
+"""The dashboard's wording (`dashboard.text`): next steps, the feature plan, durations, paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cifar.runs import list_runs
+from dashboard import text
+
+
+def test_next_steps_follow_what_is_missing(runs):
+    commands = [command for _, command in text.next_steps(list_runs(), False, False)]
+    assert commands[0] == "python -m cifar fetch"
+    assert not any("train" in command for command in commands)  # both models have runs
+    commands = [command for _, command in text.next_steps([], True, True)]
+    assert "python -m cifar fetch" not in commands
+    assert "python -m cifar train baseline --run-id baseline-reference" in commands
+    assert "python -m cifar train transfer --run-id transfer-reference" in commands
+
+
+def test_feature_plan_sentence_and_durations():
+    assert text.feature_plan([], 0).startswith("Features are cached")
+    sentence = text.feature_plan([("train", False, 50000), ("test", True, 10000)], 2020)
+    assert "50,000 train, 10,000 test flipped images" in sentence and "about 34 min" in sentence
+    assert [text.format_duration(s) for s in (-1, 5, 89, 600, 7200)] == [
+        "0 s",
+        "5 s",
+        "89 s",
+        "10 min",
+        "2.0 h",
+    ]
+
+
+def test_home_relative_hides_the_home_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert text.home_relative(tmp_path / ".keras" / "features") == "~/.keras/features"
+    assert text.home_relative(Path("/srv/keras")) == "/srv/keras"

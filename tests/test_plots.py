@@ -1,0 +1,45 @@
+"""`cifar.plots`: every figure builds from the fixture runs and plots the runs' own numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from cifar import plots
+from cifar.evaluate import disagreement_matrix, evaluate_run
+from cifar.runs import headline_table, load_run, runs_table
+
+
+def test_every_figure_builds(runs):
+    a, b = load_run("baseline-reference"), load_run("transfer-reference")
+    report = evaluate_run(a)
+    table = runs_table([a, b])
+    ranked = pd.DataFrame(
+        {
+            "model": ["a", "a", "b"],
+            "class": ["cat", "dog", "dog"],
+            "probability": [0.7, 0.2, 0.9],
+            "rank": [1, 2, 1],
+        }
+    )
+    figures = [
+        plots.headline_bars(headline_table([a, b])),
+        plots.accuracy_bars(table),
+        plots.learning_curves({a.run_id: a.history, b.run_id: b.history}),
+        plots.hyperparameter_scatter(table, "augment"),
+        plots.per_class_bars({a.run_id: report.per_class}, "recall"),
+        plots.confusion_heatmap(report.confusion),
+        plots.confusion_heatmap(report.confusion_normalized, normalized=True, title="x"),
+        plots.disagreement_bars(disagreement_matrix(a, b)),
+        plots.top_k_bars(ranked),
+    ]
+    assert figures and all(isinstance(figure, go.Figure) and figure.data for figure in figures)
+    accuracy = {bar.name: list(bar.y) for bar in figures[1].data}
+    assert accuracy["test"] == [a.metrics["test_accuracy"], b.metrics["test_accuracy"]]
+    assert accuracy["train"] == [a.metrics["train_accuracy"], b.metrics["train_accuracy"]]
+    curves = figures[2]
+    assert len(curves.data) == 8  # 2 runs x (accuracy, loss) x (train, validation)
+    heatmap = figures[5].data[0]
+    assert np.asarray(heatmap.z).sum() == len(a.test_labels)
+    assert np.asarray(heatmap.z).tolist() == report.confusion.to_numpy().tolist()

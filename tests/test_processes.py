@@ -1,0 +1,19 @@
+"""`cifar.processes` alone: liveness of a pid, and children reaped when they end."""
+
+from __future__ import annotations
+
+import os
+
+from cifar import processes
+from cifar.processes import pid_alive
+from tests.factory import dead_pid, wait_until
+
+
+def test_pid_alive_and_finished_children_are_reaped():
+    assert pid_alive(os.getpid())
+    assert not pid_alive(None) and not pid_alive(0)
+    assert not pid_alive(dead_pid())
+    with open(os.devnull, "wb") as log:
+        child = processes.spawn(["--version"], log)  # argparse: exits at once
+    wait_until(lambda: not pid_alive(child.pid), what="the child to end and be reaped")
+    assert child.returncode is not None and child.pid not in processes._children
