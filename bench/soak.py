@@ -10,8 +10,14 @@ In one process:
 RSS (VmRSS from /proc/self/status) is printed after the first 5 iterations and at the end of
 each phase. Everything lives in a temporary KERAS_HOME / CIFAR_ARTIFACTS; nothing is downloaded.
 
+Then three hostile uploads at once (threads, as Streamlit sessions are), each in a fresh process:
+its peak RSS growth with this checkout's `cifar` and with the code before issue #13's bound.
+
+The results are written to bench/SOAK.md.
+
     python bench/soak.py                    # the full soak (several minutes on 2 CPU cores)
     python bench/soak.py --retrains 10 --predictions 200
+    python bench/soak.py --bombs-only       # only the hostile uploads: rewrites only their section
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import argparse
 import gc
 import io
 import os
+import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +39,12 @@ os.environ["KERAS_HOME"] = str(ROOT / "keras")  # before Keras is imported
 os.environ["CIFAR_ARTIFACTS"] = str(ROOT / "artifacts")
 os.environ.pop("CIFAR10_NPZ", None)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+SOAK_MD = REPO / "bench" / "SOAK.md"
+SOAK_HEADING = "# Memory soak"
+BOMBS_HEADING = "## Three hostile uploads at once"
+BEFORE_BOUND = "72a8189"  # the last commit before issue #13 bounded the memory of a decode
 
 import numpy as np  # noqa: E402
 
@@ -163,6 +176,75 @@ def predictions(count: int) -> list[float]:
     return rss
 
 
+def concurrent_bombs(before: str) -> list[str]:
+    """Peak RSS growth of one process decoding hostile uploads at once, before and after."""
+    from tests.robustness.test_robust_uploads import decode_in_subprocess
+
+    old_code = ROOT / "before"
+    old_code.mkdir()
+    archive = subprocess.run(["git", "archive", before, "cifar"], cwd=REPO, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(old_code)], input=archive.stdout, check=True)
+    workloads = [
+        ("1 PNG declaring 10900 x 10900", "rgb-png", 10900, 1),
+        ("3 PNGs declaring 10900 x 10900, at once", "rgb-png", 10900, 3),
+        ("3 PNGs of 8000 x 8000 (the largest allowed), at once", "rgb-png", 8000, 3),
+    ]
+    lines = [f"{'uploads':54} {'file':>8} {'before':>9} {'after':>9}  after: outcome"]
+    for name, kind, side, copies in workloads:
+        old = decode_in_subprocess(kind, side, copies=copies, code=old_code)
+        new = decode_in_subprocess(kind, side, copies=copies)
+        refused = sum("error" in result for result in new["results"])
+        outcome = f"{refused} refused" if refused else f"{copies} decoded in {new['seconds']:.1f} s"
+        lines.append(
+            f"{name:54} {new['bytes'] / 1e3:5.0f} KB {old['peak'] / 2**20:6.0f} MB "
+            f"{new['peak'] / 2**20:6.0f} MB  {outcome}"
+        )
+        print(lines[-1], flush=True)
+    return lines
+
+
+def bombs_section(lines: list[str], before: str) -> str:
+    from cifar.predict import DECODE_BUDGET
+
+    table = "\n".join(lines)
+    return (
+        f"Output of `bench/soak.py --bombs-only` on {machine()}, {time.strftime('%Y-%m-%d')}: peak RSS "
+        "growth of one fresh process (Python with `cifar` imported, as the dashboard's server has it) "
+        "while it decodes the uploads in threads, as Streamlit sessions do; *before* with `cifar/` of "
+        f"commit {before}, *after* with this checkout's.\n\n```\n{table}\n```\n\n"
+        "A decode's memory is now estimated from the image's header (bytes a pixel per mode and "
+        f"format) and refused over {DECODE_BUDGET / 2**20:.0f} MB (`cifar.predict.DECODE_BUDGET`), and "
+        "one decode runs at a time, so concurrent uploads queue instead of stacking."
+    )
+
+
+def soak_section(lines: list[str]) -> str:
+    return (
+        f"Output of `bench/soak.py` (defaults) on {machine()}, {time.strftime('%Y-%m-%d')}. "
+        "RSS of the one process doing the work.\n\n```\n" + "\n".join(lines) + "\n```\n\n"
+        "The dashboard starts retrains as background jobs (first row): its own memory stays flat. "
+        "Training inside one long-lived process (second row) grows in TensorFlow/Keras itself even "
+        "with `clear_session()`, which is why jobs are separate processes."
+    )
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores"
+
+
+def rewrite_section(heading: str, body: str) -> None:
+    """Replace the section under `heading` in bench/SOAK.md (up to the next `## `), or append it."""
+    text = SOAK_MD.read_text() if SOAK_MD.exists() else ""
+    start = text.find(heading + "\n")
+    if start < 0:
+        text = (text.rstrip() + "\n\n" if text else "") + f"{heading}\n\n{body}\n"
+    else:
+        end = text.find("\n## ", start + len(heading))
+        rest = "" if end < 0 else "\n" + text[end + 1 :]
+        text = f"{text[:start]}{heading}\n\n{body}\n{rest}"
+    SOAK_MD.write_text(text)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--retrains", type=int, default=50)
@@ -170,9 +252,23 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=5000)
     parser.add_argument("--predictions", type=int, default=1000)
     parser.add_argument("--jobs", type=int, default=50, help="retrains as background jobs")
+    parser.add_argument("--bombs-only", action="store_true", help="only the hostile uploads at once")
+    parser.add_argument("--before", default=BEFORE_BOUND, help="git revision of the code measured as before")
     args = parser.parse_args()
 
     print(f"soak in {ROOT} (pid {os.getpid()}), RSS at start {rss_mb():.0f} MB", flush=True)
+    try:
+        if not args.bombs_only:
+            rewrite_section(SOAK_HEADING, soak_section(soak(args)))
+        rewrite_section(BOMBS_HEADING, bombs_section(concurrent_bombs(args.before), args.before))
+    finally:
+        shutil.rmtree(ROOT, ignore_errors=True)
+    print(f"\nwrote {SOAK_MD.relative_to(REPO)}")
+    return 0
+
+
+def soak(args) -> list[str]:
+    """The retrain and prediction phases: the lines of the table printed at the end."""
     rows = []
     if args.jobs:
         job_rss = job_retrains(args.jobs)
@@ -204,13 +300,13 @@ def main() -> int:
     )
     predict_seconds = time.perf_counter() - started
 
-    print()
-    print(f"{'phase':52} {'RSS after 5':>12} {'RSS at end':>11} {'change':>8}")
+    lines = [f"{'phase':52} {'RSS after 5':>12} {'RSS at end':>11} {'change':>8}"]
     for name, after_five, end in rows:
-        print(f"{name:52} {after_five:9.0f} MB {end:8.0f} MB {(end - after_five) / after_five:+8.1%}")
-    print(f"\nretrains {retrain_seconds:.0f} s; predictions {predict_seconds:.0f} s (with the tiny training)")
-    shutil.rmtree(ROOT, ignore_errors=True)
-    return 0
+        lines.append(f"{name:52} {after_five:9.0f} MB {end:8.0f} MB {(end - after_five) / after_five:+8.1%}")
+    timing = f"retrains {retrain_seconds:.0f} s; predictions {predict_seconds:.0f} s"
+    lines += ["", f"{timing} (with the tiny training)"]
+    print("\n" + "\n".join(lines), flush=True)
+    return lines
 
 
 if __name__ == "__main__":

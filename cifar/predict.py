@@ -4,21 +4,33 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import stat
+import threading
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from cifar.config import IMAGE_SHAPE
 from cifar.runs import WEIGHTS_FILES, Run, RunError, load_run
 
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # larger uploads are refused before decoding
-MAX_PIXELS = 120_000_000  # decoded size cap (a 10000 x 10000 photo passes; bombs do not)
+MAX_PIXELS = 120_000_000  # declared size cap (a 10000 x 10000 JPEG passes: it decodes at 1/8 scale)
+DECODE_BUDGET = 256 * 2**20  # bytes one upload may take while it is decoded and shrunk
 MODEL_SIDE = 32
 DECODE_SIDE = 256  # JPEGs decode at >= this size (1/2 .. 1/8 scale), far cheaper than full size
 WORKING_SIDE = 1024  # larger images are shrunk before colour conversion
+# Memory a decoder holds per pixel besides Pillow's image: libwebp's frame and its copy as bytes,
+# OpenJPEG's 32-bit planes.
+DECODER_BYTES_PER_PIXEL = {"WEBP": 12, "JPEG2000": 16}
+ICO_SIGNATURE = b"\x00\x00\x01\x00"
 READABLE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "ICO", "JPEG2000")
+
+# One decode at a time in a process: concurrent uploads (Streamlit sessions are threads) queue
+# instead of stacking their memory, and Pillow's global pixel limit is set and restored by one.
+_DECODING = threading.Lock()
 
 
 class ImageError(ValueError):
@@ -27,41 +39,71 @@ class ImageError(ValueError):
 
 def open_image(source: bytes | str | Path | Image.Image | np.ndarray) -> Image.Image:
     """A decoded RGB image as a person sees it (EXIF rotation applied, first frame, no alpha)."""
-    if isinstance(source, Image.Image):
-        image = source
-    elif isinstance(source, np.ndarray):
-        image = _from_array(source)
-    else:
-        data = Path(source).read_bytes() if isinstance(source, str | Path) else source
-        image = _decode(data)
-    return _to_rgb(image)
+    with _DECODING:
+        if isinstance(source, Image.Image):
+            image = source
+        elif isinstance(source, np.ndarray):
+            image = _from_array(source)
+        else:
+            image = _decode(read_upload(source) if isinstance(source, str | Path) else source)
+        return _to_rgb(image)
+
+
+def read_upload(path: str | Path) -> bytes:
+    """A user's file: a regular file of at most MAX_UPLOAD_BYTES, else an ImageError (never a hang)."""
+    try:
+        with open(path, "rb", opener=_open_nonblocking) as file:
+            info = os.fstat(file.fileno())  # what was opened, not what the name pointed to before
+            if not stat.S_ISREG(info.st_mode):
+                raise ImageError(f"{path} is not a regular file")
+            _check_upload_size(info.st_size)
+            data = file.read(MAX_UPLOAD_BYTES + 1)  # the file may have grown since
+    except OSError as error:
+        raise ImageError(str(error)) from None
+    _check_upload_size(len(data))
+    return data
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NONBLOCK)  # a FIFO opens at once instead of waiting for a writer
+
+
+def _check_upload_size(size: int) -> None:
+    if size > MAX_UPLOAD_BYTES:
+        raise ImageError(
+            f"the file is {size / 2**20:.1f} MB, over the upload limit of {MAX_UPLOAD_BYTES / 2**20:g} MB"
+        )
 
 
 def _decode(data: bytes) -> Image.Image:
     if not data:
         raise ImageError("the file is empty")
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise ImageError(
-            f"the file is {len(data) / 2**20:.1f} MB, "
-            f"over the upload limit of {MAX_UPLOAD_BYTES / 2**20:g} MB"
-        )
+    _check_upload_size(len(data))
     previous = Image.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+            Image.MAX_IMAGE_PIXELS = _declared_pixels_cap(data)
             image = Image.open(io.BytesIO(data), formats=READABLE_FORMATS)
             image.seek(0)  # animated GIF / WebP / APNG: the first frame
             image.draft("RGB", (DECODE_SIDE, DECODE_SIDE))  # JPEG: decode at reduced size
+            _check_decode_cost(image)
+            # A decoder that meets a larger size while it loads is held to this image's budget.
+            Image.MAX_IMAGE_PIXELS = min(
+                MAX_PIXELS, DECODE_BUDGET // _bytes_per_pixel(image.mode, image.format)
+            )
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        limit = Image.MAX_IMAGE_PIXELS / 1e6  # still the limit that refused it
         raise ImageError(
-            f"the image declares more than {MAX_PIXELS / 1e6:.0f} million pixels; refusing to decode it"
+            f"the image declares more than {limit:.0f} million pixels; refusing to decode it"
         ) from None
     except UnidentifiedImageError:
         raise ImageError(
             "this is not an image format we can read (PNG, JPEG, WebP, BMP, GIF, TIFF)"
         ) from None
+    except ImageError:
+        raise
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageError(f"the image is damaged or truncated ({error})") from None
     except Exception as error:  # noqa: BLE001 (a decoder's own bug must reach the user as a message)
@@ -69,6 +111,32 @@ def _decode(data: bytes) -> Image.Image:
     finally:
         Image.MAX_IMAGE_PIXELS = previous
     return image
+
+
+def _declared_pixels_cap(data: bytes) -> int:
+    # An ICO decodes its entry while it opens, before its cost can be checked; a real icon is at
+    # most 256 x 256, so hold any ICO to what the costliest mode may take.
+    if data.startswith(ICO_SIGNATURE):
+        return DECODE_BUDGET // _bytes_per_pixel("RGBA", "ICO")
+    return MAX_PIXELS
+
+
+def _bytes_per_pixel(mode: str, image_format: str | None) -> int:
+    """Memory per pixel while an image of this mode and format is decoded and shrunk (measured by
+    `tests/robustness/test_robust_uploads.py`)."""
+    size = 1 if mode in ("1", "L", "P") else 4  # Pillow keeps the other modes at 4 bytes (I;16: 2)
+    if mode in ("LA", "RGBA"):
+        size *= 2  # `reduce` shrinks a premultiplied copy
+    return size + DECODER_BYTES_PER_PIXEL.get(image_format or "", 0)
+
+
+def _check_decode_cost(image: Image.Image) -> None:
+    cost = image.width * image.height * _bytes_per_pixel(image.mode, image.format)
+    if cost > DECODE_BUDGET:
+        raise ImageError(
+            f"the image is {image.width} x {image.height} pixels; decoding it would take about "
+            f"{cost / 2**20:.0f} MB, over the limit of {DECODE_BUDGET / 2**20:.0f} MB for one image"
+        )
 
 
 def _from_array(array: np.ndarray) -> Image.Image:
@@ -94,18 +162,12 @@ def _scale_to_uint8(values: np.ndarray) -> np.ndarray:
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    # A broken EXIF block should not lose the picture: keep it unrotated.
-    with contextlib.suppress(Exception):
-        image = ImageOps.exif_transpose(image)
     if image.width < 1 or image.height < 1:
         raise ImageError("the image has no pixels")
+    orientation = _orientation(image)  # read first: a shrunk copy loses a TIFF's tags
     try:
-        # Shrink first: every conversion below then works on at most 1024 x 1024 pixels.
-        if max(image.size) > WORKING_SIDE:  # a new image: the caller's stays untouched
-            factor = max(image.size) // WORKING_SIDE
-            if factor > 1 and image.mode in ("L", "LA", "RGB", "RGBA", "I", "F"):
-                image = image.reduce(factor)  # integer box shrink: cheap, little extra memory
-            image = ImageOps.contain(image, (WORKING_SIDE, WORKING_SIDE), Image.Resampling.BOX)
+        # Shrink, then turn: every conversion below works on at most 1024 x 1024 pixels.
+        image = _upright(_shrink(image), orientation)
         if image.mode.startswith("I;16"):
             image = Image.fromarray((np.asarray(image, dtype=np.float64) / 257).round().astype(np.uint8))
         elif image.mode in ("I", "F"):
@@ -118,6 +180,33 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         return image.convert("RGB")
     except ValueError as error:
         raise ImageError(f"unsupported colour mode {image.mode} ({error})") from None
+
+
+def _orientation(image: Image.Image) -> int:
+    # A broken EXIF block should not lose the picture: keep it unrotated.
+    with contextlib.suppress(Exception):
+        return int(image.getexif().get(ExifTags.Base.Orientation, 1))
+    return 1
+
+
+def _upright(image: Image.Image, orientation: int) -> Image.Image:
+    """`image` turned as `orientation` (EXIF, read before shrinking) says."""
+    if orientation == 1:
+        return image
+    with contextlib.suppress(Exception):
+        image.getexif()[ExifTags.Base.Orientation] = orientation
+        return ImageOps.exif_transpose(image)
+    return image
+
+
+def _shrink(image: Image.Image) -> Image.Image:
+    """`image` if its longer side is at most WORKING_SIDE, else a new, smaller image."""
+    if max(image.size) <= WORKING_SIDE:
+        return image
+    factor = max(image.size) // WORKING_SIDE
+    if factor > 1 and image.mode in ("L", "LA", "RGB", "RGBA", "I", "F"):
+        image = image.reduce(factor)  # integer box shrink: cheap, little extra memory
+    return ImageOps.contain(image, (WORKING_SIDE, WORKING_SIDE), Image.Resampling.BOX)
 
 
 def as_model_input(image: Image.Image) -> np.ndarray:
@@ -156,17 +245,17 @@ class Predictor:
         return probs
 
     def predict(self, source, top_k: int = 3) -> list[tuple[str, float]]:
+        """The `top_k` most likely classes of any image, most likely first."""
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= len(self.class_names):
+            raise ValueError(f"top_k must be a whole number from 1 to {len(self.class_names)}, got {top_k!r}")
         pixels = as_model_input(open_image(source))[None]
         probs = self.probabilities(pixels)[0]
         order = np.argsort(probs)[::-1][:top_k]
         return [(self.class_names[i], float(probs[i])) for i in order]
 
     def predict_file(self, path: str | Path, top_k: int = 3) -> list[tuple[str, float]]:
-        try:
-            data = Path(path).read_bytes()
-        except OSError as error:
-            raise ImageError(str(error)) from None
-        return self.predict(data, top_k)
+        """`predict` on a user's file (`read_upload`: a regular file within the upload limit)."""
+        return self.predict(Path(path), top_k)
 
 
 def load_model(run: Run):
@@ -179,22 +268,28 @@ def load_model(run: Run):
 
     config = load_config(run.hyperparameters)
     if config.model == "baseline":
-        model = build_baseline(config)
-        model.load_weights(str(_weights_file(run, WEIGHTS_FILES["baseline"])))
-        return None, model
+        return None, _with_weights(build_baseline(config), run, WEIGHTS_FILES["baseline"])
     from cifar.assets import load_inception_weights
 
+    # The head before the backbone: a bad weights file fails fast.
+    head = _with_weights(build_head(config), run, WEIGHTS_FILES["transfer"])
     backbone = load_inception_weights(run.backbone_source)
-    expected = run.config.get("assets", {}).get("backbone_sha256")
+    expected = (run.config.get("assets") or {}).get("backbone_sha256")
     if expected and expected != backbone.sha256:
         raise RunError(f"{run.run_id} was trained on other backbone weights ({expected[:12]})")
-    head = build_head(config)
-    head.load_weights(str(_weights_file(run, WEIGHTS_FILES["transfer"])))
     return outside_xla(build_resize(config)), build_transfer_network(config, backbone.path, head=head)
 
 
-def _weights_file(run: Run, name: str) -> Path:
+def _with_weights(model, run: Run, name: str):
+    """`model` with the weights saved as `name` in the run folder, or a RunError naming the file."""
     path = run.path / name
     if not path.is_file():
         raise RunError(f"{run.run_id} has no {name}")
-    return path
+    try:
+        model.load_weights(str(path))
+    except Exception as error:  # noqa: BLE001 (h5py and Keras raise many types for a bad file)
+        reason = " ".join(str(error).split())[:300] or type(error).__name__
+        raise RunError(
+            f"{run.run_id}: cannot load {name} into the model its config describes ({reason})"
+        ) from None
+    return model

@@ -4,13 +4,15 @@ run's model. Damaged and hostile uploads are `tests/robustness/test_robust_uploa
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from cifar.config import CLASS_NAMES
-from cifar.predict import Predictor, as_model_input, open_image
+from cifar.predict import MAX_UPLOAD_BYTES, ImageError, Predictor, as_model_input, load_model, open_image
+from cifar.runs import RunError
 from tests.factory import encode, write_run
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
@@ -184,22 +186,29 @@ def test_cli_predict(use_trained_baseline, tmp_path, capsys):
     assert "cannot read" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("tta_flip", [False, True], ids=["plain", "tta_flip"])
-def test_predictor_averages_over_the_horizontal_flip_with_tta_flip(tmp_path, monkeypatch, tta_flip):
-    """No training: a fresh CNN's weights in a fixture run; the Predictor must give the model's
-    probabilities, or with `tta_flip` their mean over the images and their mirror images."""
+def _fresh_baseline_run(root, run_id: str, **overrides):
+    """A fixture run (no training) holding a freshly initialised CNN's weights; the CNN too."""
     import keras
 
     from cifar.config import BaselineConfig
     from cifar.models import build_baseline
-    from cifar.runs import load_run
 
     labels = np.arange(6, dtype=np.uint8)
-    folder = write_run(tmp_path / "artifacts", "fresh", "baseline", labels, 0.5, epochs=1, tta_flip=tta_flip)
-    monkeypatch.setenv("CIFAR_ARTIFACTS", str(tmp_path / "artifacts"))
+    folder = write_run(root, run_id, "baseline", labels, 0.5, epochs=1, **overrides)
     keras.utils.set_random_seed(0)
-    model = build_baseline(BaselineConfig(epochs=1, tta_flip=tta_flip))
+    model = build_baseline(BaselineConfig(epochs=1, **overrides))
     model.save_weights(str(folder / "model.weights.h5"))
+    return folder, model
+
+
+@pytest.mark.parametrize("tta_flip", [False, True], ids=["plain", "tta_flip"])
+def test_predictor_averages_over_the_horizontal_flip_with_tta_flip(tmp_path, monkeypatch, tta_flip):
+    """No training: a fresh CNN's weights in a fixture run; the Predictor must give the model's
+    probabilities, or with `tta_flip` their mean over the images and their mirror images."""
+    from cifar.runs import load_run
+
+    monkeypatch.setenv("CIFAR_ARTIFACTS", str(tmp_path / "artifacts"))
+    _, model = _fresh_baseline_run(tmp_path / "artifacts", "fresh", tta_flip=tta_flip)
 
     images = np.random.default_rng(2).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
     plain = model.predict(images, verbose=0)
@@ -208,3 +217,84 @@ def test_predictor_averages_over_the_horizontal_flip_with_tta_flip(tmp_path, mon
     assert np.abs(plain - mirrored).max() > 1e-4 and np.abs(mirrored - upside_down).max() > 1e-4
     expected = (plain + mirrored) / 2 if tta_flip else plain
     np.testing.assert_allclose(Predictor(load_run("fresh")).probabilities(images), expected, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- a file the user names
+
+
+def test_predict_file_reads_a_photo_and_refuses_a_huge_file_without_reading_it(tmp_path, monkeypatch):
+    """A sparse file far over the upload limit is refused from its size, not read into memory."""
+    import tracemalloc
+
+    from cifar.runs import load_run
+
+    monkeypatch.setenv("CIFAR_ARTIFACTS", str(tmp_path / "artifacts"))
+    _fresh_baseline_run(tmp_path / "artifacts", "fresh")
+    predictor = Predictor(load_run("fresh"))
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(_png_bytes())
+    assert len(predictor.predict_file(photo, top_k=2)) == 2
+
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(_png_bytes())
+    os.truncate(huge, 4 * MAX_UPLOAD_BYTES)  # sparse: no disk used
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageError, match="over the upload limit"):
+            predictor.predict_file(huge)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < MAX_UPLOAD_BYTES / 4, f"{peak / 2**20:.0f} MB read to refuse it"
+    with pytest.raises(ImageError, match="not a regular file|Is a directory"):
+        predictor.predict_file(tmp_path)
+
+
+# ----------------------------------------------------------------------------- a damaged run folder
+
+
+def test_random_bytes_in_the_weights_file_are_a_run_error_not_a_traceback(tmp_path, monkeypatch, capsys):
+    from cifar import cli
+    from cifar.runs import load_run
+
+    monkeypatch.setenv("CIFAR_ARTIFACTS", str(tmp_path / "artifacts"))
+    folder, _ = _fresh_baseline_run(tmp_path / "artifacts", "junk")
+    (folder / "model.weights.h5").write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(RunError, match="junk: cannot load model.weights.h5"):
+        Predictor(load_run("junk"))
+
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(_png_bytes())
+    assert cli.main(["predict", "junk", str(photo)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: junk: cannot load model.weights.h5") and "Traceback" not in err, err
+
+
+@pytest.mark.filterwarnings("ignore:Skipping nested container:UserWarning")  # Keras, on any mismatch
+def test_head_weights_of_another_width_are_a_run_error(tmp_path, monkeypatch):
+    """`head_units` 8 in config.json, a head of 16 units saved: refused before the backbone loads."""
+    from cifar.config import TransferConfig
+    from cifar.models import build_head
+    from cifar.runs import load_run
+
+    monkeypatch.setenv("CIFAR_ARTIFACTS", str(tmp_path / "artifacts"))
+    labels = np.arange(6, dtype=np.uint8)
+    folder = write_run(tmp_path / "artifacts", "narrow", "transfer", labels, 0.5, epochs=1, head_units=8)
+    build_head(TransferConfig(head_units=16)).save_weights(str(folder / "head.weights.h5"))
+    with pytest.raises(RunError, match="narrow: cannot load head.weights.h5 into the model its config"):
+        load_model(load_run("narrow"))
+
+
+def test_top_k_is_one_to_the_number_of_classes(tmp_path, monkeypatch):
+    """`top_k=0` gave no answer and `-1` nine classes; both are refused, 1 and 10 are whole answers."""
+    from cifar.runs import load_run
+
+    monkeypatch.setenv("CIFAR_ARTIFACTS", str(tmp_path / "artifacts"))
+    _fresh_baseline_run(tmp_path / "artifacts", "fresh")
+    predictor = Predictor(load_run("fresh"))
+    image = np.zeros((32, 32, 3), np.uint8)
+    for bad in (0, -1, 11, 2.0, True):
+        with pytest.raises(ValueError, match="top_k must be a whole number from 1 to 10"):
+            predictor.predict(image, top_k=bad)
+    assert len(predictor.predict(image, top_k=1)) == 1
+    assert sorted(label for label, _ in predictor.predict(image, top_k=10)) == sorted(CLASS_NAMES)
