@@ -84,7 +84,7 @@ class Cifar10:
 
     def limited(self, limit: int | None) -> Cifar10:
         """The first `limit` train and test images (quick runs, tests); all of them without a limit."""
-        if not limit:
+        if check_limit(limit) is None:
             return self
         return Cifar10(self.x_train[:limit], self.y_train[:limit], self.x_test[:limit], self.y_test[:limit])
 
@@ -95,6 +95,13 @@ class Cifar10:
     @cached_property
     def _checksums(self) -> dict[str, str]:
         return {name: sha256_bytes(getattr(self, name).tobytes()) for name in CIFAR10_ARRAY_SHA256}
+
+
+def check_limit(limit: int | None) -> int | None:
+    """`limit` if it is None (everything) or a whole number >= 1, else ValueError (0 is not "all")."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a whole number >= 1 (or none for every image), got {limit!r}")
+    return limit
 
 
 DATASET_OVERRIDE_ENV = "CIFAR10_NPZ"

@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from cifar.config import CONFIG_TYPES, ConfigError, field_table, parse_config
+from cifar.config import CLASS_NAMES, CONFIG_TYPES, ConfigError, allowed_range, field_table, parse_config
 
 
 def parse_overrides(tokens: Sequence[str]) -> dict[str, str]:
@@ -33,10 +33,29 @@ def parse_overrides(tokens: Sequence[str]) -> dict[str, str]:
     return overrides
 
 
+LIMIT_HELP = "first N (>= 1) train and test images only; all of them without --limit"
+
+
+def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse `type`: an int in low..high (no upper bound if high is None), else a usage error."""
+    expected = f"a whole number >= {low}" if high is None else f"a whole number in {low}..{high}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
 def _fields_help(model: str) -> str:
     lines = [f"{model} hyperparameters (--key value):"]
     for row in field_table(model):
-        bounds = " ".join(f"{k}={row[k]}" for k in ("ge", "gt", "le", "lt") if k in row)
+        bounds = allowed_range(row)
         choices = f" one of {row['choices']}" if row["choices"] else ""
         lines.append(f"  --{row['name'].replace('_', '-'):26} default {row['default']!r}{choices} {bounds}")
     return "\n".join(lines)
@@ -63,7 +82,7 @@ def cmd_extract(args, extra) -> int:
 
 
 def cmd_train(args, extra) -> int:
-    """python -m cifar train baseline|transfer [--run-id NAME] [--key value ...]"""
+    """python -m cifar train baseline|transfer [--run-id NAME] [--limit N] [--key value ...]"""
     from cifar.jobs import hold_slot
     from cifar.runs import new_run_id
 
@@ -107,7 +126,7 @@ def cmd_runs(args, _extra) -> int:
 
 
 def cmd_predict(args, _extra) -> int:
-    """python -m cifar predict transfer-best photo.jpg"""
+    """python -m cifar predict transfer-best photo.jpg [--top-k 1..10]"""
     from cifar.predict import ImageError, Predictor
 
     try:
@@ -167,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_fields_help("transfer"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    extract.add_argument("--limit", type=int, default=None, help="first N train and test images only")
+    extract.add_argument("--limit", type=whole_number(1), default=None, help=LIMIT_HELP)
     extract.set_defaults(func=cmd_extract)
 
     train = sub.add_parser(
@@ -178,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("model", choices=sorted(CONFIG_TYPES))
     train.add_argument("--run-id", default=None, help="folder name under artifacts/runs/")
-    train.add_argument("--limit", type=int, default=None, help="first N train and test images only")
+    train.add_argument("--limit", type=whole_number(1), default=None, help=LIMIT_HELP)
     train.add_argument(
         "--extract",
         action=argparse.BooleanOptionalAction,
@@ -205,7 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="classify an image with a run's model")
     predict.add_argument("run")
     predict.add_argument("image")
-    predict.add_argument("--top-k", type=int, default=3)
+    predict.add_argument(
+        "--top-k",
+        type=whole_number(1, len(CLASS_NAMES)),
+        default=3,
+        help=f"print the k most likely classes (1..{len(CLASS_NAMES)}, default 3)",
+    )
     predict.set_defaults(func=cmd_predict)
     return parser
 

@@ -159,6 +159,14 @@ class TransferConfig(_Config):
 CONFIG_TYPES: dict[str, type[_Config]] = {"baseline": BaselineConfig, "transfer": TransferConfig}
 
 
+BOUND_SYMBOLS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+
+
+def allowed_range(row: dict[str, Any]) -> str:
+    """A `field_table` row's bounds as people read them: ">= 1, <= 500" ("" if it has none)."""
+    return ", ".join(f"{symbol} {row[op]}" for op, symbol in BOUND_SYMBOLS.items() if op in row)
+
+
 def field_table(model: str) -> list[dict[str, Any]]:
     """Name, type, default, bounds and help of every field (for forms and `--help`)."""
     rows = []
@@ -191,7 +199,7 @@ def _is_literal(annotation: Any) -> bool:
 
 def parse_config(model: str, overrides: dict[str, Any] | None = None) -> _Config:
     """Build the typed config of `model` from overrides (strings allowed), or raise ConfigError."""
-    if model not in CONFIG_TYPES:
+    if not isinstance(model, str) or model not in CONFIG_TYPES:
         raise ConfigError(f"unknown model {model!r}: choose one of {sorted(CONFIG_TYPES)}")
     values = {str(k).replace("-", "_"): v for k, v in (overrides or {}).items()}
     values.pop("model", None)

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from cifar.assets import Cifar10, load_cifar10
+from cifar.assets import Cifar10, check_limit, load_cifar10
 from cifar.config import CLASS_NAMES, NUM_CLASSES, BaselineConfig, TransferConfig
 from cifar.data import aligned_empty, as_tensor, augmented_dataset, gathered_batches, split_train_validation
 from cifar.distribute import environment, fit_multi_worker, is_multi_worker, scope
@@ -318,6 +318,7 @@ def train(
     """
     from cifar.distribute import make_strategy, this_worker
 
+    check_limit(limit)  # before the run folder exists: a bad limit leaves nothing behind
     strategy = make_strategy()  # first: MultiWorkerMirroredStrategy must precede other TF work
     worker = this_worker()
     run_id = run_id or new_run_id(config.model)

