@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
+from cifar.run_files import check_predictions
 from cifar.runs import Run
 
 EPSILON = 1e-7  # keeps log() finite for a probability of exactly 0
@@ -31,6 +32,7 @@ class Report:
 
 
 def evaluate_predictions(probabilities: np.ndarray, labels: np.ndarray, class_names) -> Report:
+    check_predictions(probabilities, labels, len(class_names))
     predicted = probabilities.argmax(axis=1)
     index = list(range(len(class_names)))
     precision, recall, f1, support = precision_recall_fscore_support(
@@ -67,6 +69,7 @@ def most_confused(confusion: pd.DataFrame, min_count: int = 1) -> pd.DataFrame:
 
 def per_image(probabilities: np.ndarray, labels: np.ndarray, class_names) -> pd.DataFrame:
     """One row per test image: prediction, confidence, and cross-entropy loss."""
+    check_predictions(probabilities, labels, len(class_names))
     predicted = probabilities.argmax(axis=1)
     true_probability = probabilities[np.arange(len(labels)), labels]
     names = np.asarray(class_names)

@@ -24,6 +24,7 @@ from cifar import processes, standby
 from cifar.atomic import write_json
 from cifar.config import BaselineConfig, TransferConfig, artifacts_dir
 from cifar.distribute import this_worker
+from cifar.run_files import read_history
 from cifar.runs import (
     PARTIAL_SUFFIX,
     RunError,
@@ -66,10 +67,9 @@ def log_path(run_id: str) -> Path:
 def job_history(run_id: str) -> pd.DataFrame | None:
     """Per-epoch history written so far by a running (or failed) job, None before epoch 1."""
     for folder in (partial_path(run_id), run_path(run_id)):
-        try:
-            return pd.read_csv(folder / "history.csv")
-        except (OSError, ValueError, pd.errors.EmptyDataError):
-            continue
+        history = read_history(folder / "history.csv")
+        if not history.empty:
+            return history
     return None
 
 

@@ -9,7 +9,6 @@ while its slot is held, and no pid is ever checked against /proc. Whoever takes 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import signal
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from cifar.atomic import write_json
 from cifar.config import artifacts_dir
+from cifar.run_files import SlotRecord, read_record
 
 SLOT_FD_ENV = "CIFAR_JOB_SLOT_FD"  # names the slot descriptor a job process inherits
 COMMAND = (sys.executable, "-m", "cifar")
@@ -76,11 +76,7 @@ def slot_holder() -> dict | None:
         pass
     finally:
         os.close(fd)
-    try:
-        record = json.loads(_record_path().read_text())
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
+    return read_record(_record_path(), SlotRecord)  # {} if unreadable: held, by an unnamed job
 
 
 def inherited_slot() -> int | None:

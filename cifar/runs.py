@@ -12,11 +12,13 @@ partial folder, which the jobs view reports as failed.
         test_labels.npy        (10000,) uint8 true labels (so pages need no dataset)
         model.weights.h5 / head.weights.h5
         train.log, tensorboard/
+
+`load_run` reads every file through `cifar.run_files`, which checks it (schema, shapes, values):
+a folder that does not pass is a RunError naming the run and the file, and `list_runs` skips it.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -31,8 +33,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cifar import atomic
+from cifar import atomic, run_files
 from cifar.config import CLASS_NAMES, REFERENCE_FIGURES, artifacts_dir
+from cifar.run_files import MODELS
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 REQUIRED_FILES = (
@@ -129,10 +132,8 @@ class RunWriter:
 
 
 def read_status(folder: Path) -> dict[str, Any]:
-    try:
-        return json.loads((folder / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    """A partial folder's status.json; {} if missing or unreadable (`run_files.StatusFile`)."""
+    return run_files.read_record(folder / "status.json", run_files.StatusFile)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -140,7 +141,7 @@ def read_status(folder: Path) -> dict[str, Any]:
 
 @dataclass
 class Run:
-    """A complete run folder, read lazily."""
+    """A complete run folder; `load_run` reads and checks it (`cifar.run_files`)."""
 
     run_id: str
     path: Path
@@ -154,7 +155,7 @@ class Run:
     @property
     def backbone_source(self) -> str:
         """Which InceptionV3 weights the run was trained on (as recorded), else as configured."""
-        return self.config.get("assets", {}).get("backbone_weights") or self.hyperparameters.get(
+        return (self.config.get("assets") or {}).get("backbone_weights") or self.hyperparameters.get(
             "weights", "auto"
         )
 
@@ -173,30 +174,37 @@ class Run:
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
-        return self.config.get("config", {})
+        return self.config.get("config") or {}
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.config.get("class_names", CLASS_NAMES))
+        return list(self.config.get("class_names") or CLASS_NAMES)
 
     @cached_property
     def history(self) -> pd.DataFrame:
-        return pd.read_csv(self.path / "history.csv")
+        """Per epoch, as numbers; empty if history.csv is unreadable (a run is still worth showing)."""
+        return run_files.read_history(self.path / "history.csv")
 
     @cached_property
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            return run_files.read_arrays(self.path, len(self.class_names))
+        except run_files.FileError as error:
+            raise RunError(f"run {self.run_id!r}: {error}") from None
+
+    @property
     def test_predictions(self) -> np.ndarray:
-        probs = np.load(self.path / "test_predictions.npy", allow_pickle=False)
-        if probs.ndim != 2 or probs.shape[1] != len(self.class_names):
-            raise RunError(f"{self.run_id}: test_predictions.npy has shape {probs.shape}")
-        return probs.astype(np.float32, copy=False)
+        """(N, 10) float32 probabilities, finite."""
+        return self._arrays[0]
 
-    @cached_property
+    @property
     def test_labels(self) -> np.ndarray:
-        return np.load(self.path / "test_labels.npy", allow_pickle=False).astype(np.int64)
+        """(N,) int64 labels in 0..9."""
+        return self._arrays[1]
 
 
 def load_run(run_id: str) -> Run:
-    """A complete run by id; RunError if missing or unreadable."""
+    """A complete run by id, every file read and checked; RunError (naming the file) if not."""
     path = run_path(run_id)
     if not path.is_dir():
         raise RunError(f"no run {run_id!r} in {runs_root()}")
@@ -204,36 +212,13 @@ def load_run(run_id: str) -> Run:
     if missing:
         raise RunError(f"run {run_id!r} is incomplete: missing {missing}")
     try:
-        config = json.loads((path / "config.json").read_text())
-        metrics = json.loads((path / "metrics.json").read_text())
-    except (OSError, ValueError) as error:
-        raise RunError(f"run {run_id!r} is unreadable: {error}") from None
-    if not isinstance(config, dict) or not isinstance(metrics, dict):
-        raise RunError(f"run {run_id!r}: config.json and metrics.json must hold objects")
-    if not isinstance(config.get("config", {}), dict):
-        raise RunError(f"run {run_id!r}: config.json's 'config' must be an object")
-    finished = metrics.get("finished", 0)
-    if isinstance(finished, bool) or not isinstance(finished, int | float):
-        raise RunError(f"run {run_id!r}: metrics.json's 'finished' is not a number")
+        config = run_files.read_run_config(path / "config.json")
+        metrics = run_files.read_json(path / "metrics.json", run_files.MetricsFile)
+    except run_files.FileError as error:
+        raise RunError(f"run {run_id!r}: {error}") from None
     run = Run(run_id, path, config, metrics)
-    _check_arrays(run)
+    run._arrays  # noqa: B018 (read and checked now, so that no page meets a bad array later)
     return run
-
-
-def _check_arrays(run: Run) -> None:
-    """Shapes and types of the saved arrays, read from their headers only (memory-mapped)."""
-    try:
-        probs = np.load(run.path / "test_predictions.npy", mmap_mode="r", allow_pickle=False)
-        labels = np.load(run.path / "test_labels.npy", mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise RunError(f"run {run.run_id!r}: unreadable predictions or labels ({error})") from None
-    n_classes = len(run.class_names)
-    if probs.ndim != 2 or probs.shape[1] != n_classes or probs.dtype.kind != "f":
-        raise RunError(f"run {run.run_id!r}: test_predictions.npy has shape {probs.shape} {probs.dtype}")
-    if labels.shape != (probs.shape[0],) or labels.dtype.kind not in "iu":
-        raise RunError(
-            f"run {run.run_id!r}: test_labels.npy has shape {labels.shape}, not ({probs.shape[0]},)"
-        )
 
 
 def list_runs(with_problems: list[str] | None = None) -> list[Run]:
@@ -255,7 +240,7 @@ def list_runs(with_problems: list[str] | None = None) -> list[Run]:
 
 
 def _finished_time(run: Run) -> float:
-    return float(run.metrics.get("finished", 0))  # `load_run` checked that it is a number
+    return float(run.metrics.get("finished", 0))  # a finite number (`run_files.MetricsFile`)
 
 
 SUMMARY_FIELDS = ("train_accuracy", "val_accuracy", "test_accuracy", "seconds", "epochs_run")
@@ -282,7 +267,6 @@ def hyperparameter_columns(table: pd.DataFrame) -> list[str]:
 
 # ----------------------------------------------------------------------------- choosing runs
 
-MODELS = ("baseline", "transfer")
 REFERENCE_RUN_IDS = {"baseline": "baseline-reference", "transfer": "transfer-reference"}
 BEST_RUN_IDS = {"baseline": "baseline-best", "transfer": "transfer-best"}
 

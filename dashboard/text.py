@@ -5,9 +5,14 @@ Plain Python (no Streamlit), so the wording can be tested without a browser.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from cifar.runs import Run
+
+# Every ASCII punctuation character can be backslash-escaped in Markdown (CommonMark), which then
+# shows it as itself: no emphasis, link, image, code, heading, list, `:color[...]` or `$math$`.
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 
 FETCH = "python -m cifar fetch"
 MODEL_TITLES = {"baseline": "Baseline CNN", "transfer": "InceptionV3 transfer"}
@@ -30,6 +35,13 @@ def next_steps(runs: list[Run], data_cached: bool, weights_cached: bool) -> list
     steps.append(("Evaluate a run per class", "python -m cifar evaluate <run-id>"))
     steps.append(("Classify a photo from the command line", "python -m cifar predict <run-id> photo.jpg"))
     return steps
+
+
+def plain(text: object) -> str:
+    """`text` (from a run folder, a file name, an error) shown as itself wherever Streamlit renders
+    Markdown (st.markdown, st.caption, st.info/warning/error, metric labels): on one line, escaped."""
+    one_line = " ".join(str(text).split())
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", one_line)
 
 
 def format_duration(seconds: float) -> str:

@@ -8,7 +8,7 @@ from cifar.assets import weights_available
 from cifar.predict import ImageError, as_model_input, open_image
 from cifar.runs import best_runs
 from dashboard import cache
-from dashboard.text import FETCH
+from dashboard.text import FETCH, plain
 from dashboard.widgets import chart, require_runs, run_picker, upscale
 
 IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"]
@@ -33,7 +33,7 @@ if source is None or not chosen:
 try:
     image = open_image(source.getvalue())
 except ImageError as error:
-    st.error(f"Cannot read {source.name}: {error}")
+    st.error(f"Cannot read {plain(source.name)}: {plain(error)}")
     st.stop()
 
 # ----------------------------------------------------------------------------- each model's answer
@@ -59,9 +59,9 @@ with right:
         try:
             predictions[run.run_id] = cache.predictor(run).predict(image, top_k=top_k)
         except ImageError as error:
-            st.error(f"Cannot classify this image: {error}")
+            st.error(f"Cannot classify this image: {plain(error)}")
         except Exception as error:  # noqa: BLE001 (one model failing must not hide the others)
-            st.warning(f"`{run.run_id}` cannot classify: {error}")
+            st.warning(f"`{run.run_id}` cannot classify: {plain(error)}")
     if not predictions:
         st.stop()
     # Long table: one row per (model, rank).

@@ -7,7 +7,7 @@ import streamlit as st
 from cifar.assets import cifar10_available
 from cifar.evaluate import MistakeFilter, misclassified
 from dashboard import cache
-from dashboard.text import FETCH
+from dashboard.text import FETCH, plain
 from dashboard.widgets import require_runs, run_picker, upscale
 
 PER_ROW = 6
@@ -26,7 +26,7 @@ if not cifar10_available():
 try:
     data = cache.cifar10()
 except Exception as error:  # noqa: BLE001 (a broken cache is reported, never a traceback)
-    st.error(f"Could not read the cached CIFAR-10: {error}. Run `{FETCH}` again.")
+    st.error(f"Could not read the cached CIFAR-10: {plain(error)}. Run `{FETCH}` again.")
     st.stop()
 
 chosen = []
@@ -82,8 +82,9 @@ for start in range(0, len(shown), PER_ROW):
     ):
         with column:
             st.image(upscale(data.x_test[int(row["index"])], 96), width=96)
-            lines = [f"#{int(row['index'])} · true **{row['true']}**"]
+            lines = [f"#{int(row['index'])} · true **{plain(row['true'])}**"]  # class names: any text
             for rid in ids:
                 mark = ":green[✓]" if row[f"correct:{rid}"] else ":red[✗]"
-                lines.append(f"{mark} {rid}: {row[f'predicted:{rid}']} {row[f'confidence:{rid}']:.0%}")
+                predicted_class = plain(row[f"predicted:{rid}"])
+                lines.append(f"{mark} {rid}: {predicted_class} {row[f'confidence:{rid}']:.0%}")
             st.caption("  \n".join(lines))

@@ -117,12 +117,17 @@ def test_zero_probability_gives_a_finite_loss():
     assert math.isfinite(loss) and loss == pytest.approx(-math.log(1e-7), rel=1e-6)
 
 
+# A run folder holds all ten classes: the three above, then seven that no image has or gets.
+RUN_NAMES = [*NAMES, *(f"unused{i}" for i in range(7))]
+
+
 def _fake_run(run_id, probs, labels):
     writer = RunWriter(run_id).open()
-    writer.write_json("config.json", {"config": {"model": "baseline"}, "class_names": NAMES})
+    writer.write_json("config.json", {"config": {"model": "baseline"}, "class_names": RUN_NAMES})
     writer.write_history(pd.DataFrame({"loss": [1.0]}))
     writer.write_json("metrics.json", {"model": "baseline"})
-    writer.write_npy("test_predictions.npy", probs.astype(np.float32))
+    padded = np.hstack([probs, np.zeros((len(probs), len(RUN_NAMES) - len(NAMES)))])
+    writer.write_npy("test_predictions.npy", padded.astype(np.float32))
     writer.write_npy("test_labels.npy", labels.astype(np.uint8))
     writer.publish()
     return load_run(run_id)
@@ -146,9 +151,9 @@ def test_agreement_of_two_runs_by_hand():
         "n": 8,
     }
     matrix = disagreement_matrix(a, b)
-    assert matrix.index.tolist() == NAMES
-    assert matrix["only a right"].tolist() == [1, 1, 0]
-    assert matrix["only b right"].tolist() == [0, 1, 1]
+    assert matrix.index.tolist() == RUN_NAMES
+    assert matrix.loc[NAMES, "only a right"].tolist() == [1, 1, 0]
+    assert matrix.loc[NAMES, "only b right"].tolist() == [0, 1, 1]
     report = evaluate_run(a)
     assert report.accuracy == pytest.approx(5 / 8)
 
@@ -215,3 +220,27 @@ def test_misclassified_by_hand():
         "index"
     ].tolist() == [1, 2, 4, 5, 7]
     assert misclassified(table, []).empty and misclassified(table.iloc[0:0], ["a"]).empty
+
+
+@pytest.mark.parametrize(
+    "probabilities, labels, message",
+    [
+        (np.zeros((0, 3), np.float32), np.zeros(0, np.int64), "N >= 1"),  # empty predictions
+        (
+            PROBS,
+            np.array([0, 0, 0, 1, 1, 1, 2, 3]),
+            r"labels must lie in 0\.\.2",
+        ),  # a label past the last class
+        (PROBS, LABELS - 1, r"labels must lie in 0\.\.2"),
+        (PROBS, LABELS[:5], "labels must be 8 integers"),
+        (PROBS, LABELS.astype(np.float32), "labels must be 8 integers"),
+        (PROBS[:, :2], LABELS, "probabilities must be"),
+        (np.where(PROBS > 0.6, np.nan, PROBS), LABELS, "finite"),
+    ],
+    ids=["empty", "label 3 of 3 classes", "label -1", "fewer labels", "float labels", "2 columns", "NaN"],
+)
+def test_odd_arrays_are_refused_with_a_clear_value_error(probabilities, labels, message):
+    """Issue #13, defect 2: empty predictions and labels outside the classes crashed evaluation."""
+    for call in (evaluate_predictions, per_image):
+        with pytest.raises(ValueError, match=message):
+            call(probabilities, labels, NAMES)

@@ -23,6 +23,7 @@ from cifar import jobs, standby
 from cifar.config import CLASS_NAMES, REFERENCE_FIGURES, parse_config
 from cifar.runs import partial_path, runs_root
 from dashboard import train_sections
+from dashboard.text import plain
 from dashboard.widgets import upscale
 from tests.factory import PAGES, REPO, labels_of, partial_run, take_slot, write_run
 
@@ -462,7 +463,7 @@ def test_classify_bad_images_are_an_error_message(name, content, runs, fake_pred
     app = open_page("classify")
     app.file_uploader(key="classify-upload").set_value((name, content, "image/png")).run()
     no_exception(app)
-    assert f"Cannot read {name}" in texts(app.error)
+    assert f"Cannot read {plain(name)}" in texts(app.error)
     assert not fake_predictor.loaded
 
 
@@ -476,7 +477,7 @@ def test_classify_model_failure_is_a_warning(runs, monkeypatch, open_page):
     app = open_page("classify")
     app.file_uploader(key="classify-upload").set_value(("red.png", png(), "image/png")).run()
     no_exception(app)
-    assert "has no model.weights.h5" in texts(app.warning)
+    assert plain("has no model.weights.h5") in texts(app.warning)
 
 
 def test_upscale_is_nearest_neighbour():
@@ -491,6 +492,45 @@ def test_classify_camera_toggle(runs, open_page):
     app.toggle(key="classify-camera").set_value(True).run()
     no_exception(app)
     assert app.camera_input(key="classify-camera-input") is not None
+
+
+# ----------------------------------------------------------------------------- text from files
+
+TRACKER = "![t](http://127.0.0.1:9/track.png)"
+
+
+def rendered_markdown(app) -> list[str]:
+    """Every Markdown string the page shows (markdown, captions, alerts), as HTML (CommonMark)."""
+    from markdown_it import MarkdownIt
+
+    elements = [*app.markdown, *app.caption, *app.info, *app.warning, *app.error, *app.success]
+    return [MarkdownIt().render(str(element.value)) for element in elements]
+
+
+def test_markdown_in_class_names_is_shown_as_text(artifacts, cifar_npz, open_page):
+    """Defect 11: a class name from config.json must not become an image the browser fetches."""
+    names = [TRACKER, "**bold**", ":red[red]", *CLASS_NAMES[3:]]
+    write_run(artifacts, "marked", "baseline", labels_of(cifar_npz), 0.1, seed=4)
+    config = read_json("marked", "config.json")
+    (runs_root() / "marked" / "config.json").write_text(json.dumps({**config, "class_names": names}))
+    for page in ("misclassified", "per_class", "comparison", "overview"):
+        app = open_page(page)
+        no_exception(app)
+        html = rendered_markdown(app)
+        assert not any("<img" in fragment or "<strong>bold" in fragment for fragment in html), page
+    gallery = open_page("misclassified")
+    assert any(TRACKER in fragment for fragment in rendered_markdown(gallery)), "shown as its text"
+
+
+def test_markdown_in_an_upload_s_name_is_shown_as_text(runs, fake_predictor, open_page):
+    """Defect 11: an upload's file name in the error message is text, not Markdown."""
+    app = open_page("classify")
+    name = f"{TRACKER}.png"
+    app.file_uploader(key="classify-upload").set_value((name, b"not an image", "image/png")).run()
+    no_exception(app)
+    html = rendered_markdown(app)
+    assert any(f"Cannot read {TRACKER}" in fragment for fragment in html)
+    assert not any("<img" in fragment for fragment in html)
 
 
 # ----------------------------------------------------------------------------- train

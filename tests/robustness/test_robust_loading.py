@@ -57,7 +57,7 @@ def test_the_scan_sees_the_sources():
     assert len(SOURCES) >= 8
     assert (
         sum(1 for path in SOURCES for call in calls(path) if dotted(call.func) in ("np.load", "numpy.load"))
-        >= 4
+        >= 3  # the run reader (cifar.run_files), the data set, the feature cache
     )
 
 
@@ -277,6 +277,6 @@ def test_np_load_of_a_pickled_run_file_is_refused(tmp_path):
     from cifar.runs import Run
 
     run = Run("x", tmp_path, {}, {})
-    with pytest.raises(ValueError, match="allow_pickle"):
+    with pytest.raises(ValueError, match="test_predictions.npy: unreadable"):  # a RunError
         _ = run.test_predictions
     assert not marker.exists()

@@ -42,6 +42,18 @@ def truncate(path: Path, keep: float = 0.5) -> None:
     path.write_bytes(data[: int(len(data) * keep)])
 
 
+def edit_json(path: Path, **fields) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+
+
+def edit_hyperparameters(folder: Path, **fields) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    edit_json(folder / "config.json", config={**config["config"], **fields})
+
+
+DEEP = "[" * 100_000 + "]" * 100_000  # RecursionError in json.loads
+
+
 # name: damage done to a good folder. Each must be reported by list_runs(with_problems=...).
 HANDLED = {
     "invalid JSON in config.json": lambda f: (f / "config.json").write_text("{not json"),
@@ -59,9 +71,37 @@ HANDLED = {
     "everything missing (empty folder)": lambda f: [p.unlink() for p in f.iterdir()],
 }
 
-# Damage that list_runs does not look for today (it reads the arrays lazily), which then
-# crashes the Per-class and Misclassified pages.
+# Damage inside files that parse (arrays, fields of the wrong type or range): the reader checks
+# every file when it loads the run (issue #13, defects 1 and 2: these crashed five pages).
 NOT_HANDLED = {
+    "class_names is a number": lambda f: edit_json(f / "config.json", class_names=5),
+    "class_names has nine names": lambda f: edit_json(f / "config.json", class_names=list("abcdefghi")),
+    "class_names repeat a name": lambda f: edit_json(f / "config.json", class_names=["cat"] * 10),
+    "a class name is not a string": lambda f: edit_json(f / "config.json", class_names=[1, *"abcdefghi"]),
+    "deeply nested array in config.json": lambda f: (f / "config.json").write_text(DEEP),
+    "deeply nested array in metrics.json": lambda f: (f / "metrics.json").write_text(DEEP),
+    "deeply nested value in a field": lambda f: edit_json(
+        f / "metrics.json", device=json.loads("[" * 900 + "]" * 900)
+    ),
+    "metrics test_accuracy is a string": lambda f: edit_json(f / "metrics.json", test_accuracy="0.9"),
+    "metrics test_accuracy is NaN": lambda f: (f / "metrics.json").write_text('{"test_accuracy": NaN}'),
+    "metrics train_accuracy is a list": lambda f: edit_json(f / "metrics.json", train_accuracy=[0.5]),
+    "metrics model is unknown": lambda f: edit_json(f / "metrics.json", model=["baseline"]),
+    "a hyperparameter of the wrong type": lambda f: edit_hyperparameters(f, learning_rate="fast"),
+    "an unknown model in config": lambda f: edit_hyperparameters(f, model="evil"),
+    "an unknown weights source": lambda f: edit_json(f / "config.json", assets={"backbone_weights": "x"}),
+    "config.json is UTF-16": lambda f: (f / "config.json").write_bytes('{"config": {}}'.encode("utf-16")),
+    "config.json is a FIFO": lambda f: ((f / "config.json").unlink(), os.mkfifo(f / "config.json")),
+    "empty predictions and labels": lambda f: (
+        np.save(f / "test_predictions.npy", np.zeros((0, 10), np.float32)),
+        np.save(f / "test_labels.npy", np.zeros(0, np.uint8)),
+    ),
+    "labels outside 0..9": lambda f: np.save(f / "test_labels.npy", (LABELS + 5).astype(np.uint8)),
+    "negative labels": lambda f: np.save(f / "test_labels.npy", LABELS.astype(np.int8) - 1),
+    "float labels": lambda f: np.save(f / "test_labels.npy", LABELS.astype(np.float32)),
+    "NaN probabilities": lambda f: np.save(f / "test_predictions.npy", np.full((N, 10), np.nan, np.float32)),
+    "probabilities beyond float32": lambda f: np.save(f / "test_predictions.npy", np.full((N, 10), 1e300)),
+    "integer probabilities": lambda f: np.save(f / "test_predictions.npy", np.ones((N, 10), np.int64)),
     "truncated test_predictions.npy": lambda f: truncate(f / "test_predictions.npy"),
     "test_predictions.npy is 1-D": lambda f: np.save(f / "test_predictions.npy", np.zeros(N, np.float32)),
     "test_predictions.npy has 9 classes": lambda f: np.save(
@@ -99,6 +139,29 @@ def test_corrupt_arrays_and_fields_are_reported_and_skipped(damage):
     problems: list[str] = []
     assert [run.run_id for run in list_runs(with_problems=problems)] == ["good"]
     assert len(problems) == 1 and "broken" in problems[0], problems
+    with pytest.raises(RunError, match=r"'broken'.*(\.json|\.npy)"):  # names the run and the file
+        load_run("broken")
+
+
+# history.csv is a chart's data, not the run's result: a bad one leaves an empty (or partly NaN)
+# history, and the run still shows (issue #13, defect 3: these crashed the Comparison page).
+BAD_HISTORIES = {
+    "empty": b"",
+    "random bytes": bytes(range(256)) * 4,
+    "only a header": b"epoch,loss,accuracy\n",
+    "wrong columns": b"a,b\n1,2\n",
+    "text in a number column": b"epoch,loss,accuracy\n0,high,0.5\nx,1.0,inf\n",
+    "ragged rows": b"epoch,loss\n0,1,2,3\n1\n",
+}
+
+
+@pytest.mark.parametrize("content", list(BAD_HISTORIES))
+def test_a_bad_history_leaves_the_run_with_an_empty_or_numeric_history(content):
+    (good("broken") / "history.csv").write_bytes(BAD_HISTORIES[content])
+    history = load_run("broken").history
+    assert all(history[column].dtype == float for column in history.columns)
+    assert not np.isinf(history.to_numpy()).any()
+    assert jobs.job_history("broken") is None or not jobs.job_history("broken").empty
 
 
 def test_leftovers_that_are_not_runs_are_ignored():
@@ -228,4 +291,21 @@ def test_pages_render_beside_runs_with_damaged_arrays(cifar_npz):
     good("good", finished=1.0)
     for index, damage in enumerate(NOT_HANDLED):
         NOT_HANDLED[damage](good(f"damaged-{index}", finished=2.0 + index))
+    for index, content in enumerate(BAD_HISTORIES.values()):  # shown, with their bad histories
+        (good(f"history-{index}", finished=100.0 + index) / "history.csv").write_bytes(content)
     assert render_every_page() == {page: [] for page in PAGES.values()}
+
+
+@needs_app
+@pytest.mark.parametrize("content", ["empty", "random bytes"])
+def test_comparison_shows_a_run_with_a_bad_history(content, cifar_npz):
+    """Defect 3: an empty or random-bytes history.csv crashed the Comparison page."""
+    from streamlit.testing.v1 import AppTest
+
+    good("good", finished=1.0)
+    (good("bad-history", finished=2.0) / "history.csv").write_bytes(BAD_HISTORIES[content])
+    app = AppTest.from_file(str(APP), default_timeout=120)
+    app.switch_page(PAGES["comparison"])
+    app.run()
+    assert not app.exception, [exception.message for exception in app.exception]
+    assert app.multiselect(key="comparison-runs").value == ["bad-history", "good"]

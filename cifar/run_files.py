@@ -1,0 +1,216 @@
+"""Reading the files of a run folder and of the job slot, whatever bytes they hold.
+
+Every file is read through here: at most a bounded number of bytes, JSON parsed and checked by a
+schema (the types the code relies on), arrays checked for shape, type and values. A file that
+does not pass raises `FileError` naming it; `history.csv` is never an error (an unreadable one is
+an empty table), nor are status and slot records (an unreadable one is no record).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import stat
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar, get_args
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+from cifar.config import NUM_CLASSES, ConfigError, load_config
+
+MAX_JSON_BYTES = 1_000_000  # config.json of a real run: ~2 kB
+MAX_HISTORY_BYTES = 10_000_000  # one short line per epoch
+MAX_TEST_IMAGES = 10_000  # the CIFAR-10 test set
+Model = Literal["baseline", "transfer"]
+MODELS = get_args(Model)
+JobState = Literal["starting", "running", "finished", "failed", "cancelled"]
+
+
+class FileError(ValueError):
+    """A file of a run folder is missing, too large, or does not hold what it should."""
+
+
+# ----------------------------------------------------------------------------- schemas
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+ClassName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
+ClassNames = Annotated[list[ClassName], Field(min_length=NUM_CLASSES, max_length=NUM_CLASSES)]
+
+
+class _File(BaseModel):
+    """Strict types (no "0.5" for 0.5, no true for 1), finite numbers; other fields pass through."""
+
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+
+
+class _Assets(_File):
+    backbone_weights: Literal["keras", "google2015"] | None = None
+    backbone_sha256: str | None = None
+
+
+class _Hyperparameters(_File):
+    model: Model  # the rest: `cifar.config.load_config`
+
+
+class RunConfigFile(_File):
+    """config.json: the hyperparameters (typed by `cifar.config.load_config`), class names."""
+
+    config: _Hyperparameters
+    class_names: ClassNames | None = None
+    assets: _Assets | None = None
+    run_id: str | None = None
+    limit: Annotated[int, Field(ge=1)] | None = None
+
+    @field_validator("class_names")
+    @classmethod
+    def _unique(cls, names):
+        if names is not None and len(set(names)) != len(names):
+            raise ValueError("class names must be unique")
+        return names
+
+
+class MetricsFile(_File):
+    """metrics.json: the results a page shows."""
+
+    model: Model | None = None
+    train_accuracy: Share | None = None
+    val_accuracy: Share | None = None
+    test_accuracy: Share | None = None
+    seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    epochs_run: Annotated[int, Field(ge=0)] | None = None
+    device: str | None = None
+    finished: Finite = 0.0
+
+
+class StatusFile(_File):
+    """status.json of a partial run folder: a job's progress."""
+
+    state: JobState | None = None
+    progress: Share | None = None
+    message: str | None = None
+    phase: str | None = None
+    pid: Annotated[int, Field(gt=0)] | None = None
+    started: Finite | None = None
+    updated: Finite | None = None
+
+
+class SlotRecord(_File):
+    """artifacts/jobs/slot.json: which job holds the slot."""
+
+    run_id: str | None = None
+    pid: Annotated[int, Field(gt=0)] | None = None
+    group: Annotated[int, Field(gt=0)] | None = None
+    started: Finite | None = None
+
+
+Schema = TypeVar("Schema", bound=_File)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_bytes(path: Path, limit: int) -> bytes:
+    """At most `limit` bytes of a regular file (never a FIFO or device); FileError otherwise."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise FileError(f"{path.name}: not a regular file")
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as error:
+        raise FileError(f"{path.name}: {error.strerror or error}") from None
+    if len(data) > limit:
+        raise FileError(f"{path.name}: larger than {limit:,} bytes")
+    return data
+
+
+def read_json(path: Path, schema: type[Schema]) -> dict[str, Any]:
+    """The JSON object in `path`, checked by `schema`; fields absent (or null) in the file are absent."""
+    try:
+        checked = schema.model_validate_json(read_bytes(path, MAX_JSON_BYTES))
+        return checked.model_dump(exclude_unset=True, exclude_none=True)
+    except ValidationError as error:
+        raise FileError(f"{path.name}: {_first_problem(error)}") from None
+
+
+def read_record(path: Path, schema: type[Schema]) -> dict[str, Any]:
+    """`read_json`, but {} for a missing or unreadable file (status and slot records)."""
+    try:
+        return read_json(path, schema)
+    except FileError:
+        return {}
+
+
+def _first_problem(error: ValidationError) -> str:
+    problem = error.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(part) for part in problem["loc"])
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{where + ': ' if where else ''}{problem['msg'][:200]}{more}"
+
+
+def read_run_config(path: Path) -> dict[str, Any]:
+    """config.json, its hyperparameters typed as `cifar.config` types them (only those saved)."""
+    data = read_json(path, RunConfigFile)
+    try:
+        typed = load_config(data["config"]).model_dump()
+    except ConfigError as error:
+        raise FileError(f"{path.name}: config: {str(error)[:300]}") from None
+    data["config"] = {key: typed[key] for key in data["config"] if key in typed}
+    return data
+
+
+def read_arrays(folder: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities (N, n_classes) float32, labels (N,) int64), as `check_predictions` wants."""
+    probs = _load_npy(folder / "test_predictions.npy")
+    labels = _load_npy(folder / "test_labels.npy")
+    if probs.size > MAX_TEST_IMAGES * n_classes or labels.size > MAX_TEST_IMAGES:
+        raise FileError(f"test_predictions.npy, test_labels.npy: more than {MAX_TEST_IMAGES:,} test images")
+    if probs.dtype.kind == "f":
+        with np.errstate(over="ignore"):  # a float64 beyond float32 becomes inf, refused below
+            probs = np.array(probs, dtype=np.float32)
+    labels = np.array(labels)
+    try:
+        check_predictions(probs, labels, n_classes)
+    except ValueError as error:
+        raise FileError(f"test_predictions.npy, test_labels.npy: {error}") from None
+    return probs, labels.astype(np.int64)
+
+
+def check_predictions(probabilities: np.ndarray, labels: np.ndarray, n_classes: int) -> None:
+    """ValueError unless `probabilities` is (N >= 1, n_classes) finite floats and `labels` N
+    integers in 0..n_classes-1."""
+    probabilities, labels = np.asanyarray(probabilities), np.asanyarray(labels)
+    if probabilities.ndim != 2 or probabilities.shape[1] != n_classes or len(probabilities) == 0:
+        raise ValueError(f"probabilities must be (N >= 1, {n_classes}), got shape {probabilities.shape}")
+    if probabilities.dtype.kind != "f":
+        raise ValueError(f"probabilities must be floats, got {probabilities.dtype}")
+    if labels.shape != (len(probabilities),) or labels.dtype.kind not in "iu":
+        raise ValueError(f"labels must be {len(probabilities)} integers, got {labels.dtype} {labels.shape}")
+    if not np.isfinite(probabilities).all():
+        raise ValueError("probabilities must be finite")
+    if labels.min() < 0 or labels.max() >= n_classes:
+        raise ValueError(f"labels must lie in 0..{n_classes - 1}, got {labels.min()}..{labels.max()}")
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    """The array's header read, its data memory-mapped (nothing is loaded before the checks)."""
+    if not path.is_file():
+        raise FileError(f"{path.name}: missing or not a regular file")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError, SyntaxError, TypeError, OverflowError) as error:
+        raise FileError(f"{path.name}: unreadable ({str(error)[:200]})") from None
+
+
+def read_history(path: Path) -> pd.DataFrame:
+    """history.csv as numbers (anything else: NaN); an empty table if missing or unreadable."""
+    try:
+        table = pd.read_csv(io.BytesIO(read_bytes(path, MAX_HISTORY_BYTES))).reset_index(drop=True)
+        numbers = table.apply(pd.to_numeric, errors="coerce").astype(float)
+    except (FileError, ValueError, TypeError, csv.Error, OverflowError):
+        return pd.DataFrame()
+    numbers.columns = [str(column) for column in numbers.columns]
+    return numbers.replace([np.inf, -np.inf], np.nan)
