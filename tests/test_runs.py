@@ -41,6 +41,23 @@ def test_publish_is_atomic():
     assert not [p for p in final.iterdir() if p.name.endswith(".part")]
 
 
+def test_publish_renames_the_partial_folder_in_one_step(monkeypatch):
+    """The finished folder is the partial folder itself (same inodes), moved by one rename: a copy
+    followed by a delete would let a reader see a half-copied run."""
+    writer = RunWriter("moved").open()
+    write_complete(writer)
+    inodes = {p.name: p.stat().st_ino for p in [writer.path, *writer.path.iterdir()]}
+    assert len(inodes) > 1
+    renames = []
+    real_replace = runs.os.replace
+    monkeypatch.setattr(runs.os, "replace", lambda a, b: renames.append((a, b)) or real_replace(a, b))
+    final = writer.publish()
+    assert [(a, b) for a, b in renames if b == final] == [(writer.path, final)]
+    assert final.stat().st_ino == inodes.pop(writer.path.name)
+    inodes.pop("status.json")  # rewritten by publish ("finished")
+    assert {name: (final / name).stat().st_ino for name in inodes} == inodes
+
+
 def test_a_killed_writer_leaves_only_the_partial_folder():
     writer = RunWriter("killed").open()
     write_complete(writer)
