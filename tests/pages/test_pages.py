@@ -645,7 +645,11 @@ def test_train_monitor_shows_the_running_job(running_job, monkeypatch, open_page
     no_exception(app)
     assert "Running: `live-job`" in texts(app.markdown)
     progress = app.get("progress")[0]
-    assert progress.value == 50 and progress.proto.text == "training: epoch 1/2"
+    # status.json's text is shown as plain text: Markdown-escaped, as `plain` escapes it
+    assert (
+        progress.value == 50
+        and progress.proto.text == plain("training: epoch 1/2") == r"training\: epoch 1\/2"
+    )
     curves = accuracy_curves(figure(app))
     assert curves["live-job train"] == [0.3, 0.4] and curves["live-job validation"] == [0.25, 0.35]
     app.button(key="train-cancel").click().run()
@@ -662,7 +666,7 @@ def test_train_lists_failed_jobs_and_discards_them(open_page):
     partial_run("stopped-job", state="cancelled", message="cancelled by the user", started=time.time())
     app = open_page("train")
     shown = texts(app.markdown)
-    assert "broken-job" in shown and "ValueError: boom" in shown and "stopped-job" in shown
+    assert "broken-job" in shown and plain("ValueError: boom") in shown and "stopped-job" in shown
     app.button(key="train-discard-broken-job").click().run()
     no_exception(app)
     assert not partial_path("broken-job").exists()
