@@ -116,22 +116,25 @@ def test_a_standby_close_to_its_idle_exit_gets_no_job(standby_on):
     assert job.pid != old.pid
 
 
+def _killed_standby():
+    """A standby started, then killed (and reaped) before it gets a job."""
+    standby.warm_up()
+    process = standby._standby["process"]
+    process.kill()
+    process.wait()
+    return process
+
+
 @pytest.mark.usefixtures("fake_jobs")
 def test_a_dead_standby_gets_no_job_and_is_replaced(standby_on):
-    standby.warm_up()
-    first = standby._standby["process"]
-    first.kill()
-    first.wait()
+    first = _killed_standby()
     assert standby.claim_standby() is None
     assert standby.warm_up() and standby._standby["process"].pid != first.pid
 
 
 @pytest.mark.usefixtures("fake_jobs")
 def test_a_standby_that_dies_at_hand_over_leaves_the_job_to_a_cold_start(standby_on):
-    standby.warm_up()
-    dead = standby._standby["process"]
-    dead.kill()
-    dead.wait()
+    dead = _killed_standby()
     dead.poll = lambda: None  # it died after the check that it waits
     job = start_job(BaselineConfig(), run_id="handed")
     assert job.pid != dead.pid and slot_holder()["pid"] == job.pid

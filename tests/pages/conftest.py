@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from cifar import jobs
 from tests.factory import PAGES, REPO
 
 ENTRY = str(REPO / "streamlit_app.py")
@@ -22,3 +23,16 @@ def open_page():
         return app
 
     return run
+
+
+@pytest.fixture
+def started(monkeypatch):
+    """`start_job` records its calls instead of starting a process."""
+    calls = []
+
+    def fake_start_job(config, run_id=None):
+        calls.append((config, run_id))
+        return jobs.Job(run_id or f"{config.model}-now", "starting", 0.0, "starting")
+
+    monkeypatch.setattr(jobs, "start_job", fake_start_job)
+    return calls

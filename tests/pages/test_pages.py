@@ -536,18 +536,6 @@ def test_markdown_in_an_upload_s_name_is_shown_as_text(runs, fake_predictor, ope
 # ----------------------------------------------------------------------------- train
 
 
-@pytest.fixture
-def started(monkeypatch):
-    calls = []
-
-    def fake_start_job(config, run_id=None):
-        calls.append((config, run_id))
-        return jobs.Job(run_id or f"{config.model}-now", "starting", 0.0, "starting")
-
-    monkeypatch.setattr(jobs, "start_job", fake_start_job)
-    return calls
-
-
 def test_form_fields_and_the_command_line():
     fields = {row["name"]: row for row in train_sections.form_fields("transfer")}
     assert fields["resize"]["choices"] and fields["learning_rate"]["step"] == pytest.approx(1e-3)

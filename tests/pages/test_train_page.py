@@ -5,21 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cifar import jobs
 from cifar.config import field_table, parse_config
-
-
-@pytest.fixture
-def started(monkeypatch):
-    """`start_job` records its calls instead of starting a process."""
-    calls = []
-
-    def fake_start_job(config, run_id=None):
-        calls.append((config, run_id))
-        return jobs.Job(run_id or f"{config.model}-now", "starting", 0.0, "starting")
-
-    monkeypatch.setattr(jobs, "start_job", fake_start_job)
-    return calls
 
 
 def errors(app) -> str:
