@@ -89,7 +89,8 @@ class FeatureSpec:
 
     @property
     def resize_was_wrong_under_xla(self) -> bool:
-        """Named `-r2` (see `outside_xla`)."""
+        """Would XLA have resized these images wrongly? Such caches get `-r2` in their name (see
+        `outside_xla`), so caches made before the fix are never read."""
         return xla_resized_wrongly(self.resize, self.input_size)
 
     def directory(self) -> Path:

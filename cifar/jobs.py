@@ -12,6 +12,7 @@ When the Train page warmed up a standby process (`cifar.standby`), the job runs 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 import time
@@ -36,6 +37,7 @@ from cifar.runs import (
     runs_root,
 )
 
+WORKER_COPY = re.compile(r"\.worker\d+$")  # a non-chief worker's partial folder (`cifar.train.train`)
 _start_lock = threading.Lock()  # Streamlit runs sessions in threads: one start at a time here
 
 
@@ -88,7 +90,7 @@ def _busy_message() -> str:
         progress = job_status(run_id).progress
     except RunError:  # no record yet (or not ours to read)
         return "another job is starting; try again in a moment"
-    return f"job {run_id} is running ({progress:.0%}); wait for it or cancel it first"
+    return f"job {run_id} is running ({progress:.0%}); wait for it, or cancel it on the Train page"
 
 
 def take_slot(run_id: str, fd: int, pid: int | None = None) -> dict:
@@ -99,7 +101,7 @@ def take_slot(run_id: str, fd: int, pid: int | None = None) -> dict:
     """
     if not processes.lock_slot(fd):
         raise JobBusy(_busy_message())
-    return processes.record_slot(run_id, pid, os.getpgid(pid) if pid else None)
+    return processes.record_slot(run_id, pid, processes.group_of(pid) if pid else None)
 
 
 def hold_slot(run_id: str) -> None:
@@ -189,7 +191,8 @@ def job_status(run_id: str) -> Job:
     status = read_status(partial_path(run_id))
     if holder and status.get("started", 0) < holder.get("started", 0):
         status = {}  # left by an earlier attempt under this id; this one has not written yet
-    started_once = holder or log_path(run_id).exists()  # its log is made before its process
+    # `start_job` writes the log (cold start) or hands it to the standby before releasing its lock
+    started_once = holder or log_path(run_id).exists()
     state = status.get("state", "starting" if started_once else "failed")
     message = status.get("message", "")
     # "finished" in a partial folder: the writer died between its last status and the rename.
@@ -209,14 +212,31 @@ def job_status(run_id: str) -> Job:
     )
 
 
+HAND_OVER_SECONDS = 2.0  # `start_job` names the job's pid within milliseconds of taking the slot
+
+
+def _started_holder(run_id: str) -> dict | None:
+    """The slot's record for `run_id` once it names the job's process (a cancel clicked while
+    `start_job` is still launching it waits for that, so that it stops the right process)."""
+    deadline = time.monotonic() + HAND_OVER_SECONDS
+    holder = _holder_of(run_id)
+    while holder is not None and not holder.get("pid") and time.monotonic() < deadline:
+        time.sleep(0.02)
+        holder = _holder_of(run_id)
+    return holder
+
+
 def cancel_job(run_id: str, grace_seconds: float = 5.0) -> Job:
     """Stop a running job (its whole process group) and mark it cancelled."""
     job = job_status(run_id)
-    holder = _holder_of(run_id) if job.active else None
+    holder = _started_holder(run_id) if job.active else None
     if holder and holder.get("pid"):
-        processes.stop(
-            holder["pid"], holder.get("group"), lambda: _holder_of(run_id) is not None, grace_seconds
-        )
+        try:
+            processes.stop(
+                holder["pid"], holder.get("group"), lambda: _holder_of(run_id) is not None, grace_seconds
+            )
+        except PermissionError:
+            raise JobBusy(f"job {run_id} runs as another user; this process may not stop it") from None
     folder = partial_path(run_id)
     if job.active and not folder.is_dir() and not run_path(run_id).is_dir():
         folder.mkdir(parents=True, exist_ok=True)  # cancelled while starting: not "failed"
@@ -228,13 +248,19 @@ def cancel_job(run_id: str, grace_seconds: float = 5.0) -> Job:
 
 
 def list_jobs() -> list[Job]:
-    """Every unfinished or failed job (partial run folders), newest first."""
+    """Every unfinished or failed job (partial run folders), newest first.
+
+    Non-chief workers of a TF_CONFIG cluster (`<id>.workerN`) hold no slot and publish nothing:
+    they are the chief's job, not jobs of their own (see `cifar.train.train`).
+    """
     root = runs_root()
     if not root.is_dir():
         return []
     jobs = []
     for path in root.iterdir():
         if path.name.startswith(".") and path.name.endswith(PARTIAL_SUFFIX):
+            if WORKER_COPY.search(path.name[: -len(PARTIAL_SUFFIX)]):
+                continue
             try:
                 jobs.append(job_status(path.name[1 : -len(PARTIAL_SUFFIX)]))
             except RunError:
@@ -245,5 +271,5 @@ def list_jobs() -> list[Job]:
 def discard_job(run_id: str) -> None:
     """Remove what a failed or cancelled job left behind."""
     if job_status(run_id).active:
-        raise JobBusy(f"job {run_id} is still running; cancel it first")
+        raise JobBusy(f"job {run_id} is still running; cancel it on the Train page first")
     shutil.rmtree(partial_path(run_id), ignore_errors=True)

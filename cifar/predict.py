@@ -124,7 +124,7 @@ def _declared_pixels_cap(data: bytes) -> int:
 def _bytes_per_pixel(mode: str, image_format: str | None) -> int:
     """Memory per pixel while an image of this mode and format is decoded and shrunk (measured by
     `tests/robustness/test_robust_uploads.py`)."""
-    size = 1 if mode in ("1", "L", "P") else 4  # Pillow keeps the other modes at 4 bytes (I;16: 2)
+    size = 1 if mode in ("1", "L", "P") else 4  # Pillow keeps the other modes at 4 bytes
     if mode in ("LA", "RGBA"):
         size *= 2  # `reduce` shrinks a premultiplied copy
     return size + DECODER_BYTES_PER_PIXEL.get(image_format or "", 0)
@@ -135,7 +135,8 @@ def _check_decode_cost(image: Image.Image) -> None:
     if cost > DECODE_BUDGET:
         raise ImageError(
             f"the image is {image.width} x {image.height} pixels; decoding it would take about "
-            f"{cost / 2**20:.0f} MB, over the limit of {DECODE_BUDGET / 2**20:.0f} MB for one image"
+            f"{cost / 2**20:.0f} MB, over the limit of {DECODE_BUDGET / 2**20:.0f} MB for one image. "
+            "Save it as a JPEG (any size works: JPEGs decode at reduced size) or scale it down"
         )
 
 
@@ -266,6 +267,8 @@ def load_model(run: Run):
     from cifar.features import outside_xla
     from cifar.models import build_baseline, build_head, build_resize, build_transfer_network
 
+    if run.config_problem:
+        raise RunError(f"{run.run_id}: its model cannot be rebuilt by this version ({run.config_problem})")
     config = load_config(run.hyperparameters)
     if config.model == "baseline":
         return None, _with_weights(build_baseline(config), run, WEIGHTS_FILES["baseline"])

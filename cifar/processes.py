@@ -26,7 +26,7 @@ COMMAND = (sys.executable, "-m", "cifar")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCK_WAIT_SECONDS = 0.5  # a probe holds a shared lock for microseconds: retry that long
 
-_children: dict[int, subprocess.Popen] = {}  # reaped on poll, so finished jobs leave no zombies
+_children: dict[int, subprocess.Popen] = {}  # reaped by `slot_holder` (every poll): no zombies
 
 
 def slot_path() -> Path:
@@ -65,6 +65,7 @@ def record_slot(run_id: str, pid: int | None, group: int | None = None, started:
 
 def slot_holder() -> dict | None:
     """The record of the job holding the slot ({} if it has none yet), None if the slot is free."""
+    reap()  # every poll comes here: finished jobs leave no zombies behind
     try:
         fd = os.open(slot_path(), os.O_RDONLY)
     except FileNotFoundError:
@@ -126,6 +127,24 @@ def reap() -> None:
     for pid, process in list(_children.items()):
         if process.poll() is not None:
             _children.pop(pid, None)
+
+
+def wait_or_kill(process: subprocess.Popen, grace_seconds: float) -> None:
+    """Wait for a child of ours to exit by itself; SIGKILL it after `grace_seconds`."""
+    try:
+        process.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    reap()
+
+
+def group_of(pid: int) -> int | None:
+    """The process group `pid` belongs to (None if it is gone)."""
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
 
 
 def pid_alive(pid: int | None) -> bool:

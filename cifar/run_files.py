@@ -157,7 +157,10 @@ def read_run_config(path: Path) -> dict[str, Any]:
     try:
         typed = load_config(data["config"]).model_dump()
     except ConfigError as error:
-        raise FileError(f"{path.name}: config: {str(error)[:300]}") from None
+        # A run from an older version (a value or field since retired): its results still show;
+        # only its model cannot be rebuilt (`Run.config_problem`).
+        data["config_problem"] = str(error)[:300]
+        typed = {k: v for k, v in data["config"].items() if isinstance(v, str | int | float | bool)}
     data["config"] = {key: typed[key] for key in data["config"] if key in typed}
     return data
 

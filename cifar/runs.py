@@ -168,9 +168,15 @@ class Run:
 
     @property
     def has_weights(self) -> bool:
-        """Whether the folder holds the trained weights the Predictor needs."""
+        """Whether the folder holds the trained weights the Predictor needs (and a config that
+        today's model builders still understand)."""
         name = WEIGHTS_FILES.get(self.model)
-        return name is not None and (self.path / name).is_file()
+        return name is not None and not self.config_problem and (self.path / name).is_file()
+
+    @property
+    def config_problem(self) -> str:
+        """Why today's code cannot rebuild this run's model from its config ("" if it can)."""
+        return self.config.get("config_problem", "")
 
     @property
     def hyperparameters(self) -> dict[str, Any]:

@@ -74,11 +74,7 @@ class Standby:
         """End of input: it exits by itself (killed if it does not within 2 s)."""
         with contextlib.suppress(OSError):
             self.process.stdin.close()
-        try:
-            self.process.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        processes.wait_or_kill(self.process, grace_seconds=2)
         self.log.unlink(missing_ok=True)
 
 
@@ -93,13 +89,13 @@ def warm_up() -> bool:
     with _standby_lock:
         if _usable_standby() is not None:
             return True
-        stop_standby()
+        _stop_standby()
         if processes.slot_holder() is not None:  # its ~4 s of imports would slow the job down
             return False
         try:
             _start_standby()
         except OSError:
-            stop_standby()
+            _stop_standby()
             return False
         return True
 
@@ -144,6 +140,12 @@ def _usable_standby() -> subprocess.Popen | None:
 
 def stop_standby() -> None:
     """Stop this process's standby, if any (it exits at the end of its input)."""
+    with _standby_lock:
+        _stop_standby()
+
+
+def _stop_standby() -> None:
+    """`stop_standby` for callers that hold `_standby_lock` already."""
     if "process" in _standby:
         Standby(_standby["process"], _standby["slot_fd"], _standby["log"]).stop()
     if "slot_fd" in _standby:
@@ -156,7 +158,7 @@ def claim_standby() -> Standby | None:
     with _standby_lock:
         process = _usable_standby()
         if process is None:
-            stop_standby()
+            _stop_standby()
             return None
         claimed = Standby(process, _standby["slot_fd"], _standby["log"])
         _standby.clear()

@@ -14,73 +14,24 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-import pandas as pd
 
 from cifar.assets import Cifar10, check_limit, load_cifar10
+from cifar.callbacks import Progress, run_callbacks
 from cifar.config import CLASS_NAMES, NUM_CLASSES, BaselineConfig, TransferConfig
 from cifar.data import aligned_empty, as_tensor, augmented_dataset, gathered_batches, split_train_validation
 from cifar.distribute import environment, fit_multi_worker, is_multi_worker, scope
-from cifar.runs import RunWriter, new_run_id
+from cifar.runs import RunError, RunWriter, new_run_id
 
-Progress = Callable[[dict], None]
+
+class TrainingDiverged(RunError):
+    """The trained model predicts NaN or infinity: the run is failed, not published."""
+
+
 _log = logging.getLogger(__name__)
 STEPS_PER_EXECUTION = 32
 # The head's steps take about a millisecond: run a few hundred per compiled call.
 HEAD_STEPS_PER_EXECUTION = 256
 PREDICT_BATCH = 4096  # the head's evaluation and prediction batches (results do not depend on it)
-
-
-# ----------------------------------------------------------------------------- Keras callbacks
-
-
-def _callbacks(writer: RunWriter, config, progress: Progress | None):
-    import keras
-
-    class EpochRecorder(keras.callbacks.Callback):
-        """history.csv and status.json after every epoch, so pages can draw live curves."""
-
-        def __init__(self):
-            super().__init__()
-            self.rows: list[dict] = []
-            self.steps = None
-
-        def on_train_begin(self, logs=None):
-            self.steps = self.params.get("steps")
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.perf_counter()
-            self.epoch, self.reported = epoch, 0
-
-        def on_train_batch_end(self, batch, logs=None):
-            # With steps_per_execution, Keras reports every few hundred batches only.
-            if self.steps and batch + 1 - self.reported >= max(1, self.steps // 10):
-                self.reported = batch + 1
-                done = (self.epoch + (batch + 1) / self.steps) / config.epochs
-                writer.status("running", phase="training", progress=done, epoch=self.epoch + 1)
-
-        def on_epoch_end(self, epoch, logs=None):
-            row = {k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"}
-            row["seconds"] = time.perf_counter() - self.started
-            self.rows.append(row)
-            writer.write_history(pd.DataFrame(self.rows))
-            state = {"phase": "training", "epoch": epoch + 1, "progress": (epoch + 1) / config.epochs}
-            writer.status("running", **state, message=_epoch_message(epoch + 1, config.epochs, row))
-            if progress:
-                progress({**state, **row})
-
-    callbacks = [EpochRecorder(), keras.callbacks.TensorBoard(str(writer.path / "tensorboard"))]
-    if config.early_stopping_patience and config.validation_size:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(patience=config.early_stopping_patience, restore_best_weights=True)
-        )
-    return callbacks
-
-
-def _epoch_message(epoch: int, epochs: int, row: dict) -> str:
-    shown = [
-        f"{key} {row[key]:.4f}" for key in ("loss", "accuracy", "val_loss", "val_accuracy") if key in row
-    ]
-    return ", ".join([f"epoch {epoch}/{epochs}", *shown])
 
 
 def _compile(model, config, n_train: int, steps_per_execution: int = STEPS_PER_EXECUTION) -> None:
@@ -105,7 +56,7 @@ class Fitted(NamedTuple):
 def _fit(model, config, training, validation, writer: RunWriter, progress, strategy) -> Fitted:
     """Fit on `training`, a dataset that batches and shuffles itself or an (x, y) pair of arrays;
     under a TF_CONFIG cluster, the multi-worker loop (arrays only)."""
-    callbacks = _callbacks(writer, config, progress)
+    callbacks = run_callbacks(writer, config, progress)
     started = time.perf_counter()
     if is_multi_worker(strategy):
         # The epoch recorder only: TensorBoard needs Keras' own loop.
@@ -245,41 +196,41 @@ def train_transfer(
     keras.utils.set_random_seed(config.seed)
     split = fit_idx, val_idx = split_train_validation(len(data.x_train), config.validation_size, config.seed)
     table, labels, fit_rows = _training_table(features, data.y_train, fit_idx, config.flip_features)
-    x_table, y_table = as_tensor(table), as_tensor(_one_hot(labels))
+    x_table = as_tensor(table)
     with scope(strategy):
         head = build_head(config)
         if config.standardize:
             head.get_layer("head_standardize").adapt(gathered_batches(x_table, fit_rows, PREDICT_BATCH))
         _compile(head, config, len(fit_rows), steps_per_execution=HEAD_STEPS_PER_EXECUTION)
-    if is_multi_worker(strategy):  # the multi-worker loop takes arrays
-        training = (table[fit_rows], _one_hot(labels[fit_rows]))
-        validation = (table[val_idx], _one_hot(labels[val_idx])) if len(val_idx) else None
-    else:  # every split is a set of rows of one table, gathered batch by batch: no 400 MB copies
-        training = gathered_batches(x_table, fit_rows, config.batch_size, y_table, seed=config.seed)
-        validation = gathered_batches(x_table, val_idx, PREDICT_BATCH, y_table) if len(val_idx) else None
+    training, validation = _head_data(config, table, x_table, labels, (fit_rows, val_idx), strategy)
     fitted = _fit(head, config, training, validation, writer, progress, strategy)
 
-    def predict(x, rows=None):
+    def predict(x, rows=None):  # rows of a feature table, batch by batch
         rows = np.arange(len(x)) if rows is None else rows
         return head.predict(gathered_batches(x, rows, PREDICT_BATCH), verbose=0)
 
-    test = flip_averaged(
-        config, lambda table: predict(as_tensor(table)), features["test", False], features.get(("test", True))
-    )
-    predict_train = lambda rows: predict(x_table, rows)  # noqa: E731
+    plain, flipped = features["test", False], features.get(("test", True))
+    test = flip_averaged(config, lambda table: predict(as_tensor(table)), plain, flipped)
     metrics = run_metrics(
-        data,
-        split,
-        predict_train,
-        test,
-        fitted,
-        head,
-        n_train=len(fit_rows),
+        data, split, lambda rows: predict(x_table, rows), test, fitted, head, n_train=len(fit_rows),
         extraction_seconds=extraction_seconds,
-    )
+    )  # fmt: skip
     save_weights_only(head, lambda: build_head(config), writer.path / "head.weights.h5")
     assets = {"backbone_weights": weights.source, "backbone_sha256": weights.sha256}
     return Trained({**metrics, "backbone_weights": weights.source}, test, assets)
+
+
+def _head_data(config: TransferConfig, table, x_table, labels, rows, strategy):
+    """(training, validation) for `_fit`: rows of one feature table, gathered batch by batch (no
+    400 MB copies); the multi-worker loop takes arrays instead."""
+    fit_rows, val_rows = rows
+    if is_multi_worker(strategy):
+        validation = (table[val_rows], _one_hot(labels[val_rows])) if len(val_rows) else None
+        return (table[fit_rows], _one_hot(labels[fit_rows])), validation
+    y_table = as_tensor(_one_hot(labels))
+    training = gathered_batches(x_table, fit_rows, config.batch_size, y_table, seed=config.seed)
+    validation = gathered_batches(x_table, val_rows, PREDICT_BATCH, y_table) if len(val_rows) else None
+    return training, validation
 
 
 def _extraction_status(writer: RunWriter) -> Callable[[str, int, int], None]:
@@ -336,6 +287,11 @@ def train(
             )
         else:
             trained = train_baseline(config, data, writer, progress, strategy)
+        if not np.isfinite(trained.test_probabilities).all():  # a run readers would refuse
+            raise TrainingDiverged(
+                f"training diverged: the test predictions are not finite (try a smaller learning_rate "
+                f"than {config.learning_rate:g})"
+            )
         _write_results(writer, config, data, trained, environment_info, limit=limit, workers=worker.count)
         return writer.publish() if worker.is_chief else writer.discard()
     except BaseException as error:

@@ -79,7 +79,7 @@ def feature_status(config) -> None:
     try:
         needed, seconds = cache.feature_plan(config)
     except Exception as error:  # noqa: BLE001 (the check is advice; a failure must not block training)
-        st.warning(f"Could not check the feature cache: {error}")
+        st.warning(text.plain(f"Could not check the feature cache: {error}"))
         return
     (st.info if needed else st.success)(text.feature_plan(needed, seconds))
 
@@ -153,6 +153,9 @@ def stopped_jobs() -> None:
 
 
 def _cancel(run_id: str) -> None:
-    from cifar.jobs import cancel_job
+    from cifar.jobs import JobBusy, cancel_job
 
-    cancel_job(run_id)
+    try:
+        cancel_job(run_id)
+    except JobBusy as error:
+        st.warning(text.plain(str(error)))

@@ -12,7 +12,6 @@ import numpy as np
 import streamlit as st
 
 from cifar.runs import Run, default_selection, describe_run
-from dashboard import cache
 
 
 def percent(value) -> str:
@@ -36,15 +35,6 @@ def require_runs(runs: list[Run]) -> None:
         language="bash",
     )
     st.stop()
-
-
-def run_problems() -> None:
-    """An expander listing the run folders that could not be read (nothing when all could)."""
-    problems = cache.run_problems()
-    if problems:
-        with st.expander(f"{len(problems)} run folder(s) could not be read", icon=":material/warning:"):
-            for problem in problems:
-                st.text(problem)
 
 
 def run_picker(

@@ -12,7 +12,7 @@ from cifar.feature_cache import cache_inventory
 from cifar.jobs import active_job
 from cifar.runs import REFERENCE_RUN_IDS, best_run, headline_table, test_accuracy
 from dashboard import cache, text
-from dashboard.widgets import chart, percent, run_problems
+from dashboard.widgets import chart, percent
 
 st.title("CIFAR-10 classifiers")
 st.caption(
@@ -20,7 +20,10 @@ st.caption(
     "(50,000 training / 10,000 test images, 10 classes)."
 )
 runs = cache.runs()
-run_problems()
+if problems := cache.run_problems():  # reported here once; every page skips those folders
+    with st.expander(f"{len(problems)} run folder(s) could not be read", icon=":material/warning:"):
+        for problem in problems:
+            st.text(problem)
 job = active_job()
 if job is not None:
     st.info(f"Training job `{job.run_id}` is running ({job.progress:.0%}): see the **Train** page.")

@@ -171,7 +171,8 @@ def test_start_job_hands_the_slot_to_the_job_process(fake_jobs):
     assert os.getpgid(job.pid) == job.pid  # its own session: cancel stops its whole group
 
 
-def test_sigkill_frees_the_slot_even_before_the_process_is_reaped(fake_jobs):
+def test_sigkill_frees_the_slot_even_before_the_process_is_reaped(fake_jobs, monkeypatch):
+    monkeypatch.setattr(processes, "reap", lambda: None)  # polling would reap it: not here
     job = start_job(BaselineConfig(), run_id="victim")
     wait_until(lambda: holding("victim"), what="the job to hold its slot")
     RunWriter("victim").open(pid=job.pid)  # what the job does next: status "running"
@@ -247,7 +248,7 @@ def test_cli_train_refuses_while_a_dashboard_job_runs_and_leaves_its_folder(fake
         result = _cli_train("baseline", "--run-id", run_id, "--epochs", "1")
         assert result.returncode == 2, result.stderr
         assert result.stderr.strip().splitlines() == [
-            "error: job dash is running (0%); wait for it or cancel it first"
+            "error: job dash is running (0%); wait for it, or cancel it on the Train page"
         ]
         assert "tensorflow imported: False" in result.stdout  # refused before the import
     assert (sorted(p.name for p in writer.path.iterdir()), read_status(writer.path)) == before
@@ -340,3 +341,11 @@ def test_cancel_while_starting(cifar_npz):
     assert not run_path("early").exists() and slot_holder() is None
     time.sleep(1)
     assert job_status("early").state == "cancelled"
+
+
+def test_a_non_chief_workers_folder_is_not_listed_as_a_failed_job():
+    """Workers 1..n-1 of a TF_CONFIG cluster hold no slot and publish nothing: their partial
+    folders are the chief's job's, not failed jobs to discard while they run."""
+    partial_run("multi.worker1", state="running", progress=0.3, started=time.time())
+    partial_run("alone", state="running", progress=0.3, started=time.time())
+    assert [job.run_id for job in jobs.list_jobs()] == ["alone"]

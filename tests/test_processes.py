@@ -17,3 +17,18 @@ def test_pid_alive_and_finished_children_are_reaped():
         child = processes.spawn(["--version"], log)  # argparse: exits at once
     wait_until(lambda: not pid_alive(child.pid), what="the child to end and be reaped")
     assert child.returncode is not None and child.pid not in processes._children
+
+
+def test_polling_the_slot_reaps_finished_jobs():
+    """A finished job must not stay a zombie while the dashboard only polls (`slot_holder`)."""
+    from pathlib import Path
+
+    with open(os.devnull, "wb") as log:
+        child = processes.spawn(["--version"], log)
+
+    def gone() -> bool:
+        processes.slot_holder()  # what the Train page's monitor calls every 2 s
+        return not Path(f"/proc/{child.pid}").exists()
+
+    wait_until(gone, what="the finished child to be reaped by polling the slot")
+    assert child.pid not in processes._children

@@ -305,3 +305,22 @@ def test_hyperparameter_columns_are_the_configs_fields():
     table = runs_table(list_runs())
     fields = {row["name"] for model in ("baseline", "transfer") for row in field_table(model)}
     assert set(runs.hyperparameter_columns(table)) == fields
+
+
+def test_a_run_with_a_retired_hyperparameter_value_still_shows_but_cannot_classify(artifacts):
+    """An older version's run (a choice since removed) keeps its results on every page; only its
+    model cannot be rebuilt, which `config_problem` says and the Predictor refuses."""
+    folder = write_run(artifacts, "old-run", "baseline", npz_cifar().y_test, 0.5)
+    (folder / "model.weights.h5").write_bytes(b"weights of an old architecture")
+    config = json.loads((folder / "config.json").read_text())
+    config["config"]["architecture"] = "resnet"
+    (folder / "config.json").write_text(json.dumps(config))
+    run = load_run("old-run")
+    assert run.hyperparameters["architecture"] == "resnet" and run.hyperparameters["epochs"] == 3
+    assert "architecture" in run.config_problem and not run.has_weights
+    assert [r.run_id for r in list_runs()] == ["old-run"]
+    assert runs_table([run]).loc[0, "architecture"] == "resnet"
+    from cifar.predict import load_model
+
+    with pytest.raises(RunError, match="cannot be rebuilt by this version"):
+        load_model(run)

@@ -457,3 +457,18 @@ def parse_value(family: str, overrides: dict, field: str):
     from cifar.config import parse_config
 
     return parse_config(family, overrides).model_dump()[field]
+
+
+def test_a_run_whose_predictions_are_not_finite_fails_and_is_not_published(monkeypatch):
+    """Diverged training (e.g. sgd at learning rate 10) would publish a run every reader refuses."""
+    from cifar import train as training
+
+    def diverged(config, data, writer, progress, strategy):
+        return training.Trained({}, np.full((len(data.y_test), 10), np.nan, np.float32))
+
+    monkeypatch.setattr(training, "train_baseline", diverged)
+    with pytest.raises(training.TrainingDiverged, match="training diverged"):
+        train(BaselineConfig(epochs=1), run_id="diverged", data=tiny_cifar(20, 10))
+    assert not runs.run_path("diverged").exists()
+    status = read_status(runs.partial_path("diverged"))
+    assert status["state"] == "failed" and "diverged" in status["message"]
