@@ -1,6 +1,6 @@
 """The dashboard's entry point: `streamlit run streamlit_app.py`.
 
-A router only: each page is a file under `pages/` that owns its layout; the work lives in `cifar/`.
+A router only: each page is a file under `app_pages/` that owns its layout; the work lives in `cifar/`.
 """
 
 import streamlit as st
@@ -8,19 +8,28 @@ import streamlit as st
 st.set_page_config(page_title="CIFAR-10 classifiers", page_icon=":material/image:", layout="wide")
 
 PAGES = [
-    st.Page("pages/overview.py", title="Overview", icon=":material/home:", url_path="overview", default=True),
-    st.Page("pages/comparison.py", title="Comparison", icon=":material/bar_chart:", url_path="comparison"),
-    st.Page("pages/per_class.py", title="Per-class metrics", icon=":material/grid_on:", url_path="per-class"),
     st.Page(
-        "pages/misclassified.py",
+        "app_pages/overview.py", title="Overview", icon=":material/home:", url_path="overview", default=True
+    ),
+    st.Page(
+        "app_pages/comparison.py", title="Comparison", icon=":material/bar_chart:", url_path="comparison"
+    ),
+    st.Page(
+        "app_pages/per_class.py", title="Per-class metrics", icon=":material/grid_on:", url_path="per-class"
+    ),
+    st.Page(
+        "app_pages/misclassified.py",
         title="Misclassified samples",
         icon=":material/image_search:",
         url_path="misclassified",
     ),
     st.Page(
-        "pages/classify.py", title="Classify an image", icon=":material/photo_camera:", url_path="classify"
+        "app_pages/classify.py",
+        title="Classify an image",
+        icon=":material/photo_camera:",
+        url_path="classify",
     ),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
+    st.Page("app_pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
 ]
 
 st.navigation(PAGES).run()

@@ -13,7 +13,7 @@ from cifar.runs import RunError
 from dashboard import cache, text
 
 LAST_JOB = "train-last-job"
-COMPARISON_PAGE = "pages/comparison.py"
+COMPARISON_PAGE = "app_pages/comparison.py"
 
 
 def form_fields(model: str) -> list[dict]:

@@ -23,12 +23,12 @@ from cifar.runs import RunWriter, partial_path
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = {  # page name -> file, as streamlit_app.py registers them
-    "overview": "pages/overview.py",
-    "comparison": "pages/comparison.py",
-    "per_class": "pages/per_class.py",
-    "misclassified": "pages/misclassified.py",
-    "classify": "pages/classify.py",
-    "train": "pages/train.py",
+    "overview": "app_pages/overview.py",
+    "comparison": "app_pages/comparison.py",
+    "per_class": "app_pages/per_class.py",
+    "misclassified": "app_pages/misclassified.py",
+    "classify": "app_pages/classify.py",
+    "train": "app_pages/train.py",
 }
 
 # ----------------------------------------------------------------------------- the dataset

@@ -88,8 +88,10 @@ def page(app):
 
 
 def visit(page, app, path: str) -> None:
+    """Open a page by its URL, as a bookmark does: it must come with the app's own navigation."""
     page.goto(f"{app['url']}/{path}")
     settle(page)
+    sync_api.expect(page.get_by_test_id("stSidebarNav")).to_contain_text("Classify an image")
 
 
 def png_bytes() -> bytes:

@@ -109,7 +109,7 @@ def test_pages_import_no_tensorflow_and_stay_readable():
     import subprocess
     import sys
 
-    pages = [REPO / "streamlit_app.py", *(REPO / "pages").glob("*.py")]
+    pages = [REPO / "streamlit_app.py", *(REPO / "app_pages").glob("*.py")]
     assert len(pages) == 7
     for page in pages:
         tree = ast.parse(page.read_text())

@@ -23,7 +23,7 @@ from tests.robustness.robust_helpers import subprocess_env
 
 SOURCES = sorted((REPO / "cifar").glob("*.py"))
 APP_SOURCES = sorted(
-    [*(REPO / "dashboard").glob("*.py"), *(REPO / "pages").glob("*.py"), REPO / "streamlit_app.py"]
+    [*(REPO / "dashboard").glob("*.py"), *(REPO / "app_pages").glob("*.py"), REPO / "streamlit_app.py"]
 )
 
 
