@@ -46,7 +46,14 @@ def artifacts_dir() -> Path:
 
 
 class ConfigError(ValueError):
-    """A hyperparameter was refused; the message names the field and the allowed values."""
+    """A hyperparameter was refused; the message names the field and the allowed values.
+
+    `kinds` holds pydantic's error types (e.g. "literal_error"), for callers that tell a value
+    an older version saved from damage (`cifar.run_files`)."""
+
+    def __init__(self, message: str, kinds: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.kinds = kinds
 
 
 def _batch_size(default: int, note: str = "") -> Any:
@@ -206,7 +213,8 @@ def parse_config(model: str, overrides: dict[str, Any] | None = None) -> _Config
     try:
         return CONFIG_TYPES[model](**values)
     except ValidationError as error:
-        raise ConfigError(_explain(model, error)) from None
+        kinds = tuple(problem["type"] for problem in error.errors())
+        raise ConfigError(_explain(model, error), kinds) from None
 
 
 def _explain(model: str, error: ValidationError) -> str:
