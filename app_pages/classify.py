@@ -5,7 +5,7 @@ import streamlit as st
 
 from cifar import plots
 from cifar.assets import weights_available
-from cifar.predict import ImageError, as_model_input, open_image
+from cifar.images import ImageError, as_model_input, open_image
 from cifar.runs import best_runs
 from dashboard import cache
 from dashboard.text import FETCH, plain

@@ -6,7 +6,7 @@ The form's values are validated once, by `parse_config`; the typed config goes t
 import streamlit as st
 
 from cifar.config import ConfigError, parse_config
-from cifar.runs import MODELS, RunError, check_run_id, run_path
+from cifar.runs import FAMILIES, RunError, check_run_id, run_path
 from dashboard import train_sections
 from dashboard.text import MODEL_TITLES
 
@@ -19,7 +19,7 @@ st.caption(
 )
 train_sections.job_monitor()
 
-for tab, model in zip(st.tabs([MODEL_TITLES[m] for m in MODELS]), MODELS, strict=True):
+for tab, model in zip(st.tabs([MODEL_TITLES[m] for m in FAMILIES]), FAMILIES, strict=True):
     key = f"train-{model}"
     with tab:
         # ------------------------------------------------------------------------- the form

@@ -185,7 +185,9 @@ def upload_latency(run_ids: tuple[str, ...], repeat: int) -> dict:
     """Bytes of a 640x480 JPEG -> each run's top-3, warm; and the bare forward pass."""
     from PIL import Image
 
-    from cifar.predict import Predictor, as_model_input, open_image
+    from cifar.images import as_model_input, open_image
+
+    from cifar.predict import Predictor
     from cifar.runs import RunError
 
     predictors = []

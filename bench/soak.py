@@ -204,7 +204,7 @@ def concurrent_bombs(before: str) -> list[str]:
 
 
 def bombs_section(lines: list[str], before: str) -> str:
-    from cifar.predict import DECODE_BUDGET
+    from cifar.images import DECODE_BUDGET
 
     table = "\n".join(lines)
     return (
@@ -213,7 +213,7 @@ def bombs_section(lines: list[str], before: str) -> str:
         "while it decodes the uploads in threads, as Streamlit sessions do; *before* with `cifar/` of "
         f"commit {before}, *after* with this checkout's.\n\n```\n{table}\n```\n\n"
         "A decode's memory is now estimated from the image's header (bytes a pixel per mode and "
-        f"format) and refused over {DECODE_BUDGET / 2**20:.0f} MB (`cifar.predict.DECODE_BUDGET`), and "
+        f"format) and refused over {DECODE_BUDGET / 2**20:.0f} MB (`cifar.images.DECODE_BUDGET`), and "
         "one decode runs at a time, so concurrent uploads queue instead of stacking."
     )
 

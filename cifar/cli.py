@@ -1,4 +1,5 @@
-"""Command line: `python -m cifar fetch | extract | features | train | evaluate | runs | predict | jobs`.
+"""Command line: `python -m cifar fetch | extract | features | train | calibrate | ensemble | evaluate
+| runs | predict | jobs`.
 
 Hyperparameters are given as `--key value` pairs and go through the same typed config as the
 dashboard, e.g. `python -m cifar train transfer --resize bilinear --epochs 20`.
@@ -7,6 +8,7 @@ dashboard, e.g. `python -m cifar train transfer --resize bilinear --epochs 20`.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -126,16 +128,80 @@ def cmd_runs(args, _extra) -> int:
 
 
 def cmd_predict(args, _extra) -> int:
-    """python -m cifar predict transfer-best photo.jpg [--top-k 1..10]"""
-    from cifar.predict import ImageError, Predictor
+    """python -m cifar predict RUN PATH [PATH ...] [--resolution full|cifar] [--top-k K]
+    [--format table|csv|json]: every image named or found in a folder, the model loaded once."""
+    from cifar.images import ImageError, image_paths
+    from cifar.predict import Predictor, run_resolutions
+    from cifar.runs import load_run
 
-    try:
-        result = Predictor.for_run(args.run).predict_file(args.image, top_k=args.top_k)
-    except ImageError as error:
-        print(f"cannot read {args.image}: {error}", file=sys.stderr)
+    images, problems = image_paths(args.paths)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if not images:
         return 2
-    for label, probability in result:
-        print(f"{label:12} {probability:7.2%}")
+    known = run_resolutions(load_run(args.run))  # before TensorFlow loads
+    if args.resolution and args.resolution not in known:
+        print(f"error: {args.run} takes {' and '.join(known)} images, not {args.resolution}", file=sys.stderr)
+        return 2
+    predictor = Predictor.for_run(args.run)
+    answers, failed = [], bool(problems)
+    for image in images:
+        try:
+            answers.append((image, predictor.predict_file(image, args.top_k, resolution=args.resolution)))
+        except ImageError as error:
+            print(f"cannot read {image}: {error}", file=sys.stderr)
+            failed = True
+    print_answers(answers, args.format, predictor.resolution(args.resolution))
+    return 1 if failed else 0
+
+
+def print_answers(answers: list[tuple[str, list[tuple[str, float]]]], form: str, resolution: str) -> None:
+    """Each image's ranked classes as a table, CSV (image,rank,label,probability) or JSON."""
+    if form == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["image", "rank", "label", "probability"])
+        for image, ranked in answers:
+            writer.writerows([image, rank, label, f"{p:.6f}"] for rank, (label, p) in enumerate(ranked, 1))
+    elif form == "json":
+        records = [
+            {
+                "image": image,
+                "resolution": resolution,
+                "top_k": [{"label": c, "probability": p} for c, p in top],
+            }
+            for image, top in answers
+        ]
+        print(json.dumps(records, indent=2))
+    else:
+        for image, ranked in answers:
+            print(f"{image}  ({resolution} resolution, calibrated)")
+            for rank, (label, probability) in enumerate(ranked, 1):
+                print(f"  {rank:2}. {label:12} {probability:7.2%}")
+
+
+def cmd_calibrate(args, _extra) -> int:
+    """python -m cifar calibrate RUN [RUN ...]  (back-fill val_predictions.npy and calibration.json)"""
+    from cifar.validation import backfill
+
+    for run_id in args.runs:
+        record = backfill(run_id)
+        test = record["test"]
+        print(
+            f"{run_id}: T = {record['temperature']:.3f}, test ECE {test['ece_before']:.2%} -> "
+            f"{test['ece_after']:.2%}" + (f" ({record['message']})" if record["message"] else "")
+        )
+    return 0
+
+
+def cmd_ensemble(args, _extra) -> int:
+    """python -m cifar ensemble --run-id ensemble-best baseline-best transfer-best"""
+    from cifar.ensemble import make_ensemble
+    from cifar.runs import load_run
+
+    command = " ".join(["python -m cifar ensemble --run-id", args.run_id, *args.runs])
+    run = load_run(make_ensemble(args.run_id, args.runs, overwrite=args.overwrite, command=command).name)
+    members = ", ".join(f"{rid} {acc:.2%}" for rid, acc in run.metrics["member_test_accuracy"].items())
+    print(f"{run.run_id}: test accuracy {run.metrics['test_accuracy']:.2%} (members: {members})")
     return 0
 
 
@@ -210,6 +276,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run")
     evaluate.set_defaults(func=cmd_evaluate)
 
+    calibrate = sub.add_parser(
+        "calibrate", help="fit a finished run's temperature on its validation split (from its weights)"
+    )
+    calibrate.add_argument("runs", nargs="+", metavar="RUN")
+    calibrate.set_defaults(func=cmd_calibrate)
+
+    ensemble = sub.add_parser(
+        "ensemble", help="combine finished runs, weights fitted on their validation split, into a run"
+    )
+    ensemble.add_argument("--run-id", required=True, help="folder name under artifacts/runs/")
+    ensemble.add_argument("--overwrite", action="store_true", help="replace a run of that id")
+    ensemble.add_argument("runs", nargs="+", metavar="RUN")
+    ensemble.set_defaults(func=cmd_ensemble)
+
     sub.add_parser("runs", help="table of runs").set_defaults(func=cmd_runs)
     sub.add_parser("jobs", help="background jobs").set_defaults(func=cmd_jobs)
     cache = sub.add_parser("features", help="list the feature cache (--prune: remove obsolete sets)")
@@ -221,9 +301,16 @@ def build_parser() -> argparse.ArgumentParser:
     standby.add_argument("--idle-seconds", type=float, default=15 * 60, help="exit if no job comes")
     standby.set_defaults(func=cmd_standby)
 
-    predict = sub.add_parser("predict", help="classify an image with a run's model")
+    predict = sub.add_parser("predict", help="classify images (files or folders) with a run's model")
     predict.add_argument("run")
-    predict.add_argument("image")
+    predict.add_argument("paths", nargs="+", metavar="PATH", help="an image, or a folder of images")
+    predict.add_argument(
+        "--resolution",
+        choices=["full", "cifar"],
+        default=None,
+        help="full: the photo itself (transfer runs' default); cifar: squeezed to 32 x 32 (baseline runs)",
+    )
+    predict.add_argument("--format", choices=["table", "csv", "json"], default="table")
     predict.add_argument(
         "--top-k",
         type=whole_number(1, len(CLASS_NAMES)),

@@ -229,6 +229,21 @@ def _explain(model: str, error: ValidationError) -> str:
     return "; ".join(lines)
 
 
-def load_config(data: dict[str, Any]) -> _Config:
+class EnsembleConfig(BaseModel):
+    """Finished runs combined (`cifar.ensemble`); nothing is trained, so no training settings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: Literal["ensemble"] = "ensemble"
+    members: list[str] = Field(min_length=2, max_length=8, description="the member runs' ids")
+
+
+def load_config(data: dict[str, Any]) -> _Config | EnsembleConfig:
     """Rebuild a config saved in a run folder."""
+    if data.get("model") == "ensemble":
+        try:
+            return EnsembleConfig(**data)
+        except ValidationError as error:
+            kinds = tuple(problem["type"] for problem in error.errors())
+            raise ConfigError(f"ensemble config: {error.errors()[0]['msg']}", kinds) from None
     return parse_config(data.get("model", ""), {k: v for k, v in data.items() if k != "model"})

@@ -18,6 +18,12 @@ def split_train_validation(n: int, validation_size: int, seed: int) -> tuple[np.
     return np.sort(order[validation_size:]), np.sort(order[:validation_size])
 
 
+def validation_rows(hyperparameters: dict, n_train: int) -> np.ndarray:
+    """A config's validation rows of `n_train` training images (seeded, as training draws them)."""
+    size, seed = int(hyperparameters["validation_size"]), int(hyperparameters["seed"])
+    return split_train_validation(n_train, size, seed)[1]
+
+
 def augmented_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int):
     """Shuffled batches with random horizontal flips and translations (reflect padding)."""
     import keras

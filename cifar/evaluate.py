@@ -100,7 +100,7 @@ def per_image_table(runs: list[Run], n_images: int | None = None) -> pd.DataFram
             raise ValueError(f"{run.run_id} and {runs[0].run_id} were tested on different images")
     table = pd.DataFrame({"index": np.arange(n), "true": np.asarray(runs[0].class_names)[labels]})
     for run in runs:
-        frame = per_image(run.test_predictions[:n], labels, run.class_names)
+        frame = per_image(run.calibrated_test_predictions[:n], labels, run.class_names)
         for column in ("predicted", "confidence", "loss", "correct"):
             table[f"{column}:{run.run_id}"] = frame[column].to_numpy()
     return table

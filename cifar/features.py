@@ -25,7 +25,7 @@ import numpy as np
 from cifar import atomic
 from cifar.assets import BackboneWeights, Cifar10, sha256_bytes
 from cifar.config import TransferConfig, keras_home
-from cifar.data import aligned_empty
+from cifar.data import aligned_empty, validation_rows
 
 CHUNK_SIZE = 1000  # images per cache file: a kill loses at most this much work
 CPU_BATCH, GPU_BATCH = 50, 256
@@ -320,12 +320,18 @@ def needed_splits(config: TransferConfig) -> list[tuple[str, bool]]:
     needed = [("train", False), ("test", False)]
     if config.tta_flip:
         needed.append(("test", True))
+        if not config.flip_features and config.validation_size:
+            # The validation predictions (calibration) are made as the test's: flip included.
+            needed.append(("validation", True))
     if config.flip_features:
         needed.append(("train", True))
     return needed
 
 
-def split_images(data: Cifar10, split: str) -> np.ndarray:
+def split_images(data: Cifar10, split: str, config: TransferConfig) -> np.ndarray:
+    """The images of "train", "test" or "validation" (the config's validation rows of train)."""
+    if split == "validation":
+        return data.x_train[validation_rows(config.model_dump(), len(data.x_train))]
     return data.x_train if split == "train" else data.x_test
 
 
@@ -344,7 +350,7 @@ def ensure_features(
     """
     features = {}
     for split, flip in needed_splits(config):
-        images = split_images(data, split)
+        images = split_images(data, split, config)
         try:
             features[split, flip] = load_features(images, config, weights, split, flip)
         except FeaturesMissing:
@@ -381,7 +387,7 @@ def missing_features(config: TransferConfig, data, weights: BackboneWeights) -> 
     """(split, flip, images) of every feature set `config` needs that is not fully cached."""
     missing = []
     for split, flip in needed_splits(config):
-        images = split_images(data, split)
+        images = split_images(data, split, config)
         spec = FeatureSpec.of(config, weights, split, flip, images)
         todo = sum(_chunk_rows(len(images), i) for i in missing_chunks(spec.directory(), len(images)))
         if todo:

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 PALETTE = px.colors.qualitative.Plotly
-MODEL_COLORS = {"baseline": "#636EFA", "transfer": "#EF553B", "write-up": "#7F7F7F"}
+MODEL_COLORS = {"baseline": "#636EFA", "transfer": "#EF553B", "ensemble": "#00CC96", "write-up": "#7F7F7F"}
 SPLIT_COLORS = {"train": "#636EFA", "validation": "#00CC96", "test": "#EF553B"}
 
 

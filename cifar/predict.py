@@ -1,262 +1,167 @@
-"""Classify any image with a run's model: bytes, a path, a PIL image or an array in; top-k out."""
+"""Classify any image with a run's model (or an ensemble of runs): top-k classes out, calibrated."""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
-import stat
-import threading
-import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
+from cifar.calibration import temperature_scaled
 from cifar.config import IMAGE_SHAPE
+from cifar.images import MODEL_SIDE, as_model_input, open_image
 from cifar.runs import WEIGHTS_FILES, Run, RunError, load_run
 
-MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # larger uploads are refused before decoding
-MAX_PIXELS = 120_000_000  # declared size cap (a 10000 x 10000 JPEG passes: it decodes at 1/8 scale)
-DECODE_BUDGET = 256 * 2**20  # bytes one upload may take while it is decoded and shrunk
-MODEL_SIDE = 32
-DECODE_SIDE = 256  # JPEGs decode at >= this size (1/2 .. 1/8 scale), far cheaper than full size
-WORKING_SIDE = 1024  # larger images are shrunk before colour conversion
-# Memory a decoder holds per pixel besides Pillow's image: libwebp's frame and its copy as bytes,
-# OpenJPEG's 32-bit planes.
-DECODER_BYTES_PER_PIXEL = {"WEBP": 12, "JPEG2000": 16}
-ICO_SIGNATURE = b"\x00\x00\x01\x00"
-READABLE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "ICO", "JPEG2000")
-
-# One decode at a time in a process: concurrent uploads (Streamlit sessions are threads) queue
-# instead of stacking their memory, and Pillow's global pixel limit is set and restored by one.
-_DECODING = threading.Lock()
+RESOLUTIONS = ("full", "cifar")  # a transfer run's photo path, and the CIFAR-10 32 px path
 
 
-class ImageError(ValueError):
-    """The input is not an image we can read; the message is meant for the user."""
-
-
-def open_image(source: bytes | str | Path | Image.Image | np.ndarray) -> Image.Image:
-    """A decoded RGB image as a person sees it (EXIF rotation applied, first frame, no alpha)."""
-    with _DECODING:
-        if isinstance(source, Image.Image):
-            image = source
-        elif isinstance(source, np.ndarray):
-            image = _from_array(source)
-        else:
-            image = _decode(read_upload(source) if isinstance(source, str | Path) else source)
-        return _to_rgb(image)
-
-
-def read_upload(path: str | Path) -> bytes:
-    """A user's file: a regular file of at most MAX_UPLOAD_BYTES, else an ImageError (never a hang)."""
-    try:
-        with open(path, "rb", opener=_open_nonblocking) as file:
-            info = os.fstat(file.fileno())  # what was opened, not what the name pointed to before
-            if not stat.S_ISREG(info.st_mode):
-                raise ImageError(f"{path} is not a regular file")
-            _check_upload_size(info.st_size)
-            data = file.read(MAX_UPLOAD_BYTES + 1)  # the file may have grown since
-    except OSError as error:
-        raise ImageError(str(error)) from None
-    _check_upload_size(len(data))
-    return data
-
-
-def _open_nonblocking(path: str, flags: int) -> int:
-    return os.open(path, flags | os.O_NONBLOCK)  # a FIFO opens at once instead of waiting for a writer
-
-
-def _check_upload_size(size: int) -> None:
-    if size > MAX_UPLOAD_BYTES:
-        raise ImageError(
-            f"the file is {size / 2**20:.1f} MB, over the upload limit of {MAX_UPLOAD_BYTES / 2**20:g} MB"
-        )
-
-
-def _decode(data: bytes) -> Image.Image:
-    if not data:
-        raise ImageError("the file is empty")
-    _check_upload_size(len(data))
-    previous = Image.MAX_IMAGE_PIXELS
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            Image.MAX_IMAGE_PIXELS = _declared_pixels_cap(data)
-            image = Image.open(io.BytesIO(data), formats=READABLE_FORMATS)
-            image.seek(0)  # animated GIF / WebP / APNG: the first frame
-            image.draft("RGB", (DECODE_SIDE, DECODE_SIDE))  # JPEG: decode at reduced size
-            _check_decode_cost(image)
-            # A decoder that meets a larger size while it loads is held to this image's budget.
-            Image.MAX_IMAGE_PIXELS = min(
-                MAX_PIXELS, DECODE_BUDGET // _bytes_per_pixel(image.mode, image.format)
-            )
-            image.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        limit = Image.MAX_IMAGE_PIXELS / 1e6  # still the limit that refused it
-        raise ImageError(
-            f"the image declares more than {limit:.0f} million pixels; refusing to decode it"
-        ) from None
-    except UnidentifiedImageError:
-        raise ImageError(
-            "this is not an image format we can read (PNG, JPEG, WebP, BMP, GIF, TIFF)"
-        ) from None
-    except ImageError:
-        raise
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise ImageError(f"the image is damaged or truncated ({error})") from None
-    except Exception as error:  # noqa: BLE001 (a decoder's own bug must reach the user as a message)
-        raise ImageError(f"the image could not be decoded ({type(error).__name__})") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
-    return image
-
-
-def _declared_pixels_cap(data: bytes) -> int:
-    # An ICO decodes its entry while it opens, before its cost can be checked; a real icon is at
-    # most 256 x 256, so hold any ICO to what the costliest mode may take.
-    if data.startswith(ICO_SIGNATURE):
-        return DECODE_BUDGET // _bytes_per_pixel("RGBA", "ICO")
-    return MAX_PIXELS
-
-
-def _bytes_per_pixel(mode: str, image_format: str | None) -> int:
-    """Memory per pixel while an image of this mode and format is decoded and shrunk (measured by
-    `tests/robustness/test_robust_uploads.py`)."""
-    size = 1 if mode in ("1", "L", "P") else 4  # Pillow keeps the other modes at 4 bytes
-    if mode in ("LA", "RGBA"):
-        size *= 2  # `reduce` shrinks a premultiplied copy
-    return size + DECODER_BYTES_PER_PIXEL.get(image_format or "", 0)
-
-
-def _check_decode_cost(image: Image.Image) -> None:
-    cost = image.width * image.height * _bytes_per_pixel(image.mode, image.format)
-    if cost > DECODE_BUDGET:
-        raise ImageError(
-            f"the image is {image.width} x {image.height} pixels; decoding it would take about "
-            f"{cost / 2**20:.0f} MB, over the limit of {DECODE_BUDGET / 2**20:.0f} MB for one image. "
-            "Save it as a JPEG (any size works: JPEGs decode at reduced size) or scale it down"
-        )
-
-
-def _from_array(array: np.ndarray) -> Image.Image:
-    array = np.asarray(array)
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
-        raise ImageError(f"an image array must be HxW, HxWx3 or HxWx4, got shape {array.shape}")
-    if array.size == 0:
-        raise ImageError("the image has no pixels")
-    if array.dtype.kind not in "biuf":
-        raise ImageError(f"image arrays must hold numbers, got {array.dtype}")
-    if array.dtype != np.uint8:
-        array = _scale_to_uint8(array.astype(np.float64))
-    return Image.fromarray(array)
-
-
-def _scale_to_uint8(values: np.ndarray) -> np.ndarray:
-    values = np.nan_to_num(values)
-    top = values.max() if values.size else 1
-    scale = 255.0 if top <= 1.0 else (255.0 / 65535.0 if top > 255 else 1.0)
-    return np.clip(np.round(values * scale), 0, 255).astype(np.uint8)
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.width < 1 or image.height < 1:
-        raise ImageError("the image has no pixels")
-    orientation = _orientation(image)  # read first: a shrunk copy loses a TIFF's tags
-    try:
-        # Shrink, then turn: every conversion below works on at most 1024 x 1024 pixels.
-        image = _upright(_shrink(image), orientation)
-        if image.mode.startswith("I;16"):
-            image = Image.fromarray((np.asarray(image, dtype=np.float64) / 257).round().astype(np.uint8))
-        elif image.mode in ("I", "F"):
-            image = Image.fromarray(_scale_to_uint8(np.asarray(image, dtype=np.float64)))
-        if image.mode == "P":
-            image = image.convert("RGBA")
-        if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(background, image.convert("RGBA"))
-        return image.convert("RGB")
-    except ValueError as error:
-        raise ImageError(f"unsupported colour mode {image.mode} ({error})") from None
-
-
-def _orientation(image: Image.Image) -> int:
-    # A broken EXIF block should not lose the picture: keep it unrotated.
-    with contextlib.suppress(Exception):
-        return int(image.getexif().get(ExifTags.Base.Orientation, 1))
-    return 1
-
-
-def _upright(image: Image.Image, orientation: int) -> Image.Image:
-    """`image` turned as `orientation` (EXIF, read before shrinking) says."""
-    if orientation == 1:
-        return image
-    with contextlib.suppress(Exception):
-        image.getexif()[ExifTags.Base.Orientation] = orientation
-        return ImageOps.exif_transpose(image)
-    return image
-
-
-def _shrink(image: Image.Image) -> Image.Image:
-    """`image` if its longer side is at most WORKING_SIDE, else a new, smaller image."""
-    if max(image.size) <= WORKING_SIDE:
-        return image
-    factor = max(image.size) // WORKING_SIDE
-    if factor > 1 and image.mode in ("L", "LA", "RGB", "RGBA", "I", "F"):
-        image = image.reduce(factor)  # integer box shrink: cheap, little extra memory
-    return ImageOps.contain(image, (WORKING_SIDE, WORKING_SIDE), Image.Resampling.BOX)
-
-
-def as_model_input(image: Image.Image) -> np.ndarray:
-    """What the model sees: the centre square, downscaled to 32 x 32, uint8 RGB."""
-    small = ImageOps.fit(image, (MODEL_SIDE, MODEL_SIDE), Image.Resampling.LANCZOS)
-    return np.asarray(small.convert("RGB"), dtype=np.uint8)
+def check_top_k(top_k, n_classes: int) -> int:
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= n_classes:
+        raise ValueError(f"top_k must be a whole number from 1 to {n_classes}, got {top_k!r}")
+    return top_k
 
 
 class Predictor:
-    """A run's model, loaded once; `predict` takes raw pixels or any image."""
+    """A run's model, loaded once; `predict` takes any image, `probabilities` raw pixels.
+
+    Resolutions: "cifar" squeezes the image to 32 x 32 as the CIFAR-10 images are; "full" (transfer
+    runs, their default) gives the frozen base the photo itself, its centre square resized straight
+    to the base's input size. Answers are calibrated by the run's temperature unless asked not to.
+    """
 
     def __init__(self, run: Run):
         import tensorflow as tf
 
         self.run = run
         self.class_names = run.class_names
+        self.temperature = run.temperature
         prepare, network = load_model(run)
         self.tta_flip = bool(run.hyperparameters.get("tta_flip"))
+        self.full_side = int(run.hyperparameters["input_size"]) if run.model == "transfer" else None
+        self.resolutions = run_resolutions(run)  # what it can be given, its default first
         # The network is XLA-compiled: besides being faster for one image on a CPU, the compiled
         # program survives `keras.backend.clear_session()`, which Streamlit calls after every
         # script run and which otherwise makes TensorFlow rebuild every kernel of InceptionV3 on
         # the next upload (~1 s). A transfer model's resize stays outside XLA (see `outside_xla`).
         compiled = tf.function(lambda x: network(x, training=False), reduce_retracing=True, jit_compile=True)
+        self._network = compiled
         self._forward = compiled if prepare is None else (lambda pixels: compiled(prepare(pixels)))
         self.probabilities(np.zeros((1, *IMAGE_SHAPE), np.uint8))  # compile for one image, now
 
     @classmethod
-    def for_run(cls, run_id: str) -> Predictor:
-        return cls(load_run(run_id))
+    def for_run(cls, run_id: str) -> Predictor | EnsemblePredictor:
+        return load_predictor(load_run(run_id))
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        """(N, 32, 32, 3) uint8 -> (N, 10) class probabilities."""
-        probs = np.asarray(self._forward(pixels))
+        """(N, 32, 32, 3) uint8 -> (N, 10) raw class probabilities, as `test_predictions.npy` holds."""
+        return self._flip_averaged(self._forward, pixels)
+
+    def full_probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) uint8 at the base's input size S -> (N, 10) raw probabilities: the same
+        scaling to [-1, 1] as the 32 px path, no upscaling."""
+        scaled = lambda x: self._network(x.astype(np.float32) / 127.5 - 1.0)  # noqa: E731
+        return self._flip_averaged(scaled, pixels)
+
+    def _flip_averaged(self, forward, pixels: np.ndarray) -> np.ndarray:
+        probs = np.asarray(forward(pixels))
         if self.tta_flip:
-            probs = (probs + np.asarray(self._forward(np.ascontiguousarray(pixels[:, :, ::-1])))) / 2
+            probs = (probs + np.asarray(forward(np.ascontiguousarray(pixels[:, :, ::-1])))) / 2
         return probs
 
-    def predict(self, source, top_k: int = 3) -> list[tuple[str, float]]:
-        """The `top_k` most likely classes of any image, most likely first."""
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= len(self.class_names):
-            raise ValueError(f"top_k must be a whole number from 1 to {len(self.class_names)}, got {top_k!r}")
-        pixels = as_model_input(open_image(source))[None]
-        probs = self.probabilities(pixels)[0]
-        order = np.argsort(probs)[::-1][:top_k]
-        return [(self.class_names[i], float(probs[i])) for i in order]
+    def model_input(self, image: Image.Image, resolution: str | None = None) -> np.ndarray:
+        """The uint8 pixels the model is given for `image` at `resolution`."""
+        resolution = self.resolution(resolution)
+        return as_model_input(image, self.full_side if resolution == "full" else MODEL_SIDE)
 
-    def predict_file(self, path: str | Path, top_k: int = 3) -> list[tuple[str, float]]:
+    def resolution(self, resolution: str | None) -> str:
+        """`resolution` checked against what this run knows (None: the run's default)."""
+        if resolution is None:
+            return self.resolutions[0]
+        if resolution not in self.resolutions:
+            known = " and ".join(repr(name) for name in self.resolutions)
+            why = ": a baseline CNN only knows 32 x 32 images" if self.run.model == "baseline" else ""
+            raise ValueError(
+                f"{self.run.run_id} ({self.run.model}) takes {known} images, not {resolution!r}{why}"
+            )
+        return resolution
+
+    def distribution(self, image: Image.Image, resolution: str | None = None, calibrated: bool = True):
+        """(10,) class probabilities of an opened image; calibrated by the run's temperature."""
+        resolution = self.resolution(resolution)
+        pixels = self.model_input(image, resolution)[None]
+        raw = (self.full_probabilities if resolution == "full" else self.probabilities)(pixels)[0]
+        return temperature_scaled(raw, self.temperature) if calibrated else raw
+
+    def predict(
+        self, source, top_k: int = 3, resolution: str | None = None, calibrated: bool = True
+    ) -> list[tuple[str, float]]:
+        """The `top_k` most likely classes of any image, most likely first."""
+        return ranked(self, source, top_k, resolution, calibrated)
+
+    def predict_file(self, path: str | Path, top_k: int = 3, **options) -> list[tuple[str, float]]:
         """`predict` on a user's file (`read_upload`: a regular file within the upload limit)."""
-        return self.predict(Path(path), top_k)
+        return self.predict(Path(path), top_k, **options)
+
+
+class EnsemblePredictor(Predictor):
+    """An ensemble run: its members' Predictors (each loaded once), pooled with the run's weights."""
+
+    def __init__(self, run: Run, members: list[Predictor] | None = None):
+        from cifar.ensemble import ensemble_weights
+
+        self.run = run
+        self.class_names = run.class_names
+        self.temperature = run.temperature
+        member_ids, self.weights = ensemble_weights(run)
+        self.members = members or [Predictor(load_run(member)) for member in member_ids]
+        self.resolutions = run_resolutions(run)  # "full" when a member takes it (the others: 32 px)
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        from cifar.ensemble import pooled
+
+        return pooled([member.probabilities(pixels) for member in self.members], self.weights)
+
+    def model_input(self, image: Image.Image, resolution: str | None = None) -> np.ndarray:
+        resolution = self.resolution(resolution)
+        sides = [m.full_side for m in self.members if m.full_side and resolution == "full"]
+        return as_model_input(image, max(sides, default=MODEL_SIDE))
+
+    def distribution(self, image: Image.Image, resolution: str | None = None, calibrated: bool = True):
+        from cifar.ensemble import pooled
+
+        resolution = self.resolution(resolution)
+        answers = [
+            member.distribution(image, resolution if resolution in member.resolutions else "cifar", False)[
+                None
+            ]
+            for member in self.members
+        ]
+        raw = pooled(answers, self.weights)[0]
+        return temperature_scaled(raw, self.temperature) if calibrated else raw
+
+
+def run_resolutions(run: Run) -> tuple[str, ...]:
+    """The resolutions a run's model takes, its default first (no model loaded)."""
+    if run.model == "ensemble":
+        from cifar.ensemble import ensemble_weights
+
+        members = [load_run(member) for member in ensemble_weights(run)[0]]
+        return RESOLUTIONS if any(member.model == "transfer" for member in members) else ("cifar",)
+    return RESOLUTIONS if run.model == "transfer" else ("cifar",)
+
+
+def load_predictor(run: Run) -> Predictor:
+    """The run's Predictor: its own model, or an ensemble's members."""
+    return EnsemblePredictor(run) if run.model == "ensemble" else Predictor(run)
+
+
+def ranked(predictor: Predictor, source, top_k: int, resolution: str | None, calibrated: bool):
+    """[(label, probability)] of `source`'s `top_k` most likely classes, most likely first."""
+    check_top_k(top_k, len(predictor.class_names))
+    resolution = predictor.resolution(resolution)  # before decoding: a wrong mode fails fast
+    probs = predictor.distribution(open_image(source), resolution, calibrated)
+    order = np.argsort(probs)[::-1][:top_k]
+    return [(predictor.class_names[i], float(probs[i])) for i in order]
 
 
 def load_model(run: Run):
@@ -265,7 +170,7 @@ def load_model(run: Run):
     has no resize (None, model)."""
     from cifar.config import load_config
     from cifar.features import outside_xla
-    from cifar.models import build_baseline, build_head, build_resize, build_transfer_network
+    from cifar.models import build_baseline, build_resize, build_transfer_network
 
     if run.config_problem:
         raise RunError(f"{run.run_id}: its model cannot be rebuilt by this version ({run.config_problem})")
@@ -274,13 +179,20 @@ def load_model(run: Run):
         return None, _with_weights(build_baseline(config), run, WEIGHTS_FILES["baseline"])
     from cifar.assets import load_inception_weights
 
-    # The head before the backbone: a bad weights file fails fast.
-    head = _with_weights(build_head(config), run, WEIGHTS_FILES["transfer"])
+    head = load_head(run)  # before the backbone: a bad weights file fails fast
     backbone = load_inception_weights(run.backbone_source)
     expected = (run.config.get("assets") or {}).get("backbone_sha256")
     if expected and expected != backbone.sha256:
         raise RunError(f"{run.run_id} was trained on other backbone weights ({expected[:12]})")
     return outside_xla(build_resize(config)), build_transfer_network(config, backbone.path, head=head)
+
+
+def load_head(run: Run):
+    """A transfer run's head (features -> probabilities) with its saved weights."""
+    from cifar.config import load_config
+    from cifar.models import build_head
+
+    return _with_weights(build_head(load_config(run.hyperparameters)), run, WEIGHTS_FILES["transfer"])
 
 
 def _with_weights(model, run: Run, name: str):

@@ -24,7 +24,7 @@ from cifar.config import NUM_CLASSES, ConfigError, load_config
 MAX_JSON_BYTES = 1_000_000  # config.json of a real run: ~2 kB
 MAX_HISTORY_BYTES = 10_000_000  # one short line per epoch
 MAX_TEST_IMAGES = 10_000  # the CIFAR-10 test set
-Model = Literal["baseline", "transfer"]
+Model = Literal["baseline", "transfer", "ensemble"]
 MODELS = get_args(Model)
 JobState = Literal["starting", "running", "finished", "failed", "cancelled"]
 
@@ -84,6 +84,39 @@ class MetricsFile(_File):
     epochs_run: Annotated[int, Field(ge=0)] | None = None
     device: str | None = None
     finished: Finite = 0.0
+
+
+class _CalibrationMeasures(_File):
+    ece_before: Share
+    ece_after: Share
+    nll_before: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    nll_after: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class CalibrationFile(_File):
+    """calibration.json (`cifar.calibration`): the run's temperature and what it changes."""
+
+    temperature: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    converged: bool
+    message: str | None = None
+    validation: _CalibrationMeasures | None = None
+    test: _CalibrationMeasures | None = None
+
+
+class EnsembleFile(_File):
+    """ensemble.json (`cifar.ensemble`): members and their pooling weights."""
+
+    members: Annotated[list[str], Field(min_length=2, max_length=8)]
+    weights: Annotated[
+        list[Annotated[float, Field(ge=0, allow_inf_nan=False)]], Field(min_length=2, max_length=8)
+    ]
+
+    @field_validator("weights")
+    @classmethod
+    def _one_per_member(cls, weights, info):
+        if len(weights) != len(info.data.get("members", weights)):
+            raise ValueError("one weight per member")
+        return weights
 
 
 class StatusFile(_File):
@@ -186,6 +219,22 @@ def read_arrays(folder: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
         check_predictions(probs, labels, n_classes)
     except ValueError as error:
         raise FileError(f"test_predictions.npy, test_labels.npy: {error}") from None
+    return probs, labels.astype(np.int64)
+
+
+def read_validation(folder: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(val_predictions.npy, val_labels.npy) checked as the test arrays are; None if absent."""
+    names = ("val_predictions.npy", "val_labels.npy")
+    if not all((folder / name).exists() for name in names):
+        return None
+    probs, labels = _load_npy(folder / names[0]), _load_npy(folder / names[1])
+    if probs.size > MAX_TEST_IMAGES * n_classes or probs.dtype.kind != "f":
+        raise FileError(f"{names[0]}: not at most {MAX_TEST_IMAGES:,} rows of probabilities")
+    probs, labels = np.array(probs, dtype=np.float32), np.array(labels)
+    try:
+        check_predictions(probs, labels, n_classes)
+    except ValueError as error:
+        raise FileError(f"{', '.join(names)}: {error}") from None
     return probs, labels.astype(np.int64)
 
 

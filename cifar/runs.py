@@ -10,6 +10,9 @@ partial folder, which the jobs view reports as failed.
         metrics.json           train_accuracy, test_accuracy, model, seconds, ...
         test_predictions.npy   (10000, 10) float32 probabilities, test set order
         test_labels.npy        (10000,) uint8 true labels (so pages need no dataset)
+        val_predictions.npy    (5000, 10) raw probabilities of the validation split, and
+        val_labels.npy         its labels (`cifar.validation`)
+        calibration.json       the fitted temperature and ECE before / after (`cifar.calibration`)
         model.weights.h5 / head.weights.h5
         train.log, tensorboard/
 
@@ -37,6 +40,8 @@ from cifar import atomic, run_files
 from cifar.config import CLASS_NAMES, REFERENCE_FIGURES, artifacts_dir
 from cifar.run_files import MODELS
 
+FAMILIES = ("baseline", "transfer")  # the trained families (an ensemble combines their runs)
+
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 REQUIRED_FILES = (
     "config.json",
@@ -50,6 +55,7 @@ PARTIAL_SUFFIX = ".partial"
 
 # The trained weights in a run folder (the transfer model's frozen base comes from the asset cache).
 WEIGHTS_FILES = {"baseline": "model.weights.h5", "transfer": "head.weights.h5"}
+ENSEMBLE_FILE = "ensemble.json"  # an ensemble's members and their weights (`cifar.ensemble`)
 
 
 class RunError(ValueError):
@@ -170,7 +176,7 @@ class Run:
     def has_weights(self) -> bool:
         """Whether the folder holds the trained weights the Predictor needs (and a config that
         today's model builders still understand)."""
-        name = WEIGHTS_FILES.get(self.model)
+        name = ENSEMBLE_FILE if self.model == "ensemble" else WEIGHTS_FILES.get(self.model)
         return name is not None and not self.config_problem and (self.path / name).is_file()
 
     @property
@@ -208,6 +214,37 @@ class Run:
         """(N,) int64 labels in 0..9."""
         return self._arrays[1]
 
+    @cached_property
+    def calibration(self) -> dict[str, Any]:
+        """calibration.json (`cifar.calibration`), {} for a run without one."""
+        path = self.path / "calibration.json"
+        if not path.exists():
+            return {}
+        try:
+            return run_files.read_json(path, run_files.CalibrationFile)
+        except run_files.FileError as error:
+            raise RunError(f"run {self.run_id!r}: {error}") from None
+
+    @property
+    def temperature(self) -> float:
+        """The run's fitted temperature; 1 (raw probabilities) for a run without calibration."""
+        return float(self.calibration.get("temperature", 1.0))
+
+    @cached_property
+    def calibrated_test_predictions(self) -> np.ndarray:
+        """softmax(log(p) / T) of the saved test predictions: what the pages show."""
+        from cifar.calibration import temperature_scaled
+
+        return temperature_scaled(self.test_predictions, self.temperature)
+
+    @cached_property
+    def validation(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(val_predictions, val_labels), raw, validation split order; None if the run has none."""
+        try:
+            return run_files.read_validation(self.path, len(self.class_names))
+        except run_files.FileError as error:
+            raise RunError(f"run {self.run_id!r}: {error}") from None
+
 
 def load_run(run_id: str) -> Run:
     """A complete run by id, every file read and checked; RunError (naming the file) if not."""
@@ -223,7 +260,7 @@ def load_run(run_id: str) -> Run:
     except run_files.FileError as error:
         raise RunError(f"run {run_id!r}: {error}") from None
     run = Run(run_id, path, config, metrics)
-    run._arrays  # noqa: B018 (read and checked now, so that no page meets a bad array later)
+    run._arrays, run.calibration  # noqa: B018 (checked now: no page meets a bad file later)
     return run
 
 
@@ -259,6 +296,8 @@ def runs_table(runs: list[Run] | None = None) -> pd.DataFrame:
     for run in runs:
         row = {"run": run.run_id, "model": run.model}
         row.update({name: run.metrics.get(name) for name in SUMMARY_FIELDS})
+        test = run.calibration.get("test") or {}
+        row["test_ece"], row["test_ece_uncalibrated"] = test.get("ece_after"), test.get("ece_before")
         row["device"] = run.metrics.get("device")
         row.update({k: v for k, v in run.hyperparameters.items() if k != "model"})
         rows.append(row)
@@ -267,14 +306,14 @@ def runs_table(runs: list[Run] | None = None) -> pd.DataFrame:
 
 def hyperparameter_columns(table: pd.DataFrame) -> list[str]:
     """Columns of `runs_table` that are hyperparameters (not ids or results)."""
-    skip = {"run", "model", "device", *SUMMARY_FIELDS}
+    skip = {"run", "model", "device", "test_ece", "test_ece_uncalibrated", *SUMMARY_FIELDS}
     return [column for column in table.columns if column not in skip]
 
 
 # ----------------------------------------------------------------------------- choosing runs
 
 REFERENCE_RUN_IDS = {"baseline": "baseline-reference", "transfer": "transfer-reference"}
-BEST_RUN_IDS = {"baseline": "baseline-best", "transfer": "transfer-best"}
+BEST_RUN_IDS = {"baseline": "baseline-best", "transfer": "transfer-best", "ensemble": "ensemble-best"}
 
 
 def test_accuracy(run: Run) -> float:
@@ -291,7 +330,7 @@ def best_run(runs: Iterable[Run], model: str) -> Run | None:
 def headline_runs(runs: list[Run]) -> dict[str, Run | None]:
     """Per model: the reference run when present, else the run with the best test accuracy."""
     by_id = {run.run_id: run for run in runs}
-    return {model: by_id.get(REFERENCE_RUN_IDS[model]) or best_run(runs, model) for model in MODELS}
+    return {model: by_id.get(REFERENCE_RUN_IDS[model]) or best_run(runs, model) for model in FAMILIES}
 
 
 def headline_table(runs: list[Run]) -> pd.DataFrame:

@@ -18,9 +18,17 @@ import numpy as np
 from cifar.assets import Cifar10, check_limit, load_cifar10
 from cifar.callbacks import Progress, run_callbacks
 from cifar.config import CLASS_NAMES, NUM_CLASSES, BaselineConfig, TransferConfig
-from cifar.data import aligned_empty, as_tensor, augmented_dataset, gathered_batches, split_train_validation
+from cifar.data import (
+    aligned_empty,
+    as_tensor,
+    augmented_dataset,
+    gathered_batches,
+    split_train_validation,
+    validation_rows,
+)
 from cifar.distribute import environment, fit_multi_worker, is_multi_worker, scope
 from cifar.runs import RunError, RunWriter, new_run_id
+from cifar.validation import flip_averaged, write_calibration
 
 
 class TrainingDiverged(RunError):
@@ -98,15 +106,8 @@ class Trained:
 
     metrics: dict
     test_probabilities: np.ndarray
+    val_probabilities: np.ndarray  # made as the test's (test-time flip included); may be empty
     assets: dict = field(default_factory=dict)
-
-
-def flip_averaged(config, predict: Callable, images, flipped_images=None) -> np.ndarray:
-    """`predict(images)`; with `tta_flip`, the mean over the images and their horizontal flips."""
-    probabilities = predict(images)
-    if config.tta_flip:
-        probabilities = (probabilities + predict(flipped_images)) / 2
-    return probabilities.astype(np.float32)
 
 
 def run_metrics(
@@ -165,10 +166,14 @@ def train_baseline(
 
     writer.status("running", phase="evaluating", message="predicting the test set")
     predict = lambda x: model.predict(x, batch_size=1000, verbose=0)  # noqa: E731
-    test = flip_averaged(config, predict, data.x_test, data.x_test[:, :, ::-1])
+    test = flip_averaged(config.tta_flip, predict, data.x_test, data.x_test[:, :, ::-1])
+    x_val = data.x_train[val_idx]
+    val = (
+        flip_averaged(config.tta_flip, predict, x_val, x_val[:, :, ::-1]) if len(val_idx) else np.zeros((0,))
+    )
     metrics = run_metrics(data, split, lambda rows: predict(data.x_train[rows]), test, fitted, model)
     save_weights_only(model, lambda: build_baseline(config), writer.path / "model.weights.h5")
-    return Trained(metrics, test)
+    return Trained(metrics, test, val)
 
 
 def train_transfer(
@@ -210,14 +215,29 @@ def train_transfer(
         return head.predict(gathered_batches(x, rows, PREDICT_BATCH), verbose=0)
 
     plain, flipped = features["test", False], features.get(("test", True))
-    test = flip_averaged(config, lambda table: predict(as_tensor(table)), plain, flipped)
+    test = flip_averaged(config.tta_flip, lambda table: predict(as_tensor(table)), plain, flipped)
+    val = _validation_probabilities(config, features, predict, x_table, val_idx, len(data.x_train))
     metrics = run_metrics(
         data, split, lambda rows: predict(x_table, rows), test, fitted, head, n_train=len(fit_rows),
         extraction_seconds=extraction_seconds,
     )  # fmt: skip
     save_weights_only(head, lambda: build_head(config), writer.path / "head.weights.h5")
     assets = {"backbone_weights": weights.source, "backbone_sha256": weights.sha256}
-    return Trained({**metrics, "backbone_weights": weights.source}, test, assets)
+    return Trained({**metrics, "backbone_weights": weights.source}, test, val, assets)
+
+
+def _validation_probabilities(config: TransferConfig, features: dict, predict, x_table, val_idx, n_train):
+    """The head's validation predictions, made as the test predictions are: with `tta_flip`, the
+    mean with the flipped images (rows of the training table with `flip_features`, else the
+    validation images' own flipped features)."""
+    plain = predict(x_table, val_idx)
+    if not config.tta_flip or not len(val_idx):
+        return np.asarray(plain, np.float32)
+    if config.flip_features:
+        flipped = predict(x_table, val_idx + n_train)
+    else:
+        flipped = predict(as_tensor(features["validation", True]))
+    return np.asarray((plain + flipped) / 2, np.float32)
 
 
 def _head_data(config: TransferConfig, table, x_table, labels, rows, strategy):
@@ -328,6 +348,10 @@ def _write_results(
     }
     writer.write_npy("test_predictions.npy", trained.test_probabilities)
     writer.write_npy("test_labels.npy", data.y_test.astype(np.uint8))
+    if len(trained.val_probabilities):
+        val_labels = data.y_train[validation_rows(config.model_dump(), len(data.y_train))]
+        test = trained.test_probabilities
+        write_calibration(writer.path, trained.val_probabilities, val_labels, test, data.y_test)
     writer.write_json("metrics.json", metrics)
     _log.info("metrics: %s", metrics)
 

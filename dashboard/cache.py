@@ -80,9 +80,9 @@ def per_image_table(chosen: list[Run], n_images: int | None):
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model (once per process)...")
 def _predictor(path: str, run_id: str, signature: int, _run: Run):
-    from cifar.predict import Predictor
+    from cifar.predict import load_predictor
 
-    return Predictor(_run)
+    return load_predictor(_run)
 
 
 def predictor(run: Run):

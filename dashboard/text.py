@@ -15,7 +15,7 @@ from cifar.runs import Run
 _MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 
 FETCH = "python -m cifar fetch"
-MODEL_TITLES = {"baseline": "Baseline CNN", "transfer": "InceptionV3 transfer"}
+MODEL_TITLES = {"baseline": "Baseline CNN", "transfer": "InceptionV3 transfer", "ensemble": "Ensemble"}
 
 
 def next_steps(runs: list[Run], data_cached: bool, weights_cached: bool) -> list[tuple[str, str]]:

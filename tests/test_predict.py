@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from cifar.config import CLASS_NAMES
-from cifar.predict import MAX_UPLOAD_BYTES, ImageError, Predictor, as_model_input, load_model, open_image
+from cifar.images import MAX_UPLOAD_BYTES, ImageError, as_model_input, open_image
+from cifar.predict import Predictor, load_model
 from cifar.runs import RunError
 from tests.factory import encode, write_run
 

@@ -276,7 +276,7 @@ def test_best_runs_are_the_most_accurate_per_model():
     chosen = runs.best_runs(list_runs())
     assert chosen["baseline"].run_id == "baseline-best"  # 0.8 beats the reference's 0.7
     assert chosen["transfer"].run_id == "transfer-reference"
-    assert runs.best_runs([]) == {"baseline": None, "transfer": None}
+    assert runs.best_runs([]) == {"baseline": None, "transfer": None, "ensemble": None}
     # A run with its weights beats a more accurate one without (which could not classify).
     (worse / "head.weights.h5").write_bytes(b"weights")
     chosen = runs.best_runs(list_runs())

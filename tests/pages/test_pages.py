@@ -396,7 +396,7 @@ class FakePredictor:
         return np.random.default_rng(len(run_id)).dirichlet(np.ones(10))
 
     def predict(self, source, top_k=3):
-        from cifar.predict import as_model_input, open_image
+        from cifar.images import as_model_input, open_image
 
         assert as_model_input(open_image(source)).shape == (32, 32, 3)
         probs = self.probabilities(self.run.run_id)

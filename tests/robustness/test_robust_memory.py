@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cifar.config import CLASS_NAMES
-from cifar.predict import ImageError
+from cifar.images import ImageError
 from tests.robustness.robust_helpers import rss_bytes, varied_uploads
 
 

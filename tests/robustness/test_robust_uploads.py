@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from cifar import predict
-from cifar.predict import MAX_UPLOAD_BYTES, ImageError, as_model_input, open_image
+from cifar import images as predict_images
+from cifar.images import MAX_UPLOAD_BYTES, ImageError, as_model_input, open_image
 from tests.factory import REPO, encode
 from tests.robustness.robust_helpers import subprocess_env
 
@@ -346,7 +346,8 @@ PATH_SCRIPT = r"""
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30))  # reading a device whole fails fast, not slowly
 from cifar.config import CLASS_NAMES
-from cifar.predict import ImageError, Predictor
+from cifar.images import ImageError
+from cifar.predict import Predictor
 predictor = Predictor.__new__(Predictor)  # no model: the file is refused before the model is used
 predictor.class_names = list(CLASS_NAMES)
 try:
@@ -573,7 +574,7 @@ elif kind == "jpeg":
     data = encoded("JPEG", "RGB", (0, 128, 255), quality=90)
 elif kind == "webp":
     data = encoded("WEBP", "RGB", (0, 128, 255), lossless=True)
-from cifar.predict import ImageError, as_model_input, open_image
+from cifar.images import ImageError, as_model_input, open_image
 from PIL import Image
 warm_up = io.BytesIO()
 Image.new("RGB", (64, 64)).save(warm_up, "PNG")
@@ -682,12 +683,12 @@ def test_three_concurrent_large_images_queue_instead_of_stacking():
 
 def test_decode_cost_estimate():
     """The estimate behind DECODE_BUDGET: an RGBA image costs twice an RGB one, WebP more."""
-    cost = predict._bytes_per_pixel
+    cost = predict_images._bytes_per_pixel
     assert cost("L", "PNG") == 1 and cost("RGB", "PNG") == 4 and cost("RGBA", "PNG") == 8
     assert cost("RGB", "WEBP") > cost("RGB", "PNG") and cost("RGB", "JPEG2000") > cost("RGB", "PNG")
 
 
 def test_upload_limits_are_sane():
-    assert 10000 * 10000 <= predict.MAX_PIXELS < 20000 * 20000
+    assert 10000 * 10000 <= predict_images.MAX_PIXELS < 20000 * 20000
     assert MAX_UPLOAD_BYTES <= 100 * 2**20
-    assert 4000 * 3000 * 8 <= predict.DECODE_BUDGET < ONE_UPLOAD  # an RGBA 12 Mpx screenshot fits
+    assert 4000 * 3000 * 8 <= predict_images.DECODE_BUDGET < ONE_UPLOAD  # an RGBA 12 Mpx screenshot fits

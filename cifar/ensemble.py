@@ -1,0 +1,145 @@
+"""Ensembles as runs: finished runs' probabilities pooled with weights fitted on the validation split.
+
+The pooled probabilities are `softmax(sum_i w_i * log(p_i))` over the members' raw probabilities
+`p_i` (log-linear pooling, a product of experts). The weights `w_i >= 0` minimise the negative
+log-likelihood of the validation split's labels, never the test set's; their scale acts as a
+temperature, and `calibration.json` (fitted on the same validation predictions) is close to T = 1.
+An ensemble's run folder holds what any run holds (config, metrics, test and validation
+predictions, calibration) and `ensemble.json`:
+
+    {"members": ["baseline-best", "transfer-best"], "weights": [0.62, 0.81],
+     "pooling": "log-linear", "fitted_on": "validation"}
+
+`python -m cifar ensemble --run-id ID RUN RUN [...]` makes one; the Predictor loads its members once.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize
+from scipy.special import log_softmax
+
+from cifar.calibration import log_probabilities
+from cifar.runs import ENSEMBLE_FILE, Run, RunError, RunWriter, load_run
+from cifar.validation import write_calibration
+
+MAX_WEIGHT = 10.0
+
+
+def pooled(member_probabilities: list[np.ndarray], weights) -> np.ndarray:
+    """softmax(sum_i w_i log p_i), row by row, float32."""
+    logits = sum(w * log_probabilities(p) for w, p in zip(weights, member_probabilities, strict=True))
+    return np.exp(log_softmax(logits, axis=-1)).astype(np.float32)
+
+
+def fit_weights(member_probabilities: list[np.ndarray], labels: np.ndarray) -> np.ndarray:
+    """The non-negative weights minimising the NLL of `labels` (the validation split's)."""
+    logs = np.stack([log_probabilities(p) for p in member_probabilities])  # (members, N, classes)
+    rows = np.arange(len(labels))
+
+    def nll(weights):
+        log_pooled = log_softmax(np.tensordot(weights, logs, axes=1), axis=-1)
+        return -log_pooled[rows, labels].mean()
+
+    start = np.full(len(logs), 1.0 / len(logs))
+    result = minimize(nll, start, method="L-BFGS-B", bounds=[(0.0, MAX_WEIGHT)] * len(logs))
+    return np.asarray(result.x if np.isfinite(result.fun) else start, np.float64)
+
+
+def check_members(members: list[Run]) -> None:
+    """RunError naming the member unless every member can join the others: distinct runs with
+    validation predictions, the same class list, test labels and validation labels."""
+    ids = [run.run_id for run in members]
+    if len(members) < 2 or len(set(ids)) != len(ids):
+        raise RunError(f"an ensemble needs at least two different runs, got {ids}")
+    first = members[0]
+    for run in members:
+        if run.model == "ensemble":
+            raise RunError(f"{run.run_id} is an ensemble itself: name its members instead")
+        if run.validation is None:
+            raise RunError(
+                f"{run.run_id} has no validation predictions: run `python -m cifar calibrate {run.run_id}`"
+            )
+        if run.class_names != first.class_names:
+            raise RunError(f"{run.run_id} has another class list than {first.run_id}")
+        if not np.array_equal(run.test_labels, first.test_labels):
+            raise RunError(f"{run.run_id} was tested on other test labels than {first.run_id}")
+        if not np.array_equal(run.validation[1], first.validation[1]):
+            raise RunError(f"{run.run_id} was validated on another split than {first.run_id}")
+
+
+def make_ensemble(run_id: str, member_ids: list[str], overwrite: bool = False, command: str = "") -> Path:
+    """Fit the weights on the members' validation predictions; publish the ensemble's run folder."""
+    members = [load_run(member) for member in member_ids]
+    check_members(members)
+    started = time.perf_counter()
+    val_labels, test_labels = members[0].validation[1], members[0].test_labels
+    weights = fit_weights([run.validation[0] for run in members], val_labels)
+    val = pooled([run.validation[0] for run in members], weights)
+    test = pooled([run.test_predictions for run in members], weights)
+    writer = RunWriter(run_id, overwrite=overwrite).open()
+    try:
+        writer.write_json("config.json", _config(run_id, members, command))
+        writer.write_json(ENSEMBLE_FILE, _ensemble_record(members, weights))
+        writer.write_history(pd.DataFrame())
+        writer.write_npy("test_predictions.npy", test)
+        writer.write_npy("test_labels.npy", test_labels.astype(np.uint8))
+        write_calibration(writer.path, val, val_labels, test, test_labels)
+        writer.write_json("metrics.json", _metrics(members, val, val_labels, test, test_labels, started))
+        return writer.publish()
+    except BaseException as error:
+        writer.status("failed", message=f"{type(error).__name__}: {error}")
+        raise
+
+
+def _config(run_id: str, members: list[Run], command: str) -> dict:
+    return {
+        "run_id": run_id,
+        "config": {"model": "ensemble", "members": [run.run_id for run in members]},
+        "class_names": members[0].class_names,
+        "assets": {},
+        "limit": None,
+        "command": command,
+    }
+
+
+def _ensemble_record(members: list[Run], weights: np.ndarray) -> dict:
+    return {
+        "members": [run.run_id for run in members],
+        "weights": [float(w) for w in weights],
+        "pooling": "log-linear",
+        "fitted_on": "validation",
+    }
+
+
+def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(probabilities.argmax(axis=1) == labels))
+
+
+def _metrics(members: list[Run], val, val_labels, test, test_labels, started: float) -> dict:
+    return {
+        "model": "ensemble",
+        "val_accuracy": _accuracy(val, val_labels),
+        "test_accuracy": _accuracy(test, test_labels),
+        "member_test_accuracy": {run.run_id: _accuracy(run.test_predictions, test_labels) for run in members},
+        "seconds": time.perf_counter() - started,
+        "epochs_run": 0,
+        "n_validation": len(val_labels),
+        "device": "none (combines saved predictions)",
+        "finished": time.time(),
+    }
+
+
+def ensemble_weights(run: Run) -> tuple[list[str], list[float]]:
+    """(members, weights) of an ensemble run, from its ensemble.json."""
+    from cifar import run_files
+
+    try:
+        record = run_files.read_json(run.path / ENSEMBLE_FILE, run_files.EnsembleFile)
+    except run_files.FileError as error:
+        raise RunError(f"run {run.run_id!r}: {error}") from None
+    return record["members"], record["weights"]

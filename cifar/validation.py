@@ -1,0 +1,103 @@
+"""A run's validation predictions and its calibration, in the run folder.
+
+Training writes them (`write_calibration`); `python -m cifar calibrate RUN` back-fills a run
+trained before they existed, from its saved weights: the validation split is seeded
+(`split_train_validation(50000, validation_size, seed)`), so the same images come back.
+
+    val_predictions.npy    (5000, 10) float32 raw probabilities, validation split order,
+                           made as the test predictions are (test-time flip included)
+    val_labels.npy         (5000,) uint8 their labels
+    calibration.json       see `cifar.calibration`
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from cifar import atomic
+from cifar.calibration import calibration_record
+from cifar.data import validation_rows
+
+CALIBRATION_FILE = "calibration.json"
+VAL_PREDICTIONS_FILE = "val_predictions.npy"
+VAL_LABELS_FILE = "val_labels.npy"
+PREDICT_BATCH = 1000
+
+
+def write_calibration(folder: Path, val_probabilities, val_labels, test_probabilities, test_labels) -> dict:
+    """Write the validation predictions, their labels and calibration.json into `folder`."""
+    record = calibration_record(val_probabilities, val_labels, test_probabilities, test_labels)
+    atomic.write_npy(folder / VAL_PREDICTIONS_FILE, np.asarray(val_probabilities, np.float32))
+    atomic.write_npy(folder / VAL_LABELS_FILE, np.asarray(val_labels, np.uint8))
+    atomic.write_json(folder / CALIBRATION_FILE, record)
+    return record
+
+
+def flip_averaged(tta_flip: bool, predict: Callable, images, flipped_images=None) -> np.ndarray:
+    """`predict(images)`; with `tta_flip`, the mean over the images and their horizontal flips."""
+    probabilities = predict(images)
+    if tta_flip:
+        probabilities = (probabilities + predict(flipped_images)) / 2
+    return np.asarray(probabilities, np.float32)
+
+
+def backfill(run_id: str, log: Callable[[str], None] = print) -> dict:
+    """Recompute a finished run's validation predictions from its weights; write its calibration."""
+    from cifar.assets import load_cifar10
+    from cifar.runs import RunError, load_run
+
+    run = load_run(run_id)
+    if run.config.get("limit"):
+        raise RunError(f"{run_id} was trained on the first {run.config['limit']} images, not on CIFAR-10")
+    data = load_cifar10(log=log)
+    if not np.array_equal(run.test_labels, data.y_test):
+        raise RunError(f"{run_id}'s test labels are not this CIFAR-10's: cannot calibrate it here")
+    rows = validation_rows(run.hyperparameters, len(data.x_train))
+    predict_validation = _transfer_validation if run.model == "transfer" else _baseline_validation
+    probabilities = predict_validation(run, data.x_train[rows], log)
+    labels = data.y_train[rows]
+    return write_calibration(run.path, probabilities, labels, run.test_predictions, run.test_labels)
+
+
+def _baseline_validation(run, images: np.ndarray, log) -> np.ndarray:
+    from cifar.predict import load_model
+
+    _, model = load_model(run)
+    predict = lambda x: model.predict(x, batch_size=PREDICT_BATCH, verbose=0)  # noqa: E731
+    return flip_averaged(run.hyperparameters.get("tta_flip", False), predict, images, images[:, :, ::-1])
+
+
+def _transfer_validation(run, images: np.ndarray, log) -> np.ndarray:
+    """The head on the frozen base's features of the validation images (extracted and cached
+    in the Keras home under the split name "validation", resumable like any feature set)."""
+    from cifar.assets import load_inception_weights
+    from cifar.config import load_config
+    from cifar.features import extract_features
+    from cifar.predict import load_head
+
+    config = load_config(run.hyperparameters)
+    head = load_head(run)
+    weights = load_inception_weights(run.backbone_source, log=log)
+
+    def predict(pixels_flipped: bool):
+        features = extract_features(images, config, weights, "validation", pixels_flipped, progress=_bar(log))
+        return head.predict(features, batch_size=4096, verbose=0)
+
+    probabilities = predict(False)
+    if config.tta_flip:
+        probabilities = (probabilities + predict(True)) / 2
+    return np.asarray(probabilities, np.float32)
+
+
+def _bar(log):
+    step = {"next": 0}
+
+    def report(done: int, total: int) -> None:
+        if done >= step["next"] or done == total:
+            log(f"validation features: {done}/{total}")
+            step["next"] = done + 1000
+
+    return report
