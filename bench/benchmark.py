@@ -186,7 +186,6 @@ def upload_latency(run_ids: tuple[str, ...], repeat: int) -> dict:
     from PIL import Image
 
     from cifar.images import as_model_input, open_image
-
     from cifar.predict import Predictor
     from cifar.runs import RunError
 

@@ -20,6 +20,7 @@ from cifar import jobs, processes
 from cifar.assets import Cifar10
 from cifar.config import CLASS_NAMES, parse_config
 from cifar.runs import RunWriter, partial_path
+from cifar.validation import write_calibration
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = {  # page name -> file, as streamlit_app.py registers them
@@ -106,6 +107,7 @@ def write_run(
     epochs: int = 3,
     seed: int = 0,
     finished: float | None = None,
+    val_labels: np.ndarray | None = None,
     **overrides,
 ) -> Path:
     """A run under `root/runs/`, written and published by `RunWriter` as `cifar.train` does
@@ -144,6 +146,9 @@ def write_run(
         writer.write_history(history)
         writer.write_npy("test_predictions.npy", probs)
         writer.write_npy("test_labels.npy", labels.astype(np.uint8))
+        if val_labels is not None:  # validation predictions and calibration, as training writes them
+            val = predictions(val_labels, accuracy, seed + 1000)
+            write_calibration(writer.path, val, val_labels, probs, labels)
         writer.write_json("metrics.json", metrics)
         return writer.publish()
 

@@ -3,7 +3,9 @@ run's model. Damaged and hostile uploads are `tests/robustness/test_robust_uploa
 
 from __future__ import annotations
 
+import csv
 import io
+import json
 import os
 
 import numpy as np
@@ -174,17 +176,63 @@ def test_predictor_top_k_on_a_trained_baseline(use_trained_baseline):
 
 @pytest.mark.slow
 def test_cli_predict(use_trained_baseline, tmp_path, capsys):
+    """Images and folders in, one model load, CSV rows `image,rank,label,probability`; an
+    unreadable file is reported on stderr while the others are answered, and the exit status says so."""
     from cifar import cli
 
     run_id, _ = use_trained_baseline
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("b.png", "a.png"):
+        (folder / name).write_bytes(_png_bytes())
+    (folder / "notes.txt").write_text("not an image, and not named like one: skipped")
+    single = tmp_path / "photo.png"
+    single.write_bytes(_png_bytes())
+    assert cli.main(["predict", run_id, str(single), str(folder), "--top-k", "2", "--format", "csv"]) == 0
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert rows[0] == ["image", "rank", "label", "probability"]
+    assert [row[:2] for row in rows[1:]] == [
+        [path, rank] for path in (str(single), str(folder / "a.png"), str(folder / "b.png")) for rank in "12"
+    ]
+    assert all(row[2] in CLASS_NAMES and 0 <= float(row[3]) <= 1 for row in rows[1:])
+    assert float(rows[1][3]) >= float(rows[2][3])
+
+    (folder / "c.png").write_bytes(b"not an image")
+    assert cli.main(["predict", run_id, str(folder), "--format", "json", "--top-k", "1"]) == 1
+    out, err = capsys.readouterr()
+    assert [record["image"] for record in json.loads(out)] == [str(folder / "a.png"), str(folder / "b.png")]
+    assert "cannot read" in err and "c.png" in err and "Traceback" not in err
+
+    assert cli.main(["predict", run_id, str(single), "--resolution", "full"]) == 2
+    assert "not full" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda root: root / "missing.png", "no such file or folder"),
+        (lambda root: root, "no images in this folder"),
+        (lambda root: (root / "notes.txt").write_text("text") and root, "no images in this folder"),
+    ],
+    ids=["missing path", "empty folder", "folder of non-images"],
+)
+def test_cli_predict_without_images_says_so_before_loading_a_model(tmp_path, capsys, make, message):
+    from cifar import cli
+
+    target = make(tmp_path)
+    assert cli.main(["predict", "no-such-run", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_cli_predict_names_a_missing_run(tmp_path, capsys):
+    from cifar import cli
+
     image = tmp_path / "photo.png"
     image.write_bytes(_png_bytes())
-    assert cli.main(["predict", run_id, str(image), "--top-k", "2"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 2 and lines[0].split()[0] in CLASS_NAMES
-    (tmp_path / "bad.png").write_bytes(b"not an image")
-    assert cli.main(["predict", run_id, str(tmp_path / "bad.png")]) == 2
-    assert "cannot read" in capsys.readouterr().err
+    assert cli.main(["predict", "no-such-run", str(image)]) != 0
+    err = capsys.readouterr().err
+    assert "no-such-run" in err and "Traceback" not in err
 
 
 def _fresh_baseline_run(root, run_id: str, **overrides):
@@ -299,3 +347,68 @@ def test_top_k_is_one_to_the_number_of_classes(tmp_path, monkeypatch):
             predictor.predict(image, top_k=bad)
     assert len(predictor.predict(image, top_k=1)) == 1
     assert sorted(label for label, _ in predictor.predict(image, top_k=10)) == sorted(CLASS_NAMES)
+
+
+def _recording_predictor(model: str, tta_flip: bool, temperature: float):
+    """A Predictor whose network records what it is given (no TensorFlow): its preprocessing only."""
+    from types import SimpleNamespace
+
+    from scipy.special import softmax
+
+    from cifar.predict import run_resolutions
+
+    seen: list[np.ndarray] = []
+
+    def network(x):
+        seen.append(np.array(x))
+        return softmax(
+            np.asarray(x, np.float64).mean(axis=(1, 2)) @ np.linspace(-3, 3, 30).reshape(3, 10), axis=1
+        )
+
+    predictor = Predictor.__new__(Predictor)
+    predictor.run = SimpleNamespace(run_id="t", model=model)
+    predictor.class_names, predictor.temperature, predictor.tta_flip = (
+        list(CLASS_NAMES),
+        temperature,
+        tta_flip,
+    )
+    predictor.full_side = 75 if model == "transfer" else None
+    predictor.resolutions = run_resolutions(predictor.run)
+    predictor._network = network
+    predictor._forward = lambda pixels: network(pixels.astype(np.float32) / 127.5 - 1)
+    return predictor, seen
+
+
+def test_the_full_resolution_path_gives_the_network_the_photo_itself():
+    """Centre square, antialiased (Lanczos) resize straight to the base's input size, scaled to
+    [-1, 1] as the 32 px path is; the flip averaged when the run was tested so; then calibrated."""
+    from PIL import ImageOps
+
+    from cifar.calibration import temperature_scaled
+
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 300, 3), dtype=np.uint8))
+    predictor, seen = _recording_predictor("transfer", tta_flip=True, temperature=2.0)
+    assert predictor.resolutions == ("full", "cifar") and predictor.resolution(None) == "full"
+    raw = predictor.distribution(photo, "full", calibrated=False)
+    expected = np.asarray(ImageOps.fit(photo, (75, 75), Image.Resampling.LANCZOS), np.float32) / 127.5 - 1
+    assert [x.shape for x in seen] == [(1, 75, 75, 3)] * 2
+    np.testing.assert_allclose(seen[0][0], expected, atol=1e-6)
+    np.testing.assert_allclose(seen[1][0], expected[:, ::-1], atol=1e-6)
+    np.testing.assert_allclose(predictor.distribution(photo, "full"), temperature_scaled(raw, 2.0), rtol=1e-5)
+
+    seen.clear()
+    predictor.distribution(photo, "cifar")
+    assert [x.shape for x in seen] == [(1, 32, 32, 3)] * 2
+    assert predictor.model_input(photo, "cifar").shape == (32, 32, 3)
+
+
+def test_a_baseline_only_takes_32_px_images():
+    photo = Image.new("RGB", (64, 48), RED)
+    predictor, seen = _recording_predictor("baseline", tta_flip=False, temperature=1.0)
+    assert predictor.resolutions == ("cifar",)
+    with pytest.raises(ValueError, match="only knows 32 x 32"):
+        predictor.predict(photo, resolution="full")
+    with pytest.raises(ValueError, match="top_k"):
+        predictor.predict(photo, top_k=11)
+    assert seen == []  # refused before anything ran
+    assert len(predictor.predict(photo, top_k=3)) == 3 and seen[0].shape == (1, 32, 32, 3)

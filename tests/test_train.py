@@ -11,6 +11,7 @@ import pytest
 
 from cifar import runs
 from cifar.config import CLASS_NAMES, BaselineConfig, TransferConfig
+from cifar.data import validation_rows
 from cifar.runs import load_run, read_status
 from cifar.train import train
 from tests.backbone import calibrated_inception
@@ -134,6 +135,16 @@ def test_transfer_tta_flip_averages_the_head_over_plain_and_flipped_test_feature
     )
     assert np.abs(plain - flipped).max() > 1e-3
     np.testing.assert_allclose(np.load(folder / "test_predictions.npy"), (plain + flipped) / 2, atol=1e-5)
+    # The validation predictions (calibration's data) are made the same way, on the validation rows.
+    rows = validation_rows(config.model_dump(), len(fake_backbone.y_train))
+    # (The fake's features depend on the split, not the image: the plain ones are training rows.)
+    val_plain = head.predict(load(fake_backbone.x_train, config, None, "train", False)[rows], verbose=0)
+    val_flipped = head.predict(load(fake_backbone.x_train[rows], config, None, "validation", True), verbose=0)
+    np.testing.assert_allclose(
+        np.load(folder / "val_predictions.npy"), (val_plain + val_flipped) / 2, atol=1e-5
+    )
+    np.testing.assert_array_equal(np.load(folder / "val_labels.npy"), fake_backbone.y_train[rows])
+    assert json.loads((folder / "calibration.json").read_text())["temperature"] > 0
 
 
 HEADS = {  # overrides, parameter count, tolerance of the Predictor's probabilities
@@ -234,7 +245,7 @@ def test_the_head_learns_rows_gathered_with_their_own_labels(monkeypatch, make_c
     rng = np.random.default_rng(0)
 
     def label_features(images, config, weights, split, flip):
-        labels = data.y_train if split == "train" else data.y_test
+        labels = _split_labels(data, config, split)
         table = aligned_empty((len(images), config.feature_dim))
         table[:] = rng.normal(0, 0.1, table.shape)
         # Flipped images show the label one column over. With flip_features, the test images do
@@ -261,13 +272,22 @@ def test_the_head_learns_rows_gathered_with_their_own_labels(monkeypatch, make_c
 # so a run that differs from its family's reference run differs because of the one changed option.
 
 
+def _split_labels(data, config, split: str) -> np.ndarray:
+    """The labels of a feature split's images ("validation": the config's rows of train)."""
+    from cifar.data import validation_rows
+
+    if split == "validation":
+        return data.y_train[validation_rows(config.model_dump(), len(data.y_train))]
+    return data.y_train if split == "train" else data.y_test
+
+
 def _label_features(data):
     """Fake `load_features`: random features with the label shown in one column (flipped images
     one column over), the same for the same (split, flip) in every run."""
     from cifar.data import aligned_empty
 
     def load(images, config, weights, split, flip):
-        labels = data.y_train if split == "train" else data.y_test
+        labels = _split_labels(data, config, split)
         rng = np.random.default_rng(2 * (split == "train") + flip)
         table = aligned_empty((len(images), config.feature_dim))
         table[:] = rng.normal(0, 1.0, table.shape)
@@ -464,7 +484,7 @@ def test_a_run_whose_predictions_are_not_finite_fails_and_is_not_published(monke
     from cifar import train as training
 
     def diverged(config, data, writer, progress, strategy):
-        return training.Trained({}, np.full((len(data.y_test), 10), np.nan, np.float32))
+        return training.Trained({}, np.full((len(data.y_test), 10), np.nan, np.float32), np.zeros((0, 10)))
 
     monkeypatch.setattr(training, "train_baseline", diverged)
     with pytest.raises(training.TrainingDiverged, match="training diverged"):

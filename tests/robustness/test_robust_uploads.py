@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from cifar import images as predict_images
+from cifar import images
 from cifar.images import MAX_UPLOAD_BYTES, ImageError, as_model_input, open_image
 from tests.factory import REPO, encode
 from tests.robustness.robust_helpers import subprocess_env
@@ -244,13 +244,13 @@ def test_size_limit_message_does_not_contradict_itself():
 
 
 def test_an_image_over_the_upload_limit_is_refused_before_decoding(monkeypatch):
-    monkeypatch.setattr(predict, "MAX_UPLOAD_BYTES", 100)
+    monkeypatch.setattr(images, "MAX_UPLOAD_BYTES", 100)
     with pytest.raises(ImageError, match="over the upload limit"):
         open_image(noisy_png())
 
 
 def test_decompression_bomb_is_refused_and_the_global_limit_restored(monkeypatch):
-    monkeypatch.setattr(predict, "MAX_PIXELS", 1000)
+    monkeypatch.setattr(images, "MAX_PIXELS", 1000)
     with pytest.raises(ImageError, match="million pixels"):
         open_image(encode(Image.new("L", (200, 200)), "PNG"))
     assert Image.MAX_IMAGE_PIXELS != 1000
@@ -683,12 +683,12 @@ def test_three_concurrent_large_images_queue_instead_of_stacking():
 
 def test_decode_cost_estimate():
     """The estimate behind DECODE_BUDGET: an RGBA image costs twice an RGB one, WebP more."""
-    cost = predict_images._bytes_per_pixel
+    cost = images._bytes_per_pixel
     assert cost("L", "PNG") == 1 and cost("RGB", "PNG") == 4 and cost("RGBA", "PNG") == 8
     assert cost("RGB", "WEBP") > cost("RGB", "PNG") and cost("RGB", "JPEG2000") > cost("RGB", "PNG")
 
 
 def test_upload_limits_are_sane():
-    assert 10000 * 10000 <= predict_images.MAX_PIXELS < 20000 * 20000
+    assert 10000 * 10000 <= images.MAX_PIXELS < 20000 * 20000
     assert MAX_UPLOAD_BYTES <= 100 * 2**20
-    assert 4000 * 3000 * 8 <= predict_images.DECODE_BUDGET < ONE_UPLOAD  # an RGBA 12 Mpx screenshot fits
+    assert 4000 * 3000 * 8 <= images.DECODE_BUDGET < ONE_UPLOAD  # an RGBA 12 Mpx screenshot fits

@@ -1,0 +1,134 @@
+"""Ensembles as runs: weights fitted on the validation split only, members checked, the folder
+read like any run's."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy.special import softmax
+
+from cifar import atomic
+from cifar.ensemble import ensemble_weights, fit_weights, make_ensemble, pooled
+from cifar.runs import RunError, list_runs, load_run, run_path
+from tests.factory import write_run
+
+TEST_LABELS = np.arange(300, dtype=np.uint8) % 10
+VAL_LABELS = (np.arange(200, dtype=np.uint8) * 3) % 10
+
+
+@pytest.fixture
+def members(artifacts) -> list[str]:
+    """Two runs with validation predictions: a good CNN and a weak transfer run."""
+    write_run(artifacts, "cnn", "baseline", TEST_LABELS, 0.9, seed=1, val_labels=VAL_LABELS)
+    write_run(artifacts, "weak", "transfer", TEST_LABELS, 0.4, seed=2, val_labels=VAL_LABELS)
+    return ["cnn", "weak"]
+
+
+def test_pooling_is_the_softmax_of_the_weighted_log_probabilities():
+    rng = np.random.default_rng(0)
+    a, b = softmax(rng.normal(size=(5, 10)), axis=1), softmax(rng.normal(size=(5, 10)), axis=1)
+    expected = softmax(0.7 * np.log(a) + 1.3 * np.log(b), axis=1)
+    np.testing.assert_allclose(pooled([a, b], [0.7, 1.3]), expected, rtol=1e-5)
+
+
+def test_the_weights_favour_the_member_that_is_right_on_validation():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 10, 2000)
+    right = np.full((2000, 10), 0.02)
+    right[np.arange(2000), labels] = 0.82
+    noise = softmax(rng.normal(size=(2000, 10)), axis=1)
+    weights = fit_weights([right, noise], labels)
+    assert weights[0] > 0.5 and weights[1] < 0.1 * weights[0]
+
+
+def test_an_ensemble_is_a_run_whose_weights_never_see_the_test_set(members):
+    folder = make_ensemble("duo", members)
+    run = load_run("duo")
+    assert run.model == "ensemble" and "duo" in [r.run_id for r in list_runs()]
+    names, weights = ensemble_weights(run)
+    assert names == members and weights[0] > weights[1] >= 0
+    parts = [load_run(member) for member in members]
+    np.testing.assert_allclose(
+        run.test_predictions, pooled([p.test_predictions for p in parts], weights), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        run.validation[0], pooled([p.validation[0] for p in parts], weights), atol=1e-6
+    )
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert set(metrics["member_test_accuracy"]) == set(members)
+    assert run.calibration["n_validation"] == len(VAL_LABELS)
+
+    # Other test predictions and labels for the members: the same weights (only validation counts).
+    order = np.random.default_rng(0).permutation(len(TEST_LABELS))
+    for member in members:
+        atomic.write_npy(run_path(member) / "test_predictions.npy", load_run(member).test_predictions[order])
+    make_ensemble("duo-shuffled", members)
+    assert ensemble_weights(load_run("duo-shuffled"))[1] == pytest.approx(weights)
+    assert not np.allclose(load_run("duo-shuffled").test_predictions, run.test_predictions)
+
+
+def test_the_ensemble_command_writes_the_run(members, capsys):
+    from cifar import cli
+
+    assert cli.main(["ensemble", "--run-id", "duo", *members]) == 0
+    assert load_run("duo").model == "ensemble"
+    assert cli.main(["ensemble", "--run-id", "duo", *members]) != 0  # no silent overwrite
+    assert "duo" in capsys.readouterr().err
+
+
+def _other_test_labels(artifacts):
+    write_run(artifacts, "other", "baseline", np.roll(TEST_LABELS, 1), 0.8, seed=3, val_labels=VAL_LABELS)
+
+
+def _other_validation(artifacts):
+    write_run(artifacts, "other", "baseline", TEST_LABELS, 0.8, seed=3, val_labels=np.roll(VAL_LABELS, 1))
+
+
+def _no_validation(artifacts):
+    write_run(artifacts, "other", "baseline", TEST_LABELS, 0.8, seed=3)
+
+
+def _other_classes(artifacts):
+    folder = write_run(artifacts, "other", "baseline", TEST_LABELS, 0.8, seed=3, val_labels=VAL_LABELS)
+    config = json.loads((folder / "config.json").read_text())
+    config["class_names"] = config["class_names"][::-1]
+    atomic.write_json(folder / "config.json", config)
+
+
+def _an_ensemble(artifacts):
+    make_ensemble("other", ["cnn", "weak"])
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda artifacts: None, "no run 'missing'"),
+        (_other_test_labels, "other test labels"),
+        (_other_validation, "another split"),
+        (_no_validation, "python -m cifar calibrate other"),
+        (_other_classes, "another class list"),
+        (_an_ensemble, "is an ensemble itself"),
+    ],
+    ids=[
+        "missing",
+        "other test labels",
+        "other validation split",
+        "no validation",
+        "other classes",
+        "nested",
+    ],
+)
+def test_a_member_that_cannot_join_is_named(members, artifacts, make, message):
+    make(artifacts)
+    other = "missing" if message.startswith("no run") else "other"
+    with pytest.raises(RunError, match=message):
+        make_ensemble("bad", ["cnn", other])
+    assert not run_path("bad").exists()
+
+
+@pytest.mark.parametrize("ids", [["cnn"], ["cnn", "cnn"]], ids=["one", "twice"])
+def test_an_ensemble_needs_two_different_runs(members, ids):
+    with pytest.raises(RunError, match="at least two different runs"):
+        make_ensemble("bad", ids)
