@@ -349,7 +349,7 @@ from cifar.config import CLASS_NAMES
 from cifar.images import ImageError
 from cifar.predict import Predictor
 predictor = Predictor.__new__(Predictor)  # no model: the file is refused before the model is used
-predictor.class_names = list(CLASS_NAMES)
+predictor.class_names, predictor.resolutions = list(CLASS_NAMES), ("cifar",)
 try:
     predictor.predict_file(sys.argv[1])
 except ImageError as error:
