@@ -3,9 +3,17 @@
 A router only: each page is a file under `app_pages/` that owns its layout; the work lives in `cifar/`.
 """
 
+import os
+
 import streamlit as st
 
+from cifar.runs import best_runs
+from dashboard import cache
+
 st.set_page_config(page_title="CIFAR-10 classifiers", page_icon=":material/image:", layout="wide")
+
+if os.environ.get("CIFAR_PRELOAD", "1") != "0":  # Classify's default models, loading in the background
+    cache.preload([run for run in best_runs(cache.runs()).values() if run is not None])
 
 PAGES = [
     st.Page(

@@ -47,6 +47,8 @@ class Predictor:
         self._network = compiled
         self._forward = compiled if prepare is None else (lambda pixels: compiled(prepare(pixels)))
         self.probabilities(np.zeros((1, *IMAGE_SHAPE), np.uint8))  # compile for one image, now
+        if self.full_side:  # and for one photo at the base's input size
+            self.full_probabilities(np.zeros((1, self.full_side, self.full_side, 3), np.uint8))
 
     @classmethod
     def for_run(cls, run_id: str) -> Predictor | EnsemblePredictor:

@@ -8,13 +8,17 @@ points `CIFAR_ARTIFACTS` elsewhere never sees another test's runs.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import threading
 from pathlib import Path
 
 import streamlit as st
 
 from cifar.config import keras_home
-from cifar.runs import Run, list_runs, runs_root
+from cifar.runs import Run, list_runs, load_run, runs_root
+
+_log = logging.getLogger(__name__)
 
 
 def _mtime(path: Path) -> int:
@@ -78,16 +82,41 @@ def per_image_table(chosen: list[Run], n_images: int | None):
     return _per_image_table(tuple(_run_key(run) for run in chosen), n_images, tuple(chosen))
 
 
-@st.cache_resource(max_entries=4, show_spinner="Loading the model (once per process)...")
+@st.cache_resource(max_entries=6, show_spinner=False)  # the page says what it waits for
 def _predictor(path: str, run_id: str, signature: int, _run: Run):
-    from cifar.predict import load_predictor
+    from cifar.predict import EnsemblePredictor, load_predictor
 
+    if _run.model == "ensemble":  # its members are the members' own cached predictors
+        from cifar.ensemble import ensemble_weights
+
+        members = [predictor(load_run(member)) for member in ensemble_weights(_run)[0]]
+        return EnsemblePredictor(_run, members)
     return load_predictor(_run)
 
 
 def predictor(run: Run):
     """The run's model, loaded once per process and shared by every session."""
     return _predictor(*_run_key(run), run)
+
+
+def preload(chosen: list[Run]) -> threading.Thread:
+    """Load `chosen` runs' models in a background thread, once per process, so that the first
+    upload after the server starts does not wait for them (~12 s for a transfer model)."""
+    return _preload(tuple(_run_key(run) for run in chosen), tuple(chosen))
+
+
+@st.cache_resource(max_entries=1, show_spinner=False)
+def _preload(keys: tuple, _chosen: tuple[Run, ...]) -> threading.Thread:
+    def load_all() -> None:
+        for run in _chosen:
+            try:
+                predictor(run)
+            except Exception:  # noqa: BLE001 (the page reports a model that cannot load, when asked)
+                _log.warning("preloading %s failed", run.run_id, exc_info=True)
+
+    thread = threading.Thread(target=load_all, name="preload-models", daemon=True)
+    thread.start()
+    return thread
 
 
 # ----------------------------------------------------------------------------- assets

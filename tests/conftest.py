@@ -80,6 +80,7 @@ def offline_sandbox(tmp_path, monkeypatch):
     monkeypatch.setenv("CIFAR_ARTIFACTS", str(tmp_path / "artifacts"))
     monkeypatch.delenv("CIFAR10_NPZ", raising=False)
     monkeypatch.delenv("TF_CONFIG", raising=False)  # no accidental multi-worker training
+    monkeypatch.setenv("CIFAR_PRELOAD", "0")  # no model loads behind a test's back
     monkeypatch.setattr(assets, "download", _no_network)
     monkeypatch.setattr(urllib.request, "urlopen", _no_network)
     monkeypatch.setattr(socket.socket, "connect", _loopback_only_connect)

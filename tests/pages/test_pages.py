@@ -383,7 +383,7 @@ def test_misclassified_leaves_out_runs_tested_on_other_images(runs, artifacts, o
 
 
 class FakePredictor:
-    """Answers with fixed probabilities of its own per run (`probabilities`)."""
+    """Answers with fixed probabilities of its own per run and resolution (`probabilities`)."""
 
     loaded: list[str] = []
 
@@ -392,19 +392,25 @@ class FakePredictor:
         self.run = run
 
     @staticmethod
-    def probabilities(run_id: str) -> np.ndarray:
-        return np.random.default_rng(len(run_id)).dirichlet(np.ones(10))
+    def probabilities(run_id: str, resolution: str = "cifar") -> np.ndarray:
+        return np.random.default_rng(len(run_id) + 100 * (resolution == "full")).dirichlet(np.ones(10))
 
-    def predict(self, source, top_k=3):
-        from cifar.images import as_model_input, open_image
+    def model_input(self, image, resolution: str):
+        from cifar.images import as_model_input
 
-        assert as_model_input(open_image(source)).shape == (32, 32, 3)
-        probs = self.probabilities(self.run.run_id)
+        return as_model_input(image, 75 if resolution == "full" else 32)
+
+    def predict(self, source, top_k=3, resolution="cifar"):
+        from cifar.images import open_image
+
+        assert resolution == "cifar" or self.run.model == "transfer"
+        assert self.model_input(open_image(source), resolution).shape[-1] == 3
+        probs = self.probabilities(self.run.run_id, resolution)
         return [(CLASS_NAMES[i], float(probs[i])) for i in np.argsort(-probs)[:top_k]]
 
 
-def top_k_by_hand(run_id: str, k: int) -> tuple[list[str], list[float]]:
-    probs = FakePredictor.probabilities(run_id)
+def top_k_by_hand(run_id: str, k: int, resolution: str = "cifar") -> tuple[list[str], list[float]]:
+    probs = FakePredictor.probabilities(run_id, resolution)
     order = np.argsort(-probs)[:k]
     return [CLASS_NAMES[i] for i in order], probs[order].tolist()
 
@@ -441,18 +447,69 @@ def test_classify_shows_each_model_s_top_k(runs, fake_predictor, open_page):
 
 
 def test_classify_uses_transfer_when_the_weights_are_cached(runs, fake_predictor, monkeypatch, open_page):
+    """Full resolution first for a transfer run (its 32 px answer in a caption); the baseline at 32 px."""
     import cifar.assets
 
     monkeypatch.setattr(cifar.assets, "weights_available", lambda preference="auto": True)
     app = open_page("classify")
     app.file_uploader(key="classify-upload").set_value(("red.png", png(), "image/png")).run()
+    no_exception(app)
     assert sorted(fake_predictor.loaded) == ["baseline-best", "transfer-reference"]
-    assert not app.warning
+    assert "backbone weights" not in texts(app.warning)
     table = app.dataframe[0].value
-    for run_id in ("baseline-best", "transfer-reference"):
-        classes, probabilities = top_k_by_hand(run_id, 5)
+    for run_id, resolution in (("baseline-best", "cifar"), ("transfer-reference", "full")):
+        classes, probabilities = top_k_by_hand(run_id, 5, resolution)
         assert list(table[f"{run_id} class"]) == classes
         assert list(table[f"{run_id} probability"]) == pytest.approx(probabilities)
+    thumbnail = top_k_by_hand("transfer-reference", 1, "cifar")[0][0]
+    assert f"on the 32 × 32 thumbnail instead: {thumbnail}" in texts(app.caption)
+    assert len(app.image) == 3  # the upload, what the transfer model sees, what the CNN sees
+
+    app.radio(key="classify-resolution").set_value("cifar").run()
+    classes, _ = top_k_by_hand("transfer-reference", 5, "cifar")
+    assert list(app.dataframe[0].value["transfer-reference class"]) == classes
+    assert len(app.image) == 2 and "thumbnail instead" not in texts(app.caption)
+
+
+def test_the_dashboard_starts_loading_classify_s_models(runs, monkeypatch, open_page):
+    from dashboard import cache
+
+    asked = []
+    monkeypatch.setattr(cache, "preload", lambda chosen: asked.append([run.run_id for run in chosen]))
+    monkeypatch.setenv("CIFAR_PRELOAD", "1")  # the tests' sandbox turns it off
+    open_page("overview")
+    assert asked and asked[0] == ["baseline-best", "transfer-reference"]
+    monkeypatch.setenv("CIFAR_PRELOAD", "0")
+    asked.clear()
+    open_page("overview")
+    assert asked == []
+
+
+def test_preloaded_models_load_once_per_process(runs, fake_predictor, open_page):
+    from dashboard import cache
+
+    chosen = [run for run in cache.runs() if run.run_id in ("baseline-best", "transfer-reference")]
+    thread = cache.preload(chosen)
+    assert thread.name == "preload-models" and cache.preload(chosen) is thread
+    thread.join(30)
+    assert sorted(fake_predictor.loaded) == ["baseline-best", "transfer-reference"]
+    open_page("classify").file_uploader(key="classify-upload").set_value(
+        ("red.png", png(), "image/png")
+    ).run()
+    assert len(fake_predictor.loaded) == 2, "the upload found the model loaded"
+
+
+def test_classify_says_when_not_to_believe_it(runs, fake_predictor, monkeypatch, open_page):
+    """Dirichlet(1) answers are unsure (top probability well under one half) and disagree."""
+    import cifar.assets
+
+    monkeypatch.setattr(cifar.assets, "weights_available", lambda preference="auto": True)
+    app = open_page("classify")
+    app.file_uploader(key="classify-upload").set_value(("red.png", png(), "image/png")).run()
+    warnings = texts(app.warning)
+    assert "Unsure" in warnings and "may show none of the ten classes" in warnings
+    tops = {top_k_by_hand("baseline-best", 1)[0][0], top_k_by_hand("transfer-reference", 1, "full")[0][0]}
+    assert ("The models disagree" in warnings) == (len(tops) > 1)
 
 
 @pytest.mark.parametrize(
