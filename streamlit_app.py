@@ -13,7 +13,7 @@ from dashboard import cache
 st.set_page_config(page_title="CIFAR-10 classifiers", page_icon=":material/image:", layout="wide")
 
 if os.environ.get("CIFAR_PRELOAD", "1") != "0":  # Classify's default models, loading in the background
-    cache.preload([run for run in best_runs(cache.runs()).values() if run is not None])
+    cache.preload([run for run in best_runs(cache.runs()).values() if run is not None and run.has_weights])
 
 PAGES = [
     st.Page(

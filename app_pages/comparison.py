@@ -1,8 +1,9 @@
-"""Comparison: any runs side by side: accuracies, learning curves, every hyperparameter."""
+"""Comparison: any runs side by side: accuracies, learning curves, calibration, every hyperparameter."""
 
 import streamlit as st
 
 from cifar import plots
+from cifar.evaluate import calibration_table, reliability
 from cifar.runs import hyperparameter_columns, runs_table
 from dashboard import cache
 from dashboard.widgets import chart, require_runs, run_picker
@@ -15,6 +16,7 @@ if not chosen:
     st.info("Choose at least one run above.")
     st.stop()
 table = runs_table(chosen)
+percent_column = st.column_config.NumberColumn(format="percent")
 
 st.subheader("Train and test accuracy")
 chart(plots.accuracy_bars(table), key="comparison-accuracy")
@@ -23,14 +25,22 @@ st.subheader("Learning curves")
 chart(plots.learning_curves({r.run_id: r.history for r in chosen}, title=None), key="comparison-curves")
 
 st.subheader("Every hyperparameter and result")
-percent_column = st.column_config.NumberColumn(format="percent")
 st.dataframe(
     table,
     key="comparison-table",
     hide_index=True,
     column_config={
         "run": st.column_config.TextColumn(pinned=True),
-        **{name: percent_column for name in ("train_accuracy", "val_accuracy", "test_accuracy")},
+        **{
+            name: percent_column
+            for name in (
+                "train_accuracy",
+                "val_accuracy",
+                "test_accuracy",
+                "test_ece",
+                "test_ece_uncalibrated",
+            )
+        },
         "seconds": st.column_config.NumberColumn(format="%.0f s"),
     },
 )
@@ -47,3 +57,32 @@ if parameters:
         key="comparison-hparam-metric",
     )
     chart(plots.hyperparameter_scatter(table, parameter, metric), key="comparison-hparam-chart")
+
+st.subheader("Calibration: does 80 % mean right 80 % of the time?")
+calibration = calibration_table(chosen)
+if calibration.empty:
+    st.info("None of these runs is calibrated yet: `python -m cifar calibrate RUN` fits its temperature.")
+else:
+    calibrated = st.toggle(
+        "Calibrated probabilities (what the pages show)", value=True, key="comparison-calibrated"
+    )
+    chart(plots.reliability_diagram(reliability(chosen, calibrated)), key="comparison-reliability")
+    st.caption(
+        "Temperature scaling (Guo et al. 2017): one number T per run, fitted on its validation split, "
+        "divides the log-probabilities; accuracy does not change. ECE: the mean gap between confidence "
+        "and accuracy over 15 equal-width bins, weighted by their images."
+    )
+    st.dataframe(
+        calibration,
+        key="comparison-calibration",
+        hide_index=True,
+        column_config={
+            "temperature": st.column_config.NumberColumn(format="%.3f"),
+            **{name: percent_column for name in calibration.columns if "_ece_" in name},
+            **{
+                name: st.column_config.NumberColumn(format="%.3f")
+                for name in calibration.columns
+                if "_nll_" in name
+            },
+        },
+    )

@@ -172,3 +172,30 @@ def disagreement_matrix(a: Run, b: Run) -> pd.DataFrame:
     return table.reindex(a.class_names).rename(
         columns={"only_a": f"only {a.run_id} right", "only_b": f"only {b.run_id} right"}
     )
+
+
+def reliability(runs: list[Run], calibrated: bool = True) -> dict[str, pd.DataFrame]:
+    """Each calibrated run's reliability table on the test set (`cifar.calibration`)."""
+    from cifar.calibration import reliability_table
+
+    return {
+        run.run_id: reliability_table(
+            run.calibrated_test_predictions if calibrated else run.test_predictions, run.test_labels
+        )
+        for run in runs
+        if run.calibration
+    }
+
+
+def calibration_table(runs: list[Run]) -> pd.DataFrame:
+    """One row per calibrated run: temperature, and ECE / NLL before and after, validation and test."""
+    rows = []
+    for run in runs:
+        record = run.calibration
+        if not record:
+            continue
+        row = {"run": run.run_id, "temperature": record["temperature"], "converged": record["converged"]}
+        for split in ("validation", "test"):
+            row.update({f"{split}_{name}": value for name, value in record[split].items()})
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -189,3 +189,30 @@ def top_k_bars(frame: pd.DataFrame) -> go.Figure:
     return _layout(
         fig, "Top predictions", height=max(260, 60 + 44 * len(order) * max(1, frame["model"].nunique()))
     )
+
+
+def reliability_diagram(tables: dict[str, pd.DataFrame]) -> go.Figure:
+    """Accuracy against mean confidence per confidence bin, one line per run (`tables`: run id ->
+    `calibration.reliability_table`); the diagonal is a perfectly calibrated model."""
+    fig = go.Figure()
+    fig.add_scatter(
+        x=[0, 1],
+        y=[0, 1],
+        mode="lines",
+        name="perfect",
+        line={"dash": "dot", "color": MODEL_COLORS["write-up"]},
+    )
+    for i, (run_id, table) in enumerate(tables.items()):
+        shown = table[table["count"] > 0]
+        fig.add_scatter(
+            x=shown["confidence"],
+            y=shown["accuracy"],
+            mode="lines+markers",
+            name=run_id,
+            line={"color": PALETTE[i % len(PALETTE)]},
+            customdata=shown["count"],
+            hovertemplate="confidence %{x:.1%}<br>accuracy %{y:.1%}<br>%{customdata} images",
+        )
+    fig.update_xaxes(title="mean confidence of the top label", tickformat=".0%", range=[0, 1])
+    fig.update_yaxes(title="accuracy", tickformat=".0%", range=[0, 1.02])
+    return _layout(fig, "Reliability on the test set", height=420)

@@ -111,8 +111,8 @@ def _preload(keys: tuple, _chosen: tuple[Run, ...]) -> threading.Thread:
         for run in _chosen:
             try:
                 predictor(run)
-            except Exception:  # noqa: BLE001 (the page reports a model that cannot load, when asked)
-                _log.warning("preloading %s failed", run.run_id, exc_info=True)
+            except Exception as error:  # noqa: BLE001 (the page says why, when the model is asked for)
+                _log.warning("could not preload %s: %s", run.run_id, error)
 
     thread = threading.Thread(target=load_all, name="preload-models", daemon=True)
     thread.start()
