@@ -276,6 +276,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run")
     evaluate.set_defaults(func=cmd_evaluate)
 
+    sub.add_parser("runs", help="table of runs").set_defaults(func=cmd_runs)
+    sub.add_parser("jobs", help="background jobs").set_defaults(func=cmd_jobs)
+    cache = sub.add_parser("features", help="list the feature cache (--prune: remove obsolete sets)")
+    cache.add_argument("--prune", action="store_true")
+    cache.set_defaults(func=cmd_features)
+
+    standby = sub.add_parser("standby", help="(internal) a job process waiting for its job")
+    standby.add_argument("--ready-file", required=True)
+    standby.add_argument("--idle-seconds", type=float, default=15 * 60, help="exit if no job comes")
+    standby.set_defaults(func=cmd_standby)
+
+    _add_commands_on_finished_runs(sub)
+    return parser
+
+
+def _add_commands_on_finished_runs(sub) -> None:
+    """calibrate, ensemble and predict: what takes finished runs."""
     calibrate = sub.add_parser(
         "calibrate", help="fit a finished run's temperature on its validation split (from its weights)"
     )
@@ -289,17 +306,6 @@ def build_parser() -> argparse.ArgumentParser:
     ensemble.add_argument("--overwrite", action="store_true", help="replace a run of that id")
     ensemble.add_argument("runs", nargs="+", metavar="RUN")
     ensemble.set_defaults(func=cmd_ensemble)
-
-    sub.add_parser("runs", help="table of runs").set_defaults(func=cmd_runs)
-    sub.add_parser("jobs", help="background jobs").set_defaults(func=cmd_jobs)
-    cache = sub.add_parser("features", help="list the feature cache (--prune: remove obsolete sets)")
-    cache.add_argument("--prune", action="store_true")
-    cache.set_defaults(func=cmd_features)
-
-    standby = sub.add_parser("standby", help="(internal) a job process waiting for its job")
-    standby.add_argument("--ready-file", required=True)
-    standby.add_argument("--idle-seconds", type=float, default=15 * 60, help="exit if no job comes")
-    standby.set_defaults(func=cmd_standby)
 
     predict = sub.add_parser("predict", help="classify images (files or folders) with a run's model")
     predict.add_argument("run")
@@ -318,7 +324,6 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"print the k most likely classes (1..{len(CLASS_NAMES)}, default 3)",
     )
     predict.set_defaults(func=cmd_predict)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
