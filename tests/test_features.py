@@ -339,7 +339,18 @@ def test_training_the_head_leaves_the_base_unchanged(images, backbone):
 @pytest.mark.slow
 def test_missing_features_lists_what_is_missing(images, backbone, extract_calls):
     data = Cifar10(images[:7], np.arange(7) % 10, images, np.arange(N_IMAGES) % 10)
-    config = CONFIG.model_copy(update={"tta_flip": True})
+    # Validation predictions are made as the test's: flipped validation images too, unless the
+    # flipped training table (flip_features) already holds them.
+    validated = CONFIG.model_copy(update={"tta_flip": True, "validation_size": 3})
+    assert missing_features(validated, data, backbone)[-1] == ("validation", True, 1)  # 7 // 5 at most
+    validated_from_train = validated.model_copy(update={"flip_features": True})
+    assert sorted(split for split, *_ in missing_features(validated_from_train, data, backbone)) == [
+        "test",
+        "test",
+        "train",
+        "train",
+    ]
+    config = CONFIG.model_copy(update={"tta_flip": True, "validation_size": 0})
     assert missing_features(config, data, backbone) == [
         ("train", False, 7),
         ("test", False, 12),
@@ -366,7 +377,7 @@ def test_ensure_features_loads_or_extracts_every_set_a_config_needs(
 ):
     monkeypatch.setattr(features, "CPU_BATCH", BATCH)  # the compiled function's one shape
     data = Cifar10(images[:7], np.arange(7) % 10, images, np.arange(N_IMAGES) % 10)
-    config = CONFIG.model_copy(update={"tta_flip": True})
+    config = CONFIG.model_copy(update={"tta_flip": True, "validation_size": 0})
     with pytest.raises(FeaturesMissing, match=r"takes about \d+ min"):
         ensure_features(config, data, backbone, extract_missing=False)
     assert extract_calls == []
@@ -403,7 +414,7 @@ def test_extract_for_config_extracts_the_first_images_with_a_bar_per_set(
     data = Cifar10(images, np.arange(N_IMAGES) % 10, images[::-1].copy(), np.arange(N_IMAGES) % 10)
     monkeypatch.setattr(assets, "load_cifar10", lambda log: data)
     monkeypatch.setattr(assets, "load_inception_weights", lambda source, log: backbone)
-    config = CONFIG.model_copy(update={"tta_flip": True})
+    config = CONFIG.model_copy(update={"tta_flip": True, "validation_size": 0})
     extracted = features.extract_for_config(config, limit=7, log=lambda _: None)
     assert {key: table.shape for key, table in extracted.items()} == {
         ("train", False): (7, 2048), ("test", False): (7, 2048), ("test", True): (7, 2048),
