@@ -12,8 +12,6 @@ from dashboard import cache
 
 st.set_page_config(page_title="CIFAR-10 classifiers", page_icon=":material/image:", layout="wide")
 
-if os.environ.get("CIFAR_PRELOAD", "1") != "0":  # Classify's default models, loading in the background
-    cache.preload([run for run in best_runs(cache.runs()).values() if run is not None and run.has_weights])
 
 PAGES = [
     st.Page(
@@ -40,4 +38,9 @@ PAGES = [
     st.Page("app_pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
 ]
 
-st.navigation(PAGES).run()
+try:
+    st.navigation(PAGES).run()
+finally:  # after the page (which may end in st.stop()): loading TensorFlow must not delay the first page
+    if os.environ.get("CIFAR_PRELOAD", "1") != "0":  # Classify's default models, in the background
+        defaults = [run for run in best_runs(cache.runs()).values() if run is not None]
+        cache.preload([run for run in defaults if run.has_weights])

@@ -52,7 +52,7 @@ except ImageError as error:
 # ----------------------------------------------------------------------------- each model's answer
 left, right = st.columns([1, 2])
 answers: dict[str, list[tuple[str, float]]] = {}
-seen: dict[str, np.ndarray] = {}  # what the models were given, by size
+seen: dict[tuple[int, int], tuple[np.ndarray, list[str]]] = {}  # by size: the pixels, and which models
 with right:
     for run in chosen:
         if run.model == "transfer" and not weights_available(run.backbone_source):
@@ -73,10 +73,10 @@ with right:
                 predictor = cache.predictor(run)
                 answers[run.run_id] = predictor.predict(image, top_k=top_k, resolution=resolution)
                 pixels = predictor.model_input(image, resolution)
-            seen[f"{pixels.shape[0]} × {pixels.shape[1]}"] = pixels
+            seen.setdefault(pixels.shape[:2], (pixels, []))[1].append(run.run_id)
             if resolution != "cifar":
                 label, probability = predictor.predict(image, top_k=1, resolution="cifar")[0]
-                st.caption(f"`{run.run_id}` on the 32 × 32 thumbnail instead: {label}, {probability:.0%}.")
+                st.caption(f"`{run.run_id}` on the 32 × 32 thumbnail instead: {label}, {probability:.1%}.")
         except ImageError as error:
             st.error(f"Cannot classify this image: {plain(error)}")
         except Exception as error:  # noqa: BLE001 (one model failing must not hide the others)
@@ -101,13 +101,11 @@ with right:
 
 with left:
     st.image(image, caption=f"Your image ({image.width} × {image.height})", width=224)
-    for size, pixels in sorted(seen.items(), key=lambda item: -len(item[1])):
-        shown = pixels if len(pixels) >= 224 else upscale(pixels, 224)
-        st.image(
-            shown,
-            caption=f"What the model sees: {size}" + ("" if len(pixels) >= 224 else ", upscaled"),
-            width=224,
-        )
+    for (height, width), (pixels, names) in sorted(seen.items(), reverse=True):
+        small = height < 224
+        shown = upscale(pixels, 224) if small else pixels
+        caption = f"What {', '.join(names)} {'sees' if len(names) == 1 else 'see'}: {height} × {width}"
+        st.image(shown, caption=caption + (", upscaled" if small else ""), width=224)
 
 # Full width: two models' class and probability columns fit without scrolling.
 wide = ranked.pivot(index="rank", columns="model", values=["class", "probability"])

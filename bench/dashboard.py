@@ -9,7 +9,7 @@ CIFAR_ARTIFACTS, KERAS_HOME and CIFAR10_NPZ are removed from its environment), t
 - warm render of every page: click its sidebar link (in-app navigation from another page; with
   `--reload`, a full page load of its URL instead) until the script is idle, every Plotly chart is
   drawn and every image is loaded; the median of 3 visits after one warm-up visit. Classify
-  includes uploading a real photo (bench/photos/cat-skimage-1.jpg) and every default model's top-k
+  includes uploading a real photo (bench/photos/dog-kphotoalbum-1.jpg) and every default model's top-k
   answer; "classify upload" is the upload-to-answer part alone;
 - first upload: right after the cold start, Classify opened and the photo uploaded at once: how
   long the first visitor waits while the models may still be loading in the background;
@@ -101,12 +101,12 @@ def proc_status(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
-PHOTO = ROOT / "bench" / "photos" / "cat-skimage-1.jpg"  # scikit-image's "chelsea", a real photo
+PHOTO = ROOT / "bench" / "photos" / "dog-kphotoalbum-1.jpg"  # a real photo, 640 x 426
 THUMBNAIL_MODE = "a 32 × 32 thumbnail, as in CIFAR-10"  # Classify's radio option
 
 
 def upload_image() -> tuple[str, bytes]:
-    """A real photo, as a person uploads it (JPEG, 451 x 300)."""
+    """A real photo, as a person uploads it (JPEG)."""
     return PHOTO.name, PHOTO.read_bytes()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -90,9 +91,17 @@ class Predictor:
     def distribution(self, image: Image.Image, resolution: str | None = None, calibrated: bool = True):
         """(10,) class probabilities of an opened image; calibrated by the run's temperature."""
         resolution = self.resolution(resolution)
-        pixels = self.model_input(image, resolution)[None]
-        raw = (self.full_probabilities if resolution == "full" else self.probabilities)(pixels)[0]
+        pixels = self.model_input(image, resolution)
+        raw = self._raw(resolution, pixels.tobytes(), pixels.shape).copy()
         return temperature_scaled(raw, self.temperature) if calibrated else raw
+
+    # The same pixels come back within one upload (an ensemble asks its members what the page has
+    # just asked them; both resolutions are shown): their answers are kept, the newest few. A
+    # Predictor lives as long as the process, so the cache holding `self` keeps nothing alive.
+    @functools.lru_cache(maxsize=8)  # noqa: B019
+    def _raw(self, resolution: str, data: bytes, shape: tuple[int, ...]) -> np.ndarray:
+        pixels = np.frombuffer(data, np.uint8).reshape(shape)[None]
+        return (self.full_probabilities if resolution == "full" else self.probabilities)(pixels)[0]
 
     def predict(
         self, source, top_k: int = 3, resolution: str | None = None, calibrated: bool = True

@@ -395,6 +395,7 @@ def test_the_full_resolution_path_gives_the_network_the_photo_itself():
     np.testing.assert_allclose(seen[0][0], expected, atol=1e-6)
     np.testing.assert_allclose(seen[1][0], expected[:, ::-1], atol=1e-6)
     np.testing.assert_allclose(predictor.distribution(photo, "full"), temperature_scaled(raw, 2.0), rtol=1e-5)
+    assert len(seen) == 2, "the same pixels again: the network is not run again"
 
     seen.clear()
     predictor.distribution(photo, "cifar")

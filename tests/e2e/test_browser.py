@@ -127,7 +127,7 @@ def test_every_page_classify_and_train(app, page, screenshots):
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
         {"name": "flag.png", "mimeType": "image/png", "buffer": png_bytes()}
     )
-    expect(page.get_by_text("What the model sees")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("What baseline-reference sees: 32 × 32, upscaled")).to_be_visible(timeout=60_000)
     expect(page.locator(".js-plotly-plot")).to_have_count(1, timeout=120_000)  # the model loads once
     settle(page)
     expect(page.get_by_text("backbone weights are not cached")).to_be_visible()
