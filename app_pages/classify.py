@@ -83,8 +83,9 @@ with right:
             st.warning(f"`{run.run_id}` cannot classify: {plain(error)}")
     if not answers:
         st.stop()
-    for note in doubts(answers):
-        st.warning(note)
+    notes = doubts(answers)
+    if notes:
+        st.warning(plain(" ".join(notes)), icon=":material/help:")
     # Long table: one row per (model, rank).
     ranked = pd.DataFrame(
         [
