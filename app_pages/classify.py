@@ -5,9 +5,8 @@ import pandas as pd
 import streamlit as st
 
 from cifar import plots
-from cifar.assets import weights_available
 from cifar.images import ImageError, open_image
-from cifar.predict import RESOLUTIONS, run_resolutions
+from cifar.predict import RESOLUTIONS, missing_backbone
 from cifar.runs import best_runs
 from cifar.trust import doubts
 from dashboard import cache
@@ -55,22 +54,22 @@ answers: dict[str, list[tuple[str, float]]] = {}
 seen: dict[tuple[int, int], tuple[np.ndarray, list[str]]] = {}  # by size: the pixels, and which models
 with right:
     for run in chosen:
-        if run.model == "transfer" and not weights_available(run.backbone_source):
-            st.warning(
-                f"`{run.run_id}`: the InceptionV3 backbone weights are not cached, so the transfer "
-                f"model cannot classify. Run `{FETCH}` to download them."
-            )
-            continue
         if run.trained_on_faulty_resize:
             st.caption(
                 f"`{run.run_id}` was trained before 2026-11-25 on features of XLA's faulty bilinear "
                 "resize; the classifier now resizes correctly, so its answers can differ a little "
                 "from its saved test predictions. Retraining it recomputes the features."
             )
-        resolution = mode if mode in run_resolutions(run) else "cifar"
         try:
+            if missing_backbone(run):
+                st.warning(
+                    f"`{run.run_id}`: the InceptionV3 backbone weights are not cached, so this model "
+                    f"cannot classify. Run `{FETCH}` to download them."
+                )
+                continue
             with st.spinner(f"Asking `{run.run_id}`..."):
                 predictor = cache.predictor(run)
+                resolution = mode if mode in predictor.resolutions else "cifar"
                 answers[run.run_id] = predictor.predict(image, top_k=top_k, resolution=resolution)
                 pixels = predictor.model_input(image, resolution)
             seen.setdefault(pixels.shape[:2], (pixels, []))[1].append(run.run_id)

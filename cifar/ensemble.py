@@ -28,6 +28,7 @@ from cifar.runs import ENSEMBLE_FILE, Run, RunError, RunWriter, load_run
 from cifar.validation import write_calibration
 
 MAX_WEIGHT = 10.0
+MAX_MEMBERS = 8
 
 
 def pooled(member_probabilities: list[np.ndarray], weights) -> np.ndarray:
@@ -54,8 +55,8 @@ def check_members(members: list[Run]) -> None:
     """RunError naming the member unless every member can join the others: distinct runs with
     validation predictions, the same class list, test labels and validation labels."""
     ids = [run.run_id for run in members]
-    if len(members) < 2 or len(set(ids)) != len(ids):
-        raise RunError(f"an ensemble needs at least two different runs, got {ids}")
+    if not 2 <= len(members) <= MAX_MEMBERS or len(set(ids)) != len(ids):
+        raise RunError(f"an ensemble needs 2 to {MAX_MEMBERS} different runs, got {ids}")
     first = members[0]
     for run in members:
         if run.model == "ensemble":
@@ -74,6 +75,8 @@ def check_members(members: list[Run]) -> None:
 
 def make_ensemble(run_id: str, member_ids: list[str], overwrite: bool = False, command: str = "") -> Path:
     """Fit the weights on the members' validation predictions; publish the ensemble's run folder."""
+    if run_id in member_ids:
+        raise RunError(f"{run_id} cannot be a member of itself: choose another --run-id")
     members = [load_run(member) for member in member_ids]
     check_members(members)
     started = time.perf_counter()
@@ -113,7 +116,20 @@ def _ensemble_record(members: list[Run], weights: np.ndarray) -> dict:
         "weights": [float(w) for w in weights],
         "pooling": "log-linear",
         "fitted_on": "validation",
+        "member_finished": [float(run.metrics["finished"]) for run in members],
     }
+
+
+def check_unchanged(ensemble: Run, members: list[Run]) -> None:
+    """RunError naming a member trained again since the ensemble was made (its weight was fitted
+    on the old one's predictions)."""
+    record = _ensemble_file(ensemble)
+    for run, finished in zip(members, record.get("member_finished") or [], strict=False):
+        if float(run.metrics["finished"]) != finished:
+            raise RunError(
+                f"{run.run_id} was trained again after {ensemble.run_id} was made: make the ensemble again "
+                f"(python -m cifar ensemble --run-id {ensemble.run_id} --overwrite ...)"
+            )
 
 
 def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
@@ -136,10 +152,14 @@ def _metrics(members: list[Run], val, val_labels, test, test_labels, started: fl
 
 def ensemble_weights(run: Run) -> tuple[list[str], list[float]]:
     """(members, weights) of an ensemble run, from its ensemble.json."""
+    record = _ensemble_file(run)
+    return record["members"], record["weights"]
+
+
+def _ensemble_file(run: Run) -> dict:
     from cifar import run_files
 
     try:
-        record = run_files.read_json(run.path / ENSEMBLE_FILE, run_files.EnsembleFile)
+        return run_files.read_json(run.path / ENSEMBLE_FILE, run_files.EnsembleFile)
     except run_files.FileError as error:
         raise RunError(f"run {run.run_id!r}: {error}") from None
-    return record["members"], record["weights"]

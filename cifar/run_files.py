@@ -111,6 +111,10 @@ class EnsembleFile(_File):
         list[Annotated[float, Field(ge=0, allow_inf_nan=False)]], Field(min_length=2, max_length=8)
     ]
 
+    # Each member's metrics["finished"] when the ensemble was made: a member trained again since
+    # (--overwrite) no longer matches its weight. Absent in files from before it was recorded.
+    member_finished: Annotated[list[float], Field(max_length=8)] | None = None
+
     @field_validator("weights")
     @classmethod
     def _one_per_member(cls, weights, info):
@@ -207,19 +211,7 @@ RETIRED_KINDS = {"literal_error", "extra_forbidden", "greater_than", "greater_th
 
 def read_arrays(folder: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities (N, n_classes) float32, labels (N,) int64), as `check_predictions` wants."""
-    probs = _load_npy(folder / "test_predictions.npy")
-    labels = _load_npy(folder / "test_labels.npy")
-    if probs.size > MAX_TEST_IMAGES * n_classes or labels.size > MAX_TEST_IMAGES:
-        raise FileError(f"test_predictions.npy, test_labels.npy: more than {MAX_TEST_IMAGES:,} test images")
-    if probs.dtype.kind == "f":
-        with np.errstate(over="ignore"):  # a float64 beyond float32 becomes inf, refused below
-            probs = np.array(probs, dtype=np.float32)
-    labels = np.array(labels)
-    try:
-        check_predictions(probs, labels, n_classes)
-    except ValueError as error:
-        raise FileError(f"test_predictions.npy, test_labels.npy: {error}") from None
-    return probs, labels.astype(np.int64)
+    return _read_predictions(folder, ("test_predictions.npy", "test_labels.npy"), n_classes)
 
 
 def read_validation(folder: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -227,10 +219,17 @@ def read_validation(folder: Path, n_classes: int) -> tuple[np.ndarray, np.ndarra
     names = ("val_predictions.npy", "val_labels.npy")
     if not all((folder / name).exists() for name in names):
         return None
+    return _read_predictions(folder, names, n_classes)
+
+
+def _read_predictions(folder: Path, names: tuple[str, str], n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     probs, labels = _load_npy(folder / names[0]), _load_npy(folder / names[1])
-    if probs.size > MAX_TEST_IMAGES * n_classes or probs.dtype.kind != "f":
-        raise FileError(f"{names[0]}: not at most {MAX_TEST_IMAGES:,} rows of probabilities")
-    probs, labels = np.array(probs, dtype=np.float32), np.array(labels)
+    if probs.size > MAX_TEST_IMAGES * n_classes or labels.size > MAX_TEST_IMAGES:
+        raise FileError(f"{', '.join(names)}: more than {MAX_TEST_IMAGES:,} images")
+    if probs.dtype.kind == "f":
+        with np.errstate(over="ignore"):  # a float64 beyond float32 becomes inf, refused below
+            probs = np.array(probs, dtype=np.float32)
+    labels = np.array(labels)
     try:
         check_predictions(probs, labels, n_classes)
     except ValueError as error:

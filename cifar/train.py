@@ -169,7 +169,9 @@ def train_baseline(
     test = flip_averaged(config.tta_flip, predict, data.x_test, data.x_test[:, :, ::-1])
     x_val = data.x_train[val_idx]
     val = (
-        flip_averaged(config.tta_flip, predict, x_val, x_val[:, :, ::-1]) if len(val_idx) else np.zeros((0,))
+        flip_averaged(config.tta_flip, predict, x_val, x_val[:, :, ::-1])
+        if len(val_idx)
+        else np.zeros((0, NUM_CLASSES), np.float32)
     )
     metrics = run_metrics(data, split, lambda rows: predict(data.x_train[rows]), test, fitted, model)
     save_weights_only(model, lambda: build_baseline(config), writer.path / "model.weights.h5")
@@ -230,8 +232,10 @@ def _validation_probabilities(config: TransferConfig, features: dict, predict, x
     """The head's validation predictions, made as the test predictions are: with `tta_flip`, the
     mean with the flipped images (rows of the training table with `flip_features`, else the
     validation images' own flipped features)."""
+    if not len(val_idx):  # (Keras cannot predict nothing)
+        return np.zeros((0, NUM_CLASSES), np.float32)
     plain = predict(x_table, val_idx)
-    if not config.tta_flip or not len(val_idx):
+    if not config.tta_flip:
         return np.asarray(plain, np.float32)
     if config.flip_features:
         flipped = predict(x_table, val_idx + n_train)

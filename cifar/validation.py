@@ -50,6 +50,10 @@ def backfill(run_id: str, log: Callable[[str], None] = print) -> dict:
     from cifar.runs import RunError, load_run
 
     run = load_run(run_id)
+    if run.model == "ensemble":
+        raise RunError(f"{run_id} is an ensemble: it was calibrated when it was made")
+    if not run.hyperparameters.get("validation_size"):
+        raise RunError(f"{run_id} held no validation images out (validation_size 0): nothing to fit T on")
     if run.config.get("limit"):
         raise RunError(f"{run_id} was trained on the first {run.config['limit']} images, not on CIFAR-10")
     data = load_cifar10(log=log)
@@ -63,7 +67,7 @@ def backfill(run_id: str, log: Callable[[str], None] = print) -> dict:
 
 
 def _baseline_validation(run, images: np.ndarray, log) -> np.ndarray:
-    from cifar.predict import load_model
+    from cifar.restore import load_model
 
     _, model = load_model(run)
     predict = lambda x: model.predict(x, batch_size=PREDICT_BATCH, verbose=0)  # noqa: E731
@@ -76,20 +80,21 @@ def _transfer_validation(run, images: np.ndarray, log) -> np.ndarray:
     from cifar.assets import load_inception_weights
     from cifar.config import load_config
     from cifar.features import extract_features
-    from cifar.predict import load_head
+    from cifar.restore import load_head
+    from cifar.runs import RunError
 
     config = load_config(run.hyperparameters)
     head = load_head(run)
     weights = load_inception_weights(run.backbone_source, log=log)
+    expected = (run.config.get("assets") or {}).get("backbone_sha256")
+    if expected and expected != weights.sha256:
+        raise RunError(f"{run.run_id} was trained on other backbone weights ({expected[:12]})")
 
-    def predict(pixels_flipped: bool):
+    def predict(pixels_flipped: bool):  # the images' features, flipped or not
         features = extract_features(images, config, weights, "validation", pixels_flipped, progress=_bar(log))
         return head.predict(features, batch_size=4096, verbose=0)
 
-    probabilities = predict(False)
-    if config.tta_flip:
-        probabilities = (probabilities + predict(True)) / 2
-    return np.asarray(probabilities, np.float32)
+    return flip_averaged(config.tta_flip, predict, False, True)
 
 
 def _bar(log):

@@ -54,12 +54,17 @@ def run_problems() -> list[str]:
     return _runs(str(root), _listing(root))[1]
 
 
-def _run_key(run: Run) -> tuple[str, str, int]:
-    return str(run.path), run.run_id, _mtime(run.path / "metrics.json")
+def _run_key(run: Run) -> tuple[str, str, tuple[int, int]]:
+    """A run's cache key: a run trained again or calibrated again is a new entry."""
+    return (
+        str(run.path),
+        run.run_id,
+        (_mtime(run.path / "metrics.json"), _mtime(run.path / "calibration.json")),
+    )
 
 
 @st.cache_resource(max_entries=64, show_spinner=False)
-def _report(path: str, run_id: str, signature: int, _run: Run):
+def _report(path: str, run_id: str, signature: tuple, _run: Run):
     from cifar.evaluate import evaluate_run
 
     return evaluate_run(_run)
@@ -83,7 +88,7 @@ def per_image_table(chosen: list[Run], n_images: int | None):
 
 
 @st.cache_resource(max_entries=6, show_spinner=False)  # the page says what it waits for
-def _predictor(path: str, run_id: str, signature: int, _run: Run):
+def _predictor(path: str, run_id: str, signature: tuple, _run: Run):
     from cifar.predict import EnsemblePredictor, load_predictor
 
     if _run.model == "ensemble":  # its members are the members' own cached predictors
@@ -96,7 +101,14 @@ def _predictor(path: str, run_id: str, signature: int, _run: Run):
 
 def predictor(run: Run):
     """The run's model, loaded once per process and shared by every session."""
-    return _predictor(*_run_key(run), run)
+    path, run_id, signature = _run_key(run)
+    if run.model == "ensemble":  # a member trained again is a new ensemble predictor too
+        from cifar.ensemble import ensemble_weights
+
+        signature += tuple(
+            _mtime(run.path.parent / member / "metrics.json") for member in ensemble_weights(run)[0]
+        )
+    return _predictor(path, run_id, signature, run)
 
 
 def preload(chosen: list[Run]) -> threading.Thread:
@@ -108,9 +120,12 @@ def preload(chosen: list[Run]) -> threading.Thread:
 @st.cache_resource(max_entries=1, show_spinner=False)
 def _preload(keys: tuple, _chosen: tuple[Run, ...]) -> threading.Thread:
     def load_all() -> None:
+        from cifar.predict import missing_backbone
+
         for run in _chosen:
             try:
-                predictor(run)
+                if not missing_backbone(run):  # (else loading would download them)
+                    predictor(run)
             except Exception as error:  # noqa: BLE001 (the page says why, when the model is asked for)
                 _log.warning("could not preload %s: %s", run.run_id, error)
 

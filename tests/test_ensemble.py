@@ -12,7 +12,7 @@ from scipy.special import softmax
 from cifar import atomic
 from cifar.ensemble import ensemble_weights, fit_weights, make_ensemble, pooled
 from cifar.runs import RunError, list_runs, load_run, run_path
-from tests.factory import write_run
+from tests.factory import recording_predictor, write_run
 
 TEST_LABELS = np.arange(300, dtype=np.uint8) % 10
 VAL_LABELS = (np.arange(200, dtype=np.uint8) * 3) % 10
@@ -130,5 +130,47 @@ def test_a_member_that_cannot_join_is_named(members, artifacts, make, message):
 
 @pytest.mark.parametrize("ids", [["cnn"], ["cnn", "cnn"]], ids=["one", "twice"])
 def test_an_ensemble_needs_two_different_runs(members, ids):
-    with pytest.raises(RunError, match="at least two different runs"):
+    with pytest.raises(RunError, match="2 to 8 different runs"):
         make_ensemble("bad", ids)
+
+
+def test_an_ensemble_cannot_hold_itself_or_more_than_eight_runs(members, artifacts):
+    with pytest.raises(RunError, match="cannot be a member of itself"):
+        make_ensemble("cnn", members, overwrite=True)
+    for i in range(7):
+        write_run(artifacts, f"more-{i}", "baseline", TEST_LABELS, 0.5, seed=10 + i, val_labels=VAL_LABELS)
+    with pytest.raises(RunError, match="2 to 8 different runs"):
+        make_ensemble("nine", [*members, *(f"more-{i}" for i in range(7))])
+
+
+def test_an_ensemble_predictor_pools_its_members_at_their_own_resolutions(members):
+    from PIL import Image
+
+    from cifar.calibration import temperature_scaled
+    from cifar.predict import EnsemblePredictor
+
+    make_ensemble("duo", members)
+    run = load_run("duo")
+    (cnn, cnn_seen), (weak, weak_seen) = (
+        recording_predictor(load_run("cnn")),
+        recording_predictor(load_run("weak")),
+    )
+    ensemble = EnsemblePredictor(run, [cnn, weak])
+    assert ensemble.resolutions == ("full", "cifar")
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8))
+    raw = ensemble.distribution(photo, calibrated=False)
+    assert cnn_seen[-1].shape == (1, 32, 32, 3) and weak_seen[-1].shape == (1, 75, 75, 3)
+    _, weights = ensemble_weights(run)
+    members_raw = [cnn.distribution(photo, "cifar", False), weak.distribution(photo, "full", False)]
+    np.testing.assert_allclose(raw, pooled([p[None] for p in members_raw], weights)[0], rtol=1e-5)
+    np.testing.assert_allclose(
+        ensemble.distribution(photo), temperature_scaled(raw, run.temperature), rtol=1e-5
+    )
+    ensemble.distribution(photo, "cifar")
+    assert weak_seen[-1].shape == (1, 32, 32, 3)
+
+    # A member trained again since: its weight no longer fits it.
+    metrics = load_run("cnn").metrics
+    atomic.write_json(run_path("cnn") / "metrics.json", {**metrics, "finished": metrics["finished"] + 60})
+    with pytest.raises(RunError, match="cnn was trained again after duo was made"):
+        EnsemblePredictor(run, [recording_predictor(load_run("cnn"))[0], weak])

@@ -14,9 +14,10 @@ from PIL import Image
 
 from cifar.config import CLASS_NAMES
 from cifar.images import MAX_UPLOAD_BYTES, ImageError, as_model_input, open_image
-from cifar.predict import Predictor, load_model
+from cifar.predict import Predictor
+from cifar.restore import load_model
 from cifar.runs import RunError
-from tests.factory import encode, write_run
+from tests.factory import encode, recording_predictor, write_run
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 
@@ -350,33 +351,10 @@ def test_top_k_is_one_to_the_number_of_classes(tmp_path, monkeypatch):
 
 
 def _recording_predictor(model: str, tta_flip: bool, temperature: float):
-    """A Predictor whose network records what it is given (no TensorFlow): its preprocessing only."""
     from types import SimpleNamespace
 
-    from scipy.special import softmax
-
-    from cifar.predict import run_resolutions
-
-    seen: list[np.ndarray] = []
-
-    def network(x):
-        seen.append(np.array(x))
-        return softmax(
-            np.asarray(x, np.float64).mean(axis=(1, 2)) @ np.linspace(-3, 3, 30).reshape(3, 10), axis=1
-        )
-
-    predictor = Predictor.__new__(Predictor)
-    predictor.run = SimpleNamespace(run_id="t", model=model)
-    predictor.class_names, predictor.temperature, predictor.tta_flip = (
-        list(CLASS_NAMES),
-        temperature,
-        tta_flip,
-    )
-    predictor.full_side = 75 if model == "transfer" else None
-    predictor.resolutions = run_resolutions(predictor.run)
-    predictor._network = network
-    predictor._forward = lambda pixels: network(pixels.astype(np.float32) / 127.5 - 1)
-    return predictor, seen
+    run = SimpleNamespace(run_id="t", model=model, class_names=list(CLASS_NAMES), temperature=temperature)
+    return recording_predictor(run, tta_flip)
 
 
 def test_the_full_resolution_path_gives_the_network_the_photo_itself():

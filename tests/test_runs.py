@@ -320,7 +320,7 @@ def test_a_run_with_a_retired_hyperparameter_value_still_shows_but_cannot_classi
     assert "architecture" in run.config_problem and not run.has_weights
     assert [r.run_id for r in list_runs()] == ["old-run"]
     assert runs_table([run]).loc[0, "architecture"] == "resnet"
-    from cifar.predict import load_model
+    from cifar.restore import load_model
 
     with pytest.raises(RunError, match="cannot be rebuilt by this version"):
         load_model(run)

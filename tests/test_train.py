@@ -492,3 +492,15 @@ def test_a_run_whose_predictions_are_not_finite_fails_and_is_not_published(monke
     assert not runs.run_path("diverged").exists()
     status = read_status(runs.partial_path("diverged"))
     assert status["state"] == "failed" and "diverged" in status["message"]
+
+
+@pytest.mark.parametrize("family", ["baseline", "transfer"])
+def test_a_run_without_validation_images_is_published_uncalibrated(family, fake_backbone):
+    """validation_size 0: nothing to fit a temperature on; the run shows its raw probabilities."""
+    config_type = {"baseline": BaselineConfig, "transfer": TransferConfig}[family]
+    config = config_type(**{**REFERENCE[family], "validation_size": 0, "tta_flip": True})
+    folder = train(config, data=fake_backbone, run_id=f"{family}-unvalidated")
+    assert not (folder / "calibration.json").exists() and not (folder / "val_predictions.npy").exists()
+    run = load_run(f"{family}-unvalidated")
+    assert run.temperature == 1.0 and run.validation is None
+    np.testing.assert_allclose(run.calibrated_test_predictions, run.test_predictions, atol=1e-6)

@@ -424,6 +424,7 @@ class FakePredictor:
     def __init__(self, run):
         FakePredictor.loaded.append(run.run_id)
         self.run = run
+        self.resolutions = ("full", "cifar") if run.model == "transfer" else ("cifar",)
 
     @staticmethod
     def probabilities(run_id: str, resolution: str = "cifar") -> np.ndarray:
@@ -520,8 +521,20 @@ def test_the_dashboard_starts_loading_classify_s_models(runs, monkeypatch, open_
     assert asked == []
 
 
-def test_preloaded_models_load_once_per_process(runs, fake_predictor, open_page):
+def test_preloading_skips_a_model_whose_backbone_is_not_cached(runs, fake_predictor):
+    """Loading it would download the InceptionV3 weights, behind the user's back."""
     from dashboard import cache
+
+    chosen = [run for run in cache.runs() if run.run_id in ("baseline-best", "transfer-reference")]
+    cache.preload(chosen).join(30)
+    assert fake_predictor.loaded == ["baseline-best"]
+
+
+def test_preloaded_models_load_once_per_process(runs, fake_predictor, monkeypatch, open_page):
+    import cifar.assets
+    from dashboard import cache
+
+    monkeypatch.setattr(cifar.assets, "weights_available", lambda preference="auto": True)
 
     chosen = [run for run in cache.runs() if run.run_id in ("baseline-best", "transfer-reference")]
     thread = cache.preload(chosen)
@@ -561,9 +574,10 @@ def test_classify_bad_images_are_an_error_message(name, content, runs, fake_pred
 
 def test_classify_model_failure_is_a_warning(runs, monkeypatch, open_page):
     import cifar.predict
+    import cifar.runs
 
     def broken(run):
-        raise cifar.predict.RunError(f"{run.run_id} has no model.weights.h5")
+        raise cifar.runs.RunError(f"{run.run_id} has no model.weights.h5")
 
     monkeypatch.setattr(cifar.predict, "Predictor", broken)
     app = open_page("classify")

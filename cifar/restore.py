@@ -1,0 +1,55 @@
+"""A finished run's model rebuilt from its config, with the weights saved in its folder.
+
+No code comes from the folder: the config says what to build (`cifar.models`), the folder gives
+the weights, and the asset cache the frozen InceptionV3 base (checked against the run's checksum).
+"""
+
+from __future__ import annotations
+
+from cifar.runs import WEIGHTS_FILES, Run, RunError
+
+
+def load_model(run: Run):
+    """The run's model rebuilt from its config with its weights (no code from the folder), as
+    (resize, network): a transfer model's resize (run outside XLA) and the rest; a baseline
+    has no resize (None, model)."""
+    from cifar.config import load_config
+    from cifar.features import outside_xla
+    from cifar.models import build_baseline, build_resize, build_transfer_network
+
+    if run.config_problem:
+        raise RunError(f"{run.run_id}: its model cannot be rebuilt by this version ({run.config_problem})")
+    config = load_config(run.hyperparameters)
+    if config.model == "baseline":
+        return None, _with_weights(build_baseline(config), run, WEIGHTS_FILES["baseline"])
+    from cifar.assets import load_inception_weights
+
+    head = load_head(run)  # before the backbone: a bad weights file fails fast
+    backbone = load_inception_weights(run.backbone_source)
+    expected = (run.config.get("assets") or {}).get("backbone_sha256")
+    if expected and expected != backbone.sha256:
+        raise RunError(f"{run.run_id} was trained on other backbone weights ({expected[:12]})")
+    return outside_xla(build_resize(config)), build_transfer_network(config, backbone.path, head=head)
+
+
+def load_head(run: Run):
+    """A transfer run's head (features -> probabilities) with its saved weights."""
+    from cifar.config import load_config
+    from cifar.models import build_head
+
+    return _with_weights(build_head(load_config(run.hyperparameters)), run, WEIGHTS_FILES["transfer"])
+
+
+def _with_weights(model, run: Run, name: str):
+    """`model` with the weights saved as `name` in the run folder, or a RunError naming the file."""
+    path = run.path / name
+    if not path.is_file():
+        raise RunError(f"{run.run_id} has no {name}")
+    try:
+        model.load_weights(str(path))
+    except Exception as error:  # noqa: BLE001 (h5py and Keras raise many types for a bad file)
+        reason = " ".join(str(error).split())[:300] or type(error).__name__
+        raise RunError(
+            f"{run.run_id}: cannot load {name} into the model its config describes ({reason})"
+        ) from None
+    return model
