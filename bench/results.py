@@ -123,7 +123,10 @@ def calibration_table() -> str:
         if not record:
             rows.append(f"| `{run_id}` | – | not calibrated | | | |")
             continue
-        val, test = record["validation"], record["test"]
+        val, test = record.get("validation") or {}, record.get("test") or {}
+        if not (val and test):
+            rows.append(f"| `{run_id}` | {record['temperature']:.3f} | incomplete calibration.json | | | |")
+            continue
         fit = "converged" if record["converged"] else f"fell back to T = 1: {record['message']}"
         rows.append(
             f"| `{run_id}` | {record['temperature']:.3f} | {fit} "

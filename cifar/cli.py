@@ -151,12 +151,16 @@ def cmd_predict(args, _extra) -> int:
         except ImageError as error:
             print(f"cannot read {image}: {error}", file=sys.stderr)
             failed = True
-    print_answers(answers, args.format, predictor.resolution(args.resolution))
+    probabilities = f"calibrated, T = {predictor.temperature:.3f}" if predictor.run.calibration else "raw"
+    print_answers(answers, args.format, predictor.resolution(args.resolution), probabilities)
     return 1 if failed else 0
 
 
-def print_answers(answers: list[tuple[str, list[tuple[str, float]]]], form: str, resolution: str) -> None:
-    """Each image's ranked classes as a table, CSV (image,rank,label,probability) or JSON."""
+def print_answers(
+    answers: list[tuple[str, list[tuple[str, float]]]], form: str, resolution: str, probabilities: str
+) -> None:
+    """Each image's ranked classes as a table, CSV (image,rank,label,probability) or JSON;
+    `probabilities` says whether they are calibrated (with the temperature) or raw."""
     if form == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(["image", "rank", "label", "probability"])
@@ -167,6 +171,7 @@ def print_answers(answers: list[tuple[str, list[tuple[str, float]]]], form: str,
             {
                 "image": image,
                 "resolution": resolution,
+                "probabilities": probabilities,
                 "top_k": [{"label": c, "probability": p} for c, p in top],
             }
             for image, top in answers
@@ -174,7 +179,7 @@ def print_answers(answers: list[tuple[str, list[tuple[str, float]]]], form: str,
         print(json.dumps(records, indent=2))
     else:
         for image, ranked in answers:
-            print(f"{image}  ({resolution} resolution, calibrated)")
+            print(f"{image}  ({resolution} resolution; probabilities {probabilities})")
             for rank, (label, probability) in enumerate(ranked, 1):
                 print(f"  {rank:2}. {label:12} {probability:7.2%}")
 

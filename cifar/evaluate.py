@@ -175,7 +175,8 @@ def disagreement_matrix(a: Run, b: Run) -> pd.DataFrame:
 
 
 def reliability(runs: list[Run], calibrated: bool = True) -> dict[str, pd.DataFrame]:
-    """Each calibrated run's reliability table on the test set (`cifar.calibration`)."""
+    """Each run's reliability table on the test set (`cifar.calibration`): of its calibrated
+    probabilities (calibrated runs only), or of its raw ones (every run)."""
     from cifar.calibration import reliability_table
 
     return {
@@ -183,7 +184,7 @@ def reliability(runs: list[Run], calibrated: bool = True) -> dict[str, pd.DataFr
             run.calibrated_test_predictions if calibrated else run.test_predictions, run.test_labels
         )
         for run in runs
-        if run.calibration
+        if run.calibration or not calibrated
     }
 
 
@@ -196,6 +197,6 @@ def calibration_table(runs: list[Run]) -> pd.DataFrame:
             continue
         row = {"run": run.run_id, "temperature": record["temperature"], "converged": record["converged"]}
         for split in ("validation", "test"):
-            row.update({f"{split}_{name}": value for name, value in record[split].items()})
+            row.update({f"{split}_{name}": value for name, value in (record.get(split) or {}).items()})
         rows.append(row)
     return pd.DataFrame(rows)

@@ -21,7 +21,7 @@ MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # larger uploads are refused before decodin
 MAX_PIXELS = 120_000_000  # declared size cap (a 10000 x 10000 JPEG passes: it decodes at 1/8 scale)
 DECODE_BUDGET = 256 * 2**20  # bytes one upload may take while it is decoded and shrunk
 MODEL_SIDE = 32
-DECODE_SIDE = 320  # JPEGs decode at >= this size (1/2 .. 1/8 scale; >= the 299 px of a transfer run)
+DECODE_SIDE = 512  # JPEGs decode at >= this size (1/2 .. 1/8 scale): the largest input_size of a transfer run
 WORKING_SIDE = 1024  # larger images are shrunk before colour conversion
 # Memory a decoder holds per pixel besides Pillow's image: libwebp's frame and its copy as bytes,
 # OpenJPEG's 32-bit planes.
@@ -228,11 +228,15 @@ def image_paths(paths: list[str]) -> tuple[list[str], list[str]]:
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            found = sorted(
-                str(path / entry.name)
-                for entry in os.scandir(path)
-                if entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES
-            )
+            try:
+                found = sorted(
+                    str(path / entry.name)
+                    for entry in os.scandir(path)
+                    if entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES
+                )
+            except OSError as error:
+                problems.append(f"{given}: cannot list this folder ({error.strerror or error})")
+                continue
             images += found
             if not found:
                 problems.append(f"{given}: no images in this folder ({', '.join(IMAGE_SUFFIXES)})")

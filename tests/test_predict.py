@@ -391,3 +391,16 @@ def test_a_baseline_only_takes_32_px_images():
         predictor.predict(photo, top_k=11)
     assert seen == []  # refused before anything ran
     assert len(predictor.predict(photo, top_k=3)) == 3 and seen[0].shape == (1, 32, 32, 3)
+
+
+def test_a_folder_that_cannot_be_listed_is_a_problem_not_a_traceback(tmp_path, monkeypatch):
+    from cifar import images
+
+    def refuse(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(images.os, "scandir", refuse)
+    assert images.image_paths([str(tmp_path)]) == (
+        [],
+        [f"{tmp_path}: cannot list this folder (Permission denied)"],
+    )

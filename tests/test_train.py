@@ -205,6 +205,15 @@ def test_train_transfer_on_cached_features_then_predict(tmp_path, monkeypatch, m
     predictor = Predictor.for_run("transfer")
     np.testing.assert_allclose(predictor.probabilities(data.x_test), saved, atol=HEADS[head][2])
 
+    # At full resolution the base gets the photo scaled by the 32 px path's own preprocessing layer.
+    from cifar.models import build_resize
+
+    photos = np.random.default_rng(5).integers(0, 256, (2, 75, 75, 3), dtype=np.uint8)
+    rescale = build_resize(config).get_layer("inception_preprocess")
+    assert not predictor.tta_flip and predictor.resolutions == ("full", "cifar")
+    by_layer = np.asarray(predictor._network(rescale(photos)))
+    np.testing.assert_allclose(predictor.full_probabilities(photos), by_layer, atol=1e-6)
+
     # Other backbone weights than the run's: refused rather than silently wrong.
     shutil.copy(weights_file, tmp_path / "keep.weights.h5")
     base.layers[1].kernel.assign(base.layers[1].kernel * 2)
