@@ -3,9 +3,10 @@
 import streamlit as st
 
 from cifar import plots
+from cifar.cost import pareto_front
 from cifar.evaluate import calibration_table, reliability
 from cifar.runs import hyperparameter_columns, runs_table
-from dashboard import cache
+from dashboard import cache, text
 from dashboard.widgets import chart, require_runs, run_picker
 
 st.title("Compare runs")
@@ -86,3 +87,21 @@ else:
             },
         },
     )
+
+st.subheader("Accuracy against cost")
+if table["flops_per_image"].isna().all():
+    st.info("None of these runs has its cost measured yet: `python -m cifar cost RUN ...` measures it.")
+else:
+    cost = st.selectbox(
+        "Cost", list(text.COST_LABELS), format_func=text.COST_LABELS.get, key="comparison-cost"
+    )
+    front = pareto_front(table, cost)
+    chart(plots.cost_scatter(table, front, cost, text.COST_LABELS[cost]), key="comparison-cost-chart")
+    st.caption(
+        f"On the dotted front: {', '.join(front['run'])}; every other run is beaten by one of them on both "
+        "accuracy and cost. FLOPs are counted from each model's graph by TensorFlow's profiler (a "
+        "multiply-add is 2; a transfer model's ImageNet base included); latency is one call of the "
+        "classifier on this machine."
+    )
+    if unmeasured := list(table.loc[table[cost].isna(), "run"]):
+        st.caption(f"Not shown (not measured): {', '.join(unmeasured)}.")

@@ -61,6 +61,8 @@ for column, (_, row) in zip(st.columns(len(table)), table.iterrows(), strict=Tru
                 delta=f"{(test_accuracy(best) - reference['test_accuracy']) * 100:+.2f} pp vs write-up",
                 delta_color="off",
             )
+        if best is not None and (cost := text.cost_line(best.metrics)):
+            st.caption(f"`{best.run_id}` costs {cost}")
 if table["run"].notna().any():
     chart(plots.headline_bars(table), key="overview-headline-chart")
 

@@ -198,6 +198,24 @@ def cmd_calibrate(args, _extra) -> int:
     return 0
 
 
+def cmd_cost(args, _extra) -> int:
+    """python -m cifar cost RUN [RUN ...]  (add size, FLOPs, latency, total time to metrics.json)"""
+    from cifar.cost import measure
+    from cifar.runs import load_run
+
+    runs = sorted((load_run(run_id) for run_id in args.runs), key=lambda run: run.model == "ensemble")
+    for run in runs:  # (an ensemble sums its members' figures: they go first)
+        cost = measure(run.run_id)
+        total = cost["total_seconds"]
+        print(
+            f"{run.run_id}: {cost['parameters']:,} parameters, {cost['flops_per_image'] / 1e9:.3f} GFLOPs "
+            f"x {cost['views']} view(s), {cost['model_bytes'] / 2**20:.1f} MiB, latency "
+            + ", ".join(f"{ms:.1f} ms at batch {batch}" for batch, ms in cost["latency_ms"].items())
+            + (f", {total / 60:.1f} min in all" if total is not None else f" ({cost['total_seconds_note']})")
+        )
+    return 0
+
+
 def cmd_ensemble(args, _extra) -> int:
     """python -m cifar ensemble --run-id ensemble-best baseline-best transfer-best"""
     from cifar.ensemble import make_ensemble
@@ -303,6 +321,10 @@ def _add_commands_on_finished_runs(sub) -> None:
     )
     calibrate.add_argument("runs", nargs="+", metavar="RUN")
     calibrate.set_defaults(func=cmd_calibrate)
+
+    cost = sub.add_parser("cost", help="measure finished runs' size, FLOPs, latency and total training time")
+    cost.add_argument("runs", nargs="+", metavar="RUN")
+    cost.set_defaults(func=cmd_cost)
 
     ensemble = sub.add_parser(
         "ensemble", help="combine finished runs, weights fitted on their validation split, into a run"

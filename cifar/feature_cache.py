@@ -12,9 +12,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cifar.assets import BackboneWeights
 from cifar.atomic import writer_pid
-from cifar.config import keras_home
-from cifar.features import FeatureSpec, missing_chunks
+from cifar.config import TransferConfig, keras_home
+from cifar.features import FeatureSpec, chunk_rows, missing_chunks, needed_splits, split_images
 from cifar.processes import pid_alive
 
 PRUNE_AFTER_SECONDS = 3600  # nothing written to within the last hour is pruned
@@ -52,7 +53,7 @@ def _describe(path: Path, check_chunks: bool) -> CachedSet:
     try:
         manifest = json.loads((path / "manifest.json").read_text())
         n_images = int(manifest["n_images"])
-        known = set(FeatureSpec.__dataclass_fields__) | {"n_images", "chunk_size", "created"}
+        known = set(FeatureSpec.__dataclass_fields__) | {"n_images", "chunk_size", "created", "seconds"}
         fields = {key: manifest[key] for key in FeatureSpec.__dataclass_fields__ if key in manifest}
         # A manifest with fields this version does not know comes from newer code: not obsolete.
         obsolete = set(manifest) <= known and FeatureSpec(**fields).name != path.name
@@ -96,3 +97,28 @@ def prune_cache() -> tuple[list[Path], float]:
                 part.unlink(missing_ok=True)
                 removed.append(part)
     return removed, freed
+
+
+def extraction_seconds(config: TransferConfig, data, weights: BackboneWeights) -> float | None:
+    """Seconds the extraction of every feature set `config` needs took, from their manifests;
+    None if a set is missing or its time was not recorded (extracted before times were kept)."""
+    total = 0.0
+    for split, flip in needed_splits(config):
+        spec = FeatureSpec.of(config, weights, split, flip, split_images(data, split, config))
+        try:
+            total += float(json.loads((spec.directory() / "manifest.json").read_text())["seconds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    return total
+
+
+def missing_features(config: TransferConfig, data, weights: BackboneWeights) -> list[tuple[str, bool, int]]:
+    """(split, flip, images) of every feature set `config` needs that is not fully cached."""
+    missing = []
+    for split, flip in needed_splits(config):
+        images = split_images(data, split, config)
+        spec = FeatureSpec.of(config, weights, split, flip, images)
+        todo = sum(chunk_rows(len(images), i) for i in missing_chunks(spec.directory(), len(images)))
+        if todo:
+            missing.append((split, flip, todo))
+    return missing

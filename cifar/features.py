@@ -12,6 +12,7 @@ head on cached features predicts the same as the assembled full model). The cach
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -126,7 +127,7 @@ def _chunk_path(directory: Path, index: int) -> Path:
     return directory / f"chunk-{index:05d}.npy"
 
 
-def _chunk_rows(n_images: int, index: int) -> int:
+def chunk_rows(n_images: int, index: int) -> int:
     return min(CHUNK_SIZE, n_images - index * CHUNK_SIZE)
 
 
@@ -135,7 +136,7 @@ def missing_chunks(directory: Path, n_images: int) -> list[int]:
     return [
         i
         for i in range(math.ceil(n_images / CHUNK_SIZE))
-        if _open_chunk(_chunk_path(directory, i), _chunk_rows(n_images, i)) is None
+        if _open_chunk(_chunk_path(directory, i), chunk_rows(n_images, i)) is None
     ]
 
 
@@ -158,7 +159,7 @@ def cached_features(spec: FeatureSpec, n_images: int, dim: int = 2048) -> np.nda
     directory = spec.directory()
     result = None
     for index in range(math.ceil(n_images / CHUNK_SIZE)):
-        rows = _chunk_rows(n_images, index)
+        rows = chunk_rows(n_images, index)
         chunk = _open_chunk(_chunk_path(directory, index), rows)
         if chunk is None or (result is not None and chunk.shape[1] != result.shape[1]):
             return None
@@ -259,10 +260,11 @@ def extract_features(
     _write_manifest(directory, spec, len(images))
     n = len(images)
     todo = [i for i in missing_chunks(directory, n) if i % worker.count == worker.index]
-    done = n - sum(_chunk_rows(n, i) for i in todo)
+    done = n - sum(chunk_rows(n, i) for i in todo)
     if progress:
         progress(done, n)
     if todo:
+        started = time.perf_counter()
         batch = batch_size or (GPU_BATCH if spec.precision != "float32" or _gpu() else CPU_BATCH)
         extract = make_extract_fn(config, weights.path, spec.precision)
         for index in todo:
@@ -274,6 +276,8 @@ def extract_features(
             done += len(pixels)
             if progress:
                 progress(done, n)
+        if worker.count == 1:  # (a cluster's workers share the set: its wall time is not one sum)
+            _write_manifest(directory, spec, n, seconds=time.perf_counter() - started)
     deadline = time.time() + wait_seconds
     while (result := cached_features(spec, n)) is None:
         if worker.count == 1 or time.time() > deadline:
@@ -293,11 +297,22 @@ def _run_batched(extract, pixels: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
-def _write_manifest(directory: Path, spec: FeatureSpec, n: int) -> None:
+def _write_manifest(directory: Path, spec: FeatureSpec, n: int, seconds: float = 0.0) -> None:
+    """Create the set's manifest, or add an extraction's wall time to it (a resumed one adds its part)."""
     path = directory / "manifest.json"
-    if not path.exists():
-        manifest = {**spec.__dict__, "n_images": n, "chunk_size": CHUNK_SIZE, "created": time.time()}
-        atomic.write_json(path, manifest)
+    if path.exists() and not seconds:
+        return
+    manifest = {
+        **spec.__dict__,
+        "n_images": n,
+        "chunk_size": CHUNK_SIZE,
+        "created": time.time(),
+        "seconds": 0.0,
+    }
+    if path.exists():
+        manifest = json.loads(path.read_text())
+    manifest["seconds"] = manifest.get("seconds", 0.0) + seconds
+    atomic.write_json(path, manifest)
 
 
 def load_features(
@@ -381,15 +396,3 @@ def extract_for_config(
             bars[label].close()
 
     return ensure_features(config, data, load_inception_weights(config.weights, log=log), progress=report)
-
-
-def missing_features(config: TransferConfig, data, weights: BackboneWeights) -> list[tuple[str, bool, int]]:
-    """(split, flip, images) of every feature set `config` needs that is not fully cached."""
-    missing = []
-    for split, flip in needed_splits(config):
-        images = split_images(data, split, config)
-        spec = FeatureSpec.of(config, weights, split, flip, images)
-        todo = sum(_chunk_rows(len(images), i) for i in missing_chunks(spec.directory(), len(images)))
-        if todo:
-            missing.append((split, flip, todo))
-    return missing

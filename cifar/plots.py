@@ -216,3 +216,21 @@ def reliability_diagram(tables: dict[str, pd.DataFrame]) -> go.Figure:
     fig.update_xaxes(title="mean confidence of the top label", tickformat=".0%", range=[0, 1])
     fig.update_yaxes(title="accuracy", tickformat=".0%", range=[0, 1.02])
     return _layout(fig, "Reliability on the test set", height=420)
+
+
+def cost_scatter(table: pd.DataFrame, front: pd.DataFrame, cost: str, label: str) -> go.Figure:
+    """Test accuracy against a cost column (log scale) per run, coloured by model, with the Pareto
+    front (`cost.pareto_front`) drawn through the runs worth their cost."""
+    shown = table.dropna(subset=[cost, "test_accuracy"])
+    fig = px.scatter(
+        shown, x=cost, y="test_accuracy", color="model", text="run", log_x=True,
+        color_discrete_map=MODEL_COLORS, hover_name="run",
+    )  # fmt: skip
+    fig.update_traces(textposition="top center", marker={"size": 11})
+    fig.add_scatter(
+        x=front[cost], y=front["test_accuracy"], mode="lines", name="Pareto front",
+        line={"dash": "dot", "color": MODEL_COLORS["write-up"], "shape": "hv"},
+    )  # fmt: skip
+    fig.update_xaxes(title=label)
+    fig.update_yaxes(title="test accuracy", tickformat=".0%")
+    return _layout(fig, "Accuracy against cost", height=440)

@@ -317,13 +317,30 @@ def train(
                 f"than {config.learning_rate:g})"
             )
         _write_results(writer, config, data, trained, environment_info, limit=limit, workers=worker.count)
-        return writer.publish() if worker.is_chief else writer.discard()
+        if not worker.is_chief:
+            return writer.discard()
+        folder = writer.publish()
+        _measure_cost(run_id)
+        return folder
     except BaseException as error:
         writer.status("failed", message=f"{type(error).__name__}: {error}")
         raise
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+
+
+def _measure_cost(run_id: str) -> None:
+    """The published run's cost (`cifar.cost`); a failure leaves the run as it is, said in the log."""
+    from cifar import cost
+
+    if not cost.measure_after_training():
+        return
+    try:
+        fields = cost.measure(run_id)
+        _log.info("cost: %s", fields)
+    except Exception as error:  # noqa: BLE001 (the run is published; its cost can be measured later)
+        _log.warning("could not measure the cost of %s (python -m cifar cost %s): %s", run_id, run_id, error)
 
 
 def _write_results(

@@ -173,7 +173,8 @@ def backbone_weights(preference: str):
 @st.cache_data(max_entries=32, show_spinner="Checking the feature cache...")
 def _feature_plan(needs: str, dataset: tuple, weights: tuple, features: tuple, _config):
     """`needs` is the part of `_config` that decides the feature sets: the cache key."""
-    from cifar.features import estimate_seconds, missing_features
+    from cifar.feature_cache import missing_features
+    from cifar.features import estimate_seconds
 
     missing = missing_features(_config, cifar10(), backbone_weights(_config.weights))
     return missing, sum(estimate_seconds(_config, n) for _, _, n in missing)

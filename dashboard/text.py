@@ -15,6 +15,13 @@ from cifar.runs import Run
 _MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 
 FETCH = "python -m cifar fetch"
+COST_LABELS = {  # runs_table's cost columns a person can put on Comparison's cost axis
+    "flops_per_prediction": "FLOPs per prediction (every view)",
+    "latency_ms_1": "latency of one photo (ms)",
+    "parameters": "parameters",
+    "model_bytes": "bytes a prediction needs",
+    "total_seconds": "total training time (s, feature extraction included)",
+}
 MODEL_TITLES = {"baseline": "Baseline CNN", "transfer": "InceptionV3 transfer", "ensemble": "Ensemble"}
 
 
@@ -55,7 +62,7 @@ def format_duration(seconds: float) -> str:
 
 def feature_plan(missing: list[tuple[str, bool, int]], seconds: float) -> str:
     """What a transfer config needs before its head trains: `missing` (split, flipped, images)
-    from `cifar.features.missing_features`, `seconds` their estimated extraction time."""
+    from `cifar.feature_cache.missing_features`, `seconds` their estimated extraction time."""
     if not missing:
         return "Features are cached: retraining the head takes seconds to minutes."
     parts = [f"{n:,} {split}{' flipped' if flip else ''}" for split, flip, n in missing]
@@ -72,3 +79,19 @@ def home_relative(path: Path) -> str:
         return str(Path("~") / Path(path).relative_to(Path.home()))
     except ValueError:
         return str(path)
+
+
+def cost_line(metrics: dict) -> str | None:
+    """A run's cost in one line (None until `python -m cifar cost` has measured it)."""
+    if "flops_per_image" not in metrics:
+        return None
+    parts = [
+        f"{metrics['parameters'] / 1e6:.1f} M parameters",
+        f"{metrics['flops_per_image'] * metrics['views'] / 1e9:.2f} GFLOPs per image"
+        + (f" ({metrics['views']} views)" if metrics["views"] > 1 else ""),
+    ]
+    if (latency := (metrics.get("latency_ms") or {}).get("1")) is not None:
+        parts.append(f"{latency:.0f} ms per photo")
+    if metrics.get("total_seconds") is not None:
+        parts.append(f"{format_duration(metrics['total_seconds'])} to train")
+    return " · ".join(parts)

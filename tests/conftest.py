@@ -81,6 +81,7 @@ def offline_sandbox(tmp_path, monkeypatch):
     monkeypatch.delenv("CIFAR10_NPZ", raising=False)
     monkeypatch.delenv("TF_CONFIG", raising=False)  # no accidental multi-worker training
     monkeypatch.setenv("CIFAR_PRELOAD", "0")  # no model loads behind a test's back
+    monkeypatch.setenv("CIFAR_MEASURE_COST", "0")  # training's cost step: tests/test_cost.py's
     monkeypatch.setattr(assets, "download", _no_network)
     monkeypatch.setattr(urllib.request, "urlopen", _no_network)
     monkeypatch.setattr(socket.socket, "connect", _loopback_only_connect)
@@ -138,6 +139,7 @@ def trained_baseline(tmp_path_factory):
         patch.setattr(assets, "download", _no_network)
         patch.setattr(socket.socket, "connect", _loopback_only_connect)
         patch.delenv("TF_CONFIG", raising=False)
+        patch.setenv("CIFAR_MEASURE_COST", "1")  # as for users: its cost is measured once published
         train(BaselineConfig(epochs=1, validation_size=20), data=data, run_id="t")
     return root / "artifacts", "t", data
 

@@ -21,7 +21,7 @@ def _cache_set(spec: FeatureSpec, name: str, n_images: int) -> Path:
     folder.mkdir(parents=True)
     features._write_manifest(folder, spec, n_images)
     for index in range(-(-n_images // features.CHUNK_SIZE)):
-        rows = features._chunk_rows(n_images, index)
+        rows = features.chunk_rows(n_images, index)
         atomic.write_npy(features._chunk_path(folder, index), np.zeros((rows, 4), np.float32))
     return folder
 

@@ -17,8 +17,9 @@ import pytest
 
 from cifar import features
 from cifar.assets import BackboneWeights, Cifar10, sha256_file
-from cifar.config import TransferConfig
-from cifar.features import FeaturesMissing, FeatureSpec, ensure_features, extract_features, missing_features
+from cifar.config import TransferConfig, keras_home
+from cifar.feature_cache import extraction_seconds, missing_features
+from cifar.features import FeaturesMissing, FeatureSpec, ensure_features, extract_features
 from tests.backbone import calibrated_inception, structured_images
 
 CONFIG = TransferConfig(resize="bilinear", input_size=75)
@@ -365,6 +366,15 @@ def test_missing_features_lists_what_is_missing(images, backbone, extract_calls)
     extract_features(data.x_train, config, backbone, "train", batch_size=BATCH)
     extract_features(data.x_test, config, backbone, "test", flip=True, batch_size=BATCH)
     assert missing_features(config, data, backbone) == []
+    # Each set's manifest keeps how long its extraction took: a transfer run's total cost.
+    manifests = [path / "manifest.json" for path in (keras_home() / "features").iterdir()]
+    seconds = [json.loads(path.read_text())["seconds"] for path in manifests]
+    assert len(seconds) == 3 and all(s > 0 for s in seconds)
+    assert extraction_seconds(config, data, backbone) == pytest.approx(sum(seconds))
+    record = json.loads(manifests[0].read_text())
+    manifests[0].write_text(json.dumps({k: v for k, v in record.items() if k != "seconds"}))
+    assert extraction_seconds(config, data, backbone) is None, "a set extracted before times were kept"
+    manifests[0].write_text(json.dumps(record))
 
     os.remove(_directory(data.x_test, backbone, "test", config=config) / "chunk-00001.npy")
     os.remove(_directory(data.x_train, backbone, "train", config=config) / "chunk-00001.npy")

@@ -276,6 +276,35 @@ def test_comparison_shows_each_calibrated_run_s_reliability_and_ece(runs, artifa
     assert "None of these runs is calibrated yet" in texts(app.info)
 
 
+def test_comparison_draws_accuracy_against_cost_with_the_pareto_front(runs, open_page):
+    flops = {"baseline-reference": 1e6, "baseline-best": 5e6, "transfer-reference": 4e6}
+    for run_id, value in flops.items():
+        metrics = read_json(run_id, "metrics.json")
+        metrics.update(
+            parameters=10, trainable_parameters=10, flops_per_image=value, views=2, model_bytes=100,
+            latency_ms={"1": 1.0, "256": 9.0}, latency_device="CPU: test", total_seconds=1.0,
+        )  # fmt: skip
+        (runs_root() / run_id / "metrics.json").write_text(json.dumps(metrics))
+    app = open_page("comparison")
+    no_exception(app)
+    accuracy = {run_id: read_json(run_id, "metrics.json")["test_accuracy"] for run_id in flops}
+    by_cost = sorted(flops, key=flops.get)
+    front = [r for i, r in enumerate(by_cost) if all(accuracy[r] > accuracy[o] for o in by_cost[:i])]
+    traces = {trace["name"]: trace for trace in figure(app, 3)["data"]}
+    assert traces["Pareto front"]["x"] == [2 * flops[r] for r in front]  # both views
+    assert traces["Pareto front"]["y"] == pytest.approx([accuracy[r] for r in front])
+    assert f"On the dotted front: {', '.join(front)}" in texts(app.caption)
+    points = {
+        t: dict(zip(trace["text"], trace["x"], strict=True))
+        for t, trace in traces.items()
+        if t != "Pareto front"
+    }
+    assert points["baseline"] == {"baseline-reference": 2e6, "baseline-best": 1e7}
+
+    app.selectbox(key="comparison-cost").set_value("latency_ms_1").run()
+    assert figure(app, 3)["data"][0]["x"] == [1.0, 1.0]
+
+
 def test_comparison_shows_a_newly_published_run(runs, cifar_npz, artifacts, open_page):
     app = open_page("comparison")
     write_run(artifacts, "fresh-job", "baseline", labels_of(cifar_npz), 0.5, seed=9)

@@ -1,0 +1,62 @@
+"""What a run costs (`cifar.cost`): FLOPs counted from the graph, sizes, latency, total time."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cifar.cost import count_flops, parameter_counts
+from cifar.runs import RunError, load_run, run_path
+from tests.factory import write_run
+
+
+def test_flops_of_a_conv_and_a_dense_layer_by_hand():
+    import keras
+
+    model = keras.Sequential(
+        [keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3), keras.layers.Flatten(), keras.layers.Dense(5)]
+    )
+    conv = 2 * (6 * 6 * 4) * (3 * 3 * 3) + 6 * 6 * 4  # multiply-adds (2 each) per output, its bias
+    dense = 2 * 144 * 5 + 5
+    assert count_flops(model, (8, 8, 3)) == conv + dense
+    assert parameter_counts(model) == (4 * 27 + 4 + 144 * 5 + 5,) * 2
+
+
+@pytest.mark.slow
+def test_inception_v3_at_299_px_costs_the_published_5_7_g_multiply_adds():
+    import keras
+
+    base = keras.applications.InceptionV3(weights=None, include_top=False, input_shape=(299, 299, 3))
+    assert count_flops(base, (299, 299, 3)) == pytest.approx(2 * 5.7e9, rel=0.05)
+
+
+@pytest.mark.slow
+def test_training_measures_a_published_run_s_cost(use_trained_baseline):
+    """The session's run was trained with the cost step on, as users' runs are."""
+    from cifar.restore import load_model
+
+    run_id, _ = use_trained_baseline
+    run = load_run(run_id)
+    metrics = run.metrics
+    _, model = load_model(run)
+    assert (metrics["parameters"], metrics["trainable_parameters"]) == parameter_counts(model)
+    assert metrics["flops_per_image"] == count_flops(model, (32, 32, 3))
+    assert metrics["views"] == 1 and metrics["model_bytes"] == (run.path / "model.weights.h5").stat().st_size
+    assert set(metrics["latency_ms"]) == {"1", "256"} and all(ms > 0 for ms in metrics["latency_ms"].values())
+    assert metrics["latency_device"].startswith(("CPU", "GPU"))
+    assert metrics["total_seconds"] == metrics["seconds"] and metrics.get("total_seconds_note") is None
+
+
+def test_an_ensemble_s_cost_needs_its_members_measured(artifacts):
+    from cifar.cost import measure
+    from cifar.ensemble import make_ensemble
+
+    labels, val_labels = np.arange(100) % 10, np.arange(60) % 10
+    for seed, run_id in enumerate(("a", "b")):
+        write_run(artifacts, run_id, "baseline", labels, 0.8, seed=seed, val_labels=val_labels)
+    make_ensemble("ab", ["a", "b"])
+    with pytest.raises(RunError, match="measure the members first: python -m cifar cost a b"):
+        measure("ab")
+    assert "flops_per_image" not in json.loads((run_path("ab") / "metrics.json").read_text())
