@@ -101,7 +101,7 @@ else:
         f"On the dotted front: {', '.join(front['run'])}; every other run is beaten by one of them on both "
         "accuracy and cost. FLOPs are counted from each model's graph by TensorFlow's profiler (a "
         "multiply-add is 2; a transfer model's ImageNet base included); latency is one call of the "
-        "classifier on this machine."
+        "classifier on the machine in each run's `latency_device`."
     )
     if unmeasured := list(table.loc[table[cost].isna(), "run"]):
         st.caption(f"Not shown (not measured): {', '.join(unmeasured)}.")

@@ -218,6 +218,7 @@ def cmd_cost(args, _extra) -> int:
 
 def cmd_ensemble(args, _extra) -> int:
     """python -m cifar ensemble --run-id ensemble-best baseline-best transfer-best"""
+    from cifar.cost import measure_if_enabled
     from cifar.ensemble import make_ensemble
     from cifar.runs import load_run
 
@@ -225,6 +226,7 @@ def cmd_ensemble(args, _extra) -> int:
     run = load_run(make_ensemble(args.run_id, args.runs, overwrite=args.overwrite, command=command).name)
     members = ", ".join(f"{rid} {acc:.2%}" for rid, acc in run.metrics["member_test_accuracy"].items())
     print(f"{run.run_id}: test accuracy {run.metrics['test_accuracy']:.2%} (members: {members})")
+    measure_if_enabled(run.run_id, lambda message: print(message, file=sys.stderr))
     return 0
 
 

@@ -5,7 +5,10 @@
     parameters, trainable_parameters   of the whole model as it predicts (transfer: base + head)
     flops_per_image                    floating-point operations of one 32 x 32 image, one view,
                                        counted from the model's graph by TensorFlow's profiler
-                                       (a multiply-add is 2; the resize to the base's input counts)
+                                       (a multiply-add is 2). The profiler has no count for resize
+                                       ops: a transfer run's 32 px -> 299 px resize (some 10
+                                       operations per output value, ~3 MFLOPs, 0.02 % of the base)
+                                       is left out; its scaling to [-1, 1] is in.
     views                              2 with test-time flip averaging, else 1
     model_bytes                        the files a prediction needs (weights, + the backbone file)
     latency_ms                         {"1": ..., "256": ...}: one call of the Predictor on a batch,
@@ -22,6 +25,7 @@ head alone for a transfer run).
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import time
@@ -101,19 +105,21 @@ def latency_ms(predictor, batches=LATENCY_BATCHES, repeats: int = LATENCY_REPEAT
 
 def model_cost(run: Run) -> dict:
     """parameters, trainable_parameters and flops_per_image of a run's model, rebuilt."""
+    from cifar.config import load_config
+    from cifar.models import build_resize
     from cifar.restore import load_model
 
     resize, network = load_model(run)
     flops = count_flops(network, tuple(network.inputs[0].shape[1:]))
-    if resize is not None:  # the 32 px -> input size resize and scaling, a graph of its own
-        flops += count_flops(resize, IMAGE_SHAPE, "uint8")
+    if resize is not None:  # the scaling to [-1, 1] before the base (the resize: see the docstring)
+        flops += count_flops(build_resize(load_config(run.hyperparameters)), IMAGE_SHAPE, "uint8")
     parameters, trainable = parameter_counts(network)
     return {"parameters": parameters, "trainable_parameters": trainable, "flops_per_image": flops}
 
 
 def total_seconds(run: Run) -> tuple[float | None, str | None]:
     """(training + feature extraction seconds, None) or (None, why the extraction is unknown)."""
-    seconds = float(run.metrics["seconds"])
+    seconds = float(run.metrics.get("seconds") or 0.0)
     if run.model != "transfer":
         return seconds, None
     from cifar.assets import load_cifar10, load_inception_weights
@@ -162,12 +168,16 @@ def _ensemble_cost(run: Run, predictor=None) -> dict:
         raise RunError(f"measure the members first: python -m cifar cost {' '.join(missing)}")
     summed = {
         name: sum(member.metrics[name] for member in members)
-        for name in ("parameters", "trainable_parameters", "flops_per_image", "model_bytes")
+        for name in ("parameters", "trainable_parameters", "model_bytes")
     }
     totals = [member.metrics.get("total_seconds") for member in members]
     return {
         **summed,
-        "views": max(member.metrics["views"] for member in members),
+        # One "view" of an ensemble is every member's answer, their own views included.
+        "flops_per_image": sum(
+            member.metrics["flops_per_image"] * member.metrics["views"] for member in members
+        ),
+        "views": 1,
         "latency_ms": latency_ms(predictor or load_predictor(run)),
         "latency_device": describe_device(),
         "total_seconds": None if None in totals else sum(totals),
@@ -181,13 +191,20 @@ def measure(run_id: str) -> dict:
 
     run = load_run(run_id)
     cost = run_cost(run)
-    atomic.write_json(run.path / "metrics.json", {**run.metrics, **cost})
+    path = run.path / "metrics.json"
+    atomic.write_json(path, {**json.loads(path.read_text()), **cost})  # (the file's null fields kept)
     return cost
 
 
-def measure_after_training() -> bool:
-    """Whether training measures the cost of each run it publishes (CIFAR_MEASURE_COST, default on)."""
-    return os.environ.get("CIFAR_MEASURE_COST", "1") != "0"
+def measure_if_enabled(run_id: str, say=print) -> None:
+    """A newly published run's cost, unless CIFAR_MEASURE_COST=0; what happened is said, a
+    failure too, not raised (the run is complete without it: `python -m cifar cost RUN` later)."""
+    if os.environ.get("CIFAR_MEASURE_COST", "1") == "0":
+        return
+    try:
+        say(f"cost of {run_id}: {measure(run_id)}")
+    except Exception as error:  # noqa: BLE001
+        say(f"could not measure the cost of {run_id} (python -m cifar cost {run_id} later): {error}")
 
 
 def pareto_front(table, cost: str, accuracy: str = "test_accuracy"):

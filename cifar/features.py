@@ -12,6 +12,7 @@ head on cached features predicts the same as the assembled full model). The cach
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -276,8 +277,8 @@ def extract_features(
             done += len(pixels)
             if progress:
                 progress(done, n)
-        if worker.count == 1:  # (a cluster's workers share the set: its wall time is not one sum)
-            _write_manifest(directory, spec, n, seconds=time.perf_counter() - started)
+        if worker.count == 1 and len(todo) == math.ceil(n / CHUNK_SIZE):  # all of it, here and now
+            _record_seconds(directory, time.perf_counter() - started)
     deadline = time.time() + wait_seconds
     while (result := cached_features(spec, n)) is None:
         if worker.count == 1 or time.time() > deadline:
@@ -297,22 +298,19 @@ def _run_batched(extract, pixels: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
-def _write_manifest(directory: Path, spec: FeatureSpec, n: int, seconds: float = 0.0) -> None:
-    """Create the set's manifest, or add an extraction's wall time to it (a resumed one adds its part)."""
+def _write_manifest(directory: Path, spec: FeatureSpec, n: int) -> None:
     path = directory / "manifest.json"
-    if path.exists() and not seconds:
-        return
-    manifest = {
-        **spec.__dict__,
-        "n_images": n,
-        "chunk_size": CHUNK_SIZE,
-        "created": time.time(),
-        "seconds": 0.0,
-    }
-    if path.exists():
-        manifest = json.loads(path.read_text())
-    manifest["seconds"] = manifest.get("seconds", 0.0) + seconds
-    atomic.write_json(path, manifest)
+    if not path.exists():
+        manifest = {**spec.__dict__, "n_images": n, "chunk_size": CHUNK_SIZE, "created": time.time()}
+        atomic.write_json(path, manifest)
+
+
+def _record_seconds(directory: Path, seconds: float) -> None:
+    """The set's extraction time in its manifest: only for a set one process extracted whole
+    (a resumed or shared extraction's time is unknown, and stays absent)."""
+    path = directory / "manifest.json"
+    with contextlib.suppress(OSError, ValueError):  # unreadable: the time stays unknown, features fine
+        atomic.write_json(path, {**json.loads(path.read_text()), "seconds": seconds})
 
 
 def load_features(

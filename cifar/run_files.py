@@ -17,7 +17,15 @@ from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cifar.config import NUM_CLASSES, ConfigError, load_config
 
@@ -84,6 +92,23 @@ class MetricsFile(_File):
     epochs_run: Annotated[int, Field(ge=0)] | None = None
     device: str | None = None
     finished: Finite = 0.0
+    # What the run costs (`cifar.cost`); all or none of the measured fields are there.
+    parameters: Annotated[int, Field(ge=0)] | None = None
+    trainable_parameters: Annotated[int, Field(ge=0)] | None = None
+    flops_per_image: Annotated[int, Field(ge=0)] | None = None
+    views: Annotated[int, Field(ge=1, le=2)] | None = None
+    model_bytes: Annotated[int, Field(ge=0)] | None = None
+    latency_ms: dict[Literal["1", "256"], Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None = None
+    latency_device: str | None = None
+    total_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    total_seconds_note: str | None = None
+
+    @model_validator(mode="after")
+    def _cost_complete(self):
+        measured = [self.flops_per_image, self.views, self.latency_ms, self.model_bytes]
+        if any(value is not None for value in measured) and any(value is None for value in measured):
+            raise ValueError("flops_per_image, views, latency_ms and model_bytes come together")
+        return self
 
 
 class _CalibrationMeasures(_File):

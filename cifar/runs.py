@@ -290,13 +290,16 @@ SUMMARY_FIELDS = ("train_accuracy", "val_accuracy", "test_accuracy", "seconds", 
 # What each run costs (`cifar.cost`), as runs_table's columns; empty until measured.
 COST_COLUMNS = (
     "parameters",
+    "trainable_parameters",
     "flops_per_image",
     "views",
     "flops_per_prediction",
     "model_bytes",
     "latency_ms_1",
     "latency_ms_256",
+    "latency_device",
     "total_seconds",
+    "total_seconds_note",
 )
 
 
@@ -319,13 +322,14 @@ def runs_table(runs: list[Run] | None = None) -> pd.DataFrame:
 def _cost_columns(metrics: dict) -> dict:
     measured = "flops_per_image" in metrics  # (training alone writes `parameters` of what it trained)
     latency = metrics.get("latency_ms") or {}
-    row = {
-        name: metrics.get(name) if measured else None for name in ("parameters", "flops_per_image", "views")
-    }
+    names = ("parameters", "trainable_parameters", "flops_per_image", "views")
+    row = {name: metrics.get(name) if measured else None for name in names}
     row["flops_per_prediction"] = metrics["flops_per_image"] * metrics["views"] if measured else None
     row["model_bytes"] = metrics.get("model_bytes")
     row["latency_ms_1"], row["latency_ms_256"] = latency.get("1"), latency.get("256")
-    row["total_seconds"] = metrics.get("total_seconds")
+    row.update(
+        {name: metrics.get(name) for name in ("latency_device", "total_seconds", "total_seconds_note")}
+    )
     return row
 
 

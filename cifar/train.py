@@ -320,27 +320,16 @@ def train(
         if not worker.is_chief:
             return writer.discard()
         folder = writer.publish()
-        _measure_cost(run_id)
-        return folder
     except BaseException as error:
         writer.status("failed", message=f"{type(error).__name__}: {error}")
         raise
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+    from cifar.cost import measure_if_enabled
 
-
-def _measure_cost(run_id: str) -> None:
-    """The published run's cost (`cifar.cost`); a failure leaves the run as it is, said in the log."""
-    from cifar import cost
-
-    if not cost.measure_after_training():
-        return
-    try:
-        fields = cost.measure(run_id)
-        _log.info("cost: %s", fields)
-    except Exception as error:  # noqa: BLE001 (the run is published; its cost can be measured later)
-        _log.warning("could not measure the cost of %s (python -m cifar cost %s): %s", run_id, run_id, error)
+    measure_if_enabled(run_id, _log.info)  # the run is published: a failure or cancel here leaves it
+    return folder
 
 
 def _write_results(

@@ -94,4 +94,6 @@ def cost_line(metrics: dict) -> str | None:
         parts.append(f"{latency:.0f} ms per photo")
     if metrics.get("total_seconds") is not None:
         parts.append(f"{format_duration(metrics['total_seconds'])} to train")
+    else:
+        parts.append("training time unknown (its features' extraction was not timed)")
     return " · ".join(parts)

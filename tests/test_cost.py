@@ -60,3 +60,44 @@ def test_an_ensemble_s_cost_needs_its_members_measured(artifacts):
     with pytest.raises(RunError, match="measure the members first: python -m cifar cost a b"):
         measure("ab")
     assert "flops_per_image" not in json.loads((run_path("ab") / "metrics.json").read_text())
+
+
+def test_the_pareto_front_keeps_the_runs_no_other_beats_on_both():
+    import pandas as pd
+
+    from cifar.cost import pareto_front
+
+    table = pd.DataFrame(
+        {
+            "run": ["cheap", "dear-worse", "dear-better", "tie-cost-worse", "unmeasured"],
+            "test_accuracy": [0.70, 0.65, 0.90, 0.60, 0.99],
+            "flops_per_prediction": [1.0, 5.0, 5.0, 1.0, None],
+        }
+    )
+    assert list(pareto_front(table, "flops_per_prediction")["run"]) == ["cheap", "dear-better"]
+
+
+def test_an_ensemble_costs_its_members_together(artifacts, monkeypatch):
+    """Every member's every view: FLOPs x views summed into one ensemble 'view'."""
+    from cifar import atomic, cost, predict
+    from cifar.ensemble import make_ensemble
+
+    labels, val_labels = np.arange(100) % 10, np.arange(60) % 10
+    members = {"a": (1_000, 2, 100.0), "b": (50_000, 1, None)}  # flops, views, total seconds
+    for seed, (run_id, (flops, views, total)) in enumerate(members.items()):
+        folder = write_run(artifacts, run_id, "baseline", labels, 0.8, seed=seed, val_labels=val_labels)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics.update(
+            parameters=10 * (seed + 1), trainable_parameters=5, flops_per_image=flops, views=views,
+            model_bytes=1000, latency_ms={"1": 1.0, "256": 9.0}, latency_device="CPU", total_seconds=total,
+        )  # fmt: skip
+        atomic.write_json(folder / "metrics.json", metrics)
+    make_ensemble("ab", ["a", "b"])
+    monkeypatch.setattr(predict, "load_predictor", lambda run: "the ensemble's predictor")
+    monkeypatch.setattr(cost, "latency_ms", lambda predictor: {"1": 3.0, "256": 30.0})
+    measured = cost.measure("ab")
+    assert measured["flops_per_image"] == 1_000 * 2 + 50_000 and measured["views"] == 1
+    assert (measured["parameters"], measured["model_bytes"]) == (30, 2000)
+    assert measured["total_seconds"] is None and "unknown" in measured["total_seconds_note"]
+    stored = load_run("ab").metrics
+    assert stored["latency_ms"] == {"1": 3.0, "256": 30.0} and stored["test_accuracy"] > 0

@@ -214,12 +214,37 @@ def test_train_transfer_on_cached_features_then_predict(tmp_path, monkeypatch, m
     by_layer = np.asarray(predictor._network(rescale(photos)))
     np.testing.assert_allclose(predictor.full_probabilities(photos), by_layer, atol=1e-6)
 
+    # Its cost: the whole model as it predicts, the frozen base with the head.
+    import keras
+
+    from cifar.cost import count_flops, model_cost
+
+    cost = model_cost(load_run("transfer"))
+    side = config.input_size
+    bare = keras.applications.InceptionV3(weights=None, include_top=False, input_shape=(side, side, 3))
+    head_parameters = HEADS[head][1]
+    assert cost["parameters"] == bare.count_params() + head_parameters
+    assert cost["trainable_parameters"] == sum(
+        int(np.prod(w.shape)) for w in predictor_head_weights(folder, config)
+    )
+    base_flops = count_flops(bare, (side, side, 3))
+    assert base_flops < cost["flops_per_image"] < base_flops * 1.01 + 2 * head_parameters + 3 * 32 * 32 * 2
+
     # Other backbone weights than the run's: refused rather than silently wrong.
     shutil.copy(weights_file, tmp_path / "keep.weights.h5")
     base.layers[1].kernel.assign(base.layers[1].kernel * 2)
     base.save_weights(str(weights_file))
     with pytest.raises(runs.RunError, match="other backbone weights"):
         Predictor.for_run("transfer")
+
+
+def predictor_head_weights(folder, config):
+    """The trainable weights of a transfer run's head (what training fitted)."""
+    from cifar.models import build_head
+
+    head = build_head(config)
+    head.load_weights(str(folder / "head.weights.h5"))
+    return head.trainable_weights
 
 
 def _no_extraction(*args, **kwargs):

@@ -169,6 +169,22 @@ def test_overview_picks_the_best_run_when_no_reference(artifacts, cifar_npz, ope
     assert "python -m cifar train transfer" in texts(app.code)
 
 
+def test_overview_cards_give_the_best_run_s_cost(runs, open_page):
+    from dashboard.text import cost_line
+
+    metrics = read_json("baseline-best", "metrics.json")
+    metrics.update(
+        parameters=1_980_000, trainable_parameters=1_970_000, flops_per_image=3.2e8, views=2,
+        model_bytes=8_000_000, latency_ms={"1": 4.0, "256": 900.0}, latency_device="CPU",
+        total_seconds=5760.0,
+    )  # fmt: skip
+    (runs_root() / "baseline-best" / "metrics.json").write_text(json.dumps(metrics))
+    app = open_page("overview")
+    no_exception(app)
+    assert f"`baseline-best` costs {cost_line(metrics)}" in texts(app.caption)
+    assert "costs" not in texts(app.caption).replace("`baseline-best` costs", "")  # the others: unmeasured
+
+
 def test_overview_empty_state(open_page):
     app = open_page()
     no_exception(app)

@@ -35,3 +35,18 @@ def test_home_relative_hides_the_home_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     assert text.home_relative(tmp_path / ".keras" / "features") == "~/.keras/features"
     assert text.home_relative(Path("/srv/keras")) == "/srv/keras"
+
+
+def test_a_run_s_cost_in_one_line():
+    measured = {
+        "parameters": 23_930_000, "flops_per_image": 11.46e9, "views": 2,
+        "latency_ms": {"1": 312.4, "256": 40_100.0}, "total_seconds": 3300.0,
+    }  # fmt: skip
+    assert text.cost_line(measured) == (
+        "23.9 M parameters · 22.92 GFLOPs per image (2 views) · 312 ms per photo · 55 min to train"
+    )
+    assert text.cost_line({**measured, "views": 1, "total_seconds": None}) == (
+        "23.9 M parameters · 11.46 GFLOPs per image · 312 ms per photo · training time unknown "
+        "(its features' extraction was not timed)"
+    )
+    assert text.cost_line({"parameters": 10}) is None  # not measured: training's count alone says little
