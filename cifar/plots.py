@@ -233,4 +233,4 @@ def cost_scatter(table: pd.DataFrame, front: pd.DataFrame, cost: str, label: str
     )  # fmt: skip
     fig.update_xaxes(title=label)
     fig.update_yaxes(title="test accuracy", tickformat=".0%")
-    return _layout(fig, "Accuracy against cost", height=440)
+    return _layout(fig, None, height=440)  # (the page's subheader names it)
