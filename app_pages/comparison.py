@@ -5,7 +5,7 @@ import streamlit as st
 from cifar import plots
 from cifar.cost import pareto_front
 from cifar.evaluate import calibration_table, reliability
-from cifar.runs import hyperparameter_columns, runs_table
+from cifar.tables import hyperparameter_columns, runs_table
 from dashboard import cache, text
 from dashboard.widgets import chart, require_runs, run_picker
 

@@ -117,7 +117,7 @@ def cmd_evaluate(args, _extra) -> int:
 
 def cmd_runs(args, _extra) -> int:
     """python -m cifar runs"""
-    from cifar.runs import runs_table
+    from cifar.tables import runs_table
 
     table = runs_table()
     if table.empty:

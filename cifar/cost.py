@@ -208,7 +208,7 @@ def measure_if_enabled(run_id: str, say=print) -> None:
 
 
 def pareto_front(table, cost: str, accuracy: str = "test_accuracy"):
-    """The rows of `table` (a `runs.runs_table`) that no other row beats on both: cheaper or as
+    """The rows of `table` (a `tables.runs_table`) that no other row beats on both: cheaper or as
     cheap, and more accurate or as accurate; by rising cost. Rows without the cost are left out."""
     rows = table.dropna(subset=[cost, accuracy]).sort_values([cost, accuracy], ascending=[True, False])
     best, keep = float("-inf"), []

@@ -55,7 +55,7 @@ def headline_bars(table: pd.DataFrame) -> go.Figure:
 
 
 def accuracy_bars(table: pd.DataFrame) -> go.Figure:
-    """Train / validation / test accuracy per run, side by side (a `runs.runs_table`)."""
+    """Train / validation / test accuracy per run, side by side (a `tables.runs_table`)."""
     fig = go.Figure()
     for split, color in SPLIT_COLORS.items():
         column = f"{'val' if split == 'validation' else split}_accuracy"

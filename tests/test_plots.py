@@ -8,7 +8,8 @@ import plotly.graph_objects as go
 
 from cifar import plots
 from cifar.evaluate import disagreement_matrix, evaluate_run
-from cifar.runs import headline_table, load_run, runs_table
+from cifar.runs import headline_table, load_run
+from cifar.tables import runs_table
 
 
 def test_every_figure_builds(runs):

@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cifar import runs
+from cifar import runs, tables
 from cifar.features import RESIZE_LEFT_XLA
-from cifar.runs import RunError, RunWriter, check_run_id, list_runs, load_run, runs_table
+from cifar.runs import RunError, RunWriter, check_run_id, list_runs, load_run
+from cifar.tables import runs_table
 from tests.factory import npz_cifar, write_run
 
 
@@ -304,7 +305,7 @@ def test_hyperparameter_columns_are_the_configs_fields():
 
     table = runs_table(list_runs())
     fields = {row["name"] for model in ("baseline", "transfer") for row in field_table(model)}
-    assert set(runs.hyperparameter_columns(table)) == fields
+    assert set(tables.hyperparameter_columns(table)) == fields
 
 
 def test_a_run_with_a_retired_hyperparameter_value_still_shows_but_cannot_classify(artifacts):

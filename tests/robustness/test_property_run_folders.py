@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from cifar import evaluate, jobs, plots, runs
+from cifar import evaluate, jobs, plots, runs, tables
 from cifar.config import CLASS_NAMES, parse_config
 from cifar.runs import RunError, list_runs, load_run, partial_path
 from dashboard import text
@@ -194,9 +194,9 @@ def spoiled(template: Path, damage: list[tuple[str, Callable[[Path], None]]]):
 def use_every_reading(listed: list[runs.Run]) -> None:
     """What the pages and commands do with the runs they are given (the figures of the hostile
     parts: history and metrics; the pages below draw every figure)."""
-    table = runs.runs_table(listed)
+    table = tables.runs_table(listed)
     plots.accuracy_bars(table)
-    parameters = runs.hyperparameter_columns(table)  # typed by `cifar.config`: one stands for all
+    parameters = tables.hyperparameter_columns(table)  # typed by `cifar.config`: one stands for all
     plots.hyperparameter_scatter(table, "learning_rate" if "learning_rate" in parameters else parameters[0])
     runs.headline_table(listed)
     plots.learning_curves({run.run_id: run.history for run in listed})

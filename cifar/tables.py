@@ -1,0 +1,60 @@
+"""Runs as tables: one row per run, its results and cost first, then every hyperparameter
+(HParams-style); what Comparison and `python -m cifar runs` show."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from cifar.runs import Run, list_runs
+
+SUMMARY_FIELDS = ("train_accuracy", "val_accuracy", "test_accuracy", "seconds", "epochs_run")
+# What each run costs (`cifar.cost`), as runs_table's columns; empty until measured.
+COST_COLUMNS = (
+    "parameters",
+    "trainable_parameters",
+    "flops_per_image",
+    "views",
+    "flops_per_prediction",
+    "model_bytes",
+    "latency_ms_1",
+    "latency_ms_256",
+    "latency_device",
+    "total_seconds",
+    "total_seconds_note",
+)
+
+
+def runs_table(runs: list[Run] | None = None) -> pd.DataFrame:
+    """One row per run: results first, then every hyperparameter (HParams-style)."""
+    runs = list_runs() if runs is None else runs
+    rows = []
+    for run in runs:
+        row = {"run": run.run_id, "model": run.model}
+        row.update({name: run.metrics.get(name) for name in SUMMARY_FIELDS})
+        test = run.calibration.get("test") or {}
+        row["test_ece"], row["test_ece_uncalibrated"] = test.get("ece_after"), test.get("ece_before")
+        row.update(_cost_columns(run.metrics))
+        row["device"] = run.metrics.get("device")
+        row.update({k: v for k, v in run.hyperparameters.items() if k != "model"})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _cost_columns(metrics: dict) -> dict:
+    measured = "flops_per_image" in metrics  # (training alone writes `parameters` of what it trained)
+    latency = metrics.get("latency_ms") or {}
+    names = ("parameters", "trainable_parameters", "flops_per_image", "views")
+    row = {name: metrics.get(name) if measured else None for name in names}
+    row["flops_per_prediction"] = metrics["flops_per_image"] * metrics["views"] if measured else None
+    row["model_bytes"] = metrics.get("model_bytes")
+    row["latency_ms_1"], row["latency_ms_256"] = latency.get("1"), latency.get("256")
+    row.update(
+        {name: metrics.get(name) for name in ("latency_device", "total_seconds", "total_seconds_note")}
+    )
+    return row
+
+
+def hyperparameter_columns(table: pd.DataFrame) -> list[str]:
+    """Columns of `runs_table` that are hyperparameters (not ids or results)."""
+    skip = {"run", "model", "device", "test_ece", "test_ece_uncalibrated", *SUMMARY_FIELDS, *COST_COLUMNS}
+    return [column for column in table.columns if column not in skip]
