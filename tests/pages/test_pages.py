@@ -174,7 +174,7 @@ def test_overview_cards_give_the_best_run_s_cost(runs, open_page):
 
     metrics = read_json("baseline-best", "metrics.json")
     metrics.update(
-        parameters=1_980_000, trainable_parameters=1_970_000, flops_per_image=3.2e8, views=2,
+        parameters=1_980_000, trainable_parameters=1_970_000, flops_per_image=320_000_000, views=2,
         model_bytes=8_000_000, latency_ms={"1": 4.0, "256": 900.0}, latency_device="CPU",
         total_seconds=5760.0,
     )  # fmt: skip
@@ -293,7 +293,7 @@ def test_comparison_shows_each_calibrated_run_s_reliability_and_ece(runs, artifa
 
 
 def test_comparison_draws_accuracy_against_cost_with_the_pareto_front(runs, open_page):
-    flops = {"baseline-reference": 1e6, "baseline-best": 5e6, "transfer-reference": 4e6}
+    flops = {"baseline-reference": 1_000_000, "baseline-best": 5_000_000, "transfer-reference": 4_000_000}
     for run_id, value in flops.items():
         metrics = read_json(run_id, "metrics.json")
         metrics.update(
@@ -315,7 +315,7 @@ def test_comparison_draws_accuracy_against_cost_with_the_pareto_front(runs, open
         for t, trace in traces.items()
         if t != "Pareto front"
     }
-    assert points["baseline"] == {"baseline-reference": 2e6, "baseline-best": 1e7}
+    assert points["baseline"] == {"baseline-reference": 2_000_000, "baseline-best": 10_000_000}
 
     app.selectbox(key="comparison-cost").set_value("latency_ms_1").run()
     assert figure(app, 3)["data"][0]["x"] == [1.0, 1.0]
