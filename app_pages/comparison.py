@@ -43,6 +43,21 @@ st.dataframe(
             )
         },
         "seconds": st.column_config.NumberColumn(format="%.0f s"),
+        "total_seconds": st.column_config.NumberColumn(format="%.0f s"),
+        "model_bytes": st.column_config.NumberColumn(format="bytes"),
+        **{
+            name: st.column_config.NumberColumn(format="%.1f ms")
+            for name in ("latency_ms_1", "latency_ms_256")
+        },
+        **{
+            name: st.column_config.NumberColumn(format="compact")
+            for name in (
+                "parameters",
+                "trainable_parameters",
+                "flops_per_image",
+                "flops_per_prediction",
+            )
+        },
     },
 )
 
