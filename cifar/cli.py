@@ -234,8 +234,11 @@ def cmd_jobs(args, _extra) -> int:
     """python -m cifar jobs  (background jobs and their state)"""
     from cifar.jobs import list_jobs
 
-    for job in list_jobs():
+    jobs = list_jobs()
+    for job in jobs:
         print(f"{job.run_id:40} {job.state:10} {job.progress:6.1%}  {job.message}")
+    if not jobs:
+        print("no background jobs (the dashboard's Train page starts them)")
     return 0
 
 
@@ -249,10 +252,13 @@ def cmd_features(args, _extra) -> int:
             print(f"removed {path}")
         print(f"freed {freed:,.0f} MB")
         return 0
-    for cached in cache_inventory():
+    inventory = cache_inventory()
+    for cached in inventory:
         state = "obsolete" if cached.obsolete else ("complete" if cached.complete else "incomplete")
         images = "?" if cached.n_images is None else f"{cached.n_images:,}"
         print(f"{cached.name:90} {images:>7} images {cached.megabytes:8,.0f} MB  {state}")
+    if not inventory:
+        print("the feature cache is empty (python -m cifar extract fills it)")
     return 0
 
 

@@ -104,3 +104,12 @@ def test_top_k_accepts_one_to_the_number_of_classes():
     assert parser.parse_args(["predict", "r", "i.png"]).top_k == 3
     for top_k in (1, len(CLASS_NAMES)):
         assert parser.parse_args(["predict", "r", "i.png", "--top-k", str(top_k)]).top_k == top_k
+
+
+@pytest.mark.parametrize(
+    "command, says",
+    [("jobs", "no background jobs"), ("features", "the feature cache is empty")],
+)
+def test_an_empty_listing_says_so(command, says, capsys):
+    assert cli.main([command]) == 0
+    assert says in capsys.readouterr().out

@@ -165,3 +165,19 @@ def test_exact2015_max_pools_where_keras_averages():
     assert keras_pools and len(keras_pools) == len(exact_pools)
     changed = [(a, b) for a, b in zip(keras_pools, exact_pools, strict=True) if a is not b]
     assert changed == [(keras.layers.AveragePooling2D, keras.layers.MaxPooling2D)]
+
+
+def test_keras_runs_on_tensorflow_whatever_the_user_s_keras_json_says(tmp_path):
+    """A ~/.keras/keras.json asking for JAX (not even installed here) does not reach our models."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.factory import REPO
+
+    (tmp_path / "keras.json").write_text(json.dumps({"backend": "jax", "floatx": "float32"}))
+    env = {**os.environ, "KERAS_HOME": str(tmp_path), "PYTHONPATH": str(REPO), "KERAS_BACKEND": "jax"}
+    code = "import cifar.models, keras; print(keras.backend.backend())"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "tensorflow", done.stderr[-2000:]
