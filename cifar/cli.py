@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
+from cifar import __version__
 from cifar.config import CLASS_NAMES, CONFIG_TYPES, ConfigError, allowed_range, field_table, parse_config
 
 
@@ -271,6 +272,7 @@ def cmd_standby(args, _extra) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cifar", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     fetch = sub.add_parser("fetch", help="download, verify and cache the data and weights")

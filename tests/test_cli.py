@@ -113,3 +113,11 @@ def test_top_k_accepts_one_to_the_number_of_classes():
 def test_an_empty_listing_says_so(command, says, capsys):
     assert cli.main([command]) == 0
     assert says in capsys.readouterr().out
+
+
+def test_version(capsys):
+    import cifar
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out.strip().endswith(cifar.__version__)

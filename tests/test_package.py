@@ -1,0 +1,38 @@
+"""The package as pip builds it: its dependencies (requirements.txt), Python, console script, version."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import cifar
+from tests.factory import REPO
+
+
+def test_the_package_builds_with_its_requirements_and_a_cifar_command(tmp_path):
+    source = tmp_path / "source"  # a copy: an in-tree build would leave build/ and *.egg-info behind
+    source.mkdir()
+    for name in ("pyproject.toml", "requirements.txt", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    shutil.copytree(REPO / "cifar", source / "cifar", ignore=shutil.ignore_patterns("__pycache__"))
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q"]
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    built = subprocess.run(
+        [*command, "-w", str(tmp_path), str(source)], capture_output=True, text=True, env=env
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    with zipfile.ZipFile(next(tmp_path.glob("*.whl"))) as wheel:
+        names = wheel.namelist()
+        metadata = wheel.read(next(n for n in names if n.endswith("METADATA"))).decode().splitlines()
+        entry_points = wheel.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    required = sorted(line.split(":", 1)[1].strip().split("<")[0].split(">")[0] for line in metadata
+                      if line.startswith("Requires-Dist:"))  # fmt: skip
+    listed = (REPO / "requirements.txt").read_text().splitlines()
+    wanted = sorted(line.split("<")[0].split(">")[0] for line in listed if line and not line.startswith("#"))
+    assert required == wanted
+    assert "Requires-Python: >=3.11" in metadata and f"Version: {cifar.__version__}" in metadata
+    assert "cifar = cifar.cli:main" in entry_points
+    assert "cifar/cli.py" in names and not any(name.startswith(("tests/", "dashboard/")) for name in names)
