@@ -132,7 +132,7 @@ def cmd_predict(args, _extra) -> int:
     """python -m cifar predict RUN PATH [PATH ...] [--resolution full|cifar] [--top-k K]
     [--format table|csv|json]: every image named or found in a folder, the model loaded once."""
     from cifar.images import ImageError, image_paths
-    from cifar.predict import Predictor, run_resolutions
+    from cifar.predict import load_predictor, run_resolutions
     from cifar.runs import load_run
 
     images, problems = image_paths(args.paths)
@@ -140,11 +140,12 @@ def cmd_predict(args, _extra) -> int:
         print(f"error: {problem}", file=sys.stderr)
     if not images:
         return 2
-    known = run_resolutions(load_run(args.run))  # before TensorFlow loads
+    run = load_run(args.run)
+    known = run_resolutions(run)  # before TensorFlow loads
     if args.resolution and args.resolution not in known:
         print(f"error: {args.run} takes {' and '.join(known)} images, not {args.resolution}", file=sys.stderr)
         return 2
-    predictor = Predictor.for_run(args.run)
+    predictor = load_predictor(run)
     answers, failed = [], bool(problems)
     for image in images:
         try:

@@ -103,16 +103,15 @@ def latency_ms(predictor, batches=LATENCY_BATCHES, repeats: int = LATENCY_REPEAT
     return result
 
 
-def model_cost(run: Run) -> dict:
-    """parameters, trainable_parameters and flops_per_image of a run's model, rebuilt."""
+def model_cost(predictor) -> dict:
+    """parameters, trainable_parameters and flops_per_image of a run's loaded model (a Predictor)."""
     from cifar.config import load_config
     from cifar.models import build_resize
-    from cifar.restore import load_model
 
-    resize, network = load_model(run)
+    network = predictor.network
     flops = count_flops(network, tuple(network.inputs[0].shape[1:]))
-    if resize is not None:  # the scaling to [-1, 1] before the base (the resize: see the docstring)
-        flops += count_flops(build_resize(load_config(run.hyperparameters)), IMAGE_SHAPE, "uint8")
+    if predictor.run.model == "transfer":  # the scaling to [-1, 1] (the resize: see the docstring)
+        flops += count_flops(build_resize(load_config(predictor.run.hyperparameters)), IMAGE_SHAPE, "uint8")
     parameters, trainable = parameter_counts(network)
     return {"parameters": parameters, "trainable_parameters": trainable, "flops_per_image": flops}
 
@@ -147,7 +146,7 @@ def run_cost(run: Run, predictor=None) -> dict:
     predictor = predictor or load_predictor(run)
     total, note = total_seconds(run)
     return {
-        **model_cost(run),
+        **model_cost(predictor),
         "views": 2 if run.hyperparameters.get("tta_flip") else 1,
         "model_bytes": model_bytes(run),
         "latency_ms": latency_ms(predictor),

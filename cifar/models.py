@@ -90,10 +90,15 @@ def build_airbench(config: BaselineConfig) -> keras.Model:
 # ----------------------------------------------------------------------------- transfer model
 
 
+def inception_scaling() -> layers.Rescaling:
+    """uint8 pixels -> [-1, 1], Inception's input range (before or after the resize: it is linear)."""
+    return layers.Rescaling(1 / 127.5, offset=-1.0, name="inception_preprocess")
+
+
 def build_resize(config: TransferConfig) -> keras.Model:
     """uint8 32x32 pixels -> the base's input: resized and scaled to [-1, 1] (Inception's range)."""
     inputs = keras.Input(IMAGE_SHAPE, dtype="uint8", name="pixels")
-    x = layers.Rescaling(1 / 127.5, offset=-1.0, name="inception_preprocess")(inputs)
+    x = inception_scaling()(inputs)
     if config.resize == "upsample7":
         x = layers.UpSampling2D(7, name="upsample7")(x)  # 32 * 7 = 224 px, nearest neighbour
     else:

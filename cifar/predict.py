@@ -89,8 +89,12 @@ class Predictor(Classifier):
         # program survives `keras.backend.clear_session()`, which Streamlit calls after every
         # script run and which otherwise makes TensorFlow rebuild every kernel of InceptionV3 on
         # the next upload (~1 s). A transfer model's resize stays outside XLA (see `outside_xla`).
+        from cifar.models import inception_scaling
+
         compiled = tf.function(lambda x: network(x, training=False), reduce_retracing=True, jit_compile=True)
+        self.network = network  # the Keras model after the resize (`cifar.cost` counts it)
         self._network = compiled
+        self._scale = inception_scaling()
         self._forward = compiled if prepare is None else (lambda pixels: compiled(prepare(pixels)))
         # The same pixels come back within one upload (an ensemble asks its members what the page
         # has just asked them; both resolutions are shown): the newest few answers are kept.
@@ -105,9 +109,8 @@ class Predictor(Classifier):
 
     def full_probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 at the base's input size S -> (N, 10) raw probabilities: the same
-        scaling to [-1, 1] as the 32 px path (`models.build_resize`), no upscaling."""
-        scaled = lambda x: self._network(x.astype(np.float32) / 127.5 - 1.0)  # noqa: E731
-        return self._flip_averaged(scaled, pixels)
+        scaling to [-1, 1] as the 32 px path (`models.inception_scaling`), no upscaling."""
+        return self._flip_averaged(lambda x: self._network(self._scale(x)), pixels)
 
     def _flip_averaged(self, forward, pixels: np.ndarray) -> np.ndarray:
         flipped = np.ascontiguousarray(pixels[:, :, ::-1]) if self.tta_flip else None

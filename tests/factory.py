@@ -251,7 +251,9 @@ def recording_predictor(run, tta_flip: bool = False):
     predictor = Predictor.__new__(Predictor)
     Classifier.__init__(predictor, run, run_resolutions(run))
     predictor.tta_flip, predictor.full_side = tta_flip, 75 if run.model == "transfer" else None
-    predictor._network = network
+    from cifar.models import inception_scaling
+
+    predictor._network, predictor._scale = network, inception_scaling()
     predictor._forward = lambda pixels: network(pixels.astype(np.float32) / 127.5 - 1)
     predictor._answers = functools.lru_cache(maxsize=8)(predictor._answer)
     return predictor, seen

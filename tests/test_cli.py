@@ -39,7 +39,7 @@ def no_work(monkeypatch):
 
     monkeypatch.setattr(cifar.train, "train", started)
     monkeypatch.setattr(cifar.features, "extract_for_config", started)
-    monkeypatch.setattr(cifar.predict.Predictor, "for_run", started)
+    monkeypatch.setattr(cifar.predict, "load_predictor", started)
 
 
 def refused(argv: list[str], flag: str, capsys) -> str:

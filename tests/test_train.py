@@ -219,7 +219,7 @@ def test_train_transfer_on_cached_features_then_predict(tmp_path, monkeypatch, m
 
     from cifar.cost import count_flops, model_cost
 
-    cost = model_cost(load_run("transfer"))
+    cost = model_cost(predictor)
     side = config.input_size
     bare = keras.applications.InceptionV3(weights=None, include_top=False, input_shape=(side, side, 3))
     head_parameters = HEADS[head][1]
