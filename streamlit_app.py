@@ -35,6 +35,12 @@ PAGES = [
         icon=":material/photo_camera:",
         url_path="classify",
     ),
+    st.Page(
+        "app_pages/robustness.py",
+        title="Robustness",
+        icon=":material/blur_on:",
+        url_path="robustness",
+    ),
     st.Page("app_pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
 ]
 

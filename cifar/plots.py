@@ -234,3 +234,35 @@ def cost_scatter(table: pd.DataFrame, front: pd.DataFrame, cost: str, label: str
     fig.update_xaxes(title=label)
     fig.update_yaxes(title="test accuracy", tickformat=".0%")
     return _layout(fig, None, height=440)  # (the page's subheader names it)
+
+
+def robustness_lines(table: pd.DataFrame, clean: dict[str, float]) -> go.Figure:
+    """Accuracy against severity, one panel per corruption, one line per run (`table`:
+    `robustness.robustness_table`); severity 0 is the same images uncorrupted (`clean`)."""
+    rows = [{"run": run, "corruption": name, "severity": 0, "accuracy": clean[run]}
+            for run in table["run"].unique() for name in table["corruption"].unique()]  # fmt: skip
+    shown = pd.concat([pd.DataFrame(rows), table], ignore_index=True).sort_values(
+        ["run", "corruption", "severity"]
+    )
+    fig = px.line(
+        shown, x="severity", y="accuracy", color="run", facet_col="corruption", facet_col_wrap=5,
+        facet_row_spacing=0.09, category_orders={"corruption": list(dict.fromkeys(table["corruption"]))},
+        markers=True,
+    )  # fmt: skip
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1].replace("_", " ")))
+    fig.update_yaxes(tickformat=".0%", range=[0, 1], title=None)
+    fig.update_xaxes(tickvals=[0, 1, 2, 3, 4, 5], title=None)
+    return _layout(fig, None, height=640)
+
+
+def robustness_heatmap(table: pd.DataFrame) -> go.Figure:
+    """Mean accuracy over the five severities, corruption x run."""
+    matrix = table.pivot_table(
+        index="corruption", columns="run", values="accuracy", aggfunc="mean", sort=False
+    )
+    fig = px.imshow(
+        matrix.to_numpy(), x=list(matrix.columns), y=[name.replace("_", " ") for name in matrix.index],
+        color_continuous_scale="Viridis", zmin=0, zmax=1, text_auto=".0%", aspect="auto",
+    )  # fmt: skip
+    fig.update_coloraxes(colorbar={"title": "accuracy", "tickformat": ".0%"})
+    return _layout(fig, None, height=120 + 30 * len(matrix))

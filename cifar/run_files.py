@@ -128,6 +128,26 @@ class CalibrationFile(_File):
     test: _CalibrationMeasures | None = None
 
 
+class _RobustnessSet(_File):
+    corruption: str
+    severity: Annotated[int, Field(ge=1, le=5)]
+    accuracy: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class RobustnessFile(_File):
+    """robustness.json (`cifar.robustness`): accuracy per corruption set on a test subset."""
+
+    images: Annotated[int, Field(ge=1)]
+    seed: int
+    test_time_flip: bool
+    clean_accuracy: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+    mean_corruption_accuracy: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+    sets: Annotated[list[_RobustnessSet], Field(min_length=1)]
+    test_indices: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+    finished: float | None = None
+    seconds: float | None = None
+
+
 class EnsembleFile(_File):
     """ensemble.json (`cifar.ensemble`): members and their pooling weights."""
 

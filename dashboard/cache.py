@@ -75,6 +75,35 @@ def report(run: Run):
     return _report(*_run_key(run), run)
 
 
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _robustness(path: str, run_id: str, signature: tuple, _run: Run):
+    from cifar.robustness import read_robustness
+
+    return read_robustness(_run)
+
+
+def robustness(run: Run):
+    """`cifar.robustness.read_robustness(run)`: (record, predictions) or None, re-read when written."""
+    from cifar.robustness import ROBUSTNESS_FILE
+
+    return _robustness(str(run.path), run.run_id, (_mtime(run.path / ROBUSTNESS_FILE),), run)
+
+
+@st.cache_data(max_entries=16, show_spinner="Corrupting the image 75 ways...")
+def _corruption_examples(index: int, dataset: tuple) -> dict:
+    from cifar.corruptions import corrupt
+    from cifar.robustness import corruption_sets
+
+    image = cifar10().x_test[index : index + 1]
+    return {(name, severity): corrupt(image, name, severity)[0] for name, severity in corruption_sets()}
+
+
+def corruption_examples(index: int) -> dict:
+    """{(corruption, severity): uint8 image} of test image `index`: what each set does to an image
+    (its own random draws; call only when the data and the frost textures are cached)."""
+    return _corruption_examples(index, _dataset_key())
+
+
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _per_image_table(keys: tuple, n_images: int | None, _runs: tuple[Run, ...]):
     from cifar.evaluate import per_image_table

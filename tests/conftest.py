@@ -30,7 +30,7 @@ os.environ["CIFAR_STANDBY"] = "0"  # no standby job processes, except in the tes
 
 from cifar import assets  # noqa: E402
 from cifar.config import artifacts_dir, keras_home  # noqa: E402
-from tests.factory import labels_of, npz_cifar, standard_runs, tiny_cifar, write_npz  # noqa: E402
+from tests.factory import labels_of, npz_cifar, standard_runs, tiny_cifar, write_frost_textures, write_npz  # noqa: E402
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -108,6 +108,12 @@ def cifar_npz(tmp_path, monkeypatch) -> Path:
     path = write_npz(tmp_path / "cifar10.npz", npz_cifar())
     monkeypatch.setenv("CIFAR10_NPZ", str(path))
     return path
+
+
+@pytest.fixture
+def frost_textures() -> list:
+    """`tests.factory.write_frost_textures()`: stand-in frost textures in the Keras home."""
+    return write_frost_textures()
 
 
 @pytest.fixture

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cifar import jobs, processes
+from cifar import atomic, jobs, processes
 from cifar.assets import Cifar10
 from cifar.config import CLASS_NAMES, parse_config
-from cifar.runs import RunWriter, partial_path
+from cifar.runs import RunWriter, load_run, partial_path
 from cifar.validation import write_calibration
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,6 +29,7 @@ PAGES = {  # page name -> file, as streamlit_app.py registers them
     "per_class": "app_pages/per_class.py",
     "misclassified": "app_pages/misclassified.py",
     "classify": "app_pages/classify.py",
+    "robustness": "app_pages/robustness.py",
     "train": "app_pages/train.py",
 }
 
@@ -151,6 +152,30 @@ def write_run(
             write_calibration(writer.path, val, val_labels, probs, labels)
         writer.write_json("metrics.json", metrics)
         return writer.publish()
+
+
+def write_robustness(run_id: str, labels: np.ndarray, indices: np.ndarray, accuracy: float, seed: int = 0):
+    """robustness.json and its predictions for a run (no model): every set at about `accuracy`,
+    written as `cifar.robustness` writes them. Returns the (75, images, 10) predictions."""
+    from cifar.robustness import ROBUSTNESS_FILE, ROBUSTNESS_PREDICTIONS_FILE, _record
+
+    run = load_run(run_id)
+    sets = np.stack([predictions(labels[indices], accuracy, seed + k) for k in range(75)])
+    clean = float(np.mean(predictions(labels[indices], accuracy, seed + 1000).argmax(1) == labels[indices]))
+    atomic.write_npy(run.path / ROBUSTNESS_PREDICTIONS_FILE, sets)
+    atomic.write_json(run.path / ROBUSTNESS_FILE, _record(indices, labels[indices], 0, clean, sets))
+    return sets
+
+
+def write_frost_textures(seed: int = 3) -> list[np.ndarray]:
+    """Stand-in frost textures where `python -m cifar fetch` puts the real ones (tests never download)."""
+    from cifar.assets import frost_textures_path
+
+    rng = np.random.default_rng(seed)
+    textures = [rng.integers(100, 256, (50, 70, 3), dtype=np.uint8) for _ in range(5)]
+    with atomic.atomic_write(frost_textures_path()) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, *textures)
+    return textures
 
 
 def standard_runs(root: Path, labels: np.ndarray) -> list[str]:

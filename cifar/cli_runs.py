@@ -1,0 +1,199 @@
+"""The commands that take finished runs: predict, calibrate, cost, ensemble, robustness."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Callable
+
+from cifar.config import CLASS_NAMES
+
+
+def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse `type`: an int in low..high (no upper bound if high is None), else a usage error."""
+    expected = f"a whole number >= {low}" if high is None else f"a whole number in {low}..{high}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
+def cmd_predict(args, _extra) -> int:
+    """python -m cifar predict RUN PATH [PATH ...] [--resolution full|cifar] [--top-k K]
+    [--format table|csv|json]: every image named or found in a folder, the model loaded once."""
+    from cifar.images import ImageError, image_paths
+    from cifar.predict import load_predictor, run_resolutions
+    from cifar.runs import load_run
+
+    images, problems = image_paths(args.paths)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if not images:
+        return 2
+    run = load_run(args.run)
+    known = run_resolutions(run)  # before TensorFlow loads
+    if args.resolution and args.resolution not in known:
+        print(f"error: {args.run} takes {' and '.join(known)} images, not {args.resolution}", file=sys.stderr)
+        return 2
+    predictor = load_predictor(run)
+    answers, failed = [], bool(problems)
+    for image in images:
+        try:
+            answers.append((image, predictor.predict_file(image, args.top_k, resolution=args.resolution)))
+        except ImageError as error:
+            print(f"cannot read {image}: {error}", file=sys.stderr)
+            failed = True
+    probabilities = f"calibrated, T = {predictor.temperature:.3f}" if predictor.run.calibration else "raw"
+    print_answers(answers, args.format, predictor.resolution(args.resolution), probabilities)
+    return 1 if failed else 0
+
+
+def print_answers(
+    answers: list[tuple[str, list[tuple[str, float]]]], form: str, resolution: str, probabilities: str
+) -> None:
+    """Each image's ranked classes as a table, CSV (image,rank,label,probability) or JSON;
+    `probabilities` says whether they are calibrated (with the temperature) or raw."""
+    if form == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["image", "rank", "label", "probability"])
+        for image, ranked in answers:
+            writer.writerows([image, rank, label, f"{p:.6f}"] for rank, (label, p) in enumerate(ranked, 1))
+    elif form == "json":
+        records = [
+            {
+                "image": image,
+                "resolution": resolution,
+                "probabilities": probabilities,
+                "top_k": [{"label": c, "probability": p} for c, p in top],
+            }
+            for image, top in answers
+        ]
+        print(json.dumps(records, indent=2))
+    else:
+        for image, ranked in answers:
+            print(f"{image}  ({resolution} resolution; probabilities {probabilities})")
+            for rank, (label, probability) in enumerate(ranked, 1):
+                print(f"  {rank:2}. {label:12} {probability:7.2%}")
+
+
+def cmd_calibrate(args, _extra) -> int:
+    """python -m cifar calibrate RUN [RUN ...]  (back-fill val_predictions.npy and calibration.json)"""
+    from cifar.validation import backfill
+
+    for run_id in args.runs:
+        record = backfill(run_id)
+        test = record["test"]
+        print(
+            f"{run_id}: T = {record['temperature']:.3f}, test ECE {test['ece_before']:.2%} -> "
+            f"{test['ece_after']:.2%}" + (f" ({record['message']})" if record["message"] else "")
+        )
+    return 0
+
+
+def cmd_cost(args, _extra) -> int:
+    """python -m cifar cost RUN [RUN ...]  (add size, FLOPs, latency, total time to metrics.json)"""
+    from cifar.cost import measure
+    from cifar.runs import load_run
+
+    runs = sorted((load_run(run_id) for run_id in args.runs), key=lambda run: run.model == "ensemble")
+    for run in runs:  # (an ensemble sums its members' figures: they go first)
+        cost = measure(run.run_id)
+        total = cost["total_seconds"]
+        print(
+            f"{run.run_id}: {cost['parameters']:,} parameters, {cost['flops_per_image'] / 1e9:.3f} GFLOPs "
+            f"x {cost['views']} view(s), {cost['model_bytes'] / 2**20:.1f} MiB, latency "
+            + ", ".join(f"{ms:.1f} ms at batch {batch}" for batch, ms in cost["latency_ms"].items())
+            + (f", {total / 60:.1f} min in all" if total is not None else f" ({cost['total_seconds_note']})")
+        )
+    return 0
+
+
+def cmd_ensemble(args, _extra) -> int:
+    """python -m cifar ensemble --run-id ensemble-best baseline-best transfer-best"""
+    from cifar.cost import measure_if_enabled
+    from cifar.ensemble import make_ensemble
+    from cifar.runs import load_run
+
+    command = " ".join(["python -m cifar ensemble --run-id", args.run_id, *args.runs])
+    run = load_run(make_ensemble(args.run_id, args.runs, overwrite=args.overwrite, command=command).name)
+    members = ", ".join(f"{rid} {acc:.2%}" for rid, acc in run.metrics["member_test_accuracy"].items())
+    print(f"{run.run_id}: test accuracy {run.metrics['test_accuracy']:.2%} (members: {members})")
+    measure_if_enabled(run.run_id, lambda message: print(message, file=sys.stderr))
+    return 0
+
+
+def cmd_robustness(args, _extra) -> int:
+    """python -m cifar robustness RUN [RUN ...] [--images N]  (CIFAR-10-C corruptions; an ensemble
+    pools its members' results, so it goes after them)"""
+    from cifar.robustness import evaluate_robustness
+
+    for run_id in args.runs:
+        record = evaluate_robustness(run_id, images=args.images, seed=args.seed)
+        print(
+            f"{run_id}: {record['images']} test images, clean {record['clean_accuracy']:.2%}, "
+            f"mean over {len(record['sets'])} corruption sets {record['mean_corruption_accuracy']:.2%}"
+        )
+    return 0
+
+
+def add_commands_on_finished_runs(sub) -> None:
+    """calibrate, ensemble and predict: what takes finished runs."""
+    calibrate = sub.add_parser(
+        "calibrate", help="fit a finished run's temperature on its validation split (from its weights)"
+    )
+    calibrate.add_argument("runs", nargs="+", metavar="RUN")
+    calibrate.set_defaults(func=cmd_calibrate)
+
+    cost = sub.add_parser("cost", help="measure finished runs' size, FLOPs, latency and total training time")
+    cost.add_argument("runs", nargs="+", metavar="RUN")
+    cost.set_defaults(func=cmd_cost)
+
+    ensemble = sub.add_parser(
+        "ensemble", help="combine finished runs, weights fitted on their validation split, into a run"
+    )
+    ensemble.add_argument("--run-id", required=True, help="folder name under artifacts/runs/")
+    ensemble.add_argument("--overwrite", action="store_true", help="replace a run of that id")
+    ensemble.add_argument("runs", nargs="+", metavar="RUN")
+    ensemble.set_defaults(func=cmd_ensemble)
+
+    robustness = sub.add_parser(
+        "robustness", help="evaluate finished runs on CIFAR-10-C's 15 corruptions at 5 severities"
+    )
+    robustness.add_argument("runs", nargs="+", metavar="RUN")
+    robustness.add_argument(
+        "--images",
+        type=whole_number(10, 10000),
+        default=None,
+        help="class-stratified test images per set (default 1000 on a CPU, all 10000 on a GPU)",
+    )
+    robustness.add_argument(
+        "--seed", type=whole_number(0), default=0, help="the subset and the corruptions' seed"
+    )
+    robustness.set_defaults(func=cmd_robustness)
+
+    predict = sub.add_parser("predict", help="classify images (files or folders) with a run's model")
+    predict.add_argument("run")
+    predict.add_argument("paths", nargs="+", metavar="PATH", help="an image, or a folder of images")
+    predict.add_argument(
+        "--resolution",
+        choices=["full", "cifar"],
+        default=None,
+        help="full: the photo itself (transfer runs' default); cifar: squeezed to 32 x 32 (baseline runs)",
+    )
+    predict.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    predict.add_argument(
+        "--top-k",
+        type=whole_number(1, len(CLASS_NAMES)),
+        default=3,
+        help=f"print the k most likely classes (1..{len(CLASS_NAMES)}, default 3)",
+    )
+    predict.set_defaults(func=cmd_predict)
