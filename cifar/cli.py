@@ -15,36 +15,49 @@ from collections.abc import Sequence
 from cifar import __version__
 from cifar.cli_runs import add_commands_on_finished_runs, whole_number
 from cifar.config import CONFIG_TYPES, ConfigError, allowed_range, field_table, parse_config
+from cifar.quiet import quiet_tensorflow
 
 
-def parse_overrides(tokens: Sequence[str]) -> dict[str, str]:
-    """`--key value --other-key value` -> {"key": "value", "other_key": "value"}."""
+def parse_overrides(tokens: Sequence[str], flags: frozenset[str] = frozenset()) -> dict[str, str]:
+    """`--key value --other-key value` -> {"key": "value", "other_key": "value"}; a boolean field
+    named in `flags` may stand alone (`--augment` is "true", `--no-augment` "false")."""
     overrides: dict[str, str] = {}
     tokens = list(tokens)
     while tokens:
-        key = tokens.pop(0)
-        if not key.startswith("--"):
-            raise ConfigError(f"expected --key value, got {key!r}")
-        key = key[2:]
-        if "=" in key:
-            key, value = key.split("=", 1)
+        token = tokens.pop(0)
+        if not token.startswith("--"):
+            raise ConfigError(f"expected --key value, got {token!r}")
+        key, _, value = token[2:].partition("=")
+        key = key.replace("-", "_")
+        if "=" in token:
+            pass
+        elif key in flags and not (tokens and tokens[0].lower() in ("true", "false")):
+            value = "true"
+        elif key.startswith("no_") and key[3:] in flags:
+            key, value = key[3:], "false"
         elif tokens and not tokens[0].startswith("--"):
             value = tokens.pop(0)
         else:
-            raise ConfigError(f"--{key}: missing value")
-        overrides[key.replace("-", "_")] = value
+            raise ConfigError(f"{token}: missing value")
+        overrides[key] = value
     return overrides
+
+
+def boolean_fields(model: str) -> frozenset[str]:
+    return frozenset(row["name"] for row in field_table(model) if row["type"] == "bool")
 
 
 LIMIT_HELP = "first N (>= 1) train and test images only; all of them without --limit"
 
 
 def _fields_help(model: str) -> str:
-    lines = [f"{model} hyperparameters (--key value):"]
+    lines = [f"{model} hyperparameters (--key value; a true/false one may stand alone, or as --no-key):"]
     for row in field_table(model):
         bounds = allowed_range(row)
         choices = f" one of {row['choices']}" if row["choices"] else ""
         lines.append(f"  --{row['name'].replace('_', '-'):26} default {row['default']!r}{choices} {bounds}")
+        if row["help"]:
+            lines.append(f"{'':31}{row['help']}")
     return "\n".join(lines)
 
 
@@ -65,7 +78,7 @@ def cmd_extract(args, extra) -> int:
     """python -m cifar extract --resize bilinear --architecture exact2015 [--tta-flip true]"""
     from cifar.features import extract_for_config
 
-    config = parse_config("transfer", parse_overrides(extra))
+    config = parse_config("transfer", parse_overrides(extra, boolean_fields("transfer")))
     extract_for_config(config, limit=args.limit, log=print)
     return 0
 
@@ -73,10 +86,11 @@ def cmd_extract(args, extra) -> int:
 def cmd_train(args, extra) -> int:
     """python -m cifar train baseline|transfer [--run-id NAME] [--limit N] [--key value ...]"""
     from cifar.jobs import hold_slot
-    from cifar.runs import new_run_id
+    from cifar.runs import RunWriter, new_run_id
 
-    config = parse_config(args.model, parse_overrides(extra))
+    config = parse_config(args.model, parse_overrides(extra, boolean_fields(args.model)))
     run_id = new_run_id(config.model) if args.run_id is None else args.run_id  # "" is refused
+    RunWriter(run_id)  # a bad or taken run id fails now, before TensorFlow loads
     hold_slot(run_id)  # before TensorFlow: a refused train costs no import
     from cifar.train import train
 
@@ -103,14 +117,19 @@ def cmd_evaluate(args, _extra) -> int:
 
 
 def cmd_runs(args, _extra) -> int:
-    """python -m cifar runs"""
-    from cifar.tables import runs_table
+    """python -m cifar runs [--format table|csv|json] [--all]  (csv and json: every column)"""
+    from cifar.tables import COMPACT_COLUMNS, runs_table
 
     table = runs_table()
-    if table.empty:
+    if args.format == "csv":
+        table.to_csv(sys.stdout, index=False, lineterminator="\n")
+    elif args.format == "json":
+        print(table.to_json(orient="records", indent=2))
+    elif table.empty:
         print("no runs yet: `python -m cifar train baseline` makes one")
     else:
-        print(table.to_string(index=False))
+        shown = table if args.all else table[list(COMPACT_COLUMNS)]
+        print(shown.to_string(index=False, float_format=lambda x: f"{x:.4g}", na_rep="-"))
     return 0
 
 
@@ -192,7 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run")
     evaluate.set_defaults(func=cmd_evaluate)
 
-    sub.add_parser("runs", help="table of runs").set_defaults(func=cmd_runs)
+    runs = sub.add_parser("runs", help="table of runs (csv and json: every result and hyperparameter)")
+    runs.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    runs.add_argument("--all", action="store_true", help="the table with every column")
+    runs.set_defaults(func=cmd_runs)
     sub.add_parser("jobs", help="background jobs").set_defaults(func=cmd_jobs)
     cache = sub.add_parser("features", help="list the feature cache (--prune: remove obsolete sets)")
     cache.add_argument("--prune", action="store_true")
@@ -212,13 +234,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and args.command not in ("train", "extract"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if argv is None:  # the real command line (not a call from Python code or a test)
+        quiet_tensorflow()
+    try:
+        return args.func(args, extra)
+    except ConfigError as error:  # a wrong hyperparameter: a usage error, as argparse's are
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        if not _is_runtime_error(error):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def _is_runtime_error(error: Exception) -> bool:
+    """An error the user can act on from its message (exit status 1, no traceback); the modules
+    that define them are imported only now, so a command starts without them."""
     from cifar.assets import AssetError
     from cifar.features import FeaturesMissing
     from cifar.jobs import JobBusy
     from cifar.runs import RunError
 
-    try:
-        return args.func(args, extra)
-    except (ConfigError, RunError, AssetError, FeaturesMissing, JobBusy) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return isinstance(error, RunError | AssetError | FeaturesMissing | JobBusy | ValueError | OSError)

@@ -38,7 +38,7 @@ def cmd_predict(args, _extra) -> int:
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if not images:
-        return 2
+        return 1
     run = load_run(args.run)
     known = run_resolutions(run)  # before TensorFlow loads
     if args.resolution and args.resolution not in known:

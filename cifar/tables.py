@@ -7,6 +7,8 @@ import pandas as pd
 
 from cifar.runs import Run, list_runs
 
+# `python -m cifar runs`' default table: what tells runs apart at a glance.
+COMPACT_COLUMNS = ("run", "model", "train_accuracy", "test_accuracy", "test_ece", "epochs_run", "seconds")
 SUMMARY_FIELDS = ("train_accuracy", "val_accuracy", "test_accuracy", "seconds", "epochs_run")
 # What each run costs (`cifar.cost`), as runs_table's columns; empty until measured.
 COST_COLUMNS = (

@@ -1,12 +1,15 @@
 """`python -m cifar`'s own arguments (`--limit`, `--top-k`): refused by argparse, naming the flag and
 its range, before any work and before TensorFlow loads. Hyperparameter flags are tests/test_config.py's
-and tests/robustness/'s; `--run-id` is tests/test_jobs.py's."""
+and tests/robustness/'s; `--run-id` is tests/test_jobs.py's. Then the quiet mode and `runs --format`."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from cifar import cli
@@ -121,3 +124,51 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exited:
         cli.main(["--version"])
     assert exited.value.code == 0 and capsys.readouterr().out.strip().endswith(cifar.__version__)
+
+
+# ----------------------------------------------------------------------------- quiet, machine-readable
+
+
+def _stderr_of(code: str, **env_changes) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env.update(env_changes)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=180, env=env
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stderr
+
+
+QUIET_IMPORT = (
+    "import sys\nfrom cifar.quiet import quiet_tensorflow\nquiet = quiet_tensorflow()\n"
+    "import tensorflow as tf\ntf.constant(1.0) + 1\nprint('ours', quiet, file=sys.stderr)"
+)
+
+
+def test_no_tensorflow_log_line_reaches_the_terminal_in_quiet_mode():
+    assert _stderr_of(QUIET_IMPORT) == "ours True\n"
+
+
+def test_a_user_s_own_tensorflow_log_level_wins():
+    err = _stderr_of(QUIET_IMPORT, TF_CPP_MIN_LOG_LEVEL="0")
+    assert err.endswith("ours False\n") and len(err.splitlines()) > 1  # TensorFlow's own lines too
+
+
+def test_runs_as_csv_and_json_hold_every_column(runs, capsys):
+    import io
+
+    from cifar.tables import COMPACT_COLUMNS, runs_table
+
+    expected = runs_table()
+    assert cli.main(["runs", "--format", "csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(table.columns) == list(expected.columns) and sorted(table["run"]) == sorted(runs)
+    pd.testing.assert_series_equal(table["test_accuracy"], expected["test_accuracy"], check_dtype=False)
+    assert cli.main(["runs", "--format", "json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert {r["run"]: r["test_accuracy"] for r in records} == dict(
+        zip(expected["run"], expected["test_accuracy"], strict=True)
+    )
+    assert cli.main(["runs"]) == 0
+    header = capsys.readouterr().out.splitlines()[0].split()
+    assert header == list(COMPACT_COLUMNS)

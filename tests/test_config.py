@@ -350,6 +350,22 @@ def test_cli_runs_with_no_runs(capsys):
     assert "no runs yet" in capsys.readouterr().out
 
 
-def test_cli_evaluate_unknown_run_exits_2(capsys):
-    assert cli.main(["evaluate", "nope"]) == 2
+def test_cli_evaluate_unknown_run_exits_1(capsys):
+    assert cli.main(["evaluate", "nope"]) == 1
     assert "no run 'nope'" in capsys.readouterr().err
+
+
+def test_bare_boolean_flags():
+    flags = cli.boolean_fields("baseline")
+    assert "augment" in flags and "epochs" not in flags
+    assert cli.parse_overrides(["--augment", "--epochs", "3"], flags) == {"augment": "true", "epochs": "3"}
+    assert cli.parse_overrides(["--no-augment", "--tta-flip"], flags) == {
+        "augment": "false",
+        "tta_flip": "true",
+    }
+    assert cli.parse_overrides(["--augment", "false"], flags) == {"augment": "false"}
+    with pytest.raises(ConfigError, match="--epochs: missing value"):
+        cli.parse_overrides(["--epochs", "--augment"], flags)
+    with pytest.raises(ConfigError, match="--augment: missing value"):
+        cli.parse_overrides(["--augment"])  # not a flag where none are declared
+    assert cli.parse_config("baseline", cli.parse_overrides(["--augment"], flags)).augment is True

@@ -246,7 +246,7 @@ def test_cli_train_refuses_while_a_dashboard_job_runs_and_leaves_its_folder(fake
     before = sorted(p.name for p in writer.path.iterdir()), read_status(writer.path)
     for run_id in ("dash", "other"):
         result = _cli_train("baseline", "--run-id", run_id, "--epochs", "1")
-        assert result.returncode == 2, result.stderr
+        assert result.returncode == 1, result.stderr
         assert result.stderr.strip().splitlines() == [
             "error: job dash is running (0%); wait for it, or cancel it on the Train page"
         ]
@@ -258,7 +258,7 @@ def test_cli_train_refuses_while_a_dashboard_job_runs_and_leaves_its_folder(fake
 @pytest.mark.parametrize("run_id", ["../x", ""])
 def test_cli_train_refuses_a_bad_run_id_before_taking_the_slot(run_id):
     result = _cli_train("baseline", "--run-id", run_id)
-    assert result.returncode == 2 and "invalid run id" in result.stderr
+    assert result.returncode == 1 and "invalid run id" in result.stderr
     assert "tensorflow imported: False" in result.stdout
     assert slot_holder() is None
 

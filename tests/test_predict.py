@@ -221,7 +221,7 @@ def test_cli_predict_without_images_says_so_before_loading_a_model(tmp_path, cap
     from cifar import cli
 
     target = make(tmp_path)
-    assert cli.main(["predict", "no-such-run", str(target)]) == 2
+    assert cli.main(["predict", "no-such-run", str(target)]) == 1
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
 
@@ -315,7 +315,7 @@ def test_random_bytes_in_the_weights_file_are_a_run_error_not_a_traceback(tmp_pa
 
     photo = tmp_path / "photo.png"
     photo.write_bytes(_png_bytes())
-    assert cli.main(["predict", "junk", str(photo)]) == 2
+    assert cli.main(["predict", "junk", str(photo)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: junk: cannot load model.weights.h5") and "Traceback" not in err, err
 
