@@ -145,6 +145,22 @@ def cmd_robustness(args, _extra) -> int:
     return 0
 
 
+def cmd_export(args, _extra) -> int:
+    """python -m cifar export RUN --format keras|saved_model|onnx|tflite --out PATH"""
+    from cifar.export import check_export
+    from cifar.runs import load_run
+
+    check_export(args.format, args.out, args.overwrite)  # before TensorFlow loads
+    load_run(args.run)
+    from cifar.export import export_run
+
+    out = export_run(args.run, args.format, args.out, args.overwrite)
+    print(
+        f"{args.run}: {args.format} model written to {out} (uint8 32 x 32 x 3 pixels in, probabilities out)"
+    )
+    return 0
+
+
 def add_commands_on_finished_runs(sub) -> None:
     """calibrate, ensemble and predict: what takes finished runs."""
     calibrate = sub.add_parser(
@@ -179,6 +195,15 @@ def add_commands_on_finished_runs(sub) -> None:
         "--seed", type=whole_number(0), default=0, help="the subset and the corruptions' seed"
     )
     robustness.set_defaults(func=cmd_robustness)
+
+    export = sub.add_parser("export", help="save a run's whole model (pixels in, probabilities out)")
+    export.add_argument("run")
+    export.add_argument("--format", choices=["keras", "saved_model", "onnx", "tflite"], default="keras")
+    export.add_argument(
+        "--out", required=True, help="a .keras, .onnx or .tflite file, or a SavedModel folder"
+    )
+    export.add_argument("--overwrite", action="store_true", help="replace what is at --out")
+    export.set_defaults(func=cmd_export)
 
     predict = sub.add_parser("predict", help="classify images (files or folders) with a run's model")
     predict.add_argument("run")

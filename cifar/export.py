@@ -1,0 +1,79 @@
+"""A run's whole model (`cifar.whole_model`) loaded or exported: uint8 32 x 32 pixels in,
+probabilities out.
+
+    from cifar import load_run_model
+    model = load_run_model("transfer-best")        # from any working directory
+    python -m cifar export RUN --format keras|saved_model|onnx|tflite --out PATH
+
+Saved and exported with Keras 3's own `model.save` and `model.export` (ONNX through tf2onnx, TFLite through
+LiteRT's converter), always to a temporary name first, so a failed export leaves nothing behind.
+A `.keras` file needs `import cifar.whole_model` before `keras.models.load_model` (its two small
+layers); the other formats need nothing of this package. Nothing here loads TensorFlow before the
+arguments are checked (`check_export`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from cifar import atomic
+from cifar.runs import load_run
+
+FORMATS = {"keras": ".keras", "saved_model": "", "onnx": ".onnx", "tflite": ".tflite"}
+KERAS_FORMAT = {"saved_model": "tf_saved_model", "onnx": "onnx", "tflite": "litert"}
+
+
+def load_run_model(run_id: str, artifacts: str | Path | None = None, calibrated: bool = True):
+    """The run's whole model (`cifar.whole_model`) as a `keras.Model`; run folders from
+    `artifacts`, else `CIFAR_ARTIFACTS`, else the checkout's `artifacts/`."""
+    from cifar.whole_model import build_run_model
+
+    if artifacts is None:
+        return build_run_model(load_run(run_id), calibrated)
+    before = os.environ.get("CIFAR_ARTIFACTS")
+    os.environ["CIFAR_ARTIFACTS"] = str(Path(artifacts).resolve())
+    try:
+        run = load_run(run_id)  # (the run keeps its folder: nothing later reads the variable)
+    finally:
+        os.environ.pop("CIFAR_ARTIFACTS") if before is None else os.environ.update(CIFAR_ARTIFACTS=before)
+    return build_run_model(run, calibrated)
+
+
+def check_export(fmt: str, out: str | Path, overwrite: bool = False) -> Path:
+    """The output path, checked before any model is built."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; the formats are: {', '.join(FORMATS)}")
+    out = Path(out)
+    if FORMATS[fmt] and out.suffix != FORMATS[fmt]:
+        raise ValueError(f"a {fmt} export is a file ending in {FORMATS[fmt]}, not {out.name!r}")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists already (--overwrite replaces it)")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"no folder {out.parent} to export into")
+    return out
+
+
+def export_run(run_id: str, fmt: str, out: str | Path, overwrite: bool = False) -> Path:
+    """Save or export a run's model as `fmt` at `out`; returns `out`."""
+    import numpy as np
+
+    from cifar.whole_model import build_run_model
+
+    out = check_export(fmt, out, overwrite)
+    model = build_run_model(load_run(run_id))
+    model.predict(np.zeros((1, 32, 32, 3), np.uint8), verbose=0)  # (the ONNX exporter wants a called model)
+    if fmt == "keras":
+        with atomic.atomic_write(out, suffix=".keras") as tmp:
+            model.save(tmp)
+        return out
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.part{FORMATS[fmt]}")
+    try:
+        model.export(str(tmp), format=KERAS_FORMAT[fmt], verbose=False)
+        if out.is_dir():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+    return out
