@@ -29,7 +29,9 @@ def test_the_package_builds_with_its_requirements_and_a_cifar_command(tmp_path):
         metadata = wheel.read(next(n for n in names if n.endswith("METADATA"))).decode().splitlines()
         entry_points = wheel.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     required = sorted(line.split(":", 1)[1].strip().split("<")[0].split(">")[0] for line in metadata
-                      if line.startswith("Requires-Dist:"))  # fmt: skip
+                      if line.startswith("Requires-Dist:") and "extra ==" not in line)  # fmt: skip
+    extras = [line for line in metadata if line.startswith("Requires-Dist:") and "extra ==" in line]
+    assert extras == ['Requires-Dist: tensorflow[and-cuda]<2.22,>=2.16; extra == "gpu"'], extras
     listed = (REPO / "requirements.txt").read_text().splitlines()
     wanted = sorted(line.split("<")[0].split(">")[0] for line in listed if line and not line.startswith("#"))
     assert required == wanted
