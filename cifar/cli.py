@@ -165,6 +165,33 @@ def cmd_features(args, _extra) -> int:
     return 0
 
 
+def cmd_tensorboard(args, _extra) -> int:
+    """python -m cifar tensorboard [--port N] [--write-only]  (committed runs' curves and HParams)"""
+    import subprocess
+
+    from cifar.runs import list_runs, runs_root
+    from cifar.tensorboard_logs import write_logs
+
+    runs = list_runs()
+    if not runs:
+        print("no runs yet: `python -m cifar train baseline` makes one")
+        return 0
+    for run in runs:
+        print(f"{run.run_id}: wrote {', '.join(write_logs(run))}")
+    if args.write_only:
+        return 0
+    command = [
+        sys.executable,
+        "-m",
+        "tensorboard.main",
+        "--logdir",
+        str(runs_root()),
+        "--port",
+        str(args.port),
+    ]
+    return subprocess.call(command)
+
+
 def cmd_standby(args, _extra) -> int:
     """python -m cifar standby --ready-file F  (a job process waiting for its job; see cifar.standby)"""
     from cifar.standby import serve_standby
@@ -219,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     cache = sub.add_parser("features", help="list the feature cache (--prune: remove obsolete sets)")
     cache.add_argument("--prune", action="store_true")
     cache.set_defaults(func=cmd_features)
+
+    board = sub.add_parser("tensorboard", help="TensorBoard over every run: curves and the HParams table")
+    board.add_argument("--port", type=whole_number(1, 65535), default=6006)
+    board.add_argument("--write-only", action="store_true", help="write the missing logs, start nothing")
+    board.set_defaults(func=cmd_tensorboard)
 
     standby = sub.add_parser("standby", help="(internal) a job process waiting for its job")
     standby.add_argument("--ready-file", required=True)
