@@ -64,9 +64,19 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, timeout: float = 60) -> bytes:
+def download(url: str, timeout: float = 60, chunk: int = 1 << 20) -> bytes:
+    """The bytes at `url`, with a progress bar in bytes on a terminal."""
+    from tqdm.auto import tqdm
+
+    parts = []
     with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (fixed https URLs)
-        return response.read()
+        size = int(response.headers.get("Content-Length") or 0) or None
+        name = url.rsplit("/", 1)[-1]
+        with tqdm(total=size, unit="B", unit_scale=True, desc=name, disable=None, mininterval=2) as bar:
+            while block := response.read(chunk):
+                parts.append(block)
+                bar.update(len(block))
+    return b"".join(parts)
 
 
 # ----------------------------------------------------------------------------- CIFAR-10

