@@ -19,7 +19,8 @@ st.title("Classify an image")
 runs = cache.runs()
 require_runs(runs)
 default = [run.run_id for run in best_runs(runs).values() if run is not None]
-chosen = run_picker(runs, key="classify-runs", label="Models", default=default)
+# Not carried from the other pages: each model chosen here is loaded (seconds and memory each).
+chosen = run_picker(runs, key="classify-runs", label="Models", default=default, carry=False)
 top_k = st.slider("Top k classes", 1, 10, 5, key="classify-top-k")
 mode = st.radio(
     "Transfer models see",

@@ -1,11 +1,14 @@
 """Comparison: any runs side by side: accuracies, learning curves, calibration, every hyperparameter."""
 
+from functools import partial
+
 import streamlit as st
 
 from cifar import plots
 from cifar.cost import pareto_front
 from cifar.evaluate import calibration_table, reliability
-from cifar.tables import hyperparameter_columns, runs_table
+from cifar.export import export_blocker, model_bytes
+from cifar.tables import hyperparameter_columns, predictions_csv, runs_table
 from dashboard import cache, text
 from dashboard.widgets import chart, require_runs, run_picker
 
@@ -120,3 +123,28 @@ else:
     )
     if unmeasured := list(table.loc[table[cost].isna(), "run"]):
         st.caption(f"Not shown (not measured): {', '.join(unmeasured)}.")
+
+st.subheader("Downloads")
+st.caption("Predictions: calibrated, a row per test image. Model: uint8 32 x 32 pixels in, probabilities out "
+           "(`import cifar.whole_model`, then `keras.models.load_model`). Made on click.")  # fmt: skip
+for run in chosen:
+    name, predictions, model = st.columns([2, 1, 1])
+    name.markdown(f"`{run.run_id}` ({run.model})")
+    predictions.download_button(
+        "Test predictions (CSV)",
+        data=partial(predictions_csv, run),
+        file_name=f"{run.run_id}-test-predictions.csv",
+        mime="text/csv",
+        on_click="ignore",
+        key=f"comparison-download-predictions-{run.run_id}",
+    )
+    why_not = export_blocker(run)
+    model.download_button(
+        "Model (.keras)",
+        data=partial(model_bytes, run.run_id),
+        file_name=f"{run.run_id}.keras",
+        on_click="ignore",
+        disabled=bool(why_not),
+        help=why_not or None,
+        key=f"comparison-download-model-{run.run_id}",
+    )

@@ -77,3 +77,24 @@ def export_run(run_id: str, fmt: str, out: str | Path, overwrite: bool = False) 
     finally:
         shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
     return out
+
+
+def export_blocker(run) -> str:
+    """Why `run`'s model cannot be exported here ("" if it can), without loading anything."""
+    from cifar.predict import missing_backbone
+
+    if run.model == "ensemble":
+        return "an ensemble: download its members' models"
+    if not run.has_weights:
+        return "its folder holds no trained weights"
+    if missing := missing_backbone(run):
+        return f"the InceptionV3 weights ({', '.join(missing)}) are not cached: python -m cifar fetch"
+    return ""
+
+
+def model_bytes(run_id: str) -> bytes:
+    """The run's model as the bytes of a `.keras` file (the dashboard's download)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        return export_run(run_id, "keras", Path(folder) / f"{run_id}.keras").read_bytes()

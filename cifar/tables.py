@@ -56,6 +56,22 @@ def _cost_columns(metrics: dict) -> dict:
     return row
 
 
+def predictions_table(run: Run) -> pd.DataFrame:
+    """One row per test image: its index, true and predicted class, and the calibrated
+    probability of each class (what the pages show)."""
+    probabilities = run.calibrated_test_predictions
+    names = run.class_names
+    table = pd.DataFrame(probabilities, columns=[f"p_{name}" for name in names])
+    table.insert(0, "predicted", [names[i] for i in probabilities.argmax(axis=1)])
+    table.insert(0, "true", [names[i] for i in run.test_labels])
+    table.insert(0, "test_index", range(len(table)))
+    return table
+
+
+def predictions_csv(run: Run) -> bytes:
+    return predictions_table(run).to_csv(index=False, float_format="%.6f").encode()
+
+
 def hyperparameter_columns(table: pd.DataFrame) -> list[str]:
     """Columns of `runs_table` that are hyperparameters (not ids or results)."""
     skip = {"run", "model", "device", "test_ece", "test_ece_uncalibrated", *SUMMARY_FIELDS, *COST_COLUMNS}

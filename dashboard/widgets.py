@@ -37,6 +37,9 @@ def require_runs(runs: list[Run]) -> None:
     st.stop()
 
 
+CHOSEN_RUNS = "chosen-runs"  # session state: the runs a person chose last, on any page
+
+
 def run_picker(
     runs: list[Run],
     key: str,
@@ -44,10 +47,15 @@ def run_picker(
     default: list[str] | None = None,
     help: str | None = None,
     max_selections: int | None = None,
+    carry: bool = True,
 ) -> list[Run]:
-    """A multiselect of runs (shown with model and test accuracy); returns the chosen runs."""
+    """A multiselect of runs (shown with model and test accuracy); returns the chosen runs.
+
+    With `carry`, it starts from the runs chosen last on another page (those of them it offers),
+    and what is chosen here is carried on: a person picks the runs once."""
     by_id = {run.run_id: run for run in runs}
-    default = [rid for rid in (default or default_selection(runs)) if rid in by_id]
+    carried = [rid for rid in st.session_state.get(CHOSEN_RUNS, []) if rid in by_id] if carry else []
+    default = carried or [rid for rid in (default or default_selection(runs)) if rid in by_id]
     default = default[:max_selections] if max_selections else default
     chosen = st.multiselect(
         label,
@@ -58,6 +66,8 @@ def run_picker(
         help=help,
         max_selections=max_selections,
     )
+    if carry:
+        st.session_state[CHOSEN_RUNS] = chosen
     return [by_id[rid] for rid in chosen]
 
 

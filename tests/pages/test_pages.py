@@ -326,6 +326,9 @@ def test_comparison_shows_a_newly_published_run(runs, cifar_npz, artifacts, open
     write_run(artifacts, "fresh-job", "baseline", labels_of(cifar_npz), 0.5, seed=9)
     app.switch_page(PAGES["overview"]).run()  # leave and come back, as a user would
     app.switch_page(PAGES["comparison"]).run()
+    picker = app.multiselect(key="comparison-runs")
+    assert "fresh-job" in [option.split(" ")[0] for option in picker.options]
+    picker.set_value([*picker.value, "fresh-job"]).run()  # (the runs chosen before are carried)
     table = app.dataframe[0].value.set_index("run")
     assert table.loc["fresh-job", "test_accuracy"] == pytest.approx(accuracy("fresh-job"))
 
