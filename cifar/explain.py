@@ -1,0 +1,184 @@
+"""Where a model looks: Grad-CAM (Selvaraju et al. 2017) for every run, as plain arrays.
+
+The keras-io recipe on `tf.GradientTape` ("Grad-CAM class activation visualization"), not
+`tf-keras-vis`: that package is written for tf.keras 2 models, our models are Keras 3, and the
+recipe is twenty lines we can test. A run's model is rebuilt so that one forward pass returns both
+the feature maps of its explained layer and its class scores before the softmax:
+
+- a baseline: its last convolution (4 x 4 maps for a 32 x 32 image, both architectures);
+- a transfer run: InceptionV3's last block, `mixed10` (8 x 8 at 299 px, 5 x 5 at 224 px), as
+  Selvaraju et al. advise. Compared on test images (`docs/screenshots/cam-transfer-blocks.png`,
+  rows mixed7 to mixed10): `mixed7`'s finer 17 x 17 maps are speckled with a grid of isolated
+  hot cells, `mixed8` and `mixed9` are coherent, `mixed10` the most on the object (a cat's
+  face, an aeroplane's body, a dog's head). For `mixed7-10` runs the gradient reaches `mixed10`
+  through its own pooled tap only; the earlier taps' share of the decision is not in its map.
+
+The map is ReLU(sum_k alpha_k A_k) with alpha_k the spatial mean of d(score)/dA_k, scaled to
+[0, 1]; `Explanation.overlay` lays it over the image as a person sees it. One view only (no
+test-time flip), the 32 px path or a transfer run's full-resolution path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from cifar.images import MODEL_SIDE, as_model_input, open_image
+from cifar.runs import Run, RunError
+
+TRANSFER_LAYER = "mixed10"
+OVERLAY_SIDE = 256  # a 32 px image is shown at 8x, every pixel a block
+OVERLAY_ALPHA = 0.45
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One image's Grad-CAM for one class of one run."""
+
+    run_id: str
+    class_index: int
+    class_name: str
+    probabilities: np.ndarray  # (10,) raw, of the explained view
+    heatmap: np.ndarray  # (h, w) float32 in [0, 1], the explained layer's grid
+    image: np.ndarray  # uint8 (S, S, 3): what the model was given
+    layer: str
+    features: np.ndarray  # (d,) the image in the space of `cifar.feature_space`
+
+    @property
+    def overlay(self) -> np.ndarray:
+        return overlay(self.image, self.heatmap)
+
+
+def check_class(name: str | None, class_names: list[str]) -> int | None:
+    """The index of a class name (None: the top prediction); ValueError naming the ten."""
+    if name is None:
+        return None
+    if name not in class_names:
+        raise ValueError(f"unknown class {name!r}; the classes are: {', '.join(class_names)}")
+    return class_names.index(name)
+
+
+class Explainer:
+    """A run's model rebuilt for Grad-CAM, loaded once; `explain` takes any image."""
+
+    def __init__(self, run: Run):
+        import tensorflow as tf
+
+        from cifar.predict import run_resolutions
+
+        if run.model == "ensemble":
+            raise RunError(f"{run.run_id} is an ensemble: explain its members one by one")
+        self.run = run
+        self.resolutions = run_resolutions(run)
+        self.model, self.layer, self.prepare, self.full_side = _gradcam_model(run)
+        dense = self.model.dense  # the class scores' layer: its output before the softmax
+
+        @tf.function(reduce_retracing=True)
+        def maps_and_scores(images, class_index):
+            with tf.GradientTape() as tape:
+                maps, penultimate, features = self.model(images, training=False)
+                scores = tf.matmul(penultimate, dense.kernel) + (dense.bias if dense.use_bias else 0.0)
+                # -1: the top class, found in this same pass
+                class_index = tf.where(
+                    class_index < 0, tf.argmax(scores[0], output_type=tf.int32), class_index
+                )
+                chosen = tf.gather(scores, class_index, axis=1)
+            gradients = tape.gradient(chosen, maps)
+            weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
+            cam = tf.nn.relu(tf.reduce_sum(weights * maps, axis=-1))
+            return cam, tf.nn.softmax(scores), features, class_index
+
+        self._maps_and_scores = maps_and_scores
+
+    def explain(self, source, resolution: str | None = None, class_index: int | None = None) -> Explanation:
+        """Grad-CAM of any image (bytes, path, PIL image, array) for `class_index` (default: the
+        top prediction) at `resolution` ("full" or "cifar"; default: the run's first)."""
+        import tensorflow as tf
+
+        resolution = resolution or self.resolutions[0]
+        if resolution not in self.resolutions:
+            raise ValueError(
+                f"{self.run.run_id} takes {' and '.join(self.resolutions)} images, not {resolution!r}"
+            )
+        side = self.full_side if resolution == "full" else MODEL_SIDE
+        pixels = as_model_input(open_image(source), side)
+        images = self.prepare(pixels[None], resolution)
+        wanted = tf.constant(-1 if class_index is None else class_index, tf.int32)
+        cam, probabilities, features, class_index = self._maps_and_scores(images, wanted)
+        class_index = int(class_index)
+        cam = np.asarray(cam[0], np.float32)
+        heatmap = cam / cam.max() if cam.max() > 0 else cam
+        return Explanation(
+            self.run.run_id, class_index, self.run.class_names[class_index],
+            np.asarray(probabilities[0]), heatmap, pixels, self.layer, np.asarray(features[0]),
+        )  # fmt: skip
+
+
+def _gradcam_model(run: Run):
+    """(model: images -> [maps, penultimate, features], layer name, prepare(pixels, resolution),
+    full side); features: the space `cifar.feature_space` searches (a baseline's penultimate
+    layer, a transfer run's pooled base features);
+    `model.dense` is the layer that makes the class scores of the penultimate features (its
+    softmax left out: airbench's 1/9 logit scale after it changes no normalised map)."""
+    import keras
+
+    from cifar.config import load_config
+    from cifar.restore import load_head, load_model
+
+    config = load_config(run.hyperparameters)
+    if run.model == "baseline":
+        network = load_model(run)[1]
+        layer = [lay for lay in network.layers if isinstance(lay, keras.layers.Conv2D)][-1]
+        dense = _last_dense(network)
+        model = keras.Model(network.input, [layer.output, dense.input, dense.input])
+        model.dense = dense
+        return model, layer.name, lambda pixels, _resolution: pixels, None
+    from cifar.assets import load_inception_weights
+    from cifar.config import POOLED_LAYERS
+    from cifar.models import build_base, build_resize, inception_scaling
+
+    base = build_base(config, load_inception_weights(run.backbone_source).path)
+    pooled = [
+        keras.layers.GlobalAveragePooling2D()(base.get_layer(n).output)
+        for n in POOLED_LAYERS[config.pooled_layers]
+    ]
+    features = pooled[0] if len(pooled) == 1 else keras.layers.Concatenate()(pooled)
+    head = load_head(run)
+    dense = _last_dense(head)
+    penultimate = keras.Model(head.input, dense.input)(features)
+    model = keras.Model(base.input, [base.get_layer(TRANSFER_LAYER).output, penultimate, features])
+    model.dense = dense
+    resize, scale = build_resize(config), inception_scaling()
+
+    def prepare(pixels: np.ndarray, resolution: str):
+        return scale(pixels) if resolution == "full" else resize(pixels, training=False)
+
+    return model, TRANSFER_LAYER, prepare, config.input_size
+
+
+def _last_dense(model):
+    import keras
+
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][-1]
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray, side: int = OVERLAY_SIDE) -> np.ndarray:
+    """The heatmap (bilinear, jet colours) over the image (nearest: pixels stay blocks), uint8."""
+    shown = np.asarray(Image.fromarray(image).resize((side, side), Image.Resampling.NEAREST), np.float32)
+    smooth = (
+        np.asarray(
+            Image.fromarray(np.uint8(np.clip(heatmap, 0, 1) * 255)).resize(
+                (side, side), Image.Resampling.BILINEAR
+            ),
+            np.float32,
+        )
+        / 255
+    )
+    return np.uint8(np.clip((1 - OVERLAY_ALPHA) * shown + OVERLAY_ALPHA * 255 * jet(smooth), 0, 255))
+
+
+def jet(values: np.ndarray) -> np.ndarray:
+    """Matplotlib's "jet" colours of values in [0, 1], as (..., 3) floats (blue low, red high)."""
+    return np.clip(1.5 - np.abs(4 * values[..., None] - np.array([3.0, 2.0, 1.0])), 0, 1)
