@@ -8,6 +8,8 @@ import json
 import sys
 from collections.abc import Callable
 
+import numpy as np
+
 from cifar.config import CLASS_NAMES
 
 
@@ -161,6 +163,57 @@ def cmd_export(args, _extra) -> int:
     return 0
 
 
+def cmd_explain(args, _extra) -> int:
+    """python -m cifar explain RUN IMAGE [--resolution full|cifar] [--class NAME] --out FILE.png"""
+    from pathlib import Path
+
+    from cifar.explain import check_class
+    from cifar.feature_space import check_features_run
+    from cifar.images import open_image
+    from cifar.predict import run_resolutions
+    from cifar.runs import load_run
+
+    out = Path(args.out)  # everything is checked before TensorFlow loads
+    if out.suffix.lower() != ".png" or not out.parent.is_dir():
+        raise ValueError(f"--out must be a .png file in an existing folder, not {args.out!r}")
+    image = open_image(Path(args.image))
+    run = load_run(args.run)
+    check_features_run(run)
+    class_index = check_class(args.class_name, run.class_names)
+    if args.resolution and args.resolution not in run_resolutions(run):
+        raise ValueError(
+            f"{run.run_id} takes {' and '.join(run_resolutions(run))} images, not {args.resolution}"
+        )
+    from PIL import Image
+
+    from cifar import atomic
+    from cifar.explain import Explainer
+
+    explanation = Explainer(run).explain(image, args.resolution, class_index)
+    with atomic.atomic_write(out) as tmp:
+        Image.fromarray(explanation.overlay).save(tmp, format="PNG")
+    ranked = np.argsort(explanation.probabilities)[::-1][:3]
+    top = ", ".join(f"{run.class_names[i]} {explanation.probabilities[i]:.1%}" for i in ranked)
+    print(
+        f"{run.run_id}: Grad-CAM of {explanation.class_name!r} at {explanation.layer} -> {out} (raw: {top})"
+    )
+    return 0
+
+
+def cmd_project(args, _extra) -> int:
+    """python -m cifar project RUN [RUN ...]  (a 2-D map of each run's test-set features)"""
+    from cifar.feature_space import check_features_run, project
+    from cifar.runs import load_run
+
+    for run_id in args.runs:
+        check_features_run(load_run(run_id))
+    for run_id in args.runs:
+        record = project(run_id, log=lambda message: print(message, file=sys.stderr))
+        seconds = record["seconds"]
+        print(f"{run_id}: map of {record['images']} test images in its {record['space']} ({seconds:.0f} s)")
+    return 0
+
+
 def add_commands_on_finished_runs(sub) -> None:
     """calibrate, ensemble and predict: what takes finished runs."""
     calibrate = sub.add_parser(
@@ -204,6 +257,20 @@ def add_commands_on_finished_runs(sub) -> None:
     )
     export.add_argument("--overwrite", action="store_true", help="replace what is at --out")
     export.set_defaults(func=cmd_export)
+
+    explain = sub.add_parser("explain", help="Grad-CAM of an image: where a run's model looks (a PNG)")
+    explain.add_argument("run")
+    explain.add_argument("image")
+    explain.add_argument("--resolution", choices=["full", "cifar"], default=None)
+    explain.add_argument(
+        "--class", dest="class_name", default=None, help="a class name (default: the top one)"
+    )
+    explain.add_argument("--out", required=True, help="the overlay, a .png file")
+    explain.set_defaults(func=cmd_explain)
+
+    projection = sub.add_parser("project", help="map each run's test set in 2-D (UMAP) into its folder")
+    projection.add_argument("runs", nargs="+", metavar="RUN")
+    projection.set_defaults(func=cmd_project)
 
     predict = sub.add_parser("predict", help="classify images (files or folders) with a run's model")
     predict.add_argument("run")

@@ -1,0 +1,128 @@
+"""Where a run puts images: the nearest training images of any image, and a map of the test set.
+
+The space is the one each family classifies in: a baseline's penultimate layer (what its last
+Dense layer reads), computed once per run and split and cached in the Keras home
+(`penultimate/<run>-<weights sha>-<split>.npy`); a transfer run's pooled base features, the
+feature cache's own (`cifar.features`). Neighbours are by cosine similarity. The map is a 2-D
+UMAP (McInnes et al. 2018; cosine metric, after a 50-d PCA) of the test set's features, stored
+in the run folder:
+
+    projection.npy    (10000, 2) float32, test-set order
+    projection.json   method, space, dimensions, seconds
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from cifar import atomic
+from cifar.config import keras_home
+from cifar.runs import Run, RunError
+
+PROJECTION_FILE, PROJECTION_JSON = "projection.npy", "projection.json"
+
+
+def check_features_run(run: Run) -> None:
+    if run.model == "ensemble":
+        raise RunError(f"{run.run_id} is an ensemble: explain or map its members one by one")
+
+
+def space_name(run: Run) -> str:
+    return "penultimate layer" if run.model == "baseline" else "pooled InceptionV3 features"
+
+
+def split_features(run: Run, split: str, log: Callable[[str], None] = print) -> np.ndarray:
+    """(N, d) features of the "train" or "test" images in the run's space."""
+    from cifar.assets import load_cifar10
+
+    check_features_run(run)
+    data = load_cifar10(log=log)
+    images = data.x_train if split == "train" else data.x_test
+    if run.model == "baseline":
+        return _penultimate(run, split, images)
+    from cifar.assets import load_inception_weights
+    from cifar.config import load_config
+    from cifar.features import load_features
+
+    config = load_config(run.hyperparameters)
+    return load_features(images, config, load_inception_weights(run.backbone_source, log=log), split, False)
+
+
+def _penultimate(run: Run, split: str, images: np.ndarray) -> np.ndarray:
+    from cifar.assets import sha256_file
+    from cifar.runs import WEIGHTS_FILES
+
+    sha = sha256_file(run.path / WEIGHTS_FILES["baseline"])[:10]
+    path = keras_home() / "penultimate" / f"{run.run_id}-{sha}-{split}.npy"
+    try:
+        cached = np.load(path, allow_pickle=False)
+        if cached.shape[0] == len(images):
+            return cached
+    except (OSError, ValueError):
+        pass
+    import keras
+
+    from cifar.restore import load_model
+
+    network = load_model(run)[1]
+    dense = [layer for layer in network.layers if isinstance(layer, keras.layers.Dense)][-1]
+    features = keras.Model(network.input, dense.input).predict(images, batch_size=1000, verbose=0)
+    atomic.write_npy(path, features.astype(np.float32))
+    return features.astype(np.float32)
+
+
+def nearest(train_features: np.ndarray, query: np.ndarray, k: int = 8) -> list[tuple[int, float]]:
+    """[(training image index, cosine similarity)] of the k most similar, most similar first."""
+    norms = np.linalg.norm(train_features, axis=1) * max(float(np.linalg.norm(query)), 1e-12)
+    similarity = (train_features @ query) / np.maximum(norms, 1e-12)
+    top = np.argpartition(-similarity, k)[:k]
+    top = top[np.argsort(-similarity[top])]
+    return [(int(i), float(similarity[i])) for i in top]
+
+
+def project(run_id: str, log: Callable[[str], None] = print) -> dict:
+    """The run's test-set map (UMAP), computed once and written into its folder."""
+    from cifar.runs import load_run
+
+    run = load_run(run_id)
+    features = split_features(run, "test", log)
+    started = time.perf_counter()
+    coordinates = embed(features, log)
+    record = {
+        "method": "umap (cosine, 15 neighbours, min_dist 0.1, random_state 0) after PCA to 50",
+        "space": space_name(run),
+        "dimensions": int(features.shape[1]),
+        "images": int(features.shape[0]),
+        "seconds": time.perf_counter() - started,
+    }
+    atomic.write_npy(run.path / PROJECTION_FILE, coordinates)
+    atomic.write_json(run.path / PROJECTION_JSON, record)
+    return record
+
+
+def embed(features: np.ndarray, log: Callable[[str], None] = print) -> np.ndarray:
+    """(N, d) -> (N, 2) float32: PCA to 50 dimensions, then UMAP."""
+    import umap
+    from sklearn.decomposition import PCA
+
+    reduced = PCA(n_components=min(50, *features.shape), random_state=0).fit_transform(features)
+    log(f"UMAP of {len(features)} points ({features.shape[1]}-d, PCA to {reduced.shape[1]})")
+    mapper = umap.UMAP(n_neighbors=15, min_dist=0.1, metric="cosine", random_state=0, verbose=False)
+    return mapper.fit_transform(reduced).astype(np.float32)
+
+
+def read_projection(run: Run) -> tuple[dict, np.ndarray] | None:
+    """(projection.json, (N, 2) coordinates) of a run, None if it has none or they do not agree."""
+    import json
+
+    try:
+        record = json.loads((run.path / PROJECTION_JSON).read_text())
+        coordinates = np.load(run.path / PROJECTION_FILE, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    if coordinates.shape != (len(run.test_labels), 2) or not np.isfinite(coordinates).all():
+        return None
+    return record, coordinates
