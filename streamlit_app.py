@@ -36,6 +36,12 @@ PAGES = [
         url_path="classify",
     ),
     st.Page(
+        "app_pages/feature_map.py",
+        title="Feature map",
+        icon=":material/scatter_plot:",
+        url_path="feature-map",
+    ),
+    st.Page(
         "app_pages/robustness.py",
         title="Robustness",
         icon=":material/blur_on:",

@@ -10,6 +10,7 @@ from cifar.predict import RESOLUTIONS, missing_backbone
 from cifar.runs import best_runs
 from cifar.trust import doubts
 from dashboard import cache
+from dashboard.explain_sections import explanation_row
 from dashboard.text import FETCH, plain
 from dashboard.widgets import chart, require_runs, run_picker, upscale
 
@@ -120,3 +121,14 @@ st.dataframe(
         if column.endswith("probability")
     },
 )
+
+st.subheader("Why: where each model looks, and what it finds alike")
+names = chosen[0].class_names
+explain = st.selectbox(
+    "Explain", [None, *names], format_func=lambda c: "each model's top answer" if c is None else c,
+    key="classify-explain-class",
+)  # fmt: skip
+for run in chosen:
+    if run.run_id in answers:
+        resolution = mode if run.model == "transfer" else "cifar"
+        explanation_row(run, image, resolution, None if explain is None else names.index(explain))

@@ -7,6 +7,7 @@ import streamlit as st
 from cifar.assets import cifar10_available
 from cifar.evaluate import MistakeFilter, misclassified
 from dashboard import cache
+from dashboard.explain_sections import explanation_row
 from dashboard.text import FETCH, plain
 from dashboard.widgets import require_runs, run_picker, upscale
 
@@ -88,3 +89,11 @@ for start in range(0, len(shown), PER_ROW):
                 predicted_class = plain(row[f"predicted:{rid}"])
                 lines.append(f"{mark} {rid}: {predicted_class} {row[f'confidence:{rid}']:.0%}")
             st.caption("  \n".join(lines))
+
+st.subheader("Why: open an image")
+index = st.selectbox(
+    "Test image", list(shown["index"].astype(int)), format_func=lambda i: f"#{i}", key="misclassified-open"
+)
+st.image(upscale(data.x_test[index], 96), caption=f"#{index}: {plain(classes[int(data.y_test[index])])}")
+for run in chosen:
+    explanation_row(run, data.x_test[index], "cifar", None)

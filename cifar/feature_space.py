@@ -51,12 +51,37 @@ def split_features(run: Run, split: str, log: Callable[[str], None] = print) -> 
     return load_features(images, config, load_inception_weights(run.backbone_source, log=log), split, False)
 
 
-def _penultimate(run: Run, split: str, images: np.ndarray) -> np.ndarray:
+def _penultimate_path(run: Run, split: str):
     from cifar.assets import sha256_file
     from cifar.runs import WEIGHTS_FILES
 
     sha = sha256_file(run.path / WEIGHTS_FILES["baseline"])[:10]
-    path = keras_home() / "penultimate" / f"{run.run_id}-{sha}-{split}.npy"
+    return keras_home() / "penultimate" / f"{run.run_id}-{sha}-{split}.npy"
+
+
+def train_features_ready(run: Run, data=None) -> bool:
+    """Are the run's training features at hand, without computing or extracting anything?
+    (`data`: the cached CIFAR-10, when the caller holds it already.)"""
+    if run.model == "baseline":
+        return run.has_weights and _penultimate_path(run, "train").is_file()
+    if run.model != "transfer":
+        return False
+    from cifar.assets import cifar10_available, load_cifar10, weights_available
+
+    if not (cifar10_available() and weights_available(run.backbone_source)):
+        return False
+    from cifar.assets import load_inception_weights
+    from cifar.config import load_config
+    from cifar.features import FeatureSpec, missing_chunks
+
+    data = data or load_cifar10(log=lambda message: None)
+    config, weights = load_config(run.hyperparameters), load_inception_weights(run.backbone_source)
+    spec = FeatureSpec.of(config, weights, "train", False, data.x_train)
+    return not missing_chunks(spec.directory(), len(data.x_train))
+
+
+def _penultimate(run: Run, split: str, images: np.ndarray) -> np.ndarray:
+    path = _penultimate_path(run, split)
     try:
         cached = np.load(path, allow_pickle=False)
         if cached.shape[0] == len(images):
@@ -89,6 +114,8 @@ def project(run_id: str, log: Callable[[str], None] = print) -> dict:
 
     run = load_run(run_id)
     features = split_features(run, "test", log)
+    if run.model == "baseline":  # its training images too, for the nearest neighbours (cached)
+        split_features(run, "train", log)
     started = time.perf_counter()
     coordinates = embed(features, log)
     record = {

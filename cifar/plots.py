@@ -266,3 +266,26 @@ def robustness_heatmap(table: pd.DataFrame) -> go.Figure:
     )  # fmt: skip
     fig.update_coloraxes(colorbar={"title": "accuracy", "tickformat": ".0%"})
     return _layout(fig, None, height=120 + 30 * len(matrix))
+
+
+HOVER_POINT = "#%{customdata[0]}<br>true %{customdata[1]}<br>predicted %{customdata[2]}<extra></extra>"
+
+
+def feature_map(coordinates, labels, predicted, class_names: list[str], title: str) -> go.Figure:
+    """A run's test set in 2-D (`feature_space.project`), coloured by true class; mistakes are
+    crosses. Each point's index, true and predicted class show on hover (customdata)."""
+    fig = go.Figure()
+    for k, name in enumerate(class_names):
+        for wrong in (False, True):
+            rows = (labels == k) & ((predicted != labels) == wrong)
+            fig.add_scattergl(
+                x=coordinates[rows, 0], y=coordinates[rows, 1], mode="markers", name=name,
+                legendgroup=name, showlegend=not wrong,
+                marker={"size": 7 if wrong else 4, "color": PALETTE[k % len(PALETTE)],
+                        "symbol": "x" if wrong else "circle", "opacity": 1.0 if wrong else 0.55},
+                customdata=[[int(i), name, class_names[int(predicted[i])]] for i in rows.nonzero()[0]],
+                hovertemplate=HOVER_POINT,
+            )  # fmt: skip
+    fig.update_xaxes(showticklabels=False, title=None)
+    fig.update_yaxes(showticklabels=False, title=None)
+    return _layout(fig, title, height=560)

@@ -225,3 +225,69 @@ def feature_plan(config) -> tuple[list[tuple[str, bool, int]], float]:
         _listing(home / "features"),
         config,
     )
+
+
+# ----------------------------------------------------------------------------- explanations
+
+
+@st.cache_resource(max_entries=6, show_spinner=False)
+def _explainer(path: str, run_id: str, signature: tuple, _run: Run):
+    from cifar.explain import Explainer
+
+    return Explainer(_run)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _explanation(key: tuple, digest: str, resolution: str, class_index: int | None, _run: Run, _pixels):
+    return _explainer(*key, _run).explain(_pixels, resolution, class_index)
+
+
+def explanation(run: Run, pixels, resolution: str, class_index: int | None = None):
+    """`cifar.explain.Explainer(run).explain(...)`, once per image, resolution and class: a
+    rerun never computes it again (the model itself is loaded once per process)."""
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
+    return _explanation(_run_key(run), digest, resolution, class_index, run, pixels)
+
+
+@st.cache_resource(max_entries=6, show_spinner="Reading the training images' features...")
+def _train_features(path: str, run_id: str, signature: tuple, _run: Run):
+    from cifar.feature_space import split_features
+
+    return split_features(_run, "train", log=lambda message: None)
+
+
+def train_features(run: Run):
+    """The run's training images in its feature space (call only when `train_features_ready`)."""
+    return _train_features(*_run_key(run), run)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _train_ready(key: tuple, listings: tuple, _run: Run) -> bool:
+    from cifar.assets import cifar10_available
+    from cifar.feature_space import train_features_ready
+
+    return train_features_ready(_run, cifar10() if cifar10_available() else None)
+
+
+def train_features_ready(run: Run) -> bool:
+    """`cifar.feature_space.train_features_ready`, asked again when the caches change."""
+    home = keras_home()
+    return _train_ready(_run_key(run), (_listing(home / "features"), _listing(home / "penultimate")), run)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _projection(path: str, run_id: str, signature: tuple, _run: Run):
+    from cifar.feature_space import read_projection
+
+    return read_projection(_run)
+
+
+def projection(run: Run):
+    """`cifar.feature_space.read_projection(run)`, re-read when the map is made again."""
+    from cifar.feature_space import PROJECTION_JSON
+
+    return _projection(str(run.path), run.run_id, (_mtime(run.path / PROJECTION_JSON),), run)

@@ -30,6 +30,7 @@ PAGES = {  # page name -> file, as streamlit_app.py registers them
     "misclassified": "app_pages/misclassified.py",
     "classify": "app_pages/classify.py",
     "robustness": "app_pages/robustness.py",
+    "feature_map": "app_pages/feature_map.py",
     "train": "app_pages/train.py",
 }
 

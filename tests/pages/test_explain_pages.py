@@ -1,0 +1,89 @@
+"""Why a model answered, on the pages: Classify's and Misclassified's Grad-CAM and nearest training
+images (the session's trained run, a real model), and the Feature map page (fixture maps)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cifar import atomic
+from cifar.explain import Explainer
+from cifar.feature_space import PROJECTION_FILE, PROJECTION_JSON, nearest, split_features
+from cifar.runs import load_run, runs_root
+from tests.factory import write_npz
+from tests.pages.test_pages import figure, no_exception, png, texts
+
+
+@pytest.fixture
+def trained(use_trained_baseline, tmp_path, monkeypatch):
+    run_id, data = use_trained_baseline
+    monkeypatch.setenv("CIFAR10_NPZ", str(write_npz(tmp_path / "data.npz", data)))
+    return run_id, data
+
+
+def test_classify_shows_where_the_model_looks_and_its_nearest_training_images(trained, open_page):
+    from cifar.images import open_image
+
+    run_id, data = trained
+    app = open_page("classify")
+    app.file_uploader(key="classify-upload").set_value(("red.png", png(), "image/png")).run()
+    no_exception(app)
+    expected = Explainer(load_run(run_id)).explain(open_image(png()), "cifar")
+    assert f"`{run_id}` looking for **{expected.class_name}**" in texts(app.caption)
+    assert f"Nearest training images: not computed for `{run_id}` yet" in texts(app.caption)
+    images_before = len(app.image)
+
+    train = split_features(load_run(run_id), "train")  # what `python -m cifar project` caches
+    app.selectbox(key="classify-explain-class").set_value("frog").run()
+    no_exception(app)
+    assert f"`{run_id}` looking for **frog**" in texts(app.caption)
+    frog = Explainer(load_run(run_id)).explain(open_image(png()), "cifar", class_index=6)
+    found = nearest(train, frog.features)
+    assert len(app.image) == images_before + 8
+    shown = [c for c in texts(app.caption).splitlines() if " · " in c][-8:]
+    assert shown == [f"{load_run(run_id).class_names[int(data.y_train[i])]} · {s:.2f}" for i, s in found]
+
+
+def test_misclassified_opens_an_image_into_the_same_view(trained, open_page):
+    run_id, data = trained
+    app = open_page("misclassified")
+    no_exception(app)
+    index = app.selectbox(key="misclassified-open").value
+    expected = Explainer(load_run(run_id)).explain(data.x_test[index], "cifar")
+    assert f"`{run_id}` looking for **{expected.class_name}**" in texts(app.caption)
+
+
+def write_map(run_id: str, seed: int) -> np.ndarray:
+    folder = runs_root() / run_id
+    n = len(np.load(folder / "test_labels.npy"))
+    coordinates = np.random.default_rng(seed).normal(size=(n, 2)).astype(np.float32)
+    atomic.write_npy(folder / PROJECTION_FILE, coordinates)
+    record = {"method": "umap", "space": "penultimate layer", "dimensions": 64, "images": n, "seconds": 1.0}
+    atomic.write_json(folder / PROJECTION_JSON, record)
+    return coordinates
+
+
+def test_the_feature_map_without_maps_says_how_to_make_them(runs, open_page):
+    app = open_page("feature_map")
+    no_exception(app)
+    assert "No maps yet" in texts(app.info) and "python -m cifar project" in app.code[0].value
+
+
+def test_the_feature_map_draws_each_run_s_points_by_class_with_its_mistakes(runs, open_page):
+    coordinates = {run_id: write_map(run_id, seed) for seed, run_id in enumerate(runs[:2])}
+    app = open_page("feature_map")
+    app.multiselect(key="feature-map-runs").set_value(runs[:2]).run()
+    no_exception(app)
+    for k, run_id in enumerate(runs[:2]):
+        traces = figure(app, k)["data"]
+        labels = np.load(runs_root() / run_id / "test_labels.npy")
+        predicted = np.load(runs_root() / run_id / "test_predictions.npy").argmax(1)
+        crosses = [t for t in traces if t["marker"]["symbol"] == "x"]
+        assert sum(len(t["x"]) for t in crosses) == int(np.sum(predicted != labels))
+        airplanes = next(t for t in traces if t["name"] == "airplane" and t["marker"]["symbol"] == "circle")
+        right = (labels == 0) & (predicted == 0)
+        assert airplanes["x"] == pytest.approx(coordinates[run_id][right, 0].tolist())
+        assert [p[0] for p in airplanes["customdata"]] == np.nonzero(right)[0].tolist()
+    assert json.loads((runs_root() / runs[0] / PROJECTION_JSON).read_text())["space"] in texts(app.caption)
