@@ -21,10 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.results import COMMITTED_RUNS  # noqa: E402
+from bench.results import RUNS as COMMITTED_RUNS  # noqa: E402
 
 PHOTO = ROOT / "bench" / "photos" / "dog-kphotoalbum-1.jpg"
-RUNS = ("baseline-best", "transfer-best")
+RUNS = ("baseline-best", "transfer-best")  # Classify's default models
 REPEATS = 7
 
 
