@@ -41,6 +41,7 @@ from tests.e2e.browser import (  # noqa: E402
     check_no_exception,
     chromium_page,
     shoot,
+    shoot_from,
     start_streamlit,
     stop,
     wait_healthy,
@@ -57,6 +58,8 @@ PAGES = {
     "per-class": ("Per-class metrics", "Per-class metrics"),
     "misclassified": ("Misclassified samples", "Misclassified samples"),
     "classify": ("Classify an image", "Classify an image"),
+    "feature-map": ("Feature map", "Feature map"),
+    "robustness": ("Robustness", "Robustness to corruptions"),
     "train": ("Train", "Train a model"),
 }
 UPLOADER = '[data-testid="stFileUploaderDropzoneInput"]'
@@ -272,7 +275,10 @@ def main() -> int:
                 else:
                     bench.visit(path)
                 shoot(page, args.screenshots / f"{path}.png")
-                if path == "classify":
+                if path == "classify":  # its "Why" section alone: Grad-CAM and nearest images
+                    shoot_from(
+                        page, "Why: where each model looks", args.screenshots / "classify-explain-cam.png"
+                    )
                     page.get_by_text(THUMBNAIL_MODE).click()
                     bench.wait_rendered("classify", extra=ANSWER)
                     shoot(page, args.screenshots / "classify-thumbnail.png")

@@ -108,6 +108,19 @@ def settle(page, quiet_ms: int = 800) -> None:
     check_no_exception(page)
 
 
+def shoot_from(page, heading: str, path: Path) -> None:
+    """A screenshot from the heading named `heading` to the end of the page."""
+    viewport = page.viewport_size
+    height = min(int(page.evaluate(CONTENT_HEIGHT)) + 40, 12_000)
+    page.set_viewport_size({"width": viewport["width"], "height": max(height, viewport["height"])})
+    page.wait_for_timeout(1000)
+    top = max(0.0, page.get_by_role("heading", name=heading).bounding_box()["y"] - 10)
+    page.screenshot(
+        path=str(path), clip={"x": 0, "y": top, "width": viewport["width"], "height": height - top}
+    )
+    page.set_viewport_size(viewport)
+
+
 def shoot(page, path: Path) -> None:
     """A full-page screenshot: Streamlit scrolls inside a container, so grow the window to fit."""
     path.parent.mkdir(parents=True, exist_ok=True)

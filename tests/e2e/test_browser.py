@@ -133,6 +133,11 @@ def test_every_page_classify_and_train(app, page, screenshots):
     expect(page.get_by_text("backbone weights are not cached")).to_be_visible()
     shoot(page, "classify")
 
+    for path, heading in (("robustness", "Robustness to corruptions"), ("feature-map", "Feature map")):
+        visit(page, app, path)
+        expect(page.get_by_role("heading", name=heading)).to_be_visible()
+        expect(page.locator('[data-testid="stException"]')).to_have_count(0)
+
     visit(page, app, "train")
     page.get_by_role("spinbutton", name="epochs", exact=True).first.fill("1")
     page.get_by_role("spinbutton", name="epochs", exact=True).first.press("Enter")
