@@ -215,7 +215,13 @@ def cmd_project(args, _extra) -> int:
 
 
 def add_commands_on_finished_runs(sub) -> None:
-    """calibrate, ensemble and predict: what takes finished runs."""
+    """What takes finished runs: results added to their folders, then their models at work."""
+    _add_result_commands(sub)
+    _add_model_commands(sub)
+
+
+def _add_result_commands(sub) -> None:
+    """calibrate, cost, ensemble, robustness, project: results written into run folders."""
     calibrate = sub.add_parser(
         "calibrate", help="fit a finished run's temperature on its validation split (from its weights)"
     )
@@ -249,6 +255,13 @@ def add_commands_on_finished_runs(sub) -> None:
     )
     robustness.set_defaults(func=cmd_robustness)
 
+    projection = sub.add_parser("project", help="map each run's test set in 2-D (UMAP) into its folder")
+    projection.add_argument("runs", nargs="+", metavar="RUN")
+    projection.set_defaults(func=cmd_project)
+
+
+def _add_model_commands(sub) -> None:
+    """export, explain, predict: a run's model on images, or out of the product."""
     export = sub.add_parser("export", help="save a run's whole model (pixels in, probabilities out)")
     export.add_argument("run")
     export.add_argument("--format", choices=["keras", "saved_model", "onnx", "tflite"], default="keras")
@@ -267,10 +280,6 @@ def add_commands_on_finished_runs(sub) -> None:
     )
     explain.add_argument("--out", required=True, help="the overlay, a .png file")
     explain.set_defaults(func=cmd_explain)
-
-    projection = sub.add_parser("project", help="map each run's test set in 2-D (UMAP) into its folder")
-    projection.add_argument("runs", nargs="+", metavar="RUN")
-    projection.set_defaults(func=cmd_project)
 
     predict = sub.add_parser("predict", help="classify images (files or folders) with a run's model")
     predict.add_argument("run")
