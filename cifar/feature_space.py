@@ -34,8 +34,12 @@ def space_name(run: Run) -> str:
     return "penultimate layer" if run.model == "baseline" else "pooled InceptionV3 features"
 
 
-def split_features(run: Run, split: str, log: Callable[[str], None] = print) -> np.ndarray:
-    """(N, d) features of the "train" or "test" images in the run's space."""
+def split_features(
+    run: Run, split: str, log: Callable[[str], None] = print, extract: bool = False
+) -> np.ndarray:
+    """(N, d) features of the "train" or "test" images in the run's space; a transfer run's come
+    from the feature cache, extracted now (with a progress bar) if `extract`, else
+    `FeaturesMissing` saying how long extraction takes."""
     from cifar.assets import load_cifar10
 
     check_features_run(run)
@@ -45,10 +49,16 @@ def split_features(run: Run, split: str, log: Callable[[str], None] = print) -> 
         return _penultimate(run, split, images)
     from cifar.assets import load_inception_weights
     from cifar.config import load_config
-    from cifar.features import load_features
+    from cifar.features import extract_features, load_features
+    from cifar.progress import terminal_progress
 
     config = load_config(run.hyperparameters)
-    return load_features(images, config, load_inception_weights(run.backbone_source, log=log), split, False)
+    weights = load_inception_weights(run.backbone_source, log=log)
+    if not extract:
+        return load_features(images, config, weights, split, False)
+    bar = terminal_progress("features")
+    progress = lambda done, total: bar(split, done, total)  # noqa: E731
+    return extract_features(images, config, weights, split, False, progress=progress)
 
 
 def _penultimate_path(run: Run, split: str):
@@ -113,7 +123,7 @@ def project(run_id: str, log: Callable[[str], None] = print) -> dict:
     from cifar.runs import load_run
 
     run = load_run(run_id)
-    features = split_features(run, "test", log)
+    features = split_features(run, "test", log, extract=True)
     if run.model == "baseline":  # its training images too, for the nearest neighbours (cached)
         split_features(run, "train", log)
     started = time.perf_counter()
