@@ -231,17 +231,19 @@ def _defocus_blur(x, c, rng):
 def _glass_blur(x, c, rng):
     sigma, delta, iterations = c
     x = np.uint8(_gaussian(x / 255.0, sigma) * 255)
-    for _ in range(iterations):  # locally shuffle pixels, one swap after the other
+    for _ in range(iterations):  # locally shuffle pixels, one after the other
         for h in range(32 - delta, delta, -1):
             for w in range(32 - delta, delta, -1):
                 dx, dy = rng.integers(-delta, delta, size=2)
-                hp, wp = h + dy, w + dx
-                x[h, w], x[hp, wp] = x[hp, wp].copy(), x[h, w].copy()
+                # make_cifar_c's `x[h, w], x[h', w'] = x[h', w'], x[h, w]` on numpy views: the
+                # second assignment writes the new x[h, w] back, so it copies, it does not swap.
+                x[h, w] = x[h + dy, w + dx]
     return np.clip(_gaussian(x / 255.0, sigma), 0, 1) * 255
 
 
 def _motion_blur_image(x, c, rng):
-    return _motion_blur(x.astype(np.float64), c[0], c[1], rng.uniform(-45, 45))
+    # ImageMagick writes its result as 8-bit PNG: rounded, not truncated.
+    return np.floor(_motion_blur(x.astype(np.float64), c[0], c[1], rng.uniform(-45, 45)) + 0.5)
 
 
 def _zoom_blur(x, c, rng):

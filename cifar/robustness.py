@@ -5,6 +5,9 @@
                                  sets: [{"corruption", "severity", "accuracy"}] in array order,
                                  test_time_flip (false: one view, see below), finished, seconds
     robustness_predictions.npy   (sets, images, 10) float32 raw probabilities, in `sets` order
+                                 (its sha256 is in the json: `predictions_sha256`)
+    robustness_clean.npy         (images, 10) float32 raw probabilities of the clean images, made
+                                 as the sets' are (an ensemble pools its members' from these)
 
 Every run is evaluated on one view of each image (no test-time flip, whatever the run uses),
 so the families are compared alike and a transfer run's corrupted features are extracted once,
@@ -24,11 +27,13 @@ import numpy as np
 import pandas as pd
 
 from cifar import atomic
+from cifar.assets import sha256_bytes
 from cifar.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from cifar.runs import Run, RunError, load_run
 
 ROBUSTNESS_FILE = "robustness.json"
 ROBUSTNESS_PREDICTIONS_FILE = "robustness_predictions.npy"
+ROBUSTNESS_CLEAN_FILE = "robustness_clean.npy"
 CPU_IMAGES, GPU_IMAGES = 1000, 10000
 REFERENCE_RUN = "baseline-reference"  # Hendrycks' mCE divides by a reference model's errors
 
@@ -63,16 +68,24 @@ def evaluate_robustness(
     run = load_run(run_id)
     started = time.perf_counter()
     if run.model == "ensemble":
-        record, predictions = _pooled_members(run)
+        record, clean, predictions = _pooled_members(run)
     else:
-        record, predictions = _evaluate_model(run, images, seed, log)
+        record, clean, predictions = _evaluate_model(run, images, seed, log)
     record = {**record, "finished": time.time(), "seconds": time.perf_counter() - started}
-    atomic.write_npy(run.path / ROBUSTNESS_PREDICTIONS_FILE, predictions.astype(np.float32))
-    atomic.write_json(run.path / ROBUSTNESS_FILE, record)
+    return write_results(run.path, record, clean, predictions)
+
+
+def write_results(folder, record: dict, clean: np.ndarray, predictions: np.ndarray) -> dict:
+    """The three files of a run's robustness results; the json last, with the predictions' sha256."""
+    predictions = np.asarray(predictions, np.float32)
+    record = {**record, "predictions_sha256": sha256_bytes(predictions.tobytes())}
+    atomic.write_npy(folder / ROBUSTNESS_CLEAN_FILE, np.asarray(clean, np.float32))
+    atomic.write_npy(folder / ROBUSTNESS_PREDICTIONS_FILE, predictions)
+    atomic.write_json(folder / ROBUSTNESS_FILE, record)
     return record
 
 
-def _evaluate_model(run: Run, images: int | None, seed: int, log) -> tuple[dict, np.ndarray]:
+def _evaluate_model(run: Run, images: int | None, seed: int, log) -> tuple[dict, np.ndarray, np.ndarray]:
     from tqdm.auto import tqdm
 
     from cifar.assets import load_cifar10
@@ -84,13 +97,14 @@ def _evaluate_model(run: Run, images: int | None, seed: int, log) -> tuple[dict,
     indices = stratified_subset(data.y_test, images or (GPU_IMAGES if gpu_available() else CPU_IMAGES), seed)
     clean, labels = data.x_test[indices], data.y_test[indices]
     predict = _single_view_predictor(run, log)
-    clean_accuracy = _accuracy(predict(clean, "clean"), labels)
+    clean_predictions = predict(clean, "clean")
     predictions = []
     for name, severity in tqdm(corruption_sets(), desc=f"robustness {run.run_id}", unit="set", mininterval=5):
         corrupted = corrupt(clean, name, severity, seed)
         predictions.append(predict(corrupted, f"{name}-{severity}"))
     predictions = np.stack(predictions)
-    return _record(indices, labels, seed, clean_accuracy, predictions), predictions
+    record = _record(indices, labels, seed, _accuracy(clean_predictions, labels), predictions)
+    return record, clean_predictions, predictions
 
 
 def _single_view_predictor(run: Run, log) -> Callable[[np.ndarray, str], np.ndarray]:
@@ -114,8 +128,9 @@ def _single_view_predictor(run: Run, log) -> Callable[[np.ndarray, str], np.ndar
     return predict
 
 
-def _pooled_members(run: Run) -> tuple[dict, np.ndarray]:
-    """An ensemble's corrupted predictions: its members' stored ones, pooled with its weights."""
+def _pooled_members(run: Run) -> tuple[dict, np.ndarray, np.ndarray]:
+    """An ensemble's clean and corrupted predictions: its members' stored ones (one view each),
+    pooled with its weights."""
     from cifar.ensemble import ensemble_weights, pooled
 
     member_ids, weights = ensemble_weights(run)
@@ -124,13 +139,15 @@ def _pooled_members(run: Run) -> tuple[dict, np.ndarray]:
     if missing:
         raise RunError(f"{run.run_id}'s members {missing} have no robustness results: evaluate them first")
     records = [result[0] for _member, result in members]
-    if any(record["test_indices"] != records[0]["test_indices"] for record in records):
-        raise RunError(f"{run.run_id}'s members were evaluated on different test images")
+    same = ("test_indices", "seed")
+    if any(record[key] != records[0][key] for record in records for key in same):
+        raise RunError(f"{run.run_id}'s members were evaluated on different test images or seeds")
     predictions = pooled([result[1] for _member, result in members], weights)
+    clean = pooled([np.load(load_run(m).path / ROBUSTNESS_CLEAN_FILE) for m in member_ids], weights)
     indices = np.asarray(records[0]["test_indices"])
     labels = run.test_labels[indices]
-    clean = _accuracy(pooled([load_run(m).test_predictions[indices] for m in member_ids], weights), labels)
-    return _record(indices, labels, records[0]["seed"], clean, predictions), predictions
+    record = _record(indices, labels, records[0]["seed"], _accuracy(clean, labels), predictions)
+    return record, clean, predictions
 
 
 def _record(indices, labels, seed: int, clean_accuracy: float, predictions: np.ndarray) -> dict:
@@ -169,8 +186,10 @@ def read_robustness(run: Run) -> tuple[dict, np.ndarray] | None:
     except (run_files.FileError, OSError, ValueError):
         return None
     expected = (len(record["sets"]), len(record["test_indices"]), len(run.class_names))
-    if predictions.shape != expected or not np.isfinite(predictions).all():
+    if predictions.shape != expected or predictions.dtype != np.float32 or not np.isfinite(predictions).all():
         return None
+    if record.get("predictions_sha256") not in (None, sha256_bytes(predictions.tobytes())):
+        return None  # predictions of another evaluation, beside this json
     return record, predictions
 
 

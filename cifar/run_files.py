@@ -144,6 +144,7 @@ class RobustnessFile(_File):
     mean_corruption_accuracy: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
     sets: Annotated[list[_RobustnessSet], Field(min_length=1)]
     test_indices: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+    predictions_sha256: str | None = None
     finished: float | None = None
     seconds: float | None = None
 

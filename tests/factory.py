@@ -158,13 +158,13 @@ def write_run(
 def write_robustness(run_id: str, labels: np.ndarray, indices: np.ndarray, accuracy: float, seed: int = 0):
     """robustness.json and its predictions for a run (no model): every set at about `accuracy`,
     written as `cifar.robustness` writes them. Returns the (75, images, 10) predictions."""
-    from cifar.robustness import ROBUSTNESS_FILE, ROBUSTNESS_PREDICTIONS_FILE, _record
+    from cifar.robustness import _record, write_results
 
     run = load_run(run_id)
     sets = np.stack([predictions(labels[indices], accuracy, seed + k) for k in range(75)])
-    clean = float(np.mean(predictions(labels[indices], accuracy, seed + 1000).argmax(1) == labels[indices]))
-    atomic.write_npy(run.path / ROBUSTNESS_PREDICTIONS_FILE, sets)
-    atomic.write_json(run.path / ROBUSTNESS_FILE, _record(indices, labels[indices], 0, clean, sets))
+    clean = predictions(labels[indices], accuracy, seed + 1000)
+    accuracy = float(np.mean(clean.argmax(1) == labels[indices]))
+    write_results(run.path, _record(indices, labels[indices], 0, accuracy, sets), clean, sets)
     return sets
 
 
