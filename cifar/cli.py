@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -189,7 +190,7 @@ def cmd_tensorboard(args, _extra) -> int:
         "--port",
         str(args.port),
     ]
-    return subprocess.call(command)
+    return subprocess.call(command, stderr=sys.stderr)  # its address and its errors: the terminal
 
 
 def cmd_standby(args, _extra) -> int:
@@ -274,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except Exception as error:
-        if not _is_runtime_error(error):
+        if not _is_runtime_error(error) or os.environ.get("CIFAR_DEBUG"):  # CIFAR_DEBUG=1: the traceback
             raise
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -137,8 +137,10 @@ def cmd_robustness(args, _extra) -> int:
     """python -m cifar robustness RUN [RUN ...] [--images N]  (CIFAR-10-C corruptions; an ensemble
     pools its members' results, so it goes after them)"""
     from cifar.robustness import evaluate_robustness
+    from cifar.runs import load_run
 
-    for run_id in args.runs:
+    runs = sorted((load_run(run_id) for run_id in args.runs), key=lambda run: run.model == "ensemble")
+    for run_id in [run.run_id for run in runs]:  # (every id checked first: a typo fails now)
         record = evaluate_robustness(run_id, images=args.images, seed=args.seed)
         print(
             f"{run_id}: {record['images']} test images, clean {record['clean_accuracy']:.2%}, "

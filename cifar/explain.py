@@ -78,7 +78,7 @@ class Explainer:
         @tf.function(reduce_retracing=True)
         def maps_and_scores(images, class_index):
             with tf.GradientTape() as tape:
-                maps, penultimate, features = self.model(images, training=False)
+                maps, penultimate, features, probabilities = self.model(images, training=False)
                 scores = tf.matmul(penultimate, dense.kernel) + (dense.bias if dense.use_bias else 0.0)
                 # -1: the top class, found in this same pass
                 class_index = tf.where(
@@ -88,7 +88,7 @@ class Explainer:
             gradients = tape.gradient(chosen, maps)
             weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
             cam = tf.nn.relu(tf.reduce_sum(weights * maps, axis=-1))
-            return cam, tf.nn.softmax(scores), features, class_index
+            return cam, probabilities, features, class_index
 
         self._maps_and_scores = maps_and_scores
 
@@ -117,38 +117,40 @@ class Explainer:
 
 
 def _gradcam_model(run: Run):
-    """(model: images -> [maps, penultimate, features], layer name, prepare(pixels, resolution),
-    full side); features: the space `cifar.feature_space` searches (a baseline's penultimate
-    layer, a transfer run's pooled base features);
+    """(model: images -> [maps, penultimate, features, probabilities], layer name,
+    prepare(pixels, resolution), full side); features: the space `cifar.feature_space` searches
+    (a baseline's penultimate layer, a transfer run's pooled base features);
     `model.dense` is the layer that makes the class scores of the penultimate features (its
     softmax left out: airbench's 1/9 logit scale after it changes no normalised map)."""
     import keras
 
     from cifar.config import load_config
-    from cifar.restore import load_head, load_model
+    from cifar.restore import backbone_weights, last_dense, load_head, load_model
 
     config = load_config(run.hyperparameters)
     if run.model == "baseline":
         network = load_model(run)[1]
         layer = [lay for lay in network.layers if isinstance(lay, keras.layers.Conv2D)][-1]
-        dense = _last_dense(network)
-        model = keras.Model(network.input, [layer.output, dense.input, dense.input])
+        dense = last_dense(network)
+        model = keras.Model(network.input, [layer.output, dense.input, dense.input, network.output])
         model.dense = dense
         return model, layer.name, lambda pixels, _resolution: pixels, None
-    from cifar.assets import load_inception_weights
     from cifar.config import POOLED_LAYERS
     from cifar.models import build_base, build_resize, inception_scaling
 
-    base = build_base(config, load_inception_weights(run.backbone_source).path)
+    head = load_head(run)  # before the backbone: a bad weights file fails fast
+    # The pooled taps as `models.build_pooled_base` makes them, but on the base's own graph, so
+    # that one pass returns the explained block's maps and the answer that depends on them.
+    base = build_base(config, backbone_weights(run).path)
     pooled = [
         keras.layers.GlobalAveragePooling2D()(base.get_layer(n).output)
         for n in POOLED_LAYERS[config.pooled_layers]
     ]
     features = pooled[0] if len(pooled) == 1 else keras.layers.Concatenate()(pooled)
-    head = load_head(run)
-    dense = _last_dense(head)
+    dense = last_dense(head)
     penultimate = keras.Model(head.input, dense.input)(features)
-    model = keras.Model(base.input, [base.get_layer(TRANSFER_LAYER).output, penultimate, features])
+    outputs = [base.get_layer(TRANSFER_LAYER).output, penultimate, features, head(features)]
+    model = keras.Model(base.input, outputs)
     model.dense = dense
     resize, scale = build_resize(config), inception_scaling()
 
@@ -156,12 +158,6 @@ def _gradcam_model(run: Run):
         return scale(pixels) if resolution == "full" else resize(pixels, training=False)
 
     return model, TRANSFER_LAYER, prepare, config.input_size
-
-
-def _last_dense(model):
-    import keras
-
-    return [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][-1]
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, side: int = OVERLAY_SIDE) -> np.ndarray:

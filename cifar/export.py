@@ -85,6 +85,8 @@ def export_blocker(run) -> str:
 
     if run.model == "ensemble":
         return "an ensemble: download its members' models"
+    if run.config_problem:
+        return f"this version cannot rebuild its model ({run.config_problem})"
     if not run.has_weights:
         return "its folder holds no trained weights"
     if missing := missing_backbone(run):

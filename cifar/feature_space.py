@@ -100,10 +100,10 @@ def _penultimate(run: Run, split: str, images: np.ndarray) -> np.ndarray:
         pass
     import keras
 
-    from cifar.restore import load_model
+    from cifar.restore import last_dense, load_model
 
     network = load_model(run)[1]
-    dense = [layer for layer in network.layers if isinstance(layer, keras.layers.Dense)][-1]
+    dense = last_dense(network)
     features = keras.Model(network.input, dense.input).predict(images, batch_size=1000, verbose=0)
     atomic.write_npy(path, features.astype(np.float32))
     return features.astype(np.float32)
@@ -153,12 +153,12 @@ def embed(features: np.ndarray, log: Callable[[str], None] = print) -> np.ndarra
 
 def read_projection(run: Run) -> tuple[dict, np.ndarray] | None:
     """(projection.json, (N, 2) coordinates) of a run, None if it has none or they do not agree."""
-    import json
+    from cifar import run_files
 
     try:
-        record = json.loads((run.path / PROJECTION_JSON).read_text())
+        record = run_files.read_json(run.path / PROJECTION_JSON, run_files.ProjectionFile)
         coordinates = np.load(run.path / PROJECTION_FILE, allow_pickle=False)
-    except (OSError, ValueError):
+    except (run_files.FileError, OSError, ValueError):
         return None
     if coordinates.shape != (len(run.test_labels), 2) or not np.isfinite(coordinates).all():
         return None

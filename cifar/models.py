@@ -155,10 +155,10 @@ def build_pooled_base(config: TransferConfig, weights_path: Path | str | None) -
 
 def build_feature_extractor(config: TransferConfig, weights_path: Path | str | None) -> keras.Model:
     """uint8 pixels -> pooled features: everything of the transfer model before the head."""
-    return _after_resize(config, build_pooled_base(config, weights_path), "feature_extractor")
+    return after_resize(config, build_pooled_base(config, weights_path), "feature_extractor")
 
 
-def _after_resize(config: TransferConfig, model: keras.Model, name: str) -> keras.Model:
+def after_resize(config: TransferConfig, model: keras.Model, name: str) -> keras.Model:
     """`model` (which takes resized images) behind `build_resize`: one model on uint8 pixels."""
     resize = build_resize(config)
     return keras.Model(resize.input, model(resize.output), name=name)
@@ -183,7 +183,7 @@ def build_transfer_model(
     config: TransferConfig, weights_path: Path | str | None, head: keras.Model | None = None
 ) -> keras.Model:
     """The reference's model end to end: resize, frozen InceptionV3, average pool, head."""
-    return _after_resize(config, build_transfer_network(config, weights_path, head), "inception_transfer")
+    return after_resize(config, build_transfer_network(config, weights_path, head), "inception_transfer")
 
 
 def build_transfer_network(

@@ -22,14 +22,27 @@ def load_model(run: Run):
     config = load_config(run.hyperparameters)
     if config.model == "baseline":
         return None, _with_weights(build_baseline(config), run, WEIGHTS_FILES["baseline"])
+    head = load_head(run)  # before the backbone: a bad weights file fails fast
+    backbone = backbone_weights(run)
+    return outside_xla(build_resize(config)), build_transfer_network(config, backbone.path, head=head)
+
+
+def backbone_weights(run: Run):
+    """The cached InceptionV3 weights a transfer run was trained on (checked against its record)."""
     from cifar.assets import load_inception_weights
 
-    head = load_head(run)  # before the backbone: a bad weights file fails fast
     backbone = load_inception_weights(run.backbone_source)
     expected = (run.config.get("assets") or {}).get("backbone_sha256")
     if expected and expected != backbone.sha256:
         raise RunError(f"{run.run_id} was trained on other backbone weights ({expected[:12]})")
-    return outside_xla(build_resize(config)), build_transfer_network(config, backbone.path, head=head)
+    return backbone
+
+
+def last_dense(model):
+    """The model's last Dense layer: the one that makes its class scores."""
+    import keras
+
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][-1]
 
 
 def load_head(run: Run):

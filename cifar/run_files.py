@@ -149,6 +149,16 @@ class RobustnessFile(_File):
     seconds: float | None = None
 
 
+class ProjectionFile(_File):
+    """projection.json (`cifar.feature_space`): how a run's test-set map was made."""
+
+    method: str
+    space: str
+    dimensions: Annotated[int, Field(ge=1)]
+    images: Annotated[int, Field(ge=1)]
+    seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
 class EnsembleFile(_File):
     """ensemble.json (`cifar.ensemble`): members and their pooling weights."""
 

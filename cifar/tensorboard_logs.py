@@ -10,6 +10,7 @@ test ECE as metrics) in `tensorboard/`, so TensorBoard's HParams table compares 
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -32,30 +33,46 @@ def write_logs(run: Run) -> list[str]:
 
 
 def _write_curves(run: Run, logdir: Path) -> None:
-    import tensorflow as tf
-
+    """Each split's curves written in a temporary folder, then renamed into place: a killed
+    command leaves no partial curves that would count as written."""
     for split, (accuracy, loss) in CURVES.items():
         columns = [c for c in (accuracy, loss) if c in run.history]
         if not columns:
             continue
-        with tf.summary.create_file_writer(str(logdir / split)).as_default():
-            for epoch, row in run.history.iterrows():
-                for column in columns:
-                    if row[column] == row[column]:  # not NaN
-                        tag = "epoch_" + column.removeprefix("val_")
-                        tf.summary.scalar(tag, float(row[column]), step=int(epoch))
+        scalars = [
+            (f"epoch_{column.removeprefix('val_')}", float(row[column]), int(epoch))
+            for epoch, row in run.history.iterrows()
+            for column in columns
+            if row[column] == row[column]  # not NaN
+        ]
+        _write_folder(logdir / split, scalars)
+
+
+def _write_folder(folder: Path, scalars: list[tuple[str, float, int]], hparams: dict | None = None) -> None:
+    """An event file of `scalars` (tag, value, step) [and an HParams summary] as `folder`."""
+    import tensorflow as tf
+
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    writer = tf.summary.create_file_writer(str(tmp))
+    try:
+        with writer.as_default():
+            if hparams is not None:
+                from tensorboard.plugins.hparams import api as hp
+
+                hp.hparams(hparams, trial_id=folder.parent.parent.name)
+            for tag, value, step in scalars:
+                tf.summary.scalar(tag, value, step=step)
+        writer.close()
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _write_hparams(run: Run, logdir: Path) -> None:
-    import tensorflow as tf
-    from tensorboard.plugins.hparams import api as hp
-
-    folder = logdir / HPARAMS_FOLDER
-    shutil.rmtree(folder, ignore_errors=True)
-    with tf.summary.create_file_writer(str(folder)).as_default():
-        hp.hparams(hyperparameters(run), trial_id=run.run_id)
-        for name, value in run_metrics(run).items():
-            tf.summary.scalar(name, value, step=0)
+    scalars = [(name, value, 0) for name, value in run_metrics(run).items()]
+    _write_folder(logdir / HPARAMS_FOLDER, scalars, hyperparameters(run))
 
 
 def hyperparameters(run: Run) -> dict[str, str | bool | int | float]:

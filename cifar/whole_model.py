@@ -54,17 +54,19 @@ def build_run_model(run: Run, calibrated: bool = True) -> keras.Model:
         probabilities = layers.Average(name="test_time_flip")([probabilities, mirrored])
     if calibrated and run.temperature != 1.0:
         probabilities = TemperatureScaling(run.temperature, name="temperature")(probabilities)
-    return keras.Model(pixels, probabilities, name=run.run_id.replace("-", "_"))
+    model = keras.Model(pixels, probabilities, name=run.run_id.replace("-", "_"))
+    # Keras would XLA-compile `predict` on a GPU; XLA resizes wrongly (`features.outside_xla`).
+    model.jit_compile = False
+    return model
 
 
 def _network(run: Run) -> keras.Model:
     """uint8 pixels -> raw probabilities (one view)."""
     from cifar.config import load_config
-    from cifar.models import build_resize
+    from cifar.models import after_resize
     from cifar.restore import load_model
 
     _, network = load_model(run)
     if run.model == "baseline":
         return network
-    resize = build_resize(load_config(run.hyperparameters))
-    return keras.Model(resize.input, network(resize.output), name="network")
+    return after_resize(load_config(run.hyperparameters), network, "network")

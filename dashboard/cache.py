@@ -253,7 +253,7 @@ def explanation(run: Run, pixels, resolution: str, class_index: int | None = Non
     return _explanation(_run_key(run), digest, resolution, class_index, run, pixels)
 
 
-@st.cache_resource(max_entries=6, show_spinner="Reading the training images' features...")
+@st.cache_resource(max_entries=2, show_spinner="Reading the training images' features...")  # 0.4-1.2 GB each
 def _train_features(path: str, run_id: str, signature: tuple, _run: Run):
     from cifar.feature_space import split_features
 
