@@ -121,6 +121,10 @@ def test_a_half_written_result_is_no_result(artifacts):
     run = load_run("r")
     write_robustness("r", labels, stratified_subset(labels, 30), 0.5, 0)
     assert read_robustness(run) is not None
+    other = write_robustness("r", labels, stratified_subset(labels, 30), 0.5, 7)  # same shape
+    write_robustness("r", labels, stratified_subset(labels, 30), 0.5, 0)
+    atomic.write_npy(run.path / ROBUSTNESS_PREDICTIONS_FILE, other)  # (a kill between two writes)
+    assert read_robustness(run) is None  # another evaluation's predictions beside this json
     atomic.write_npy(run.path / ROBUSTNESS_PREDICTIONS_FILE, np.zeros((75, 29, 10), np.float32))
     assert read_robustness(run) is None  # predictions of another subset
     (run.path / ROBUSTNESS_PREDICTIONS_FILE).unlink()
