@@ -155,6 +155,18 @@ def write_run(
         return writer.publish()
 
 
+def write_ensemble(root: Path, labels: np.ndarray, second: str = "baseline") -> str:
+    """Runs "a" (baseline) and "b" (`second`), calibrated, and their ensemble "ab"."""
+    from cifar.ensemble import make_ensemble
+
+    val = np.arange(len(labels) // 2) % 10
+    write_run(root, "a", "baseline", labels, 0.6, seed=1, val_labels=val)
+    write_run(root, "b", second, labels, 0.7, seed=2, val_labels=val)
+    with artifacts_at(root):
+        make_ensemble("ab", ["a", "b"])
+    return "ab"
+
+
 def write_robustness(run_id: str, labels: np.ndarray, indices: np.ndarray, accuracy: float, seed: int = 0):
     """robustness.json and its predictions for a run (no model): every set at about `accuracy`,
     written as `cifar.robustness` writes them. Returns the (75, images, 10) predictions."""

@@ -15,7 +15,7 @@ from cifar.explain import Explainer, check_class, jet, overlay
 from cifar.feature_space import nearest, read_projection
 from cifar.runs import RunError, load_run
 from tests.backbone import calibrated_inception
-from tests.factory import write_npz, write_run
+from tests.factory import write_ensemble, write_npz
 
 
 def square_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -165,12 +165,7 @@ def test_the_map_of_a_baseline_run_is_stored_in_its_folder(use_trained_baseline,
 
 
 def test_an_ensemble_has_no_single_map(artifacts, capsys):
-    labels = np.arange(40) % 10
-    write_run(artifacts, "a", "baseline", labels, 0.6, seed=1, val_labels=np.arange(20) % 10)
-    write_run(artifacts, "b", "baseline", labels, 0.6, seed=2, val_labels=np.arange(20) % 10)
-    from cifar.ensemble import make_ensemble
-
-    make_ensemble("ab", ["a", "b"])
+    write_ensemble(artifacts, np.arange(40) % 10)
     assert cli.main(["project", "ab"]) == 1
     assert "ab is an ensemble: explain or map its members one by one" in capsys.readouterr().err
     with pytest.raises(RunError, match="ensemble"):

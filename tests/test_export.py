@@ -17,7 +17,7 @@ from cifar.calibration import temperature_scaled
 from cifar.export import check_export, export_run
 from cifar.runs import RunError, load_run
 from cifar.whole_model import build_run_model
-from tests.factory import REPO, write_run
+from tests.factory import REPO, write_ensemble
 
 
 @pytest.fixture
@@ -155,13 +155,7 @@ def test_an_existing_file_is_not_replaced_without_overwrite(tmp_path, capsys):
 
 
 def test_an_ensemble_is_exported_member_by_member(artifacts):
-    labels = np.arange(100) % 10
-    val = np.arange(50) % 10
-    write_run(artifacts, "a", "baseline", labels, 0.6, seed=1, val_labels=val)
-    write_run(artifacts, "b", "baseline", labels, 0.7, seed=2, val_labels=val)
-    from cifar.ensemble import make_ensemble
-
-    make_ensemble("ab", ["a", "b"])
+    write_ensemble(artifacts, np.arange(100) % 10)
     with pytest.raises(RunError, match="ab is an ensemble: load or export its members"):
         build_run_model(load_run("ab"))
 

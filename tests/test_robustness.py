@@ -23,7 +23,7 @@ from cifar.robustness import (
     stratified_subset,
 )
 from cifar.runs import RunError, load_run
-from tests.factory import write_npz, write_robustness, write_run
+from tests.factory import write_ensemble, write_npz, write_robustness, write_run
 
 
 def test_75_sets_corruption_by_corruption():
@@ -93,13 +93,10 @@ def test_a_baseline_run_s_results_are_its_model_on_the_corrupted_subset(
 
 
 def test_an_ensemble_pools_its_members_stored_predictions(artifacts):
-    from cifar.ensemble import make_ensemble, pooled
+    from cifar.ensemble import pooled
 
     labels = np.arange(200) % 10
-    val = np.arange(100) % 10
-    write_run(artifacts, "a", "baseline", labels, 0.6, seed=1, val_labels=val)
-    write_run(artifacts, "b", "transfer", labels, 0.8, seed=2, val_labels=val)
-    make_ensemble("ab", ["a", "b"])
+    write_ensemble(artifacts, labels, second="transfer")
     with pytest.raises(RunError, match=r"members \['a', 'b'\] have no robustness results"):
         evaluate_robustness("ab")
     indices = stratified_subset(labels, 50)
