@@ -5,6 +5,7 @@ import streamlit as st
 
 from cifar import plots
 from cifar.assets import cifar10_available
+from cifar.feature_space import projection_progress, start_projection
 from dashboard import cache
 from dashboard.text import plain
 from dashboard.widgets import require_runs, run_picker, upscale
@@ -18,9 +19,31 @@ st.caption(
 runs = cache.runs()
 require_runs(runs)
 maps = {run.run_id: result for run in runs if (result := cache.projection(run))}
+missing = [run for run in runs if run.run_id not in maps and run.model != "ensemble" and run.has_weights]
+
+
+@st.fragment(run_every=3)
+def map_jobs() -> None:
+    """A button per run without a map; a running one's progress, polled until its map is there."""
+    for run in missing:
+        progress = projection_progress(run)
+        if progress and progress["running"]:
+            seconds, line = progress["seconds"], plain(progress["last_line"])
+            st.caption(f"Making the map of `{run.run_id}` ({seconds:.0f} s): {line}")
+        elif cache.projection(run):
+            st.rerun()  # done: the whole page shows it
+        elif st.button(f"Make the map of {run.run_id}", key=f"feature-map-start-{run.run_id}"):
+            start_projection(run)
+            st.rerun(scope="fragment")
+
+
+if missing:
+    with st.expander(
+        f"Runs without a map ({len(missing)}): make them here (a few minutes each on 2 CPU cores)"
+    ):
+        map_jobs()
 if not maps:
-    st.info("**No maps yet.** Make them from a terminal (a few minutes per run on 2 CPU cores):")
-    st.code("python -m cifar project baseline-best baseline-reference", language="bash")
+    st.info("**No maps yet.** Make them above, or from a terminal: `python -m cifar project RUN ...`")
     st.stop()
 chosen = run_picker(
     [run for run in runs if run.run_id in maps], key="feature-map-runs", label="Runs (two side by side)",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -123,6 +124,7 @@ def project(run_id: str, log: Callable[[str], None] = print) -> dict:
     from cifar.runs import load_run
 
     run = load_run(run_id)
+    log(f"{run_id}: the test images' features ({space_name(run)})")
     features = split_features(run, "test", log, extract=True)
     if run.model == "baseline":  # its training images too, for the nearest neighbours (cached)
         split_features(run, "train", log)
@@ -163,3 +165,45 @@ def read_projection(run: Run) -> tuple[dict, np.ndarray] | None:
     if coordinates.shape != (len(run.test_labels), 2) or not np.isfinite(coordinates).all():
         return None
     return record, coordinates
+
+
+# ----------------------------------------------------------------------------- in the background
+
+
+def _projection_job(run: Run) -> tuple[Path, Path]:
+    """(log, record) of a run's background projection, beside the training jobs' logs."""
+    folder = run.path.parent.parent / "jobs"
+    return folder / f"project-{run.run_id}.log", folder / f"project-{run.run_id}.json"
+
+
+def start_projection(run: Run) -> int:
+    """`python -m cifar project RUN` in the background (the dashboard's button); its pid."""
+    from cifar.processes import spawn
+
+    check_features_run(run)
+    log, record = _projection_job(run)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as handle:  # the child keeps its own copy of the descriptor
+        process = spawn(["project", run.run_id], stdout=handle)
+    atomic.write_json(record, {"pid": process.pid, "started": time.time()})
+    return process.pid
+
+
+def projection_progress(run: Run) -> dict | None:
+    """{"running", "seconds", "last_line"} of the run's latest background projection, if any."""
+    import json
+
+    from cifar.processes import pid_alive
+
+    log, record = _projection_job(run)
+    try:
+        job = json.loads(record.read_text())
+        lines = log.read_text(errors="replace").replace("\r", "\n").splitlines()
+    except (OSError, ValueError):
+        return None
+    last = next((line for line in reversed(lines) if line.strip()), "starting")
+    return {
+        "running": pid_alive(job.get("pid")),
+        "seconds": time.time() - job.get("started", 0),
+        "last_line": last,
+    }

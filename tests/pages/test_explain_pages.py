@@ -68,7 +68,7 @@ def write_map(run_id: str, seed: int) -> np.ndarray:
 def test_the_feature_map_without_maps_says_how_to_make_them(runs, open_page):
     app = open_page("feature_map")
     no_exception(app)
-    assert "No maps yet" in texts(app.info) and "python -m cifar project" in app.code[0].value
+    assert "No maps yet" in texts(app.info) and "python -m cifar project RUN" in texts(app.info)
 
 
 def test_the_feature_map_draws_each_run_s_points_by_class_with_its_mistakes(runs, open_page):
@@ -87,3 +87,38 @@ def test_the_feature_map_draws_each_run_s_points_by_class_with_its_mistakes(runs
         assert airplanes["x"] == pytest.approx(coordinates[run_id][right, 0].tolist())
         assert [p[0] for p in airplanes["customdata"]] == np.nonzero(right)[0].tolist()
     assert json.loads((runs_root() / runs[0] / PROJECTION_JSON).read_text())["space"] in texts(app.caption)
+
+
+def test_a_map_is_started_from_the_page_for_a_run_without_one(trained, monkeypatch, open_page):
+    import cifar.feature_space
+
+    run_id, _ = trained
+    started = []
+    monkeypatch.setattr(cifar.feature_space, "start_projection", lambda run: started.append(run.run_id))
+    app = open_page("feature_map")
+    no_exception(app)
+    assert "No maps yet" in texts(app.info)
+    app.button(key=f"feature-map-start-{run_id}").click().run()
+    assert started == [run_id]
+
+
+def test_a_background_map_reports_progress_and_lands_in_the_run_folder(trained, tmp_path, monkeypatch):
+    import shutil
+    import time
+
+    from cifar.feature_space import projection_progress, read_projection, start_projection
+
+    run_id, _ = trained
+    source = load_run(run_id).path
+    monkeypatch.setenv("CIFAR_ARTIFACTS", str(tmp_path / "copy"))
+    shutil.copytree(source, tmp_path / "copy" / "runs" / run_id)
+    run = load_run(run_id)
+    assert projection_progress(run) is None
+    start_projection(run)
+    assert projection_progress(run)["running"]
+    deadline = time.time() + 180
+    while projection_progress(run)["running"] and time.time() < deadline:
+        time.sleep(1)
+    progress = projection_progress(run)
+    assert not progress["running"] and f"{run_id}: map of" in progress["last_line"], progress
+    assert read_projection(load_run(run_id))[1].shape == (len(run.test_labels), 2)
