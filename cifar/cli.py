@@ -201,7 +201,8 @@ def cmd_standby(args, _extra) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m cifar", description=__doc__.splitlines()[0])
+    prog = "cifar" if os.path.basename(sys.argv[0]) == "cifar" else "python -m cifar"  # as it was called
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
