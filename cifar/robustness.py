@@ -143,11 +143,18 @@ def _pooled_members(run: Run) -> tuple[dict, np.ndarray, np.ndarray]:
     if any(record[key] != records[0][key] for record in records for key in same):
         raise RunError(f"{run.run_id}'s members were evaluated on different test images or seeds")
     predictions = pooled([result[1] for _member, result in members], weights)
-    clean = pooled([np.load(load_run(m).path / ROBUSTNESS_CLEAN_FILE) for m in member_ids], weights)
+    clean = pooled([_clean_predictions(load_run(m)) for m in member_ids], weights)
     indices = np.asarray(records[0]["test_indices"])
     labels = run.test_labels[indices]
     record = _record(indices, labels, records[0]["seed"], _accuracy(clean, labels), predictions)
     return record, clean, predictions
+
+
+def _clean_predictions(run: Run) -> np.ndarray:
+    try:
+        return np.load(run.path / ROBUSTNESS_CLEAN_FILE, allow_pickle=False)
+    except (OSError, ValueError):
+        raise RunError(f"{run.run_id} has no readable {ROBUSTNESS_CLEAN_FILE}: evaluate it again") from None
 
 
 def _record(indices, labels, seed: int, clean_accuracy: float, predictions: np.ndarray) -> dict:
