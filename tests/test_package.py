@@ -38,3 +38,32 @@ def test_the_package_builds_with_its_requirements_and_a_cifar_command(tmp_path):
     assert "Requires-Python: >=3.11" in metadata and f"Version: {cifar.__version__}" in metadata
     assert "cifar = cifar.cli:main" in entry_points
     assert "cifar/cli.py" in names and not any(name.startswith(("tests/", "dashboard/")) for name in names)
+
+
+def test_every_third_party_import_of_the_product_is_a_declared_requirement():
+    """A module the product imports but requirements.txt omits works only on the machine it was added on."""
+    import ast
+    from importlib.metadata import packages_distributions
+
+    declared = {
+        line.split("<")[0].split(">")[0].split("=")[0].split("[")[0].strip().lower().replace("_", "-")
+        for line in (REPO / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    distributions = packages_distributions()
+    files = [*REPO.glob("cifar/*.py"), *REPO.glob("dashboard/*.py"), *REPO.glob("app_pages/*.py")]
+    imported = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = sorted(imported - set(sys.stdlib_module_names) - {"cifar", "dashboard", "app_pages"})
+    assert files and "umap" in third_party and "keras" in third_party
+    undeclared = {
+        module: distributions.get(module, ["?"])
+        for module in third_party
+        if not {name.lower().replace("_", "-") for name in distributions.get(module, [])} & declared
+    }
+    assert not undeclared, f"imported but not in requirements.txt: {undeclared}"
