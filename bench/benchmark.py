@@ -364,9 +364,10 @@ def main() -> None:
         "",
         "Dashboard page timings: `bench/dashboard.py` in headless Chromium (below, if it has run).",
     ]
-    extra = ROOT / "bench" / "dashboard_timings.md"
-    if extra.exists():
-        lines += ["", extra.read_text()]
+    for name in ("baseline_epoch.md", "dashboard_timings.md"):  # written by their own scripts
+        extra = ROOT / "bench" / name
+        if extra.exists():
+            lines += ["", extra.read_text()]
     (ROOT / "bench" / "PERFORMANCE.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -80,8 +80,10 @@ class _Config(BaseModel):
     batch_size: int  # declared here to keep its place in config.json; default per family
     optimizer: Literal["adam", "sgd", "rmsprop", "adamw"] = "adam"
     learning_rate: float = Field(1e-3, gt=0, le=10, description="optimizer step size (peak for onecycle)")
-    lr_schedule: Literal["constant", "onecycle"] = Field(
-        "constant", description="onecycle: linear warm-up over 20 % of the steps, then linear decay to 0"
+    lr_schedule: Literal["constant", "onecycle", "triangle"] = Field(
+        "constant",
+        description="onecycle: linear warm-up over 20 % of the steps, then linear decay to 0; "
+        "triangle: 0.2 -> 1 -> 0.07 of the peak, the peak at 23 % (airbench94)",
     )
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross-entropy label smoothing")
     weight_decay: float = Field(0.0, ge=0, le=1, description="L2 penalty on kernels")
@@ -106,6 +108,43 @@ class BaselineConfig(_Config):
     augment: bool = Field(False, description="random flip + 2 px translate during training")
     tta_flip: bool = Field(False, description="average test predictions over the image and its flip")
     dropout: float = Field(0.0, ge=0, lt=1)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD's Nesterov momentum (airbench94: 0.85)")
+    # airbench94's recipe beyond its shape (cifar/airbench.py says what each follows).
+    stem: Literal["conv", "whiten"] = Field(
+        "conv",
+        description="airbench first layer: conv (3x3 + BatchNorm) or whiten (frozen 2x2 patch whitening)",
+    )
+    bn_scale: bool = Field(True, description="airbench BatchNorm learns a scale (airbench94: no)")
+    bias_lr_scale: float = Field(
+        1.0,
+        ge=1,
+        le=1024,
+        description="airbench BatchNorm shifts' SGD learning-rate multiplier (airbench94: 64)",
+    )
+    dirac_init: bool = Field(False, description="airbench convolutions start as the identity where they can")
+    lookahead: bool = Field(
+        False, description="airbench94's lookahead: weights pulled to their average every 5 steps"
+    )
+    alternating_flip: bool = Field(
+        False, description="with augment: flip each image every other epoch, not at random (airbench94)"
+    )
+    tta_translate: bool = Field(
+        False, description="also average over 1 px shifts up-left and down-right (airbench94's multi-crop)"
+    )
+
+    @model_validator(mode="after")
+    def _airbench_options_need_airbench(self) -> BaselineConfig:
+        changed = [
+            name for name in AIRBENCH_ONLY if getattr(self, name) != type(self).model_fields[name].default
+        ]
+        if changed and self.architecture != "airbench":
+            raise ValueError(f"{', '.join(changed)} apply to architecture='airbench' only")
+        if self.alternating_flip and not self.augment:
+            raise ValueError("alternating_flip is a kind of augmentation: set augment=true")
+        return self
+
+
+AIRBENCH_ONLY = ("stem", "bn_scale", "bias_lr_scale", "dirac_init")
 
 
 # InceptionV3 blocks whose average-pooled outputs can make up the features, and their widths.

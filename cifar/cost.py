@@ -9,7 +9,7 @@
                                        ops: a transfer run's 32 px -> 299 px resize (some 10
                                        operations per output value, ~3 MFLOPs, 0.02 % of the base)
                                        is left out; its scaling to [-1, 1] is in.
-    views                              2 with test-time flip averaging, else 1
+    views                              the test-time views a prediction averages (`cifar.tta`)
     model_bytes                        the files a prediction needs (weights, + the backbone file)
     latency_ms                         {"1": ..., "256": ...}: one call of the Predictor on a batch,
                                        every view included, median of a few, on `latency_device`
@@ -32,6 +32,7 @@ import time
 
 import numpy as np
 
+from cifar import tta
 from cifar.config import IMAGE_SHAPE
 from cifar.runs import WEIGHTS_FILES, Run, RunError, load_run
 
@@ -147,7 +148,11 @@ def run_cost(run: Run, predictor=None) -> dict:
     total, note = total_seconds(run)
     return {
         **model_cost(predictor),
-        "views": 2 if run.hyperparameters.get("tta_flip") else 1,
+        "views": len(
+            tta.views(
+                bool(run.hyperparameters.get("tta_flip")), bool(run.hyperparameters.get("tta_translate"))
+            )
+        ),
         "model_bytes": model_bytes(run),
         "latency_ms": latency_ms(predictor),
         "latency_device": describe_device(),

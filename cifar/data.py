@@ -47,6 +47,47 @@ def augmented_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, s
     )
 
 
+def alternating_flip_dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    seed: int,
+    epochs: int,
+    translate: int = TRANSLATE_PX,
+):
+    """airbench94's training stream, all `epochs` in one dataset of `steps_per_epoch(...)` batches
+    each: every image is flipped or not at random once, then the other way round on every odd
+    epoch (each image is seen both ways in any two epochs); each epoch shuffles anew and moves
+    every image by whole pixels within `translate` (reflect padding), as airbench's `batch_crop`."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    first_flips = tf.constant(rng.random(len(images)) < 0.5)
+    orders = tf.constant(np.stack([rng.permutation(len(images)) for _ in range(epochs)]))
+    pixels, targets = tf.constant(images), tf.constant(labels)
+    height, width, channels = images.shape[1:]
+
+    def one_epoch(epoch):
+        def augment(index):
+            image = pixels[index]
+            flip = tf.not_equal(first_flips[index], tf.equal(epoch % 2, 1))
+            image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
+            if translate:
+                padded = tf.pad(image, [[translate, translate], [translate, translate], [0, 0]], "REFLECT")
+                crop_seed = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + epoch, tf.cast(index, tf.int64)])
+                image = tf.image.stateless_random_crop(padded, [height, width, channels], seed=crop_seed)
+            return image, targets[index]
+
+        order = tf.data.Dataset.from_tensor_slices(orders[epoch])
+        return order.map(augment, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+
+    return tf.data.Dataset.range(epochs).flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return -(-n // batch_size)
+
+
 def aligned_empty(shape: tuple[int, ...], dtype=np.float32, alignment: int = 64) -> np.ndarray:
     """`np.empty` whose data starts on a 64-byte boundary, so TensorFlow can use it without a copy.
 

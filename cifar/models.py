@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import layers
 
 from cifar.config import IMAGE_SHAPE, NUM_CLASSES, POOLED_LAYERS, BaselineConfig, TransferConfig
@@ -15,6 +16,11 @@ from cifar.config import IMAGE_SHAPE, NUM_CLASSES, POOLED_LAYERS, BaselineConfig
 CIFAR_MEAN = (125.31, 122.95, 113.87)  # training-set pixel mean per channel (0..255)
 CIFAR_STD = (62.99, 62.09, 66.70)
 WARMUP_FRACTION = 0.2  # share of the steps spent warming up in the one-cycle schedule
+
+
+def normalized(pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels as the airbench net's `normalize` layer gives them on: float32 (x - mean) / std."""
+    return ((pixels.astype(np.float32) - np.float32(CIFAR_MEAN)) / np.float32(CIFAR_STD)).astype(np.float32)
 
 
 def _regularizer(weight_decay: float):
@@ -56,28 +62,41 @@ def build_tutorial_cnn(config: BaselineConfig) -> keras.Model:
 def build_airbench(config: BaselineConfig) -> keras.Model:
     """A fast from-scratch net shaped like airbench94 (Keller Jordan, 2024), in plain Keras.
 
-    Stem conv, then three blocks of conv -> max pool -> BN -> GELU -> conv -> BN -> GELU with
-    widths (w, 4w, 4w); `width=64` is airbench94's shape (2.0 M parameters), 32 is half.
+    Stem, then three blocks of conv -> max pool -> BN -> GELU -> conv -> BN -> GELU with widths
+    (w, 4w, 4w); `width=64` is airbench94's shape (2.0 M parameters), 32 is half. The stem is a
+    3x3 conv with BatchNorm, or airbench's frozen 2x2 patch whitening (`stem="whiten"`, set from
+    the training images by `airbench.init_whitening`); `bn_scale`, `bias_lr_scale` and
+    `dirac_init` are airbench's BatchNorm and initialisation (cifar/airbench.py).
     """
+    from cifar.airbench import PartialDirac, PatchWhitening
+
     reg = _regularizer(config.weight_decay)
     widths = (config.width, 4 * config.width, 4 * config.width)
 
     def conv(x, filters, name):
-        return layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=reg, name=name)(x)
-
-    def bn_gelu(x, name):
-        x = layers.BatchNormalization(momentum=0.6, epsilon=1e-12, name=f"{name}_bn")(x)
-        return layers.Activation("gelu", name=f"{name}_gelu")(x)
+        init = PartialDirac() if config.dirac_init else "glorot_uniform"
+        return layers.Conv2D(
+            filters,
+            3,
+            padding="same",
+            use_bias=False,
+            kernel_initializer=init,
+            kernel_regularizer=reg,
+            name=name,
+        )(x)
 
     inputs = keras.Input(IMAGE_SHAPE, dtype="uint8", name="pixels")
     x = layers.Rescaling(1.0, name="to_float")(inputs)
     x = layers.Normalization(mean=CIFAR_MEAN, variance=[s**2 for s in CIFAR_STD], name="normalize")(x)
-    x = bn_gelu(conv(x, widths[0] // 2, "stem"), "stem")
+    if config.stem == "whiten":
+        x = layers.Activation("gelu", name="whiten_gelu")(PatchWhitening(name="whiten")(x))
+    else:
+        x = _bn_gelu(conv(x, widths[0] // 2, "stem"), "stem", config, reg)
     for i, width in enumerate(widths, start=1):
         x = conv(x, width, f"block{i}_conv1")
         x = layers.MaxPooling2D(name=f"block{i}_pool")(x)
-        x = bn_gelu(x, f"block{i}_conv1")
-        x = bn_gelu(conv(x, width, f"block{i}_conv2"), f"block{i}_conv2")
+        x = _bn_gelu(x, f"block{i}_conv1", config, reg)
+        x = _bn_gelu(conv(x, width, f"block{i}_conv2"), f"block{i}_conv2", config, reg)
     x = layers.GlobalMaxPooling2D(name="pool")(x)
     if config.dropout:
         x = layers.Dropout(config.dropout, name="dropout")(x)
@@ -85,6 +104,19 @@ def build_airbench(config: BaselineConfig) -> keras.Model:
     logits = layers.Rescaling(1 / 9, name="logit_scale")(logits)  # as airbench: tames early steps
     outputs = layers.Activation("softmax", name="predictions")(logits)
     return keras.Model(inputs, outputs, name="baseline_airbench")
+
+
+def _bn_gelu(x, name: str, config: BaselineConfig, reg):
+    """BatchNorm (airbench's momentum 0.6 and epsilon), its shift scaled with `bias_lr_scale`, GELU."""
+    from cifar.airbench import ScaledBias
+
+    scaled = config.bias_lr_scale != 1.0
+    x = layers.BatchNormalization(
+        momentum=0.6, epsilon=1e-12, scale=config.bn_scale, center=not scaled, name=f"{name}_bn"
+    )(x)
+    if scaled:
+        x = ScaledBias(config.bias_lr_scale**0.5, reg, name=f"{name}_shift")(x)
+    return layers.Activation("gelu", name=f"{name}_gelu")(x)
 
 
 # ----------------------------------------------------------------------------- transfer model
@@ -196,15 +228,20 @@ def build_transfer_network(
 
 
 def make_optimizer(config, steps_per_epoch: int | None = None) -> keras.optimizers.Optimizer:
-    """The configured optimizer; `lr_schedule="onecycle"` warms up linearly, then decays to 0."""
+    """The configured optimizer; `onecycle` and `triangle` schedules count `steps_per_epoch`."""
+    from cifar.airbench import Triangle
+
     learning_rate = config.learning_rate
-    if config.lr_schedule == "onecycle" and steps_per_epoch:
-        total = config.epochs * steps_per_epoch
+    total = config.epochs * (steps_per_epoch or 0)
+    if config.lr_schedule == "onecycle" and total:
         learning_rate = OneCycle(config.learning_rate, total, warmup=int(WARMUP_FRACTION * total))
+    elif config.lr_schedule == "triangle" and total:
+        learning_rate = Triangle(config.learning_rate, total)
+    momentum = getattr(config, "momentum", 0.9)  # the transfer head's SGD keeps 0.9
     kinds = {
         "adam": FusedAdam,
         "adamw": keras.optimizers.AdamW,
-        "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True),
+        "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=True),
         "rmsprop": keras.optimizers.RMSprop,
     }
     return kinds[config.optimizer](learning_rate=learning_rate)

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cifar import tta
 from cifar.calibration import temperature_scaled
 from cifar.config import IMAGE_SHAPE
 from cifar.images import MODEL_SIDE, as_model_input, open_image
 from cifar.restore import load_model
 from cifar.runs import Run, load_run
-from cifar.validation import flip_averaged
 
 RESOLUTIONS = ("full", "cifar")  # a transfer run's photo path, and the CIFAR-10 32 px path
 
@@ -84,6 +84,7 @@ class Predictor(Classifier):
         super().__init__(run, run_resolutions(run))
         prepare, network = load_model(run)
         self.tta_flip = bool(run.hyperparameters.get("tta_flip"))
+        self.tta_translate = bool(run.hyperparameters.get("tta_translate"))  # baseline runs only
         self.full_side = int(run.hyperparameters["input_size"]) if run.model == "transfer" else None
         # The network is XLA-compiled: besides being faster for one image on a CPU, the compiled
         # program survives `keras.backend.clear_session()`, which Streamlit calls after every
@@ -105,16 +106,15 @@ class Predictor(Classifier):
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """(N, 32, 32, 3) uint8 -> (N, 10) raw class probabilities, as `test_predictions.npy` holds."""
-        return self._flip_averaged(self._forward, pixels)
+        return self._test_time_averaged(self._forward, pixels)
 
     def full_probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 at the base's input size S -> (N, 10) raw probabilities: the same
         scaling to [-1, 1] as the 32 px path (`models.inception_scaling`), no upscaling."""
-        return self._flip_averaged(lambda x: self._network(self._scale(x)), pixels)
+        return self._test_time_averaged(lambda x: self._network(self._scale(x)), pixels)
 
-    def _flip_averaged(self, forward, pixels: np.ndarray) -> np.ndarray:
-        flipped = np.ascontiguousarray(pixels[:, :, ::-1]) if self.tta_flip else None
-        return flip_averaged(self.tta_flip, lambda x: np.asarray(forward(x)), pixels, flipped)
+    def _test_time_averaged(self, forward, pixels: np.ndarray) -> np.ndarray:
+        return tta.averaged(forward, pixels, self.tta_flip, self.tta_translate)
 
     def model_input(self, image: Image.Image, resolution: str | None = None) -> np.ndarray:
         """The uint8 pixels the model is given for `image` at `resolution`."""

@@ -15,15 +15,18 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from cifar import tta
 from cifar.assets import Cifar10, check_limit, load_cifar10
 from cifar.callbacks import Progress, run_callbacks
 from cifar.config import CLASS_NAMES, NUM_CLASSES, BaselineConfig, TransferConfig
 from cifar.data import (
     aligned_empty,
+    alternating_flip_dataset,
     as_tensor,
     augmented_dataset,
     gathered_batches,
     split_train_validation,
+    steps_per_epoch,
     validation_rows,
 )
 from cifar.distribute import environment, fit_multi_worker, is_multi_worker, scope
@@ -61,14 +64,18 @@ class Fitted(NamedTuple):
     seconds: float
 
 
-def _fit(model, config, training, validation, writer: RunWriter, progress, strategy) -> Fitted:
-    """Fit on `training`, a dataset that batches and shuffles itself or an (x, y) pair of arrays;
-    under a TF_CONFIG cluster, the multi-worker loop (arrays only)."""
-    callbacks = run_callbacks(writer, config, progress)
+def _fit(
+    model, config, training, validation, writer: RunWriter, progress, strategy, steps_per_epoch=None, extra=()
+) -> Fitted:
+    """Fit on `training`, a dataset that batches and shuffles itself (all epochs in one when
+    `steps_per_epoch` is given) or an (x, y) pair of arrays; under a TF_CONFIG cluster, the
+    multi-worker loop (arrays only). `extra`: more callbacks, run before the run's own."""
+    callbacks = [*extra, *run_callbacks(writer, config, progress)]
     started = time.perf_counter()
     if is_multi_worker(strategy):
         # The epoch recorder only: TensorBoard needs Keras' own loop.
-        history = fit_multi_worker(model, *training, config, strategy, validation, callbacks=callbacks[:1])
+        recorder = callbacks[len(extra) : len(extra) + 1]
+        history = fit_multi_worker(model, *training, config, strategy, validation, callbacks=recorder)
     else:
         arrays = isinstance(training, tuple)  # a dataset is batched and shuffled already
         x, y = training if arrays else (training, None)
@@ -78,6 +85,7 @@ def _fit(model, config, training, validation, writer: RunWriter, progress, strat
             batch_size=config.batch_size if arrays else None,
             shuffle=arrays,
             epochs=config.epochs,
+            steps_per_epoch=steps_per_epoch,
             validation_data=validation,
             callbacks=callbacks,
             verbose=1 if sys.stdout.isatty() else 2,  # steps in a terminal; a line per epoch in logs
@@ -150,26 +158,34 @@ def train_baseline(
     """The from-scratch CNN on pixels (augmented on the fly with `augment`)."""
     import keras
 
-    from cifar.models import build_baseline
+    from cifar.airbench import LOOKAHEAD_EVERY, WHITEN_IMAGES, Lookahead
+    from cifar.models import build_baseline, normalized
 
     keras.utils.set_random_seed(config.seed)
     split = fit_idx, val_idx = split_train_validation(len(data.x_train), config.validation_size, config.seed)
+    x_fit, y_fit = data.x_train[fit_idx], _one_hot(data.y_train[fit_idx])
+    steps = steps_per_epoch(len(fit_idx), config.batch_size)
     with scope(strategy):
         model = build_baseline(config)
-        _compile(model, config, len(fit_idx))
-    x_fit, y_fit = data.x_train[fit_idx], _one_hot(data.y_train[fit_idx])
+        if config.stem == "whiten":
+            model.get_layer("whiten").set_kernel_from(normalized(x_fit[:WHITEN_IMAGES]))
+        _compile(model, config, len(fit_idx), LOOKAHEAD_EVERY if config.lookahead else STEPS_PER_EXECUTION)
     validation = (data.x_train[val_idx], _one_hot(data.y_train[val_idx])) if len(val_idx) else None
-    training = (x_fit, y_fit)
+    training, stream_steps = (x_fit, y_fit), None
     if config.augment and not is_multi_worker(strategy):  # the multi-worker loop takes arrays
-        training = augmented_dataset(x_fit, y_fit, config.batch_size, config.seed)
-    fitted = _fit(model, config, training, validation, writer, progress, strategy)
+        if config.alternating_flip:
+            training = alternating_flip_dataset(x_fit, y_fit, config.batch_size, config.seed, config.epochs)
+            stream_steps = steps
+        else:
+            training = augmented_dataset(x_fit, y_fit, config.batch_size, config.seed)
+    extra = [Lookahead(config.epochs * steps)] if config.lookahead else []
+    fitted = _fit(model, config, training, validation, writer, progress, strategy, stream_steps, extra)
 
     writer.status("running", phase="evaluating", message="predicting the test set")
     predict = lambda x: model.predict(x, batch_size=1000, verbose=0)  # noqa: E731
-    test = flip_averaged(config.tta_flip, predict, data.x_test, data.x_test[:, :, ::-1])
-    x_val = data.x_train[val_idx]
+    test = tta.averaged(predict, data.x_test, config.tta_flip, config.tta_translate)
     val = (
-        flip_averaged(config.tta_flip, predict, x_val, x_val[:, :, ::-1])
+        tta.averaged(predict, data.x_train[val_idx], config.tta_flip, config.tta_translate)
         if len(val_idx)
         else np.zeros((0, NUM_CLASSES), np.float32)
     )

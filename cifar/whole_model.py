@@ -1,9 +1,10 @@
 """A run's whole model as one `keras.Model`: uint8 32 x 32 pixels in, probabilities out.
 
 The Predictor's 32 px path in one graph: a transfer run's resize, frozen InceptionV3 and head,
-or a baseline's network; the mean over the image and its mirror image where the run uses
-test-time flip; the run's temperature (softmax(log p / T)) where it is calibrated. Its two small
-layers are registered with Keras, so a saved `.keras` file loads after `import cifar.whole_model`.
+or a baseline's network; the weighted mean over the test-time views where the run uses them
+(`cifar.tta`: mirror image, one-pixel shifts); the run's temperature (softmax(log p / T)) where
+it is calibrated. Its small layers are registered with Keras, so a saved `.keras` file loads
+after `import cifar.whole_model`.
 """
 
 from __future__ import annotations
@@ -11,17 +12,40 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from cifar import tta
 from cifar.calibration import SMALLEST_PROBABILITY
 from cifar.config import IMAGE_SHAPE
 from cifar.runs import Run, RunError
 
 
 @keras.saving.register_keras_serializable(package="cifar")
-class HorizontalFlip(layers.Layer):
-    """Images mirrored left to right (test-time flip's second view)."""
+class TestTimeView(layers.Layer):
+    """One view of test-time augmentation (`cifar.tta`): shifted by `shift` pixels, mirrored."""
+
+    def __init__(self, mirror: bool, shift: int, **kwargs):
+        super().__init__(**kwargs)
+        self.view = tta.View(1.0, bool(mirror), int(shift))
 
     def call(self, images):
-        return ops.flip(images, axis=2)
+        return tta.view_of(images, self.view)
+
+    def get_config(self):
+        return {**super().get_config(), "mirror": self.view.mirror, "shift": self.view.shift}
+
+
+@keras.saving.register_keras_serializable(package="cifar")
+class WeightedAverage(layers.Layer):
+    """sum(weight_i * input_i): the test-time views' answers, weighted as `cifar.tta.views` says."""
+
+    def __init__(self, weights: list[float], **kwargs):
+        super().__init__(**kwargs)
+        self.view_weights = [float(w) for w in weights]
+
+    def call(self, inputs):
+        return sum(w * x for w, x in zip(self.view_weights, inputs, strict=True))
+
+    def get_config(self):
+        return {**super().get_config(), "weights": self.view_weights}
 
 
 @keras.saving.register_keras_serializable(package="cifar")
@@ -48,10 +72,15 @@ def build_run_model(run: Run, calibrated: bool = True) -> keras.Model:
     config = load_config(run.hyperparameters)
     network = _network(run)
     pixels = keras.Input(IMAGE_SHAPE, dtype="uint8", name="pixels")
+    views = tta.views(config.tta_flip, getattr(config, "tta_translate", False))
     probabilities = network(pixels)
-    if config.tta_flip:
-        mirrored = network(HorizontalFlip(name="mirror")(pixels))
-        probabilities = layers.Average(name="test_time_flip")([probabilities, mirrored])
+    if len(views) > 1:
+        answers = [
+            network(TestTimeView(view.mirror, view.shift, name=f"view{i}")(pixels)) if i else probabilities
+            for i, view in enumerate(views)
+        ]
+        weights = [view.weight for view in views]
+        probabilities = WeightedAverage(weights, name="test_time_average")(answers)
     if calibrated and run.temperature != 1.0:
         probabilities = TemperatureScaling(run.temperature, name="temperature")(probabilities)
     model = keras.Model(pixels, probabilities, name=run.run_id.replace("-", "_"))

@@ -289,6 +289,7 @@ def recording_predictor(run, tta_flip: bool = False):
     predictor = Predictor.__new__(Predictor)
     Classifier.__init__(predictor, run, run_resolutions(run))
     predictor.tta_flip, predictor.full_side = tta_flip, 75 if run.model == "transfer" else None
+    predictor.tta_translate = False
     from cifar.models import inception_scaling
 
     predictor._network, predictor._scale = network, inception_scaling()

@@ -200,6 +200,8 @@ BOUNDS = {
         **SHARED_BOUNDS,
         "width": (int, ("ge", 8), ("le", 512)),
         "dropout": (float, ("ge", 0), ("lt", 1)),
+        "momentum": (float, ("ge", 0), ("lt", 1)),
+        "bias_lr_scale": (float, ("ge", 1), ("le", 1024)),
     },
     "transfer": {
         **SHARED_BOUNDS,
@@ -208,7 +210,8 @@ BOUNDS = {
         "dropout": (float, ("ge", 0), ("lt", 1)),
     },
 }
-CONTEXT = {"baseline": {}, "transfer": {"resize": "bilinear"}}  # input_size other than 224 needs it
+# input_size other than 224 needs a resize; bias_lr_scale other than 1 the airbench net
+CONTEXT = {"baseline": {"architecture": "airbench"}, "transfer": {"resize": "bilinear"}}
 
 
 def boundary_values(kind: type, bound: tuple[str, float], inward: float) -> tuple[object, object]:

@@ -54,25 +54,38 @@ def test_the_whole_model_predicts_what_the_predictor_predicts(run_copy):
     np.testing.assert_allclose(raw, Predictor(run).probabilities(pixels), atol=1e-5)
 
 
-def test_test_time_flip_is_the_mean_of_the_two_views(run_copy):
+@pytest.mark.parametrize("translate", [False, True], ids=["flip", "flip+translate"])
+def test_test_time_augmentation_is_the_weighted_mean_of_the_views(run_copy, translate):
     run_id, data = run_copy
     config_path = load_run(run_id).path / "config.json"
     record = json.loads(config_path.read_text())
-    record["config"]["tta_flip"] = True
+    record["config"].update(tta_flip=True, tta_translate=translate)
     config_path.write_text(json.dumps(record))
     run = load_run(run_id)
     pixels = data.x_test[:6]
-    one_view = build_run_model(run, calibrated=False).get_layer("test_time_flip")
-    assert one_view is not None
-    plain = build_run_model(load_run(run_id), calibrated=False)
+    plain = build_run_model(run, calibrated=False)
+    assert plain.get_layer("test_time_average") is not None
     import keras
 
     network = next(layer for layer in plain.layers if isinstance(layer, keras.Model))
-    by_hand = (network.predict(pixels, verbose=0) + network.predict(pixels[:, :, ::-1], verbose=0)) / 2
+
+    def answer(view):
+        return network.predict(np.ascontiguousarray(view), verbose=0)
+
+    mirrored = (answer(pixels) + answer(pixels[:, :, ::-1])) / 2
+    by_hand = mirrored
+    if translate:  # airbench94's views: reflect-padded by one pixel, shifted down-right and up-left
+        padded = np.pad(pixels, [(0, 0), (1, 1), (1, 1), (0, 0)], mode="reflect")
+        shifts = [padded[:, :32, :32], padded[:, 2:, 2:]]
+        translated = [(answer(view) + answer(view[:, :, ::-1])) / 2 for view in shifts]
+        by_hand = 0.5 * mirrored + 0.25 * translated[0] + 0.25 * translated[1]
     np.testing.assert_allclose(plain.predict(pixels, verbose=0), by_hand, atol=1e-6)
     np.testing.assert_allclose(
         build_run_model(run).predict(pixels, verbose=0), predictor_answers(run_id, pixels), atol=1e-5
     )
+    from cifar.predict import Predictor
+
+    np.testing.assert_allclose(Predictor(run).probabilities(pixels), by_hand, atol=1e-5)
 
 
 def test_load_run_model_from_another_folder(run_copy, tmp_path, monkeypatch):

@@ -378,7 +378,9 @@ def _shared_effects(epochs: int, optimizer: str, stopping_lr: float) -> dict:
     }
 
 
-# family -> field -> (changed overrides, what must be seen); "differs": other test predictions.
+AIRBENCH8 = {"architecture": "airbench", "width": 8}
+# family -> field -> (changed overrides, what must be seen); "differs": other test predictions than
+# the family's reference run; ("differs from", overrides): than the run with those overrides.
 OPTION_EFFECTS = {
     "baseline": {
         **_shared_effects(epochs=2, optimizer="sgd", stopping_lr=0.05),
@@ -393,6 +395,27 @@ OPTION_EFFECTS = {
         "augment": ({"augment": True}, "differs"),
         "tta_flip": ({"tta_flip": True}, "differs"),
         "dropout": ({"dropout": 0.5}, "differs"),
+        # airbench94's recipe, each against the run without it.
+        "momentum": ({"optimizer": "sgd", "momentum": 0.5}, ("differs from", {"optimizer": "sgd"})),
+        "stem": (
+            {**AIRBENCH8, "stem": "whiten"},
+            lambda run, ref: _parameters(run) != _airbench_parameters(8),
+        ),
+        "bn_scale": (
+            {**AIRBENCH8, "bn_scale": False},
+            lambda run, ref: _parameters(run) < _airbench_parameters(8),
+        ),
+        "bias_lr_scale": (
+            {**AIRBENCH8, "optimizer": "sgd", "bias_lr_scale": 64},
+            ("differs from", {**AIRBENCH8, "optimizer": "sgd"}),
+        ),
+        "dirac_init": ({**AIRBENCH8, "dirac_init": True}, ("differs from", AIRBENCH8)),
+        "lookahead": ({"lookahead": True}, "differs"),
+        "alternating_flip": (
+            {"augment": True, "alternating_flip": True},
+            ("differs from", {"augment": True}),
+        ),
+        "tta_translate": ({"tta_translate": True}, "differs"),
     },
     "transfer": {
         **_shared_effects(epochs=3, optimizer="rmsprop", stopping_lr=10.0),
@@ -498,6 +521,13 @@ def test_changing_an_option_changes_the_run(family, field, fake_backbone, monkey
     reference = _reference_run(family, monkeypatch)
     run = _train_option_run(family, overrides, f"{family}-{field}".replace("_", "-"), monkeypatch)
     assert run["config"]["config"][field] == parse_value(family, {**REFERENCE[family], **overrides}, field)
+    if isinstance(expected, tuple):  # ("differs from", the overrides of the run to compare with)
+        key = json.dumps(expected[1], sort_keys=True)
+        if key not in _REFERENCE_RUNS:
+            _REFERENCE_RUNS[key] = _train_option_run(
+                family, expected[1], f"{family}-{field}-without", monkeypatch
+            )
+        reference, expected = _REFERENCE_RUNS[key], "differs"
     if expected == "differs":
         same_shape = run["predictions"].shape == reference["predictions"].shape
         assert not (same_shape and np.allclose(run["predictions"], reference["predictions"], atol=1e-6)), (
