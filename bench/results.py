@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cifar import tta
 from cifar.assets import load_cifar10
 from cifar.calibration import expected_calibration_error, temperature_scaled
 from cifar.config import REFERENCE_FIGURES
@@ -45,10 +46,20 @@ def summarize(config: dict, run=None) -> str:
         parts = [f"{c['architecture']} CNN"]
         if c["architecture"] == "airbench":
             parts.append(f"width {c['width']}")
+            recipe = {
+                "whitening stem": c.get("stem") == "whiten",
+                "BatchNorm without scale": c.get("bn_scale") is False,
+                f"BatchNorm shifts at {c.get('bias_lr_scale', 1):g}x lr": c.get("bias_lr_scale", 1) != 1,
+                "dirac init": c.get("dirac_init"),
+            }
+            parts += [name for name, on in recipe.items() if on]
+        if c.get("lookahead"):
+            parts.append("lookahead")
         if c.get("augment"):
-            parts.append("flip+translate")
-        if c.get("tta_flip"):
-            parts.append("test-time flip")
+            parts.append("alternating flip+translate" if c.get("alternating_flip") else "flip+translate")
+        if c.get("tta_flip") or c.get("tta_translate"):
+            views = len(tta.views(bool(c.get("tta_flip")), bool(c.get("tta_translate"))))
+            parts.append("test-time flip" if views == 2 else f"test-time views: {views}")
     else:
         resize = "UpSampling2D(7)" if c["resize"] == "upsample7" else f"{c['resize']} resize"
         parts = [f"InceptionV3 ({c['architecture']}), {resize} to {c['input_size']} px"]
@@ -60,9 +71,13 @@ def summarize(config: dict, run=None) -> str:
             parts.append("flip features")
         if c.get("tta_flip"):
             parts.append("test-time flip")
+    schedule = {"onecycle": " one-cycle", "triangle": " triangle"}.get(c.get("lr_schedule"), "")
+    momentum = (
+        f" momentum {c['momentum']:g}" if c["optimizer"] == "sgd" and c.get("momentum", 0.9) != 0.9 else ""
+    )
     parts.append(
-        f"{c['optimizer']} lr {c['learning_rate']:g}"
-        + (" one-cycle" if c.get("lr_schedule") == "onecycle" else "")
+        f"{c['optimizer']}{momentum} lr {c['learning_rate']:g}"
+        + schedule
         + f", {c['epochs']} epochs, batch {c['batch_size']}"
     )
     if c.get("label_smoothing"):
