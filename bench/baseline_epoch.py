@@ -1,6 +1,6 @@
 """The from-scratch CNN's training epoch against the machine's matmul peak (issue: airbench94's
 recipe at half the machine's peak). Writes bench/baseline_epoch.md and its section of
-bench/PERFORMANCE.md.
+bench/PERFORMANCE.md. Also the same epoch at half the batch size, for comparison.
 
     PYTHONPATH=. .venv/bin/python bench/baseline_epoch.py [--images 10240]
 
@@ -93,13 +93,14 @@ def main() -> None:
     pixels, labels = data.x_train[: args.images], data.y_train[: args.images]
     train_flops = 3 * forward_flops(config)
     rows = []
-    for policy in ("float32", "mixed_bfloat16"):
+    half_batch = config.model_copy(update={"batch_size": config.batch_size // 2})
+    for policy, variant in (("float32", config), ("mixed_bfloat16", config), ("float32", half_batch)):
         peak = matmul_peak(repeat=5)
-        seconds = steady_epoch_seconds(config, pixels, labels, policy)
+        seconds = steady_epoch_seconds(variant, pixels, labels, policy)
         achieved = train_flops * len(pixels) / seconds / 1e9
         per_45k = seconds * 45000 / len(pixels)
         rows.append(
-            f"| {policy}, {len(pixels):,} images, batch {config.batch_size} | {seconds:.1f} s "
+            f"| {policy}, {len(pixels):,} images, batch {variant.batch_size} | {seconds:.1f} s "
             f"(= {per_45k:.0f} s per 45,000) | {achieved:.0f} GFLOP/s | {peak:.0f} GFLOP/s | "
             f"**{achieved / peak:.0%}** |"
         )

@@ -27,11 +27,13 @@ from pydantic import (
     model_validator,
 )
 
+from cifar import tta
 from cifar.config import NUM_CLASSES, ConfigError, load_config
 
 MAX_JSON_BYTES = 1_000_000  # config.json of a real run: ~2 kB
 MAX_HISTORY_BYTES = 10_000_000  # one short line per epoch
 MAX_TEST_IMAGES = 10_000  # the CIFAR-10 test set
+MOST_VIEWS = len(tta.views(flip=True, translate=True))  # test-time views of one prediction
 Model = Literal["baseline", "transfer", "ensemble"]
 MODELS = get_args(Model)
 JobState = Literal["starting", "running", "finished", "failed", "cancelled"]
@@ -96,7 +98,7 @@ class MetricsFile(_File):
     parameters: Annotated[int, Field(ge=0)] | None = None
     trainable_parameters: Annotated[int, Field(ge=0)] | None = None
     flops_per_image: Annotated[int, Field(ge=0)] | None = None
-    views: Annotated[int, Field(ge=1, le=2)] | None = None
+    views: Annotated[int, Field(ge=1, le=MOST_VIEWS)] | None = None
     model_bytes: Annotated[int, Field(ge=0)] | None = None
     latency_ms: dict[Literal["1", "256"], Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None = None
     latency_device: str | None = None

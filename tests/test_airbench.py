@@ -176,3 +176,19 @@ def test_the_airbench_recipe_builds_the_net_airbench_describes():
     batch_norm = model.get_layer("block1_conv1_bn")
     assert batch_norm.gamma is None and batch_norm.beta is None
     assert model.get_layer("block1_conv1_shift").scale == pytest.approx(8.0)
+
+
+def test_shifted_crops_move_each_image_by_whole_pixels_within_the_limit():
+    from cifar.data import shifted_crops
+
+    images = np.arange(64 * 6 * 6, dtype=np.int32).reshape(64, 6, 6, 1)
+    crops = np.asarray(shifted_crops(images, 2, np.array([1, 2])))
+    padded = np.pad(images, [(0, 0), (2, 2), (2, 2), (0, 0)], mode="reflect")
+    shifts = set()
+    for image, crop in zip(padded, crops, strict=True):
+        matches = [
+            (r, c) for r in range(5) for c in range(5) if np.array_equal(image[r : r + 6, c : c + 6], crop)
+        ]
+        assert len(matches) == 1
+        shifts.add(matches[0])
+    assert len(shifts) > 10  # the shifts vary from image to image

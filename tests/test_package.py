@@ -31,7 +31,7 @@ def test_the_package_builds_with_its_requirements_and_a_cifar_command(tmp_path):
     required = sorted(line.split(":", 1)[1].strip().split("<")[0].split(">")[0] for line in metadata
                       if line.startswith("Requires-Dist:") and "extra ==" not in line)  # fmt: skip
     extras = [line for line in metadata if line.startswith("Requires-Dist:") and "extra ==" in line]
-    assert extras == ['Requires-Dist: tensorflow[and-cuda]<2.22,>=2.16; extra == "gpu"'], extras
+    assert extras == ['Requires-Dist: tensorflow[and-cuda]<2.22,>=2.18; extra == "gpu"'], extras
     listed = (REPO / "requirements.txt").read_text().splitlines()
     wanted = sorted(line.split("<")[0].split(">")[0] for line in listed if line and not line.startswith("#"))
     assert required == wanted

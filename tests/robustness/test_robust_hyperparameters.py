@@ -19,7 +19,8 @@ from cifar.config import CONFIG_TYPES, BaselineConfig, ConfigError, artifacts_di
 from cifar.runs import RunError, runs_root
 
 MODELS = sorted(CONFIG_TYPES)
-VALID_CONTEXT = {"baseline": {}, "transfer": {"resize": "bilinear"}}  # input_size != 224 needs it
+# input_size != 224 needs a resize; the airbench options (stem, bias_lr_scale, ...) the airbench net
+VALID_CONTEXT = {"baseline": {"architecture": "airbench"}, "transfer": {"resize": "bilinear"}}
 
 
 def bad_values(row: dict) -> dict[str, object]:
