@@ -37,7 +37,7 @@ def steady_epoch_seconds(config, pixels, labels, policy: str) -> float:
     import keras
 
     from cifar.airbench import WHITEN_IMAGES
-    from cifar.data import alternating_flip_dataset, augmented_dataset, steps_per_epoch
+    from cifar.data import alternating_flip_dataset, augmented_dataset, steps_per_epoch, steps_per_execution
     from cifar.models import build_baseline, normalized
     from cifar.train import _compile
 
@@ -47,7 +47,8 @@ def steady_epoch_seconds(config, pixels, labels, policy: str) -> float:
         model = build_baseline(config)
         if config.stem == "whiten":
             model.get_layer("whiten").set_kernel_from(normalized(pixels[:WHITEN_IMAGES]))
-        _compile(model, config, len(pixels))
+        steps = steps_per_epoch(len(pixels), config.batch_size)
+        _compile(model, config, len(pixels), steps_per_execution(steps, 1 if config.lookahead else 32))
         one_hot = keras.utils.to_categorical(labels, 10)
         if config.alternating_flip:
             stream = alternating_flip_dataset(pixels, one_hot, config.batch_size, 0, 2)
@@ -62,7 +63,6 @@ def steady_epoch_seconds(config, pixels, labels, policy: str) -> float:
             def on_epoch_end(self, epoch, logs=None):
                 times.append(time.perf_counter() - self.started)
 
-        steps = steps_per_epoch(len(pixels), config.batch_size)
         model.fit(stream, epochs=2, steps_per_epoch=steps, callbacks=[Clock()], verbose=0)
         return times[-1]
     finally:

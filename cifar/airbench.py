@@ -122,8 +122,8 @@ def lookahead_decay(step: int, total_steps: int) -> float:
 
 
 class Lookahead(keras.callbacks.Callback):
-    """After every compiled call of `LOOKAHEAD_EVERY` steps: average <- decay * average +
-    (1 - decay) * weights, then weights <- average; at the end of training, weights <- average."""
+    """Every `LOOKAHEAD_EVERY` steps: average <- decay * average + (1 - decay) * weights, then
+    weights <- average; at the end of training, weights <- average."""
 
     def __init__(self, total_steps: int):
         super().__init__()
@@ -134,9 +134,14 @@ class Lookahead(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.average = [np.array(v.numpy(), np.float32) for v in self._variables()]
+        self.updated_at = 0
 
     def on_train_batch_end(self, batch, logs=None):
-        decay = lookahead_decay(int(self.model.optimizer.iterations.numpy()), self.total_steps)
+        step = int(self.model.optimizer.iterations.numpy())
+        if step // LOOKAHEAD_EVERY == self.updated_at // LOOKAHEAD_EVERY:
+            return  # train with steps_per_execution 1 to update on exactly every 5th step
+        self.updated_at = step
+        decay = lookahead_decay(step, self.total_steps)
         for average, variable in zip(self.average, self._variables(), strict=True):
             average += (1.0 - decay) * (variable.numpy() - average)
             variable.assign(average)

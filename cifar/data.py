@@ -103,6 +103,13 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return -(-n // batch_size)
 
 
+def steps_per_execution(steps: int, wanted: int) -> int:
+    """The largest divisor of an epoch's `steps` up to `wanted`. Keras runs whole compiled calls:
+    on a stream of all epochs, a call that crossed an epoch's end would take the next epoch's
+    batches (and the last epoch would run out)."""
+    return max(d for d in range(1, max(1, min(steps, wanted)) + 1) if steps % d == 0)
+
+
 def aligned_empty(shape: tuple[int, ...], dtype=np.float32, alignment: int = 64) -> np.ndarray:
     """`np.empty` whose data starts on a 64-byte boundary, so TensorFlow can use it without a copy.
 

@@ -27,6 +27,7 @@ from cifar.data import (
     gathered_batches,
     split_train_validation,
     steps_per_epoch,
+    steps_per_execution,
     validation_rows,
 )
 from cifar.distribute import environment, fit_multi_worker, is_multi_worker, scope
@@ -158,19 +159,13 @@ def train_baseline(
     """The from-scratch CNN on pixels (augmented on the fly with `augment`)."""
     import keras
 
-    from cifar.airbench import LOOKAHEAD_EVERY, WHITEN_IMAGES, Lookahead
+    from cifar.airbench import WHITEN_IMAGES, Lookahead
     from cifar.models import build_baseline, normalized
 
     keras.utils.set_random_seed(config.seed)
     split = fit_idx, val_idx = split_train_validation(len(data.x_train), config.validation_size, config.seed)
     x_fit, y_fit = data.x_train[fit_idx], _one_hot(data.y_train[fit_idx])
     steps = steps_per_epoch(len(fit_idx), config.batch_size)
-    with scope(strategy):
-        model = build_baseline(config)
-        if config.stem == "whiten":
-            model.get_layer("whiten").set_kernel_from(normalized(x_fit[:WHITEN_IMAGES]))
-        _compile(model, config, len(fit_idx), LOOKAHEAD_EVERY if config.lookahead else STEPS_PER_EXECUTION)
-    validation = (data.x_train[val_idx], _one_hot(data.y_train[val_idx])) if len(val_idx) else None
     training, stream_steps = (x_fit, y_fit), None
     if config.augment and not is_multi_worker(strategy):  # the multi-worker loop takes arrays
         if config.alternating_flip:
@@ -178,6 +173,16 @@ def train_baseline(
             stream_steps = steps
         else:
             training = augmented_dataset(x_fit, y_fit, config.batch_size, config.seed)
+    # Lookahead acts between steps: one step per compiled call (a step takes seconds here).
+    per_call = 1 if config.lookahead else STEPS_PER_EXECUTION
+    with scope(strategy):
+        model = build_baseline(config)
+        if config.stem == "whiten":
+            model.get_layer("whiten").set_kernel_from(normalized(x_fit[:WHITEN_IMAGES]))
+        _compile(
+            model, config, len(fit_idx), steps_per_execution(steps, per_call) if stream_steps else per_call
+        )
+    validation = (data.x_train[val_idx], _one_hot(data.y_train[val_idx])) if len(val_idx) else None
     extra = [Lookahead(config.epochs * steps)] if config.lookahead else []
     fitted = _fit(model, config, training, validation, writer, progress, strategy, stream_steps, extra)
 

@@ -192,3 +192,37 @@ def test_shifted_crops_move_each_image_by_whole_pixels_within_the_limit():
         assert len(matches) == 1
         shifts.add(matches[0])
     assert len(shifts) > 10  # the shifts vary from image to image
+
+
+def test_a_stream_of_epochs_runs_whole_epochs_per_compiled_call():
+    """Keras runs whole compiled calls: 5 steps per call on a 44-step epoch would take 45 batches."""
+    from cifar.data import steps_per_execution
+
+    assert steps_per_execution(44, 32) == 22 and steps_per_execution(44, 5) == 4
+    assert (
+        steps_per_execution(7, 32) == 7 and steps_per_execution(13, 5) == 1 and steps_per_execution(1, 1) == 1
+    )
+    for steps in range(1, 60):
+        assert steps % steps_per_execution(steps, 32) == 0
+
+
+def test_training_on_the_alternating_flip_stream_uses_every_batch_once(tmp_path):
+    import warnings
+
+    import keras
+
+    from cifar.data import alternating_flip_dataset, steps_per_epoch, steps_per_execution
+
+    images = np.random.default_rng(0).integers(0, 256, (50, 8, 8, 3), dtype=np.uint8)
+    targets = keras.utils.to_categorical(np.arange(50) % 10, 10)
+    inputs = keras.Input((8, 8, 3), dtype="uint8")
+    outputs = keras.layers.Dense(10)(keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs)))
+    model = keras.Model(inputs, outputs)
+    steps = steps_per_epoch(50, 8)  # 7
+    model.compile("sgd", "mse", steps_per_execution=steps_per_execution(steps, 5))
+    stream = alternating_flip_dataset(images, targets, 8, seed=0, epochs=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # Keras warns when the input runs out
+        warnings.filterwarnings("ignore", message=".*shuffle.*")
+        model.fit(stream, epochs=3, steps_per_epoch=steps, verbose=0)
+    assert int(model.optimizer.iterations.numpy()) == 3 * steps
