@@ -249,18 +249,21 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--prune", action="store_true")
     cache.set_defaults(func=cmd_features)
 
+    _add_service_commands(sub)
+    add_commands_on_finished_runs(sub)
+    return parser
+
+
+def _add_service_commands(sub) -> None:
+    """TensorBoard, and the dashboard's standby process."""
     board = sub.add_parser("tensorboard", help="TensorBoard over every run: curves and the HParams table")
     board.add_argument("--port", type=whole_number(1, 65535), default=6006)
     board.add_argument("--write-only", action="store_true", help="write the missing logs, start nothing")
     board.set_defaults(func=cmd_tensorboard)
-
     standby = sub.add_parser("standby", help="(internal) a job process waiting for its job")
     standby.add_argument("--ready-file", required=True)
     standby.add_argument("--idle-seconds", type=float, default=15 * 60, help="exit if no job comes")
     standby.set_defaults(func=cmd_standby)
-
-    add_commands_on_finished_runs(sub)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

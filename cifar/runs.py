@@ -26,6 +26,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -79,6 +80,13 @@ def run_path(run_id: str) -> Path:
 
 def partial_path(run_id: str) -> Path:
     return runs_root() / f".{check_run_id(run_id)}{PARTIAL_SUFFIX}"
+
+
+def command_line() -> str:
+    """How this process was started, without machine-specific paths (config.json's "command")."""
+    if sys.argv and sys.argv[0].endswith(("cifar/__main__.py", "cifar")):
+        return " ".join(["python -m cifar", *sys.argv[1:]])
+    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else ""
 
 
 def new_run_id(model: str) -> str:

@@ -31,7 +31,7 @@ from cifar.data import (
     validation_rows,
 )
 from cifar.distribute import environment, fit_multi_worker, is_multi_worker, scope
-from cifar.runs import RunError, RunWriter, new_run_id
+from cifar.runs import RunError, RunWriter, command_line, new_run_id
 from cifar.validation import flip_averaged, write_calibration
 
 
@@ -371,7 +371,7 @@ def _write_results(
             "assets": assets,
             "environment": environment_info,
             "limit": limit,
-            "command": _command_line(),
+            "command": command_line(),
             "workers": workers,
         },
     )
@@ -389,13 +389,6 @@ def _write_results(
         write_calibration(writer.path, trained.val_probabilities, val_labels, test, data.y_test)
     writer.write_json("metrics.json", metrics)
     _log.info("metrics: %s", metrics)
-
-
-def _command_line() -> str:
-    """How this run was started, without machine-specific paths."""
-    if sys.argv and sys.argv[0].endswith(("cifar/__main__.py", "cifar")):
-        return " ".join(["python -m cifar", *sys.argv[1:]])
-    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else ""
 
 
 def _log_to(path: Path) -> logging.Handler:
