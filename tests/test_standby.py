@@ -178,8 +178,11 @@ def test_a_job_started_after_warm_up_runs_in_the_standby_process(cifar_npz, stan
     run = load_run("warm")
     assert run.metrics["n_train"] == 80 and run.hyperparameters["epochs"] == 1
     assert run.config["command"].startswith("python -m cifar train baseline --run-id warm ")
-    log = jobs.log_path("warm").read_text()
-    assert f"job taken by standby process {pid}" in log and "run written to" in log
+    # The run is finished once published; its last log line comes after the cost is measured.
+    log = wait_until(
+        lambda: "run written to" in jobs.log_path("warm").read_text(), 60, what="the last log line"
+    )
+    assert log and f"job taken by standby process {pid}" in jobs.log_path("warm").read_text()
     wait_until(lambda: slot_holder() is None, 60, what="the standby to exit")
     assert jobs.active_job() is None
 
