@@ -141,10 +141,16 @@ class BaselineConfig(_Config):
             raise ValueError(f"{', '.join(changed)} apply to architecture='airbench' only")
         if self.alternating_flip and not self.augment:
             raise ValueError("alternating_flip is a kind of augmentation: set augment=true")
+        sgd_only = [
+            name for name in ("momentum", "bias_lr_scale") if getattr(self, name) != SGD_DEFAULTS[name]
+        ]
+        if sgd_only and self.optimizer != "sgd":
+            raise ValueError(f"{', '.join(sgd_only)} apply to optimizer='sgd' only")
         return self
 
 
 AIRBENCH_ONLY = ("stem", "bn_scale", "bias_lr_scale", "dirac_init")
+SGD_DEFAULTS = {"momentum": 0.9, "bias_lr_scale": 1.0}
 
 
 # InceptionV3 blocks whose average-pooled outputs can make up the features, and their widths.

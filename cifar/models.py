@@ -65,7 +65,7 @@ def build_airbench(config: BaselineConfig) -> keras.Model:
     Stem, then three blocks of conv -> max pool -> BN -> GELU -> conv -> BN -> GELU with widths
     (w, 4w, 4w); `width=64` is airbench94's shape (2.0 M parameters), 32 is half. The stem is a
     3x3 conv with BatchNorm, or airbench's frozen 2x2 patch whitening (`stem="whiten"`, set from
-    the training images by `airbench.init_whitening`); `bn_scale`, `bias_lr_scale` and
+    the training images by `PatchWhitening.set_kernel_from`); `bn_scale`, `bias_lr_scale` and
     `dirac_init` are airbench's BatchNorm and initialisation (cifar/airbench.py).
     """
     from cifar.airbench import PartialDirac, PatchWhitening

@@ -166,6 +166,8 @@ def train_baseline(
     split = fit_idx, val_idx = split_train_validation(len(data.x_train), config.validation_size, config.seed)
     x_fit, y_fit = data.x_train[fit_idx], _one_hot(data.y_train[fit_idx])
     steps = steps_per_epoch(len(fit_idx), config.batch_size)
+    if is_multi_worker(strategy) and (config.lookahead or config.alternating_flip):
+        raise RunError("lookahead and alternating_flip are not supported under a TF_CONFIG cluster")
     training, stream_steps = (x_fit, y_fit), None
     if config.augment and not is_multi_worker(strategy):  # the multi-worker loop takes arrays
         if config.alternating_flip:

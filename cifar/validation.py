@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar import atomic
+from cifar import atomic, tta
 from cifar.calibration import calibration_record
 from cifar.data import validation_rows
 
@@ -71,7 +71,8 @@ def _baseline_validation(run, images: np.ndarray, log) -> np.ndarray:
 
     _, model = load_model(run)
     predict = lambda x: model.predict(x, batch_size=PREDICT_BATCH, verbose=0)  # noqa: E731
-    return flip_averaged(run.hyperparameters.get("tta_flip", False), predict, images, images[:, :, ::-1])
+    hyper = run.hyperparameters
+    return tta.averaged(predict, images, bool(hyper.get("tta_flip")), bool(hyper.get("tta_translate")))
 
 
 def _transfer_validation(run, images: np.ndarray, log) -> np.ndarray:

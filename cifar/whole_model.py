@@ -12,6 +12,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+import cifar.airbench  # noqa: F401  (registers the airbench layers a saved model may hold)
 from cifar import tta
 from cifar.calibration import SMALLEST_PROBABILITY
 from cifar.config import IMAGE_SHAPE

@@ -159,7 +159,13 @@ def test_airbench_options_refuse_the_tutorial_net_and_alternating_flip_needs_aug
         parse_config("baseline", {"stem": "whiten"})
     with pytest.raises(ConfigError, match="augment"):
         parse_config("baseline", {"alternating_flip": "true"})
-    config = BaselineConfig(architecture="airbench", stem="whiten", bn_scale=False, bias_lr_scale=64)
+    with pytest.raises(ValueError, match="bias_lr_scale apply to optimizer='sgd' only"):
+        BaselineConfig(architecture="airbench", bias_lr_scale=64)
+    with pytest.raises(ConfigError, match="momentum apply to optimizer='sgd' only"):
+        parse_config("baseline", {"momentum": "0.85"})
+    config = BaselineConfig(
+        architecture="airbench", stem="whiten", bn_scale=False, bias_lr_scale=64, optimizer="sgd"
+    )
     assert config.stem == "whiten"
 
 
@@ -167,7 +173,12 @@ def test_the_airbench_recipe_builds_the_net_airbench_describes():
     from cifar.models import build_baseline
 
     config = BaselineConfig(
-        architecture="airbench", stem="whiten", bn_scale=False, bias_lr_scale=64, dirac_init=True
+        architecture="airbench",
+        stem="whiten",
+        bn_scale=False,
+        bias_lr_scale=64,
+        dirac_init=True,
+        optimizer="sgd",
     )
     model = build_baseline(config)
     names = [layer.name for layer in model.layers]
@@ -226,3 +237,63 @@ def test_training_on_the_alternating_flip_stream_uses_every_batch_once(tmp_path)
         warnings.filterwarnings("ignore", message=".*shuffle.*")
         model.fit(stream, epochs=3, steps_per_epoch=steps, verbose=0)
     assert int(model.optimizer.iterations.numpy()) == 3 * steps
+
+
+def test_a_saved_airbench_recipe_model_loads_in_a_fresh_process(tmp_path):
+    """`import cifar.whole_model` registers every layer an exported model may hold."""
+    import subprocess
+    import sys
+
+    from cifar.models import build_baseline
+
+    config = BaselineConfig(
+        architecture="airbench",
+        width=8,
+        stem="whiten",
+        bn_scale=False,
+        bias_lr_scale=64,
+        dirac_init=True,
+        optimizer="sgd",
+    )
+    build_baseline(config).save(tmp_path / "recipe.keras")
+    code = (
+        "import sys, keras, cifar.whole_model; "
+        "m = keras.models.load_model(sys.argv[1]); print(m.get_layer('whiten').__class__.__name__)"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "recipe.keras")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert loaded.returncode == 0 and loaded.stdout.strip() == "PatchWhitening", loaded.stderr[-2000:]
+
+
+def test_lookahead_moves_the_weights_on_every_fifth_step_by_its_decay():
+    import keras
+
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse", steps_per_execution=1)
+    start = [w.copy() for w in model.get_weights()]
+    before, after = [], []
+
+    class Record(keras.callbacks.Callback):
+        def __init__(self, into):
+            super().__init__()
+            self.into = into
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.into.append([w.copy() for w in self.model.get_weights()])
+
+    x, y = np.ones((40, 2), np.float32), np.full((40, 1), 5.0, np.float32)
+    callbacks = [Record(before), airbench.Lookahead(total_steps=10), Record(after)]
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=callbacks, shuffle=False)
+    for step in range(4):  # steps 1-4: untouched
+        for b, a in zip(before[step], after[step], strict=True):
+            np.testing.assert_array_equal(b, a)
+    decay = airbench.lookahead_decay(5, 10)
+    assert 0 < decay < 1
+    for first, b, a in zip(start, before[4], after[4], strict=True):  # step 5: pulled to the average
+        np.testing.assert_allclose(a, first + (1 - decay) * (b - first), rtol=1e-6)
+        assert not np.allclose(a, b)

@@ -210,8 +210,8 @@ BOUNDS = {
         "dropout": (float, ("ge", 0), ("lt", 1)),
     },
 }
-# input_size other than 224 needs a resize; bias_lr_scale other than 1 the airbench net
-CONTEXT = {"baseline": {"architecture": "airbench"}, "transfer": {"resize": "bilinear"}}
+# input_size other than 224 needs a resize; bias_lr_scale other than 1 the airbench net and SGD
+CONTEXT = {"baseline": {"architecture": "airbench", "optimizer": "sgd"}, "transfer": {"resize": "bilinear"}}
 
 
 def boundary_values(kind: type, bound: tuple[str, float], inward: float) -> tuple[object, object]:

@@ -19,8 +19,11 @@ from cifar.config import CONFIG_TYPES, BaselineConfig, ConfigError, artifacts_di
 from cifar.runs import RunError, runs_root
 
 MODELS = sorted(CONFIG_TYPES)
-# input_size != 224 needs a resize; the airbench options (stem, bias_lr_scale, ...) the airbench net
-VALID_CONTEXT = {"baseline": {"architecture": "airbench"}, "transfer": {"resize": "bilinear"}}
+# input_size != 224 needs a resize; the airbench options (stem, bias_lr_scale, ...) the airbench net and SGD
+VALID_CONTEXT = {
+    "baseline": {"architecture": "airbench", "optimizer": "sgd"},
+    "transfer": {"resize": "bilinear"},
+}
 
 
 def bad_values(row: dict) -> dict[str, object]:
