@@ -37,9 +37,9 @@ def steady_epoch_seconds(config, pixels, labels, policy: str) -> float:
     import keras
 
     from cifar.airbench import WHITEN_IMAGES
-    from cifar.data import alternating_flip_dataset, augmented_dataset, steps_per_epoch, steps_per_execution
+    from cifar.data import alternating_flip_dataset, augmented_dataset, steps_per_epoch
+    from cifar.fitting import baseline_steps_per_call, compile_model
     from cifar.models import build_baseline, normalized
-    from cifar.train import _compile
 
     keras.mixed_precision.set_global_policy(policy)
     try:
@@ -48,7 +48,9 @@ def steady_epoch_seconds(config, pixels, labels, policy: str) -> float:
         if config.stem == "whiten":
             model.get_layer("whiten").set_kernel_from(normalized(pixels[:WHITEN_IMAGES]))
         steps = steps_per_epoch(len(pixels), config.batch_size)
-        _compile(model, config, len(pixels), steps_per_execution(steps, 1 if config.lookahead else 32))
+        compile_model(
+            model, config, len(pixels), baseline_steps_per_call(config, steps, config.alternating_flip)
+        )
         one_hot = keras.utils.to_categorical(labels, 10)
         if config.alternating_flip:
             stream = alternating_flip_dataset(pixels, one_hot, config.batch_size, 0, 2)

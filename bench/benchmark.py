@@ -91,15 +91,16 @@ def head_epoch_seconds(
 
     from cifar.config import TransferConfig
     from cifar.data import as_tensor, gathered_batches
+    from cifar.fitting import HEAD_STEPS_PER_EXECUTION, compile_model
     from cifar.models import build_head
-    from cifar.train import HEAD_STEPS_PER_EXECUTION, _compile, _one_hot
+    from cifar.train import _one_hot
 
     features, source = _training_features()
     labels = np.random.default_rng(0).integers(0, 10, len(features))
     n = n or len(features)
     config = TransferConfig(epochs=epochs, batch_size=batch_size)
     head = build_head(config)
-    _compile(head, config, n, steps_per_execution=HEAD_STEPS_PER_EXECUTION)
+    compile_model(head, config, n, steps_per_execution=HEAD_STEPS_PER_EXECUTION)
     stream = gathered_batches(
         as_tensor(features), np.arange(n), batch_size, as_tensor(_one_hot(labels)), seed=0
     )

@@ -90,8 +90,8 @@ def head_retrains(count: int, epochs: int, samples: int) -> list[float]:
     import keras
 
     from cifar.config import NUM_CLASSES, TransferConfig
+    from cifar.fitting import compile_model
     from cifar.models import build_head
-    from cifar.train import _compile
 
     config = TransferConfig(epochs=epochs)
     rng = np.random.default_rng(0)
@@ -102,7 +102,7 @@ def head_retrains(count: int, epochs: int, samples: int) -> list[float]:
         keras.backend.clear_session()
         keras.utils.set_random_seed(i)
         head = build_head(config)
-        _compile(head, config, samples)
+        compile_model(head, config, samples)
         head.fit(features, labels, batch_size=config.batch_size, epochs=epochs, shuffle=True, verbose=0)
         head.predict(features[:1000], batch_size=4096, verbose=0)
         del head

@@ -6,18 +6,16 @@
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import numpy as np
 
 from cifar import tta
 from cifar.assets import Cifar10, check_limit, load_cifar10
-from cifar.callbacks import Progress, run_callbacks
+from cifar.callbacks import Progress
 from cifar.config import CLASS_NAMES, NUM_CLASSES, BaselineConfig, TransferConfig
 from cifar.data import (
     aligned_empty,
@@ -27,10 +25,17 @@ from cifar.data import (
     gathered_batches,
     split_train_validation,
     steps_per_epoch,
-    steps_per_execution,
     validation_rows,
 )
-from cifar.distribute import environment, fit_multi_worker, is_multi_worker, scope
+from cifar.distribute import environment, is_multi_worker, scope
+from cifar.fitting import (
+    HEAD_STEPS_PER_EXECUTION,
+    Fitted,
+    baseline_steps_per_call,
+    compile_model,
+    fit,
+    save_weights_only,
+)
 from cifar.runs import RunError, RunWriter, command_line, new_run_id
 from cifar.validation import flip_averaged, write_calibration
 
@@ -40,65 +45,7 @@ class TrainingDiverged(RunError):
 
 
 _log = logging.getLogger(__name__)
-STEPS_PER_EXECUTION = 32
-# The head's steps take about a millisecond: run a few hundred per compiled call.
-HEAD_STEPS_PER_EXECUTION = 256
 PREDICT_BATCH = 4096  # the head's evaluation and prediction batches (results do not depend on it)
-
-
-def _compile(model, config, n_train: int, steps_per_execution: int = STEPS_PER_EXECUTION) -> None:
-    import keras
-
-    from cifar.models import make_optimizer
-
-    model.compile(
-        optimizer=make_optimizer(config, steps_per_epoch=-(-n_train // config.batch_size)),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-        metrics=["accuracy"],
-        # Several steps per compiled call: small models (the head) are otherwise Python-bound.
-        steps_per_execution=steps_per_execution,
-    )
-
-
-class Fitted(NamedTuple):
-    history: Any  # keras.callbacks.History, or its multi-worker stand-in
-    seconds: float
-
-
-def _fit(
-    model, config, training, validation, writer: RunWriter, progress, strategy, steps_per_epoch=None, extra=()
-) -> Fitted:
-    """Fit on `training`, a dataset that batches and shuffles itself (all epochs in one when
-    `steps_per_epoch` is given) or an (x, y) pair of arrays; under a TF_CONFIG cluster, the
-    multi-worker loop (arrays only). `extra`: more callbacks, run before the run's own."""
-    callbacks = [*extra, *run_callbacks(writer, config, progress)]
-    started = time.perf_counter()
-    if is_multi_worker(strategy):
-        # The epoch recorder only: TensorBoard needs Keras' own loop.
-        recorder = callbacks[len(extra) : len(extra) + 1]
-        history = fit_multi_worker(model, *training, config, strategy, validation, callbacks=recorder)
-    else:
-        arrays = isinstance(training, tuple)  # a dataset is batched and shuffled already
-        x, y = training if arrays else (training, None)
-        history = model.fit(
-            x,
-            y,
-            batch_size=config.batch_size if arrays else None,
-            shuffle=arrays,
-            epochs=config.epochs,
-            steps_per_epoch=steps_per_epoch,
-            validation_data=validation,
-            callbacks=callbacks,
-            verbose=1 if sys.stdout.isatty() else 2,  # steps in a terminal; a line per epoch in logs
-        )
-    return Fitted(history, time.perf_counter() - started)
-
-
-def save_weights_only(model, build, path: Path) -> None:
-    """The model's weights without its optimizer state (Keras saves both; Adam triples the file)."""
-    fresh = build()
-    fresh.set_weights(model.get_weights())
-    fresh.save_weights(str(path))
 
 
 def _one_hot(labels: np.ndarray) -> np.ndarray:
@@ -175,18 +122,14 @@ def train_baseline(
             stream_steps = steps
         else:
             training = augmented_dataset(x_fit, y_fit, config.batch_size, config.seed)
-    # Lookahead acts between steps: one step per compiled call (a step takes seconds here).
-    per_call = 1 if config.lookahead else STEPS_PER_EXECUTION
     with scope(strategy):
         model = build_baseline(config)
         if config.stem == "whiten":
             model.get_layer("whiten").set_kernel_from(normalized(x_fit[:WHITEN_IMAGES]))
-        _compile(
-            model, config, len(fit_idx), steps_per_execution(steps, per_call) if stream_steps else per_call
-        )
+        compile_model(model, config, len(fit_idx), baseline_steps_per_call(config, steps, bool(stream_steps)))
     validation = (data.x_train[val_idx], _one_hot(data.y_train[val_idx])) if len(val_idx) else None
     extra = [Lookahead(config.epochs * steps)] if config.lookahead else []
-    fitted = _fit(model, config, training, validation, writer, progress, strategy, stream_steps, extra)
+    fitted = fit(model, config, training, validation, writer, progress, strategy, stream_steps, extra)
 
     writer.status("running", phase="evaluating", message="predicting the test set")
     predict = lambda x: model.predict(x, batch_size=1000, verbose=0)  # noqa: E731
@@ -231,9 +174,9 @@ def train_transfer(
         head = build_head(config)
         if config.standardize:
             head.get_layer("head_standardize").adapt(gathered_batches(x_table, fit_rows, PREDICT_BATCH))
-        _compile(head, config, len(fit_rows), steps_per_execution=HEAD_STEPS_PER_EXECUTION)
+        compile_model(head, config, len(fit_rows), steps_per_execution=HEAD_STEPS_PER_EXECUTION)
     training, validation = _head_data(config, table, x_table, labels, (fit_rows, val_idx), strategy)
-    fitted = _fit(head, config, training, validation, writer, progress, strategy)
+    fitted = fit(head, config, training, validation, writer, progress, strategy)
 
     def predict(x, rows=None):  # rows of a feature table, batch by batch
         rows = np.arange(len(x)) if rows is None else rows
