@@ -274,7 +274,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:  # the real command line (not a call from Python code or a test)
         quiet_tensorflow()
     try:
-        return args.func(args, extra)
+        status = args.func(args, extra)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        return _reader_went_away()
     except ConfigError as error:  # a wrong hyperparameter: a usage error, as argparse's are
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -283,6 +287,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {error}", file=sys.stderr)
         return 1
+
+
+def _reader_went_away() -> int:
+    """`cifar runs | head`: stop quietly with SIGPIPE's status, as Unix tools do (the recipe of
+    Python's "Note on SIGPIPE": point stdout at /dev/null so the exit flush cannot fail again)."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 128 + 13
 
 
 def _is_runtime_error(error: Exception) -> bool:

@@ -172,3 +172,21 @@ def test_runs_as_csv_and_json_hold_every_column(runs, capsys):
     assert cli.main(["runs"]) == 0
     header = capsys.readouterr().out.splitlines()[0].split()
     assert header == list(COMPACT_COLUMNS)
+
+
+def test_a_reader_that_goes_away_ends_the_listing_quietly():
+    """`cifar runs | head -1`: SIGPIPE's status and nothing on stderr (no "Exception ignored")."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone before the first line is written
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "cifar", "runs"],
+            cwd=REPO,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, "")
