@@ -296,3 +296,9 @@ def recording_predictor(run, tta_flip: bool = False):
     predictor._forward = lambda pixels: network(pixels.astype(np.float32) / 127.5 - 1)
     predictor._answers = functools.lru_cache(maxsize=8)(predictor._answer)
     return predictor, seen
+
+
+def plain_id(value) -> str:
+    """A parameter's test id in ASCII without backslashes: pytest cannot select a test whose id
+    has one from its command line (mutmut runs single tests by id)."""
+    return ascii(value).replace("\\", "(bs)")

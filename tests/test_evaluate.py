@@ -59,6 +59,7 @@ def test_accuracy_and_per_class_metrics_by_hand():
         assert row["f1"] == pytest.approx(2 * p * r / (p + r))
     assert report.per_class["support"].tolist() == [3, 3, 2]
     assert report.per_class.index.tolist() == NAMES
+    assert report.per_class.index.name == "class"  # the Per-class page's first column header
 
 
 def test_confusion_matrix_by_hand():
@@ -89,6 +90,23 @@ def test_most_confused_by_hand():
         ("dog", "cat", 1),
     ]
     assert len(most_confused(confusion, min_count=3)) == 2
+
+
+def test_most_confused_keeps_ties_in_class_order_on_a_full_matrix():
+    """Ten classes (90 pairs: past the size where numpy's default sort happens to be stable)."""
+    names = [f"class{i}" for i in range(10)]
+    counts = np.ones((10, 10), int)
+    counts[3, 4] = counts[7, 1] = 5
+    confusion = pd.DataFrame(
+        counts, index=pd.Index(names, name="true"), columns=pd.Index(names, name="predicted")
+    )
+    table = most_confused(confusion)
+    assert list(zip(table["true"], table["predicted"], strict=True))[:4] == [
+        ("class3", "class4"),
+        ("class7", "class1"),
+        ("class0", "class1"),
+        ("class0", "class2"),
+    ]
 
 
 def test_class_that_is_never_predicted_has_zero_precision():
@@ -176,13 +194,13 @@ def test_per_image_table_puts_runs_side_by_side():
     )
     np.testing.assert_allclose(table["confidence:b"], np.full(8, 0.9 + 0.1 / 3), rtol=1e-6)
     assert len(per_image_table([a, b], n_images=3)) == 3
-    assert per_image_table([]).empty
+    assert per_image_table([]).empty and list(per_image_table([]).columns) == ["index", "true"]
 
 
 def test_per_image_table_refuses_different_test_sets():
     a = _fake_run("a", PROBS, LABELS)
     b = _fake_run("b", PROBS, LABELS[::-1].copy())
-    with pytest.raises(ValueError, match="different images"):
+    with pytest.raises(ValueError, match="^b and a were tested on different images$"):
         per_image_table([a, b])
 
 
@@ -244,3 +262,29 @@ def test_odd_arrays_are_refused_with_a_clear_value_error(probabilities, labels, 
     for call in (evaluate_predictions, per_image):
         with pytest.raises(ValueError, match=message):
             call(probabilities, labels, NAMES)
+
+
+def test_calibration_table_and_reliability_read_each_run_s_calibration_json(artifacts):
+    """The Comparison page's calibration table: every figure of calibration.json under its name;
+    the reliability tables are of the calibrated probabilities unless asked otherwise."""
+    from cifar.calibration import reliability_table
+    from cifar.evaluate import calibration_table, reliability
+    from tests.factory import write_run
+
+    labels = np.arange(400) % 10
+    write_run(artifacts, "calibrated", "baseline", labels, 0.8, val_labels=np.arange(300) % 10)
+    write_run(artifacts, "raw", "baseline", labels, 0.7, seed=1)
+    runs = [load_run("calibrated"), load_run("raw")]
+    record = runs[0].calibration
+    table = calibration_table(runs)
+    expected = {"run": "calibrated", "temperature": record["temperature"], "converged": record["converged"]}
+    for split in ("validation", "test"):
+        expected.update({f"{split}_{name}": value for name, value in record[split].items()})
+    assert table.to_dict("records") == [expected]
+    assert {"validation_ece_before", "test_ece_after"} <= set(table.columns)
+    assert record["temperature"] != pytest.approx(1.0)
+    default, raw = reliability(runs), reliability(runs, calibrated=False)
+    assert list(default) == ["calibrated"] and list(raw) == ["calibrated", "raw"]
+    expected_table = reliability_table(runs[0].calibrated_test_predictions, labels)
+    pd.testing.assert_frame_equal(default["calibrated"], expected_table)
+    assert not default["calibrated"].equals(raw["calibrated"])

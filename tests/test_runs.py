@@ -12,7 +12,7 @@ from cifar import runs, tables
 from cifar.features import RESIZE_LEFT_XLA
 from cifar.runs import RunError, RunWriter, check_run_id, list_runs, load_run
 from cifar.tables import runs_table
-from tests.factory import npz_cifar, write_run
+from tests.factory import npz_cifar, plain_id, write_run
 
 
 def write_complete(writer: RunWriter, model="baseline", accuracy=0.5, finished=1.0, n=4, **hyper):
@@ -119,6 +119,7 @@ def test_reopening_clears_leftovers_of_a_killed_attempt():
         None,
         5,
     ],
+    ids=plain_id,
 )
 def test_bad_run_ids_are_refused(run_id):
     with pytest.raises(RunError, match="invalid run id"):

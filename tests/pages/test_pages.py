@@ -25,7 +25,7 @@ from cifar.runs import partial_path, runs_root
 from dashboard import train_sections
 from dashboard.text import plain
 from dashboard.widgets import upscale
-from tests.factory import PAGES, REPO, labels_of, partial_run, take_slot, write_run
+from tests.factory import PAGES, REPO, labels_of, partial_run, plain_id, take_slot, write_run
 
 
 def texts(elements) -> str:
@@ -611,6 +611,7 @@ def test_classify_says_when_not_to_believe_it(runs, fake_predictor, monkeypatch,
 @pytest.mark.parametrize(
     "name, content",
     [("broken.png", b"\x89PNG\r\n\x1a\nnot really"), ("empty.jpg", b""), ("notes.gif", b"hello")],
+    ids=plain_id,
 )
 def test_classify_bad_images_are_an_error_message(name, content, runs, fake_predictor, open_page):
     app = open_page("classify")

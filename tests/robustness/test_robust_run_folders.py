@@ -23,7 +23,7 @@ from cifar.runs import (
     run_path,
     runs_root,
 )
-from tests.factory import PAGES, REPO, npz_cifar, write_run
+from tests.factory import PAGES, REPO, npz_cifar, plain_id, write_run
 
 LABELS = npz_cifar().y_test  # the test set of the `cifar_npz` the pages read
 N = len(LABELS)
@@ -208,7 +208,7 @@ ESCAPES = [
 ]
 
 
-@pytest.mark.parametrize("run_id", ESCAPES, ids=repr)
+@pytest.mark.parametrize("run_id", ESCAPES, ids=plain_id)
 def test_run_id_cannot_escape_artifacts(run_id, tmp_path):
     victim = tmp_path / "victim"
     victim.mkdir()
