@@ -265,6 +265,18 @@ def test_field_table_shows_the_spec_bounds(model):
         assert shown == {low_op: low, high_op: high}, name
 
 
+# Fields whose name says it all; every other field has a help text on the form and in `--help`.
+WITHOUT_HELP = {"optimizer", "seed", "dropout"}
+
+
+@pytest.mark.parametrize("model", BOUNDS)
+def test_every_field_but_the_self_explanatory_has_its_help(model):
+    rows = {row["name"]: row for row in field_table(model)}
+    assert {name for name, row in rows.items() if not row["help"]} == WITHOUT_HELP
+    note = " (Keras' default)" if model == "baseline" else ""
+    assert rows["batch_size"]["help"] == f"images per gradient step{note}"
+
+
 def test_field_table_lists_every_field_with_bounds():
     rows = {row["name"]: row for row in field_table("baseline")}
     assert "model" not in rows

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cifar.data import aligned_empty, as_tensor, gathered_batches, split_train_validation
+from cifar.data import (
+    aligned_empty,
+    as_tensor,
+    gathered_batches,
+    split_train_validation,
+    steps_per_epoch,
+    steps_per_execution,
+    validation_rows,
+)
 
 
 def test_split_is_seeded_disjoint_and_complete():
@@ -69,3 +77,39 @@ def test_gathered_batches_reshuffle_every_epoch_and_keep_rows_with_labels():
         assert sorted(x[:, 0] / 2) == list(rows)  # every row once
         epochs.append(x[:, 0])
     assert not (epochs[0] == epochs[1]).all()
+
+
+def test_validation_rows_are_the_split_training_held_out():
+    config = {"validation_size": 30, "seed": 5}
+    np.testing.assert_array_equal(validation_rows(config, 200), split_train_validation(200, 30, 5)[1])
+    assert len(validation_rows({"validation_size": 0, "seed": 0}, 200)) == 0
+
+
+def test_augmented_dataset_mirrors_left_to_right_and_shuffles_every_epoch():
+    """Images that rise from left to right, constant down each column: a horizontal mirror makes
+    them fall (a vertical one would change nothing); a one-pixel shift keeps the slope's sign."""
+    from cifar.data import augmented_dataset
+
+    n = 64
+    columns = np.linspace(0, 240, 32)
+    images = np.broadcast_to(columns[None, None, :, None], (n, 32, 32, 3)).round().astype(np.uint8)
+    labels = np.arange(n)
+    dataset = augmented_dataset(images, labels, batch_size=16, seed=3)
+    epochs = [[(np.asarray(x), np.asarray(y)) for x, y in dataset] for _ in range(2)]
+    for epoch in epochs:
+        assert [len(y) for _, y in epoch] == [16] * 4
+        assert sorted(np.concatenate([y for _, y in epoch])) == list(range(n))
+        batch = np.concatenate([x for x, _ in epoch])
+        assert batch.dtype == np.uint8 and batch.shape == images.shape
+        profile = batch.astype(float).mean(axis=(1, 3))[:, 8:24]  # (N, columns) away from the edges
+        slope = np.sign(profile[:, -1] - profile[:, 0])
+        assert 10 < (slope < 0).sum() < n - 10  # about half mirrored
+    orders = [np.concatenate([y for _, y in epoch]) for epoch in epochs]
+    assert not np.array_equal(orders[0], orders[1])
+
+
+def test_steps_per_epoch_and_per_execution():
+    assert [steps_per_epoch(n, 10) for n in (1, 10, 11, 45000)] == [1, 1, 2, 4500]
+    assert steps_per_execution(44, 5) == 4 and steps_per_execution(49, 5) == 1
+    assert steps_per_execution(45, 5) == 5 and steps_per_execution(3, 8) == 3
+    assert steps_per_execution(1, 1) == 1 and steps_per_execution(12, 1) == 1

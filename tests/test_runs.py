@@ -326,3 +326,26 @@ def test_a_run_with_a_retired_hyperparameter_value_still_shows_but_cannot_classi
 
     with pytest.raises(RunError, match="cannot be rebuilt by this version"):
         load_model(run)
+
+
+def test_new_run_ids_are_valid_and_name_the_model_and_time():
+    import re
+    import time
+
+    before = time.strftime("%Y%m%d-%H%M%S")
+    run_id = check_run_id(runs.new_run_id("transfer"))
+    assert re.fullmatch(r"transfer-\d{8}-\d{6}", run_id) and run_id[len("transfer-") :] >= before
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["/home/me/cifar/cifar/__main__.py", "train", "baseline"], "python -m cifar train baseline"),
+        (["/venv/bin/cifar", "runs"], "python -m cifar runs"),
+        (["/home/me/bench/tool.py", "--quick"], "tool.py --quick"),
+        ([], ""),
+    ],
+)
+def test_command_line_is_recorded_without_machine_paths(argv, expected, monkeypatch):
+    monkeypatch.setattr(runs.sys, "argv", argv)
+    assert runs.command_line() == expected
