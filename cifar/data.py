@@ -25,24 +25,27 @@ def validation_rows(hyperparameters: dict, n_train: int) -> np.ndarray:
 
 
 def augmented_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int):
-    """Shuffled batches with random horizontal flips and translations (reflect padding)."""
-    import keras
+    """Shuffled batches, each image mirrored left to right at random and moved by whole pixels
+    within `TRANSLATE_PX` (reflect padding). The random ops are stateless, seeded per batch from
+    `Dataset.random`: Keras' random layers draw from one shared state in whatever order the
+    parallel map's threads reach it, so the same seed gave other batches from one run to the next."""
     import tensorflow as tf
 
-    flip = keras.layers.RandomFlip("horizontal", seed=seed)
-    shift = TRANSLATE_PX / images.shape[1]
-    translate = keras.layers.RandomTranslation(shift, shift, fill_mode="reflect", seed=seed)
+    def augment(batch, batch_labels, batch_seed):
+        flip_seed, shift_seed = tf.unstack(tf.random.experimental.stateless_split(batch_seed, 2))
+        flip = tf.random.stateless_uniform([tf.shape(batch)[0]], flip_seed) < 0.5
+        batch = tf.where(flip[:, None, None, None], tf.reverse(batch, [2]), batch)
+        return shifted_crops(batch, TRANSLATE_PX, shift_seed), batch_labels
 
-    def augment(batch, batch_labels):
-        batch = tf.cast(batch, tf.float32)
-        batch = translate(flip(batch, training=True), training=True)
-        return tf.cast(tf.round(batch), tf.uint8), batch_labels
-
-    return (
+    batches = (
         tf.data.Dataset.from_tensor_slices((images, labels))
         .shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
         .batch(batch_size)
-        .map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    )
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return (
+        tf.data.Dataset.zip(batches, seeds)
+        .map(lambda batch, batch_seed: augment(*batch, batch_seed), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
 

@@ -85,27 +85,47 @@ def test_validation_rows_are_the_split_training_held_out():
     assert len(validation_rows({"validation_size": 0, "seed": 0}, 200)) == 0
 
 
-def test_augmented_dataset_mirrors_left_to_right_and_shuffles_every_epoch():
-    """Images that rise from left to right, constant down each column: a horizontal mirror makes
-    them fall (a vertical one would change nothing); a one-pixel shift keeps the slope's sign."""
+def _epochs(dataset, count: int = 2) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each epoch of a batched dataset as (images, labels), batches concatenated."""
+    epochs = []
+    for _ in range(count):
+        batches = [(np.asarray(x), np.asarray(y)) for x, y in dataset]
+        epochs.append((np.concatenate([x for x, _ in batches]), np.concatenate([y for _, y in batches])))
+    return epochs
+
+
+def test_augmented_dataset_mirrors_left_to_right_shifts_and_shuffles_every_epoch():
+    """Channel 0 rises from left to right, channel 1 from top to bottom: a horizontal mirror
+    makes the first fall and never the second; a shift of up to two pixels keeps both slopes'
+    signs but moves the pixels; the same seeds give the same batches (training sets Keras' global
+    seed first, as here)."""
+    import keras
+
     from cifar.data import augmented_dataset
 
-    n = 64
-    columns = np.linspace(0, 240, 32)
-    images = np.broadcast_to(columns[None, None, :, None], (n, 32, 32, 3)).round().astype(np.uint8)
-    labels = np.arange(n)
-    dataset = augmented_dataset(images, labels, batch_size=16, seed=3)
-    epochs = [[(np.asarray(x), np.asarray(y)) for x, y in dataset] for _ in range(2)]
-    for epoch in epochs:
-        assert [len(y) for _, y in epoch] == [16] * 4
-        assert sorted(np.concatenate([y for _, y in epoch])) == list(range(n))
-        batch = np.concatenate([x for x, _ in epoch])
+    n, ramp = 64, np.linspace(0, 240, 32)
+    images = np.zeros((n, 32, 32, 3), np.uint8)
+    images[..., 0] = ramp[None, None, :].round()
+    images[..., 1] = ramp[None, :, None].round()
+    keras.utils.set_random_seed(3)
+    dataset = augmented_dataset(images, np.arange(n), batch_size=16, seed=3)
+    epochs = _epochs(dataset)
+    for batch, labels in epochs:
+        assert sorted(labels) == list(range(n))
         assert batch.dtype == np.uint8 and batch.shape == images.shape
-        profile = batch.astype(float).mean(axis=(1, 3))[:, 8:24]  # (N, columns) away from the edges
-        slope = np.sign(profile[:, -1] - profile[:, 0])
-        assert 10 < (slope < 0).sum() < n - 10  # about half mirrored
-    orders = [np.concatenate([y for _, y in epoch]) for epoch in epochs]
-    assert not np.array_equal(orders[0], orders[1])
+        across = batch[..., 0].astype(float).mean(axis=1)[:, 8:24]  # (N, columns) away from the edges
+        down = batch[..., 1].astype(float).mean(axis=2)[:, 8:24]  # (N, rows)
+        assert 10 < (across[:, -1] < across[:, 0]).sum() < n - 10  # about half mirrored
+        assert (down[:, -1] > down[:, 0]).all()  # never upside down
+        unmoved = [(image == images[0]).all() or (image == images[0][:, ::-1]).all() for image in batch]
+        assert sum(unmoved) < n // 2  # most are shifted
+    assert not np.array_equal(epochs[0][1], epochs[1][1])  # reshuffled
+    keras.utils.set_random_seed(3)
+    again = _epochs(augmented_dataset(images, np.arange(n), batch_size=16, seed=3))
+    for (batch, labels), (same_batch, same_labels) in zip(epochs, again, strict=True):
+        np.testing.assert_array_equal(labels, same_labels)
+        np.testing.assert_array_equal(batch, same_batch)
+    assert [len(y) for _, y in dataset] == [16] * 4
 
 
 def test_steps_per_epoch_and_per_execution():
