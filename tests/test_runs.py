@@ -69,6 +69,15 @@ def test_a_killed_writer_leaves_only_the_partial_folder():
         load_run("killed")
 
 
+def test_discard_drops_the_partial_folder_and_nothing_else():
+    """A non-chief worker's copy of a distributed run; discarding it twice is not an error."""
+    write_complete(RunWriter("kept").open())
+    writer = RunWriter("worker").open()
+    write_complete(writer)
+    assert writer.discard() == writer.path and writer.discard() == writer.path
+    assert [p.name for p in runs.runs_root().iterdir()] == [".kept.partial"]
+
+
 @pytest.mark.parametrize("missing", runs.REQUIRED_FILES)
 def test_publish_without_required_files_raises(missing):
     writer = RunWriter("incomplete").open()
