@@ -309,6 +309,17 @@ def test_default_selection_of_one_model_shows_the_newest_few():
     assert runs.default_selection([]) == []
 
 
+def test_default_selection_adds_the_rest_only_to_a_single_run_and_stops_at_six():
+    # the best (oldest) and the newest are two: enough, the middle one stays out
+    for seed, (run_id, accuracy) in enumerate([("best", 0.9), ("middle", 0.2), ("newest", 0.5)]):
+        _fixture_run(run_id, "baseline", accuracy, seed=seed)
+    assert runs.default_selection(list_runs()) == ["best", "newest"]
+    for seed in range(3, 9):  # nine runs; the best is also the newest: the newest others join, six in all
+        _fixture_run(f"run{seed}", "baseline", 0.1, seed=seed)
+    _fixture_run("top", "baseline", 0.95, seed=20)
+    assert runs.default_selection(list_runs()) == ["top", "run8", "run7", "run6", "run5", "run4"]
+
+
 @pytest.mark.usefixtures("runs")
 def test_hyperparameter_columns_are_the_configs_fields():
     from cifar.config import field_table
