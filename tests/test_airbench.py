@@ -154,6 +154,20 @@ def test_alternating_flip_mirrors_each_image_every_other_epoch():
     assert flips[1] == [not f for f in flips[0]] and flips[2] == flips[0] and flips[3] == flips[1]
 
 
+def test_the_alternating_flip_stream_is_the_same_for_the_same_seed():
+    from cifar.data import alternating_flip_dataset
+
+    images = np.random.default_rng(0).integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
+
+    def stream(seed):
+        batches = alternating_flip_dataset(images, np.arange(12), 4, seed=seed, epochs=2)
+        return [np.asarray(x) for x, _ in batches]
+
+    first, again, other = stream(3), stream(3), stream(4)
+    assert len(first) == 6 and all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))
+
+
 def test_airbench_options_refuse_the_tutorial_net_and_alternating_flip_needs_augment():
     with pytest.raises(ConfigError, match="stem apply to architecture='airbench' only"):
         parse_config("baseline", {"stem": "whiten"})

@@ -249,6 +249,7 @@ def test_test_accuracy_reads_metrics_and_sorts_missing_last():
         assert runs.test_accuracy(run(bad)) == -1.0
     assert runs.describe_run(run({"model": "baseline", "test_accuracy": 0.25})) == "r (baseline, 25.0% test)"
     assert runs.describe_run(run({"model": "baseline"})) == "r (baseline, no test accuracy)"
+    assert runs.describe_run(run({"model": "baseline", "test_accuracy": 0.0})) == "r (baseline, 0.0% test)"
 
 
 @pytest.mark.usefixtures("runs")
