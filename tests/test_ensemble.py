@@ -159,6 +159,8 @@ def test_an_ensemble_predictor_pools_its_members_at_their_own_resolutions(member
     assert ensemble.resolutions == ("full", "cifar")
     photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8))
     raw = ensemble.distribution(photo, calibrated=False)
+    assert ensemble.model_input(photo).shape == (75, 75, 3)  # the largest a member sees
+    assert ensemble.model_input(photo, "cifar").shape == (32, 32, 3)
     assert cnn_seen[-1].shape == (1, 32, 32, 3) and weak_seen[-1].shape == (1, 75, 75, 3)
     _, weights = ensemble_weights(run)
     members_raw = [cnn.distribution(photo, "cifar", False), weak.distribution(photo, "full", False)]
@@ -174,3 +176,27 @@ def test_an_ensemble_predictor_pools_its_members_at_their_own_resolutions(member
     atomic.write_json(run_path("cnn") / "metrics.json", {**metrics, "finished": metrics["finished"] + 60})
     with pytest.raises(RunError, match="cnn was trained again after duo was made"):
         EnsemblePredictor(run, [recording_predictor(load_run("cnn"))[0], weak])
+
+
+def test_an_ensemble_of_32_px_members_takes_32_px_images_only(artifacts):
+    """No member sees full resolution: neither does the ensemble (a baseline pair, say); its
+    model input is the 32 px image and its probabilities pool the members' on raw pixels."""
+    from PIL import Image
+
+    from cifar.predict import EnsemblePredictor
+
+    write_run(artifacts, "cnn", "baseline", TEST_LABELS, 0.9, seed=1, val_labels=VAL_LABELS)
+    write_run(artifacts, "cnn2", "baseline", TEST_LABELS, 0.7, seed=2, val_labels=VAL_LABELS)
+    make_ensemble("pair", ["cnn", "cnn2"])
+    run = load_run("pair")
+    (first, _), (second, _) = (recording_predictor(load_run(m)) for m in ("cnn", "cnn2"))
+    ensemble = EnsemblePredictor(run, [first, second])
+    assert ensemble.resolutions == ("cifar",)
+    with pytest.raises(ValueError, match="takes 'cifar' images, not 'full'"):
+        ensemble.distribution(Image.new("RGB", (64, 48)), "full")
+    photo = Image.fromarray(np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    assert ensemble.model_input(photo).shape == (32, 32, 3)
+    pixels = ensemble.model_input(photo)[None]
+    _, weights = ensemble_weights(run)
+    expected = pooled([first.probabilities(pixels), second.probabilities(pixels)], weights)
+    np.testing.assert_allclose(ensemble.probabilities(pixels), expected, rtol=1e-6)
