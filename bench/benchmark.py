@@ -183,7 +183,7 @@ def retrain_from_click(epochs: int = 10, standby: bool = True) -> float | None:
 
 
 def upload_latency(run_ids: tuple[str, ...], repeat: int) -> dict:
-    """Bytes of a 640x480 JPEG -> each run's top-3, warm; and the bare forward pass."""
+    """Bytes of a new 640x480 JPEG -> each run's top-3, warm; and the bare forward pass."""
     from PIL import Image
 
     from cifar.images import as_model_input, open_image
@@ -199,12 +199,17 @@ def upload_latency(run_ids: tuple[str, ...], repeat: int) -> dict:
     if not predictors:
         return {}
     rng = np.random.default_rng(0)
-    buffer = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(buffer, "JPEG")
-    payload = buffer.getvalue()
-    pixels = as_model_input(open_image(payload))[None]
+
+    def photo() -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(buffer, "JPEG")
+        return buffer.getvalue()
+
+    uploads = iter([photo() for _ in range(repeat + 1)])  # a new one each time: the Predictor
+    pixels = as_model_input(open_image(photo()))[None]  # keeps its latest answers
 
     def full():
+        payload = next(uploads)
         for predictor in predictors:
             predictor.predict(payload, top_k=3)
 
