@@ -167,7 +167,7 @@ def main() -> None:
         "# baseline-best's recipe, part by part",
         "",
         "Made by `bench/recipe.py` from `artifacts/runs/baseline-best` and the training records in "
-        "`bench/recipe/runs` (each made with the CLI on this 2-core machine; seconds per epoch are the idle machine's only where the note below says so). "
+        "`bench/recipe/runs` (each made with the CLI on this 2-core machine with the cores otherwise idle). "
         f"`baseline-best` was trained with `{command}`. Target (#19): >= 94.0 % test in <= 10 epochs.",
         "",
         "## The runs",
