@@ -43,16 +43,11 @@ OPTIONS = {
 
 def records() -> list:
     """The runs in bench/recipe/runs, loaded as the product loads its own."""
-    previous = os.environ.get("CIFAR_ARTIFACTS")
-    os.environ["CIFAR_ARTIFACTS"] = str(RECORDS)
-    try:
+    from unittest import mock
+
+    with mock.patch.dict(os.environ, {"CIFAR_ARTIFACTS": str(RECORDS)}):
         folders = sorted(p.name for p in (RECORDS / "runs").iterdir() if p.is_dir() and p.name[0] != ".")
         return [load_run(name) for name in folders]
-    finally:
-        if previous is None:
-            os.environ.pop("CIFAR_ARTIFACTS")
-        else:
-            os.environ["CIFAR_ARTIFACTS"] = previous
 
 
 def differences(run, reference) -> dict:

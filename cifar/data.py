@@ -34,8 +34,7 @@ def augmented_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, s
     def augment(batch, batch_labels, batch_seed):
         flip_seed, shift_seed = tf.unstack(tf.random.experimental.stateless_split(batch_seed, 2))
         flip = tf.random.stateless_uniform([tf.shape(batch)[0]], flip_seed) < 0.5
-        batch = tf.where(flip[:, None, None, None], tf.reverse(batch, [2]), batch)
-        return shifted_crops(batch, TRANSLATE_PX, shift_seed), batch_labels
+        return shifted_crops(mirrored_where(batch, flip), TRANSLATE_PX, shift_seed), batch_labels
 
     batches = (
         tf.data.Dataset.from_tensor_slices((images, labels))
@@ -74,7 +73,7 @@ def alternating_flip_dataset(
         def augment(rows):
             batch = tf.gather(pixels, rows)
             flip = tf.not_equal(tf.gather(first_flips, rows), tf.equal(epoch % 2, 1))
-            batch = tf.where(flip[:, None, None, None], tf.reverse(batch, [2]), batch)
+            batch = mirrored_where(batch, flip)
             if translate:
                 batch_seed = tf.stack(
                     [tf.cast(seed, tf.int64) * 1_000_003 + epoch, tf.cast(rows[0], tf.int64)]
@@ -86,6 +85,13 @@ def alternating_flip_dataset(
         return order.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
 
     return tf.data.Dataset.range(epochs).flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
+
+
+def mirrored_where(batch, flip):
+    """The images of `batch` (B, H, W, C) whose `flip` (B,) is true, mirrored left to right."""
+    import tensorflow as tf
+
+    return tf.where(flip[:, None, None, None], tf.reverse(batch, [2]), batch)
 
 
 def shifted_crops(batch, translate: int, seed):
