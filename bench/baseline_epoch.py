@@ -7,8 +7,8 @@ bench/PERFORMANCE.md. Also the same epoch at half the batch size, for comparison
 For `baseline-best`'s own config (its committed config.json): the steady-state epoch (the
 second of two, so tracing and the first allocations are out) on the first IMAGES training
 images, through the same stream, model, optimizer and callbacks-free `fit` as training; in
-float32 and under Keras' `mixed_bfloat16` policy (used by training only if faster: it is not,
-see the table). Achieved GFLOP/s = 3 x the forward FLOPs of one image (TensorFlow's profiler,
+float32 and with `precision="mixed_bfloat16"` (the config's option: layers compute in bfloat16,
+weights stay float32). Achieved GFLOP/s = 3 x the forward FLOPs of one image (TensorFlow's profiler,
 `cifar.cost.count_flops`; a backward pass costs about two forwards) x images / seconds, against
 the float32 matmul peak measured right before each (`bench/benchmark.py`'s `matmul_peak`).
 Also the committed run's own epochs (history.csv), against a peak measured now.
@@ -32,7 +32,7 @@ RUN = "baseline-best"
 START, END = "<!-- baseline-epoch:start -->", "<!-- baseline-epoch:end -->"
 
 
-def steady_epoch_seconds(config, pixels, labels, policy: str) -> float:
+def steady_epoch_seconds(config, pixels, labels) -> float:
     """Seconds of the second of two training epochs of `config` on (pixels, labels)."""
     import keras
 
@@ -41,34 +41,28 @@ def steady_epoch_seconds(config, pixels, labels, policy: str) -> float:
     from cifar.fitting import baseline_steps_per_call, compile_model
     from cifar.models import build_baseline, normalized
 
-    keras.mixed_precision.set_global_policy(policy)
-    try:
-        keras.utils.set_random_seed(0)
-        model = build_baseline(config)
-        if config.stem == "whiten":
-            model.get_layer("whiten").set_kernel_from(normalized(pixels[:WHITEN_IMAGES]))
-        steps = steps_per_epoch(len(pixels), config.batch_size)
-        compile_model(
-            model, config, len(pixels), baseline_steps_per_call(config, steps, config.alternating_flip)
-        )
-        one_hot = keras.utils.to_categorical(labels, 10)
-        if config.alternating_flip:
-            stream = alternating_flip_dataset(pixels, one_hot, config.batch_size, 0, 2)
-        else:
-            stream = augmented_dataset(pixels, one_hot, config.batch_size, 0).repeat(2)
-        times = []
+    keras.utils.set_random_seed(0)
+    model = build_baseline(config)
+    if config.stem == "whiten":
+        model.get_layer("whiten").set_kernel_from(normalized(pixels[:WHITEN_IMAGES]))
+    steps = steps_per_epoch(len(pixels), config.batch_size)
+    compile_model(model, config, len(pixels), baseline_steps_per_call(config, steps, config.alternating_flip))
+    one_hot = keras.utils.to_categorical(labels, 10)
+    if config.alternating_flip:
+        stream = alternating_flip_dataset(pixels, one_hot, config.batch_size, 0, 2)
+    else:
+        stream = augmented_dataset(pixels, one_hot, config.batch_size, 0).repeat(2)
+    times = []
 
-        class Clock(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                self.started = time.perf_counter()
+    class Clock(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
 
-            def on_epoch_end(self, epoch, logs=None):
-                times.append(time.perf_counter() - self.started)
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.started)
 
-        model.fit(stream, epochs=2, steps_per_epoch=steps, callbacks=[Clock()], verbose=0)
-        return times[-1]
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    model.fit(stream, epochs=2, steps_per_epoch=steps, callbacks=[Clock()], verbose=0)
+    return times[-1]
 
 
 def forward_flops(config) -> int:
@@ -95,14 +89,15 @@ def main() -> None:
     pixels, labels = data.x_train[: args.images], data.y_train[: args.images]
     train_flops = 3 * forward_flops(config)
     rows = []
-    half_batch = config.model_copy(update={"batch_size": config.batch_size // 2})
-    for policy, variant in (("float32", config), ("mixed_bfloat16", config), ("float32", half_batch)):
+    half_batch = config.model_copy(update={"batch_size": config.batch_size // 2, "precision": "float32"})
+    bfloat16 = config.model_copy(update={"precision": "mixed_bfloat16"})
+    for variant in (config.model_copy(update={"precision": "float32"}), bfloat16, half_batch):
         peak = matmul_peak(repeat=5)
-        seconds = steady_epoch_seconds(variant, pixels, labels, policy)
+        seconds = steady_epoch_seconds(variant, pixels, labels)
         achieved = train_flops * len(pixels) / seconds / 1e9
         per_45k = seconds * 45000 / len(pixels)
         rows.append(
-            f"| {policy}, {len(pixels):,} images, batch {variant.batch_size} | {seconds:.1f} s "
+            f"| {variant.precision}, {len(pixels):,} images, batch {variant.batch_size} | {seconds:.1f} s "
             f"(= {per_45k:.0f} s per 45,000) | {achieved:.0f} GFLOP/s | {peak:.0f} GFLOP/s | "
             f"**{achieved / peak:.0%}** |"
         )

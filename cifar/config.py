@@ -131,6 +131,11 @@ class BaselineConfig(_Config):
     tta_translate: bool = Field(
         False, description="also average over 1 px shifts up-left and down-right (airbench94's multi-crop)"
     )
+    precision: Literal["float32", "mixed_bfloat16"] = Field(
+        "float32",
+        description="mixed_bfloat16: layers compute in bfloat16, weights stay float32 "
+        "(faster where the CPU has AVX512_BF16 or the GPU bfloat16 units)",
+    )
 
     @model_validator(mode="after")
     def _airbench_options_need_airbench(self) -> BaselineConfig:

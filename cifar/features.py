@@ -179,17 +179,12 @@ def cached_features(spec: FeatureSpec, n_images: int, dim: int = 2048) -> np.nda
 
 def make_extract_fn(config: TransferConfig, weights_path, precision: str = "float32"):
     """uint8 batch -> resize -> preprocess -> frozen base -> pooled features, as traced graphs."""
-    import keras
     import tensorflow as tf
 
-    from cifar.models import build_pooled_base, build_resize
+    from cifar.models import build_pooled_base, build_resize, computing_in
 
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(precision)
-    try:
+    with computing_in(precision):
         resize, pooled = build_resize(config), build_pooled_base(config, weights_path)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
     prepare = outside_xla(resize)
 
     # On a CPU, TensorFlow's own executor with its oneDNN kernels runs the base ~30 % faster

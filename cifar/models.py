@@ -5,6 +5,7 @@ Every model takes raw uint8 pixels of shape (32, 32, 3), so a saved model needs 
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import keras
@@ -30,11 +31,25 @@ def _regularizer(weight_decay: float):
 # ----------------------------------------------------------------------------- baseline CNN
 
 
+@contextlib.contextmanager
+def computing_in(precision: str):
+    """Layers built inside compute in `precision` (a Keras dtype policy such as "mixed_bfloat16";
+    their weights stay float32); the global policy is restored on the way out."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def build_baseline(config: BaselineConfig) -> keras.Model:
-    """The from-scratch CNN named by `config.architecture`."""
-    if config.architecture == "airbench":
-        return build_airbench(config)
-    return build_tutorial_cnn(config)
+    """The from-scratch CNN named by `config.architecture`, computing in `config.precision`
+    (its probabilities are float32 either way)."""
+    with computing_in(config.precision):
+        if config.architecture == "airbench":
+            return build_airbench(config)
+        return build_tutorial_cnn(config)
 
 
 def build_tutorial_cnn(config: BaselineConfig) -> keras.Model:
@@ -55,7 +70,7 @@ def build_tutorial_cnn(config: BaselineConfig) -> keras.Model:
     x = layers.Dense(64, activation="relu", kernel_regularizer=reg, name="dense")(x)
     if config.dropout:
         x = layers.Dropout(config.dropout, name="dropout")(x)
-    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="predictions")(x)
+    outputs = layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="predictions")(x)
     return keras.Model(inputs, outputs, name="baseline_cnn")
 
 
@@ -102,7 +117,7 @@ def build_airbench(config: BaselineConfig) -> keras.Model:
         x = layers.Dropout(config.dropout, name="dropout")(x)
     logits = layers.Dense(NUM_CLASSES, use_bias=False, name="logits")(x)
     logits = layers.Rescaling(1 / 9, name="logit_scale")(logits)  # as airbench: tames early steps
-    outputs = layers.Activation("softmax", name="predictions")(logits)
+    outputs = layers.Activation("softmax", dtype="float32", name="predictions")(logits)
     return keras.Model(inputs, outputs, name="baseline_airbench")
 
 

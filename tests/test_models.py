@@ -45,6 +45,25 @@ def test_airbench_shape():
     assert model.name == "baseline_airbench"
 
 
+@pytest.mark.parametrize("architecture", ["tutorial", "airbench"])
+def test_mixed_bfloat16_computes_in_bfloat16_with_float32_weights_and_probabilities(architecture):
+    import keras
+
+    config = BaselineConfig(architecture=architecture, precision="mixed_bfloat16")
+    if architecture == "airbench":
+        config = BaselineConfig(architecture="airbench", width=8, stem="whiten", precision="mixed_bfloat16")
+    model = build_baseline(config)
+    _check_pixels_to_probabilities(model)
+    convolutions = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert convolutions and all(layer.compute_dtype == "bfloat16" for layer in convolutions)
+    assert {weight.dtype for weight in model.weights} == {"float32"}
+    assert model.output.dtype == "float32"
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after the build
+    plain = build_baseline(config.model_copy(update={"precision": "float32"}))
+    assert all(layer.compute_dtype == "float32" for layer in plain.layers if layer.weights)
+    assert plain.count_params() == model.count_params()
+
+
 def test_head_parameter_count():
     head = build_head(TransferConfig(head_units=256))
     assert head.count_params() == (2048 * 256 + 256) + (256 * 10 + 10)

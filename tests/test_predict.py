@@ -385,12 +385,24 @@ def test_a_baseline_only_takes_32_px_images():
     photo = Image.new("RGB", (64, 48), RED)
     predictor, seen = _recording_predictor("baseline", tta_flip=False, temperature=1.0)
     assert predictor.resolutions == ("cifar",)
-    with pytest.raises(ValueError, match="only knows 32 x 32"):
+    with pytest.raises(ValueError) as refused:
         predictor.predict(photo, resolution="full")
+    assert (
+        str(refused.value)
+        == "t (baseline) takes 'cifar' images, not 'full': a baseline CNN only knows 32 x 32 images"
+    )
     with pytest.raises(ValueError, match="top_k"):
         predictor.predict(photo, top_k=11)
     assert seen == []  # refused before anything ran
     assert len(predictor.predict(photo, top_k=3)) == 3 and seen[0].shape == (1, 32, 32, 3)
+
+
+def test_a_transfer_run_names_both_resolutions_it_takes():
+    predictor, seen = _recording_predictor("transfer", tta_flip=False, temperature=1.0)
+    with pytest.raises(ValueError) as refused:
+        predictor.predict(Image.new("RGB", (8, 8), RED), resolution="tiny")
+    assert str(refused.value) == "t (transfer) takes 'full' and 'cifar' images, not 'tiny'"
+    assert seen == []
 
 
 def test_a_folder_that_cannot_be_listed_is_a_problem_not_a_traceback(tmp_path, monkeypatch):
@@ -404,3 +416,31 @@ def test_a_folder_that_cannot_be_listed_is_a_problem_not_a_traceback(tmp_path, m
         [],
         [f"{tmp_path}: cannot list this folder (Permission denied)"],
     )
+
+
+@pytest.mark.slow
+def test_a_mixed_bfloat16_run_is_restored_computing_as_it_was_trained():
+    """Rebuilt from config.json, the model computes in bfloat16 again, and answers as the run did
+    (up to bfloat16's batch-to-batch rounding: the stored predictions came in batches of 1,000)."""
+    import keras
+
+    from cifar.config import BaselineConfig
+    from cifar.runs import load_run
+    from cifar.train import train
+    from tests.factory import tiny_cifar
+
+    data = tiny_cifar(60, 20)
+    config = BaselineConfig(
+        architecture="airbench",
+        width=8,
+        epochs=1,
+        batch_size=16,
+        validation_size=10,
+        precision="mixed_bfloat16",
+    )
+    train(config, data=data, run_id="bf16")
+    _, model = load_model(load_run("bf16"))
+    convolutions = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert convolutions and {layer.compute_dtype for layer in convolutions} == {"bfloat16"}
+    saved = load_run("bf16").test_predictions
+    np.testing.assert_allclose(Predictor.for_run("bf16").probabilities(data.x_test[:5]), saved[:5], atol=2e-4)

@@ -416,6 +416,7 @@ OPTION_EFFECTS = {
             ("differs from", {"augment": True}),
         ),
         "tta_translate": ({"tta_translate": True}, "differs"),
+        "precision": ({"precision": "mixed_bfloat16"}, "differs"),
     },
     "transfer": {
         **_shared_effects(epochs=3, optimizer="rmsprop", stopping_lr=10.0),
