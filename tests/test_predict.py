@@ -269,6 +269,21 @@ def test_predictor_averages_over_the_horizontal_flip_with_tta_flip(tmp_path, mon
     np.testing.assert_allclose(Predictor(load_run("fresh")).probabilities(images), expected, atol=1e-5)
 
 
+def test_predictor_averages_airbench94_s_six_views_with_tta_translate(tmp_path, monkeypatch):
+    from cifar import tta
+    from cifar.runs import load_run
+
+    monkeypatch.setenv("CIFAR_ARTIFACTS", str(tmp_path / "artifacts"))
+    # The tutorial CNN: a fresh airbench net's answers are too close to uniform to tell views apart.
+    _, model = _fresh_baseline_run(tmp_path / "artifacts", "six", tta_flip=True, tta_translate=True)
+
+    images = np.random.default_rng(3).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    predict = lambda x: model.predict(x, verbose=0)  # noqa: E731
+    six = tta.averaged(predict, images, flip=True, translate=True)
+    assert np.abs(six - tta.averaged(predict, images, flip=True, translate=False)).max() > 1e-4
+    np.testing.assert_allclose(Predictor(load_run("six")).probabilities(images), six, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------- a file the user names
 
 
@@ -395,6 +410,15 @@ def test_a_baseline_only_takes_32_px_images():
         predictor.predict(photo, top_k=11)
     assert seen == []  # refused before anything ran
     assert len(predictor.predict(photo, top_k=3)) == 3 and seen[0].shape == (1, 32, 32, 3)
+
+
+def test_predict_defaults_to_the_calibrated_top_3():
+    """What a library user gets from `predict(image)` alone."""
+    photo = Image.new("RGB", (40, 30), RED)
+    predictor, _ = _recording_predictor("baseline", tta_flip=False, temperature=2.0)
+    answer = predictor.predict(photo)
+    assert answer == predictor.predict(photo, top_k=3, calibrated=True)
+    assert len(answer) == 3 and answer != predictor.predict(photo, top_k=3, calibrated=False)
 
 
 def test_a_transfer_run_names_both_resolutions_it_takes():
