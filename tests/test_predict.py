@@ -298,7 +298,9 @@ def test_predict_file_reads_a_photo_and_refuses_a_huge_file_without_reading_it(t
     predictor = Predictor(load_run("fresh"))
     photo = tmp_path / "photo.png"
     photo.write_bytes(_png_bytes())
-    assert len(predictor.predict_file(photo, top_k=2)) == 2
+    assert len(predictor.predict_file(photo, top_k=2)) == 2 and len(predictor.predict_file(photo)) == 3
+    with pytest.raises(ValueError, match="only knows 32 x 32"):  # the options reach `predict`
+        predictor.predict_file(photo, resolution="full")
 
     huge = tmp_path / "huge.png"
     huge.write_bytes(_png_bytes())

@@ -213,6 +213,14 @@ def test_train_transfer_on_cached_features_then_predict(tmp_path, monkeypatch, m
     assert not predictor.tta_flip and predictor.resolutions == ("full", "cifar")
     by_layer = np.asarray(predictor._network(rescale(photos)))
     np.testing.assert_allclose(predictor.full_probabilities(photos), by_layer, atol=1e-6)
+    # A photo the user uploads reaches it at the base's input size, by default.
+    from PIL import Image
+
+    photo = Image.fromarray(np.random.default_rng(6).integers(0, 256, (90, 120, 3), dtype=np.uint8))
+    pixels = predictor.model_input(photo)
+    assert pixels.shape == (config.input_size, config.input_size, 3)
+    answer = predictor.distribution(photo, calibrated=False)
+    np.testing.assert_allclose(answer, predictor.full_probabilities(pixels[None])[0], atol=1e-6)
 
     # Its cost: the whole model as it predicts, the frozen base with the head.
     import keras
