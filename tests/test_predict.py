@@ -274,8 +274,10 @@ def test_predictor_averages_airbench94_s_six_views_with_tta_translate(tmp_path, 
     from cifar.runs import load_run
 
     monkeypatch.setenv("CIFAR_ARTIFACTS", str(tmp_path / "artifacts"))
-    # The tutorial CNN: a fresh airbench net's answers are too close to uniform to tell views apart.
-    _, model = _fresh_baseline_run(tmp_path / "artifacts", "six", tta_flip=True, tta_translate=True)
+    # The tutorial CNN (a fresh airbench net's answers are too close to uniform to tell views
+    # apart), with dropout: the Predictor must run the network in inference mode.
+    recipe = {"tta_flip": True, "tta_translate": True, "dropout": 0.5}
+    _, model = _fresh_baseline_run(tmp_path / "artifacts", "six", **recipe)
 
     images = np.random.default_rng(3).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
     predict = lambda x: model.predict(x, verbose=0)  # noqa: E731
