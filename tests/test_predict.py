@@ -301,6 +301,10 @@ def test_predict_file_reads_a_photo_and_refuses_a_huge_file_without_reading_it(t
     photo = tmp_path / "photo.png"
     photo.write_bytes(_png_bytes())
     assert len(predictor.predict_file(photo, top_k=2)) == 2 and len(predictor.predict_file(photo)) == 3
+    # The photo's answer is the network's on the photo squeezed to 32 px.
+    image = open_image(photo.read_bytes())
+    by_pixels = predictor.probabilities(as_model_input(image, 32)[None])[0]
+    np.testing.assert_allclose(predictor.distribution(image, calibrated=False), by_pixels, atol=1e-6)
     with pytest.raises(ValueError, match="only knows 32 x 32"):  # the options reach `predict`
         predictor.predict_file(photo, resolution="full")
 
