@@ -219,7 +219,11 @@ def test_train_transfer_on_cached_features_then_predict(tmp_path, monkeypatch, m
     photo = Image.fromarray(np.random.default_rng(6).integers(0, 256, (90, 120, 3), dtype=np.uint8))
     pixels = predictor.model_input(photo)
     assert pixels.shape == (config.input_size, config.input_size, 3)
-    answer = predictor.distribution(photo, calibrated=False)
+    # Not through the 32 px path's resize (the same here, at a bilinear 96 px; not for upsample7).
+    from unittest import mock
+
+    with mock.patch.object(predictor, "probabilities", side_effect=AssertionError("the 32 px path")):
+        answer = predictor.distribution(photo, calibrated=False)
     np.testing.assert_allclose(answer, predictor.full_probabilities(pixels[None])[0], atol=1e-6)
 
     # Its cost: the whole model as it predicts, the frozen base with the head.
