@@ -178,12 +178,22 @@ def test_an_ensemble_predictor_pools_its_members_at_their_own_resolutions(member
         EnsemblePredictor(run, [recording_predictor(load_run("cnn"))[0], weak])
 
 
+def test_the_resolutions_a_run_takes_are_known_before_its_model_loads(members):
+    """What the CLI checks `--resolution` against: a transfer member gives an ensemble photos."""
+    from cifar.predict import run_resolutions
+
+    make_ensemble("duo", members)
+    assert run_resolutions(load_run("duo")) == ("full", "cifar")
+    assert run_resolutions(load_run("cnn")) == ("cifar",)
+    assert run_resolutions(load_run("weak")) == ("full", "cifar")
+
+
 def test_an_ensemble_of_32_px_members_takes_32_px_images_only(artifacts):
     """No member sees full resolution: neither does the ensemble (a baseline pair, say); its
     model input is the 32 px image and its probabilities pool the members' on raw pixels."""
     from PIL import Image
 
-    from cifar.predict import EnsemblePredictor
+    from cifar.predict import EnsemblePredictor, run_resolutions
 
     write_run(artifacts, "cnn", "baseline", TEST_LABELS, 0.9, seed=1, val_labels=VAL_LABELS)
     write_run(artifacts, "cnn2", "baseline", TEST_LABELS, 0.7, seed=2, val_labels=VAL_LABELS)
@@ -191,7 +201,7 @@ def test_an_ensemble_of_32_px_members_takes_32_px_images_only(artifacts):
     run = load_run("pair")
     (first, _), (second, _) = (recording_predictor(load_run(m)) for m in ("cnn", "cnn2"))
     ensemble = EnsemblePredictor(run, [first, second])
-    assert ensemble.resolutions == ("cifar",)
+    assert ensemble.resolutions == ("cifar",) == run_resolutions(run)  # the CLI's, before loading
     with pytest.raises(ValueError, match="takes 'cifar' images, not 'full'"):
         ensemble.distribution(Image.new("RGB", (64, 48)), "full")
     photo = Image.fromarray(np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8))
@@ -200,3 +210,29 @@ def test_an_ensemble_of_32_px_members_takes_32_px_images_only(artifacts):
     _, weights = ensemble_weights(run)
     expected = pooled([first.probabilities(pixels), second.probabilities(pixels)], weights)
     np.testing.assert_allclose(ensemble.probabilities(pixels), expected, rtol=1e-6)
+
+
+def test_an_ensemble_predictor_loads_its_members_itself(artifacts):
+    """As the Classify page and the CLI make it: from the ensemble run alone, each member's own
+    network loaded, their answers pooled with the run's weights."""
+    import keras
+
+    from cifar.config import BaselineConfig
+    from cifar.models import build_baseline
+    from cifar.predict import EnsemblePredictor
+
+    networks = {}
+    for seed, member in enumerate(("cnn", "cnn2")):
+        folder = write_run(artifacts, member, "baseline", TEST_LABELS, 0.8, seed=seed, val_labels=VAL_LABELS)
+        keras.utils.set_random_seed(seed)
+        networks[member] = build_baseline(BaselineConfig(epochs=3))
+        networks[member].save_weights(str(folder / "model.weights.h5"))
+    make_ensemble("pair", ["cnn", "cnn2"])
+    run = load_run("pair")
+    ensemble = EnsemblePredictor(run)
+    assert [member.run.run_id for member in ensemble.members] == ["cnn", "cnn2"]
+    pixels = np.random.default_rng(4).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    answers = [networks[m].predict(pixels, verbose=0) for m in ("cnn", "cnn2")]
+    assert np.abs(answers[0] - answers[1]).max() > 1e-4
+    _, weights = ensemble_weights(run)
+    np.testing.assert_allclose(ensemble.probabilities(pixels), pooled(answers, weights), rtol=1e-4)
