@@ -219,7 +219,7 @@ def test_an_ensemble_predictor_loads_its_members_itself(artifacts):
 
     from cifar.config import BaselineConfig
     from cifar.models import build_baseline
-    from cifar.predict import EnsemblePredictor
+    from cifar.predict import load_predictor
 
     networks = {}
     for seed, member in enumerate(("cnn", "cnn2")):
@@ -229,10 +229,25 @@ def test_an_ensemble_predictor_loads_its_members_itself(artifacts):
         networks[member].save_weights(str(folder / "model.weights.h5"))
     make_ensemble("pair", ["cnn", "cnn2"])
     run = load_run("pair")
-    ensemble = EnsemblePredictor(run)
+    ensemble = load_predictor(run)
     assert [member.run.run_id for member in ensemble.members] == ["cnn", "cnn2"]
     pixels = np.random.default_rng(4).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     answers = [networks[m].predict(pixels, verbose=0) for m in ("cnn", "cnn2")]
     assert np.abs(answers[0] - answers[1]).max() > 1e-4
     _, weights = ensemble_weights(run)
     np.testing.assert_allclose(ensemble.probabilities(pixels), pooled(answers, weights), rtol=1e-4)
+
+
+def test_an_ensemble_needs_the_backbone_weights_of_its_transfer_members(members):
+    """What the Classify page checks before loading a model (loading would download them)."""
+    from cifar.assets import inception_weights_path
+    from cifar.predict import missing_backbone
+
+    make_ensemble("duo", members)
+    source = load_run("weak").backbone_source
+    assert missing_backbone(load_run("duo")) == missing_backbone(load_run("weak")) == [source]
+    assert missing_backbone(load_run("cnn")) == []
+    cached = inception_weights_path("google2015")  # what "auto" settles for
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_bytes(b"weights")
+    assert missing_backbone(load_run("duo")) == []

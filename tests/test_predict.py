@@ -427,6 +427,19 @@ def test_predict_defaults_to_the_calibrated_top_3():
     answer = predictor.predict(photo)
     assert answer == predictor.predict(photo, top_k=3, calibrated=True)
     assert len(answer) == 3 and answer != predictor.predict(photo, top_k=3, calibrated=False)
+    # Most likely first: the distribution's three largest, in order.
+    distribution = predictor.distribution(photo)
+    top = np.argsort(-distribution)[:3]
+    assert answer == [(CLASS_NAMES[i], pytest.approx(float(distribution[i]))) for i in top]
+    assert answer[0][1] > answer[1][1] > answer[2][1]
+
+
+def test_a_transfer_run_answers_at_the_resolution_asked_for():
+    predictor, seen = _recording_predictor("transfer", tta_flip=False, temperature=1.0)
+    photo = Image.new("RGB", (40, 30), RED)
+    predictor.predict(photo, resolution="cifar")
+    predictor.predict(photo)
+    assert [x.shape for x in seen] == [(1, 32, 32, 3), (1, 75, 75, 3)]
 
 
 def test_a_transfer_run_names_both_resolutions_it_takes():
