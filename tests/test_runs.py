@@ -370,3 +370,14 @@ def test_new_run_ids_are_valid_and_name_the_model_and_time():
 def test_command_line_is_recorded_without_machine_paths(argv, expected, monkeypatch):
     monkeypatch.setattr(runs.sys, "argv", argv)
     assert runs.command_line() == expected
+
+
+def test_the_committed_runs_are_found_in_the_artifacts_folder_s_runs(monkeypatch):
+    """The layout the README documents and the repository commits: artifacts/runs/<run id>/."""
+    from tests.factory import REPO
+
+    monkeypatch.setenv("CIFAR_ARTIFACTS", str(REPO / "artifacts"))
+    runs_folder = REPO / "artifacts" / "runs"
+    folders = sorted(p.name for p in runs_folder.iterdir() if p.is_dir() and p.name[0] != ".")
+    assert "baseline-reference" in folders
+    assert sorted(run.run_id for run in list_runs()) == folders
