@@ -381,3 +381,23 @@ def test_the_committed_runs_are_found_in_the_artifacts_folder_s_runs(monkeypatch
     folders = sorted(p.name for p in runs_folder.iterdir() if p.is_dir() and p.name[0] != ".")
     assert "baseline-reference" in folders
     assert sorted(run.run_id for run in list_runs()) == folders
+
+
+def test_status_json_says_what_the_writer_is_doing_and_since_when(artifacts):
+    """The Train page's job list reads these (a status older than the job's slot is a leftover)."""
+    import time
+
+    from cifar.runs import read_status
+
+    before = time.time()
+    writer = RunWriter("timed").open(pid=4321)
+    opened = read_status(writer.path)
+    assert opened["state"] == "running" and opened["pid"] == 4321
+    assert before <= opened["started"] <= opened["updated"] <= time.time()
+    writer.status("running", progress=0.5)
+    assert read_status(writer.path)["updated"] >= opened["updated"]
+    write_complete(writer)
+    final = writer.publish()
+    published = read_status(final)
+    assert published["state"] == "finished" and opened["started"] <= published["finished"] <= time.time()
+    assert published["started"] == opened["started"]
