@@ -401,3 +401,21 @@ def test_status_json_says_what_the_writer_is_doing_and_since_when(artifacts):
     published = read_status(final)
     assert published["state"] == "finished" and opened["started"] <= published["finished"] <= time.time()
     assert published["started"] == opened["started"]
+
+
+def test_publishing_replaces_a_run_only_when_asked_to(artifacts):
+    import os
+
+    # Asked to overwrite a run that does not exist (yet): published as any other.
+    writer = RunWriter("fresh-id", overwrite=True).open()
+    write_complete(writer)
+    assert writer.publish() == runs.run_path("fresh-id") and load_run("fresh-id")
+    # Not asked, and a run of that id was published in the meantime: that run stays as it was.
+    late = RunWriter("late").open()
+    write_complete(late, accuracy=0.25)
+    donor = RunWriter("donor").open()
+    write_complete(donor, accuracy=0.75)
+    os.rename(donor.publish(), runs.run_path("late"))
+    with pytest.raises(OSError):
+        late.publish()
+    assert load_run("late").metrics["test_accuracy"] == 0.75
