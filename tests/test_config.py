@@ -394,3 +394,20 @@ def test_bare_boolean_flags():
     with pytest.raises(ConfigError, match="--augment: missing value"):
         cli.parse_overrides(["--augment"])  # not a flag where none are declared
     assert cli.parse_config("baseline", cli.parse_overrides(["--augment"], flags)).augment is True
+
+
+def test_data_and_runs_live_where_the_readme_says_unless_the_environment_says_otherwise(
+    monkeypatch, tmp_path
+):
+    from pathlib import Path
+
+    from cifar.config import artifacts_dir, keras_home
+    from tests.factory import REPO
+
+    monkeypatch.delenv("KERAS_HOME", raising=False)
+    monkeypatch.delenv("CIFAR_ARTIFACTS", raising=False)
+    assert keras_home() == Path.home() / ".keras"
+    assert artifacts_dir() == REPO / "artifacts"
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "k"))
+    monkeypatch.setenv("CIFAR_ARTIFACTS", str(tmp_path / "a"))
+    assert (keras_home(), artifacts_dir()) == (tmp_path / "k", tmp_path / "a")
