@@ -42,7 +42,10 @@ OPTIONS = {
 
 # Records whose training shared the 2 cores with other work: their accuracy stands, their seconds
 # are not the recipe's speed. Every other record was made with the cores otherwise idle.
-SHARED_CORES = {"no-whitening": "the cores shared with a mutation-testing run"}
+SHARED_CORES = {
+    "no-whitening": "the cores shared with a mutation-testing run",
+    "bfloat16": "the cores shared with a mutation-testing run; bench/PERFORMANCE.md times it idle",
+}
 
 
 def records() -> list:

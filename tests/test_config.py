@@ -411,3 +411,23 @@ def test_data_and_runs_live_where_the_readme_says_unless_the_environment_says_ot
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "k"))
     monkeypatch.setenv("CIFAR_ARTIFACTS", str(tmp_path / "a"))
     assert (keras_home(), artifacts_dir()) == (tmp_path / "k", tmp_path / "a")
+
+
+def test_a_saved_config_that_cannot_be_read_is_refused_with_the_reason():
+    from cifar.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as without_model:
+        load_config({})
+    assert str(without_model.value) == "unknown model '': choose one of ['baseline', 'transfer']"
+    with pytest.raises(ConfigError) as ensemble:
+        load_config({"model": "ensemble", "members": "cnn"})
+    assert str(ensemble.value) == "ensemble config: Input should be a valid list"
+    assert ensemble.value.kinds == ("list_type",)  # what run_files tells damage from an old format by
+
+
+def test_bounds_read_as_people_write_them():
+    from cifar.config import allowed_range
+
+    assert allowed_range({"ge": 1, "le": 500, "name": "epochs"}) == ">= 1, <= 500"
+    assert allowed_range({"gt": 0, "lt": 1}) == "> 0, < 1"
+    assert allowed_range({"name": "optimizer"}) == ""
