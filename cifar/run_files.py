@@ -173,12 +173,11 @@ class EnsembleFile(_File):
     # (--overwrite) no longer matches its weight. Absent in files from before it was recorded.
     member_finished: Annotated[list[float], Field(max_length=8)] | None = None
 
-    @field_validator("weights")
-    @classmethod
-    def _one_per_member(cls, weights, info):
-        if len(weights) != len(info.data.get("members", weights)):
+    @model_validator(mode="after")
+    def _one_weight_per_member(self):
+        if len(self.weights) != len(self.members):
             raise ValueError("one weight per member")
-        return weights
+        return self
 
 
 class StatusFile(_File):

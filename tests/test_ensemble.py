@@ -251,3 +251,12 @@ def test_an_ensemble_needs_the_backbone_weights_of_its_transfer_members(members)
     cached.parent.mkdir(parents=True, exist_ok=True)
     cached.write_bytes(b"weights")
     assert missing_backbone(load_run("duo")) == []
+
+
+def test_an_ensemble_json_with_a_weight_too_many_is_refused_by_name(members):
+    make_ensemble("duo", members)
+    run = load_run("duo")
+    record = json.loads((run.path / "ensemble.json").read_text())
+    atomic.write_json(run.path / "ensemble.json", {**record, "weights": [*record["weights"], 1.0]})
+    with pytest.raises(RunError, match="ensemble.json.*one weight per member"):
+        ensemble_weights(run)
