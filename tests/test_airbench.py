@@ -168,6 +168,16 @@ def test_the_alternating_flip_stream_is_the_same_for_the_same_seed():
     assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))
 
 
+def test_the_alternating_flip_stream_ends_each_epoch_with_what_is_left_even_one_image():
+    from cifar.data import alternating_flip_dataset
+
+    images = np.random.default_rng(1).integers(0, 256, (9, 8, 8, 3), dtype=np.uint8)
+    batches = alternating_flip_dataset(images, np.arange(9), 4, seed=0, epochs=2)
+    labels = [np.asarray(y) for _, y in batches]
+    assert [len(y) for y in labels] == [4, 4, 1, 4, 4, 1]
+    assert sorted(np.concatenate(labels[:3])) == sorted(np.concatenate(labels[3:])) == list(range(9))
+
+
 def test_airbench_options_refuse_the_tutorial_net_and_alternating_flip_needs_augment():
     with pytest.raises(ConfigError, match="stem apply to architecture='airbench' only"):
         parse_config("baseline", {"stem": "whiten"})
