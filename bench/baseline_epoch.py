@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.benchmark import describe_machine, matmul_peak  # noqa: E402
+from bench.benchmark import describe_machine, epoch_clock, matmul_peak  # noqa: E402
 
 RUN = "baseline-best"
 START, END = "<!-- baseline-epoch:start -->", "<!-- baseline-epoch:end -->"
@@ -53,15 +53,7 @@ def steady_epoch_seconds(config, pixels, labels) -> float:
     else:
         stream = augmented_dataset(pixels, one_hot, config.batch_size, 0).repeat(2)
     times = []
-
-    class Clock(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            times.append(time.perf_counter() - self.started)
-
-    model.fit(stream, epochs=2, steps_per_epoch=steps, callbacks=[Clock()], verbose=0)
+    model.fit(stream, epochs=2, steps_per_epoch=steps, callbacks=[epoch_clock(times)], verbose=0)
     return times[-1]
 
 

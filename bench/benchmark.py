@@ -87,7 +87,6 @@ def head_epoch_seconds(
     """Seconds of each epoch of the head's training, as `train_transfer` runs it (rows gathered
     from the cached 2048-d features, real ones if present); the default head (Dense(256),
     dropout 0.5, Adam), after one warm-up epoch that traces the functions."""
-    import keras
 
     from cifar.config import TransferConfig
     from cifar.data import as_tensor, gathered_batches
@@ -105,17 +104,23 @@ def head_epoch_seconds(
         as_tensor(features), np.arange(n), batch_size, as_tensor(_one_hot(labels)), seed=0
     )
     seconds = []
+    head.fit(stream, epochs=1, verbose=0, shuffle=False)  # traces the training function
+    head.fit(stream, epochs=epochs, verbose=0, shuffle=False, callbacks=[epoch_clock(seconds)])
+    return seconds, source
 
-    class EpochTimes(keras.callbacks.Callback):
+
+def epoch_clock(seconds: list[float]):
+    """A Keras callback that appends each epoch's wall-clock seconds to `seconds`."""
+    import keras
+
+    class EpochClock(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             self.started = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
             seconds.append(time.perf_counter() - self.started)
 
-    head.fit(stream, epochs=1, verbose=0, shuffle=False)  # traces the training function
-    head.fit(stream, epochs=epochs, verbose=0, shuffle=False, callbacks=[EpochTimes()])
-    return seconds, source
+    return EpochClock()
 
 
 def head_epoch_in_fresh_processes(batch_size: int, processes: int = 3) -> tuple[list[float], str]:
