@@ -6,6 +6,7 @@ Every model takes raw uint8 pixels of shape (32, 32, 3), so a saved model needs 
 from __future__ import annotations
 
 import contextlib
+import threading
 from pathlib import Path
 
 import keras
@@ -31,16 +32,21 @@ def _regularizer(weight_decay: float):
 # ----------------------------------------------------------------------------- baseline CNN
 
 
+# Keras' dtype policy is process-wide: builds in other threads (the dashboard's sessions) wait.
+_POLICY_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def computing_in(precision: str):
     """Layers built inside compute in `precision` (a Keras dtype policy such as "mixed_bfloat16";
     their weights stay float32); the global policy is restored on the way out."""
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(precision)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
+    with _POLICY_LOCK:
+        previous = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy(precision)
+        try:
+            yield
+        finally:
+            keras.mixed_precision.set_global_policy(previous)
 
 
 def build_baseline(config: BaselineConfig) -> keras.Model:

@@ -200,3 +200,23 @@ def test_keras_runs_on_tensorflow_whatever_the_user_s_keras_json_says(tmp_path):
     code = "import cifar.models, keras; print(keras.backend.backend())"
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "tensorflow", done.stderr[-2000:]
+
+
+def test_a_build_in_another_thread_waits_for_the_policy_it_would_otherwise_share():
+    """Keras' dtype policy is global: two dashboard sessions building at once must not mix them."""
+    import threading
+
+    from cifar.models import computing_in
+
+    seen = []
+
+    def build_elsewhere():
+        seen.append(build_baseline(BaselineConfig()).get_layer("conv1"))
+
+    with computing_in("mixed_bfloat16"):
+        other = threading.Thread(target=build_elsewhere)
+        other.start()
+        other.join(timeout=2)
+        assert other.is_alive()  # waiting for this build to end
+    other.join()
+    assert seen[0].compute_dtype == "float32"
