@@ -87,7 +87,6 @@ def head_epoch_seconds(
     """Seconds of each epoch of the head's training, as `train_transfer` runs it (rows gathered
     from the cached 2048-d features, real ones if present); the default head (Dense(256),
     dropout 0.5, Adam), after one warm-up epoch that traces the functions."""
-
     from cifar.config import TransferConfig
     from cifar.data import as_tensor, gathered_batches
     from cifar.fitting import HEAD_STEPS_PER_EXECUTION, compile_model
