@@ -34,6 +34,22 @@ def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
+def bfloat16_unit(cpuinfo: str = "/proc/cpuinfo", nvidia: str = "/proc/driver/nvidia/gpus") -> str | None:
+    """What would compute `precision="mixed_bfloat16"` here: "gpu" (an NVIDIA GPU is present), "cpu"
+    (the CPU has bfloat16 instructions: AVX512_BF16 or AMX), "emulated" (it has none), or None where
+    the CPU's flags cannot be read. Read from /proc, not TensorFlow, so the Train form can ask."""
+    if os.path.isdir(nvidia) and os.listdir(nvidia):
+        return "gpu"
+    try:
+        with open(cpuinfo) as file:
+            flags = next((line.split(":", 1)[1].split() for line in file if line.startswith("flags")), None)
+    except OSError:
+        return None
+    if flags is None:
+        return None
+    return "cpu" if {"avx512_bf16", "amx_bf16"} & set(flags) else "emulated"
+
+
 def environment() -> dict:
     """Versions and device, saved in config.json so a run can be reproduced."""
     from importlib.metadata import version

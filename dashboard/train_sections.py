@@ -9,6 +9,7 @@ import streamlit as st
 
 from cifar import plots
 from cifar.config import allowed_range, field_table
+from cifar.distribute import bfloat16_unit
 from cifar.runs import RunError
 from dashboard import cache, text
 
@@ -17,10 +18,13 @@ COMPARISON_PAGE = "app_pages/comparison.py"
 
 
 def form_fields(model: str) -> list[dict]:
-    """`field_table` rows, switches last (the grid stays aligned), with a step for float fields."""
+    """`field_table` rows, switches last (the grid stays aligned), with a step for float fields and
+    what this machine would compute bfloat16 with in `precision`'s help."""
     rows = []
     for row in field_table(model):
         row = dict(row)
+        if row["name"] == "precision" and (unit := bfloat16_unit()):
+            row["help"] = f"{row['help']} · {text.BFLOAT16_HERE[unit]}"
         if row["type"] == "float":
             default = float(row["default"])
             row["step"] = 10 ** math.floor(math.log10(default)) if default > 0 else 0.01

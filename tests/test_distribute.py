@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from cifar.distribute import Worker, this_worker
+from cifar.distribute import Worker, bfloat16_unit, this_worker
 from tests.factory import REPO, tiny_cifar, write_npz
 
 
@@ -28,6 +28,29 @@ def free_ports(n: int) -> list[int]:
 def tf_config(ports: list[int], index: int) -> str:
     workers = [f"127.0.0.1:{port}" for port in ports]
     return json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+
+
+@pytest.mark.parametrize(
+    ("flags", "unit"),
+    [
+        ("fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni", "cpu"),
+        ("fpu sse2 avx2 amx_bf16 amx_tile", "cpu"),
+        ("fpu sse2 avx2 avx512f avx512_vnni", "emulated"),
+    ],
+)
+def test_bfloat16_unit_reads_the_cpu_flags(flags, unit, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    assert bfloat16_unit(str(cpuinfo), str(tmp_path / "no-nvidia")) == unit
+
+
+def test_bfloat16_unit_prefers_an_nvidia_gpu_and_says_none_when_it_cannot_tell(tmp_path):
+    (tmp_path / "gpus" / "0000:01:00.0").mkdir(parents=True)
+    (tmp_path / "empty").mkdir()
+    assert bfloat16_unit(str(tmp_path / "missing"), str(tmp_path / "gpus")) == "gpu"
+    assert bfloat16_unit(str(tmp_path / "missing"), str(tmp_path / "empty")) is None
+    (tmp_path / "flagless").write_text("processor\t: 0\n")
+    assert bfloat16_unit(str(tmp_path / "flagless"), str(tmp_path / "empty")) is None
 
 
 def test_this_worker_reads_tf_config(monkeypatch):
