@@ -1,4 +1,5 @@
-"""Writes bench/RECIPE.md: what each part of `baseline-best`'s airbench94 recipe is worth (#19).
+"""Writes bench/RECIPE.md (and the README's summary of it): what each part of `baseline-best`'s
+airbench94 recipe is worth (#19).
 
     PYTHONPATH=. .venv/bin/python bench/recipe.py
 
@@ -19,6 +20,7 @@ labels. The test-time views are measured here on `baseline-best`'s own weights (
 from __future__ import annotations
 
 import os
+import re
 import statistics
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from cifar.runs import RunError, load_run
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = ROOT / "bench" / "recipe"
 RUN = "baseline-best"
+README_START, README_END = "<!-- recipe:start -->", "<!-- recipe:end -->"
 # Each option of the recipe, the value that switches it off, and what it follows in airbench94.
 OPTIONS = {
     "stem": ("conv", "first convolution: 2x2 patch whitening (frozen kernel, trained bias)"),
@@ -119,26 +122,58 @@ def variant_of(run, bases: list) -> tuple | None:
     return min(((base, differences(run, base)) for base in bases), key=lambda pair: len(pair[1]))
 
 
-def ablation_table(runs: list, reference) -> list[str]:
-    """One row per option and base it was switched off from: the record's validation accuracy
-    against its base's."""
+def ablations(runs: list, reference) -> dict[str, list[tuple]]:
+    """For each option, the (record, base) pairs in which the record switches it off from a recipe
+    in full, and the contribution: the base's validation accuracy minus the record's."""
     full = bases(runs, reference)
+    found = {option: [] for option in OPTIONS}
+    for run in runs:
+        variant = variant_of(run, full)
+        if variant and len(variant[1]) == 1 and (option := next(iter(variant[1]))) in OPTIONS:
+            base = variant[0]
+            found[option].append((run, base, last_val_accuracy(base) - last_val_accuracy(run)))
+    return found
+
+
+def ablation_table(runs: list, reference) -> list[str]:
+    """One row per option and base it was switched off from."""
     rows = [
         "| option (airbench94) | switched off as (record) | recipe in full (base) "
         "| validation, one view: base, switched off | contribution |",
         "|---|---|---|---|---|",
     ]
-    for option, (off, meaning) in OPTIONS.items():
-        pairs = [(r, v[0]) for r in runs if (v := variant_of(r, full)) and set(v[1]) == {option}]
+    for option, pairs in ablations(runs, reference).items():
+        off, meaning = OPTIONS[option]
         if not pairs:
             rows.append(f"| {meaning} | `{option}` = {off} | not measured yet | | |")
-        for run, base in pairs:
-            val, base_val = last_val_accuracy(run), last_val_accuracy(base)
+        for run, base, contribution in pairs:
             rows.append(
                 f"| {meaning} | `{option}` = {off} (`{run.run_id}`) | `{base.run_id}` "
-                f"| {percent(base_val)}, {percent(val)} | **{100 * (base_val - val):+.2f} pts** |"
+                f"| {percent(last_val_accuracy(base))}, {percent(last_val_accuracy(run))} "
+                f"| **{100 * contribution:+.2f} pts** |"
             )
     return rows
+
+
+def readme_block(runs: list, reference, y_test: np.ndarray) -> str:
+    """The README's summary: the accuracy by epochs and the options measured so far."""
+    found = ablations(runs, reference)
+    measured = [
+        f"{OPTIONS[option][1]} {100 * contribution:+.2f} pts (`{run.run_id}`)"
+        for option, pairs in found.items()
+        for run, _, contribution in pairs
+    ]
+    missing = [f"`{option}`" for option, pairs in found.items() if not pairs]
+    lines = [
+        README_START,
+        *curve_table(runs, reference, y_test),
+        "",
+        "Each option's contribution on the validation split, one seed each (about 0.3 pts is a seed's "
+        f"noise): {'; '.join(measured) or 'none measured yet'}."
+        + (f" Not measured yet: {', '.join(missing)}." if missing else ""),
+        README_END,
+    ]
+    return "\n".join(lines)
 
 
 def curve_table(runs: list, reference, y_test: np.ndarray) -> list[str]:
@@ -228,6 +263,11 @@ def main() -> None:
         "",
     ]
     (ROOT / "bench" / "RECIPE.md").write_text("\n".join(lines))
+    readme = ROOT / "README.md"
+    block = readme_block(runs, reference, data.y_test)
+    readme.write_text(
+        re.sub(f"{README_START}.*?{README_END}", lambda _: block, readme.read_text(), flags=re.S)
+    )
     print("\n".join(lines))
 
 
