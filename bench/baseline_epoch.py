@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.benchmark import describe_machine, epoch_clock, matmul_peak  # noqa: E402
+from bench.blocks import markers, replace_block  # noqa: E402
 
 RUN = "baseline-best"
-START, END = "<!-- baseline-epoch:start -->", "<!-- baseline-epoch:end -->"
 
 
 def steady_epoch_seconds(config, pixels, labels) -> float:
@@ -106,7 +106,6 @@ def main() -> None:
         f"{achieved:.0f} GFLOP/s | {peak:.0f} GFLOP/s (measured now) | **{achieved / peak:.0%}** |"
     )
     lines = [
-        START,
         "## Baseline epoch, % of peak",
         "",
         f"Made by `bench/baseline_epoch.py` on {describe_machine()} ({time.strftime('%Y-%m-%d')}) for "
@@ -117,18 +116,12 @@ def main() -> None:
         "| epoch | seconds | achieved | matmul peak beside it | % of peak |",
         "|---|---|---|---|---|",
         *rows,
-        END,
     ]
-    text = "\n".join(lines) + "\n"
-    (ROOT / "bench" / "baseline_epoch.md").write_text(text)
-    performance = ROOT / "bench" / "PERFORMANCE.md"
-    current = performance.read_text()
-    if START in current:
-        current = current[: current.index(START)] + text + current[current.index(END) + len(END) + 1 :]
-    else:
-        current = current.rstrip("\n") + "\n\n" + text
-    performance.write_text(current)
-    print(text)
+    body = "\n".join(lines)
+    start, end = markers("baseline-epoch")
+    (ROOT / "bench" / "baseline_epoch.md").write_text(f"{start}\n{body}\n{end}\n")
+    replace_block(ROOT / "bench" / "PERFORMANCE.md", "baseline-epoch", body)
+    print(body)
     print(json.dumps({"forward_flops": train_flops // 3}))
 
 

@@ -10,12 +10,12 @@ Run: `PYTHONPATH=. .venv/bin/python bench/photos.py` (a few minutes on 2 CPU cor
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from bench.blocks import replace_block
 from cifar.images import open_image
 from cifar.predict import load_predictor, run_resolutions
 from cifar.runs import RunError, load_run
@@ -26,7 +26,6 @@ from results import RUNS  # noqa: E402 (the committed runs, one list for the ben
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = ROOT / "bench" / "photos"
 MODE_NAMES = {"full": "full resolution", "cifar": "32 × 32"}
-START, END = "<!-- photos:start -->", "<!-- photos:end -->"  # the README's copy of the accuracy table
 
 
 def answers(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -136,9 +135,7 @@ input size); "32 × 32": the photo squeezed to a CIFAR-10 thumbnail first. Basel
 {confusions_table(table)}
 """
     (ROOT / "bench" / "PHOTOS.md").write_text(text)
-    readme = ROOT / "README.md"
-    body = f"{START}\n{summary_table(table)}\n{END}"
-    readme.write_text(re.sub(f"{START}.*?{END}", lambda _: body, readme.read_text(), flags=re.S))
+    replace_block(ROOT / "README.md", "photos", summary_table(table))
     print(text)
 
 

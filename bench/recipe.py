@@ -19,19 +19,19 @@ labels. The test-time views are measured here on `baseline-best`'s own weights (
 
 from __future__ import annotations
 
+import hashlib
 import os
-import re
 import statistics
 from pathlib import Path
 
 import numpy as np
 
+from bench.blocks import replace_block
 from cifar.runs import RunError, load_run
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = ROOT / "bench" / "recipe"
 RUN = "baseline-best"
-README_START, README_END = "<!-- recipe:start -->", "<!-- recipe:end -->"
 # Each option of the recipe, the value that switches it off, and what it follows in airbench94.
 OPTIONS = {
     "stem": ("conv", "first convolution: 2x2 patch whitening (frozen kernel, trained bias)"),
@@ -49,7 +49,7 @@ OPTIONS = {
 SHARED_CORES = {
     "no-whitening": "the cores shared with a mutation-testing run",
     "bfloat16": "the cores shared with a mutation-testing run; bench/PERFORMANCE.md times it idle",
-    "bf16-epochs-12": "epochs 1-3 beside a one-minute test run at the lowest priority (nice 19)",
+    "bf16-epochs-12": "its first three epochs beside a one-minute test run at the lowest priority",
 }
 
 
@@ -77,10 +77,11 @@ def test_accuracy(run, y_test: np.ndarray) -> float:
     return float(np.mean(run.test_predictions.argmax(axis=1) == y_test))
 
 
-def last_val_accuracy(run) -> float | None:
-    """The last epoch's validation accuracy, one view (Keras' own evaluation during training)."""
-    column = run.history.get("val_accuracy")
-    return None if column is None or column.dropna().empty else float(column.dropna().iloc[-1])
+def val_accuracy(run) -> float | None:
+    """The trained network's validation accuracy, one view (metrics.json). Not the last epoch's row
+    of history.csv: lookahead copies its average into the weights after it, unless the steps end
+    on an update (10 epochs of 44 steps do; 12 do not)."""
+    return run.metrics.get("val_accuracy")
 
 
 def epoch_seconds(run) -> str:
@@ -96,7 +97,7 @@ def percent(value: float | None) -> str:
 def runs_table(runs: list, reference, y_test: np.ndarray) -> list[str]:
     rows = [
         "| run | differs from `baseline-best` in | training images | epochs "
-        "| seconds per epoch (median, range) | validation, last epoch, one view "
+        "| seconds per epoch (median, range) | validation, one view "
         "| test (recomputed, the run's views) |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -105,34 +106,37 @@ def runs_table(runs: list, reference, y_test: np.ndarray) -> list[str]:
         m = run.metrics
         rows.append(
             f"| `{run.run_id}` | {changed} | {m['n_train']:,} | {m['epochs_run']} | {epoch_seconds(run)} "
-            f"| {percent(last_val_accuracy(run))} | **{percent(test_accuracy(run, y_test))}** |"
+            f"| {percent(val_accuracy(run))} | **{percent(test_accuracy(run, y_test))}** |"
         )
     return rows
 
 
 def bases(runs: list, reference) -> list:
     """The recipe in full, once per precision: `baseline-best` and the records that differ from it
-    in `precision` alone. Ablations and curve points are measured against the one they share it with."""
+    in `precision` alone (in folder order). Ablations and curve points are measured against one."""
     return [reference, *(r for r in runs if set(differences(r, reference)) == {"precision"})]
 
 
-def variant_of(run, bases: list) -> tuple | None:
-    """(base, options) for the base `run` differs from least, or None when `run` is a base."""
-    if any(run is base for base in bases):
+def variant_of(run, full: list) -> tuple | None:
+    """(base, differences) for the base `run` differs from least (the first of a tie: `baseline-best`
+    before the records), or None when `run` is a base itself."""
+    if any(run is base for base in full):
         return None
-    return min(((base, differences(run, base)) for base in bases), key=lambda pair: len(pair[1]))
+    return min(((base, differences(run, base)) for base in full), key=lambda pair: len(pair[1]))
 
 
 def ablations(runs: list, reference) -> dict[str, list[tuple]]:
-    """For each option, the (record, base) pairs in which the record switches it off from a recipe
-    in full, and the contribution: the base's validation accuracy minus the record's."""
+    """For each option, (record, its value, base, contribution) where the record switches that
+    option alone off a recipe in full: contribution = the base's validation accuracy minus the record's."""
     full = bases(runs, reference)
     found = {option: [] for option in OPTIONS}
     for run in runs:
         variant = variant_of(run, full)
-        if variant and len(variant[1]) == 1 and (option := next(iter(variant[1]))) in OPTIONS:
-            base = variant[0]
-            found[option].append((run, base, last_val_accuracy(base) - last_val_accuracy(run)))
+        if not variant or len(variant[1]) != 1 or val_accuracy(run) is None:
+            continue
+        (option, value), base = next(iter(variant[1].items())), variant[0]
+        if option in found:
+            found[option].append((run, value, base, val_accuracy(base) - val_accuracy(run)))
     return found
 
 
@@ -143,38 +147,23 @@ def ablation_table(runs: list, reference) -> list[str]:
         "| validation, one view: base, switched off | contribution |",
         "|---|---|---|---|---|",
     ]
-    for option, pairs in ablations(runs, reference).items():
+    for option, found in ablations(runs, reference).items():
         off, meaning = OPTIONS[option]
-        if not pairs:
+        if not found:
             rows.append(f"| {meaning} | `{option}` = {off} | not measured yet | | |")
-        for run, base, contribution in pairs:
+        for run, value, base, contribution in found:
             rows.append(
-                f"| {meaning} | `{option}` = {off} (`{run.run_id}`) | `{base.run_id}` "
-                f"| {percent(last_val_accuracy(base))}, {percent(last_val_accuracy(run))} "
+                f"| {meaning} | `{option}` = {value} (`{run.run_id}`) | `{base.run_id}` "
+                f"| {percent(val_accuracy(base))}, {percent(val_accuracy(run))} "
                 f"| **{100 * contribution:+.2f} pts** |"
             )
     return rows
 
 
-def readme_block(runs: list, reference, y_test: np.ndarray) -> str:
-    """The README's summary: the accuracy by epochs and the options measured so far."""
-    found = ablations(runs, reference)
-    measured = [
-        f"{OPTIONS[option][1]} {100 * contribution:+.2f} pts (`{run.run_id}`)"
-        for option, pairs in found.items()
-        for run, _, contribution in pairs
-    ]
-    missing = [f"`{option}`" for option, pairs in found.items() if not pairs]
-    lines = [
-        README_START,
-        *curve_table(runs, reference, y_test),
-        "",
-        "Each option's contribution on the validation split, one seed each (about 0.3 pts is a seed's "
-        f"noise): {'; '.join(measured) or 'none measured yet'}."
-        + (f" Not measured yet: {', '.join(missing)}." if missing else ""),
-        README_END,
-    ]
-    return "\n".join(lines)
+def precision(run) -> str:
+    from cifar.config import load_config
+
+    return load_config(run.hyperparameters).precision
 
 
 def curve_table(runs: list, reference, y_test: np.ndarray) -> list[str]:
@@ -183,16 +172,44 @@ def curve_table(runs: list, reference, y_test: np.ndarray) -> list[str]:
     points = full + [r for r in runs if (v := variant_of(r, full)) and set(v[1]) == {"epochs"}]
     rows = [
         "| precision | epochs | run | seconds per epoch (median, range) "
-        "| validation, last epoch, one view | test (the run's views) |",
+        "| validation, one view | test (the run's views) |",
         "|---|---|---|---|---|---|",
     ]
-    order = lambda r: (r.hyperparameters.get("precision", "float32"), r.hyperparameters["epochs"])  # noqa: E731
-    for run in sorted(points, key=order):
+    for run in sorted(points, key=lambda r: (precision(r), r.hyperparameters["epochs"])):
         rows.append(
-            f"| {order(run)[0]} | {order(run)[1]} | `{run.run_id}` | {epoch_seconds(run)} "
-            f"| {percent(last_val_accuracy(run))} | **{percent(test_accuracy(run, y_test))}** |"
+            f"| {precision(run)} | {run.hyperparameters['epochs']} | `{run.run_id}` | {epoch_seconds(run)} "
+            f"| {percent(val_accuracy(run))} | **{percent(test_accuracy(run, y_test))}** |"
         )
     return rows
+
+
+def contributions_line(runs: list, reference) -> str:
+    """The options measured so far and their contributions, as one sentence."""
+    found = ablations(runs, reference)
+    measured = [
+        f"{OPTIONS[option][1]} {100 * contribution:+.2f} pts (`{run.run_id}`)"
+        for option, rows in found.items()
+        for run, _, _, contribution in rows
+    ]
+    missing = [f"`{option}`" for option, rows in found.items() if not rows]
+    return (
+        "Each option's contribution on the validation split, one seed each (about 0.3 pts is a seed's "
+        f"noise): {'; '.join(measured) or 'none measured yet'}."
+        + (f" Not measured yet: {', '.join(missing)}." if missing else "")
+    )
+
+
+def bases_line(runs: list, reference) -> str:
+    """Which recipes in full the ablations compare with, and their validation accuracy."""
+    named = [f"`{b.run_id}` ({precision(b)}, {percent(val_accuracy(b))})" for b in bases(runs, reference)]
+    return (
+        f"Validation accuracy of the trained network, one view, with the option switched off and everything "
+        f"else as in the recipe in full it is compared with, the one computing in the same precision: "
+        f'{", ".join(named)} (bench/PERFORMANCE.md, "Baseline epoch, % of peak", times both '
+        "precisions on idle cores). 10 epochs, 45,000 training images, seed 0; contribution = the "
+        "base's minus the record's. One seed each: differences under about 0.3 pts are within what a "
+        "different seed gives."
+    )
 
 
 def view_table(reference, data) -> list[str]:
@@ -204,7 +221,14 @@ def view_table(reference, data) -> list[str]:
     _, network = load_model(reference)
     rows = validation_rows(reference.hyperparameters, len(data.x_train))
     images, labels = data.x_train[rows], data.y_train[rows]
-    predict = lambda x: network.predict(x, batch_size=1000, verbose=0)  # noqa: E731
+    answers_of = {}  # each view is predicted once, for both ways of averaging
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        key = hashlib.sha1(x.tobytes()).digest()
+        if key not in answers_of:
+            answers_of[key] = network.predict(x, batch_size=1000, verbose=0)
+        return answers_of[key]
+
     log_predict = lambda x: np.log(np.maximum(predict(x), 1e-30))  # noqa: E731
     table = ["| test-time views | validation | contribution |", "|---|---|---|"]
     previous = None
@@ -252,11 +276,7 @@ def main() -> None:
         "",
         "## Each option's contribution on the validation split",
         "",
-        "Validation accuracy of the last epoch, one view, with the option switched off and everything "
-        "else as in the recipe in full it is compared with: `baseline-best` itself (float32) or `bfloat16`, "
-        "the same recipe computing in bfloat16 (about a quarter faster; 93.22 % against 93.04 %, within a "
-        "seed's noise). 10 epochs, 45,000 training images, seed 0; contribution = the base's minus the "
-        "record's. One seed each: differences under about 0.3 pts are within what a different seed gives.",
+        bases_line(runs, reference),
         "",
         *ablation_table(runs, reference),
         "",
@@ -273,11 +293,8 @@ def main() -> None:
         "",
     ]
     (ROOT / "bench" / "RECIPE.md").write_text("\n".join(lines))
-    readme = ROOT / "README.md"
-    block = readme_block(runs, reference, data.y_test)
-    readme.write_text(
-        re.sub(f"{README_START}.*?{README_END}", lambda _: block, readme.read_text(), flags=re.S)
-    )
+    summary = [*curve_table(runs, reference, data.y_test), "", contributions_line(runs, reference)]
+    replace_block(ROOT / "README.md", "recipe", "\n".join(summary), indent="  ")
     print("\n".join(lines))
 
 

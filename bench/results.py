@@ -6,12 +6,12 @@ Accuracy is recomputed from each run's `test_predictions.npy` and the real CIFAR
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from bench.blocks import replace_block
 from cifar import tta
 from cifar.assets import load_cifar10
 from cifar.calibration import expected_calibration_error, temperature_scaled
@@ -20,7 +20,6 @@ from cifar.runs import RunError, load_run
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ("baseline-reference", "baseline-best", "transfer-reference", "transfer-best", "ensemble-best")
-START, END = "<!-- results:start -->", "<!-- results:end -->"
 COST_NOTE = (
     "Measured by `python -m cifar cost RUN` (`cifar/cost.py`) on this machine: parameters of the whole "
     "model as it predicts (a transfer run's frozen base included); FLOPs of one 32 × 32 image through "
@@ -188,7 +187,6 @@ def calibration_table() -> str:
     return "\n".join(rows)
 
 
-ROBUSTNESS_START, ROBUSTNESS_END = "<!-- robustness:start -->", "<!-- robustness:end -->"
 ROBUSTNESS_NOTE = (
     "Made by `python -m cifar robustness RUN` (`cifar/robustness.py`): CIFAR-10-C's 15 corruptions "
     "at its 5 severities, with its own constants (`cifar/corruptions.py`), on the same class-stratified "
@@ -266,14 +264,8 @@ def main() -> None:
         f"## Robustness to corruptions\n\n{summary}\n\n{ROBUSTNESS_NOTE}\n\n"
         f"Accuracy per corruption (mean over the five severities):\n\n{detail}\n"
     )
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    if START in text:
-        text = re.sub(f"{START}.*?{END}", f"{START}\n{body}\n\n{note}\n{END}", text, flags=re.S)
-    if ROBUSTNESS_START in text:
-        block = f"{ROBUSTNESS_START}\n{summary}\n\n{ROBUSTNESS_NOTE}\n{ROBUSTNESS_END}"
-        text = re.sub(f"{ROBUSTNESS_START}.*?{ROBUSTNESS_END}", block, text, flags=re.S)
-    readme.write_text(text)
+    replace_block(ROOT / "README.md", "results", f"{body}\n\n{note}")
+    replace_block(ROOT / "README.md", "robustness", f"{summary}\n\n{ROBUSTNESS_NOTE}")
     print(body)
 
 

@@ -35,12 +35,12 @@ def _cpu_count() -> int:
 
 
 def bfloat16_unit(cpuinfo: str = "/proc/cpuinfo", nvidia: str = "/proc/driver/nvidia/gpus") -> str | None:
-    """What would compute `precision="mixed_bfloat16"` here: "gpu" (an NVIDIA GPU is present), "cpu"
+    """What would compute `precision="mixed_bfloat16"` here: "gpu" (an NVIDIA GPU is installed), "cpu"
     (the CPU has bfloat16 instructions: AVX512_BF16 or AMX), "emulated" (it has none), or None where
-    the CPU's flags cannot be read. Read from /proc, not TensorFlow, so the Train form can ask."""
-    if os.path.isdir(nvidia) and os.listdir(nvidia):
-        return "gpu"
+    /proc cannot tell. Read from /proc, not TensorFlow, so the Train form can ask at no cost."""
     try:
+        if os.path.isdir(nvidia) and os.listdir(nvidia):
+            return "gpu"
         with open(cpuinfo) as file:
             flags = next((line.split(":", 1)[1].split() for line in file if line.startswith("flags")), None)
     except OSError:

@@ -23,8 +23,9 @@ COST_LABELS = {  # runs_table's cost columns a person can put on Comparison's co
     "total_seconds": "total training time (s, feature extraction included)",
 }
 BFLOAT16_HERE = {  # distribute.bfloat16_unit's answers, for the precision field's help
-    "gpu": "here: an NVIDIA GPU, which computes bfloat16 natively from the A100 on",
-    "cpu": "here: this CPU has bfloat16 instructions (AVX512_BF16 or AMX), so it is usually faster",
+    "gpu": "here: an NVIDIA GPU is installed; where TensorFlow uses it, bfloat16 is native on "
+    "Ampere (A100, RTX 30) and newer",
+    "cpu": "here: this CPU has bfloat16 instructions (AVX512_BF16 or AMX)",
     "emulated": "here: this CPU has no bfloat16 instructions, so float32 is likely faster",
 }
 MODEL_TITLES = {"baseline": "Baseline CNN", "transfer": "InceptionV3 transfer", "ensemble": "Ensemble"}
