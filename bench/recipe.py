@@ -50,6 +50,7 @@ SHARED_CORES = {
     "no-whitening": "the cores shared with a mutation-testing run",
     "bfloat16": "the cores shared with a mutation-testing run; bench/PERFORMANCE.md times it idle",
     "bf16-epochs-12": "its first three epochs beside a one-minute test run at the lowest priority",
+    "bf16-epochs-16": "beside short checks now and then (lint, a Python snippet at the lowest priority)",
 }
 
 
