@@ -51,6 +51,7 @@ SHARED_CORES = {
     "bfloat16": "the cores shared with a mutation-testing run; bench/PERFORMANCE.md times it idle",
     "bf16-epochs-12": "its first three epochs beside a one-minute test run at the lowest priority",
     "bf16-epochs-16": "beside short checks now and then (lint, a Python snippet at the lowest priority)",
+    "bf16-no-lookahead": "the cores shared with the test suite (CI=true .ci/run)",
 }
 
 
