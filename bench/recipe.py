@@ -264,6 +264,7 @@ def main() -> None:
         raise SystemExit(error) from None
     runs = records()
     command = reference.config.get("command", "")
+    curve = curve_table(runs, reference, data.y_test)  # RECIPE.md's and the README's
     lines = [
         "# baseline-best's recipe, part by part",
         "",
@@ -291,11 +292,11 @@ def main() -> None:
         "The same recipe with its schedules stretched or squeezed to the number of epochs (the "
         "learning-rate triangle counts the run's own steps), grouped by the precision it computed in.",
         "",
-        *curve_table(runs, reference, data.y_test),
+        *curve,
         "",
     ]
     (ROOT / "bench" / "RECIPE.md").write_text("\n".join(lines))
-    summary = [*curve_table(runs, reference, data.y_test), "", contributions_line(runs, reference)]
+    summary = [*curve, "", contributions_line(runs, reference)]
     replace_block(ROOT / "README.md", "recipe", "\n".join(summary), indent="  ")
     print("\n".join(lines))
 

@@ -10,6 +10,7 @@ way (no home-made scheduler).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -34,6 +35,7 @@ def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
+@functools.cache  # the Train form asks on every rerun; the hardware does not change
 def bfloat16_unit(cpuinfo: str = "/proc/cpuinfo", nvidia: str = "/proc/driver/nvidia/gpus") -> str | None:
     """What would compute `precision="mixed_bfloat16"` here: "gpu" (an NVIDIA GPU is installed), "cpu"
     (the CPU has bfloat16 instructions: AVX512_BF16 or AMX), "emulated" (it has none), or None where
