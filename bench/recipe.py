@@ -11,7 +11,8 @@ same recipe made with the CLI into that folder, e.g.
 
 The recipe in full is `baseline-best` (float32) and, computing in bfloat16, any record that differs
 from it in `precision` alone (`bfloat16`). A record that differs from one of them in one option is
-that option's ablation; one that differs in `epochs` only is a point of the accuracy / epochs curve.
+that option's ablation; one that differs in `epochs` only is a point of the accuracy / epochs curve;
+one that differs in `seed` only measures what another seed does to the same recipe.
 Records keep their small files (config, history, metrics, test predictions), not their weights.
 Test accuracy is recomputed from each run's `test_predictions.npy` against the real CIFAR-10 test
 labels. The test-time views are measured here on `baseline-best`'s own weights (no training needed).
@@ -52,6 +53,8 @@ SHARED_CORES = {
     "bf16-epochs-12": "its first three epochs beside a one-minute test run at the lowest priority",
     "bf16-epochs-16": "beside short checks now and then (lint, a Python snippet at the lowest priority)",
     "bf16-no-lookahead": "the cores shared with the test suite (CI=true .ci/run)",
+    "bf16-no-label-smoothing": "its second and third epochs beside a one-minute test file and lint, "
+    "at the lowest priority",
 }
 
 
@@ -88,7 +91,7 @@ def val_accuracy(run) -> float | None:
 
 def epoch_seconds(run) -> str:
     seconds = [float(s) for s in run.history["seconds"]]
-    shared = f" ({SHARED_CORES[run.run_id]})" if run.run_id in SHARED_CORES else ""
+    shared = f"; {SHARED_CORES[run.run_id]}" if run.run_id in SHARED_CORES else ""
     return f"{statistics.median(seconds):.0f} s ({min(seconds):.0f}-{max(seconds):.0f}){shared}"
 
 
@@ -130,34 +133,65 @@ def variant_of(run, full: list) -> tuple | None:
 def ablations(runs: list, reference) -> dict[str, list[tuple]]:
     """For each option, (record, its value, base, contribution) where the record switches that
     option alone off a recipe in full: contribution = the base's validation accuracy minus the record's."""
-    full = bases(runs, reference)
     found = {option: [] for option in OPTIONS}
-    for run in runs:
-        variant = variant_of(run, full)
-        if not variant or len(variant[1]) != 1 or val_accuracy(run) is None:
-            continue
-        (option, value), base = next(iter(variant[1].items())), variant[0]
-        if option in found:
+    for run, base, option, value in single_changes(runs, reference):
+        if option in found and val_accuracy(run) is not None:
             found[option].append((run, value, base, val_accuracy(base) - val_accuracy(run)))
     return found
 
 
-def ablation_table(runs: list, reference) -> list[str]:
+def single_changes(runs: list, reference) -> list[tuple]:
+    """(record, base, option, value) for each record that differs from a recipe in full in one option."""
+    full = bases(runs, reference)
+    changes = []
+    for run in runs:
+        variant = variant_of(run, full)
+        if variant and len(variant[1]) == 1:
+            (option, value), base = next(iter(variant[1].items())), variant[0]
+            changes.append((run, base, option, value))
+    return changes
+
+
+def repeats(runs: list, reference) -> list[tuple]:
+    """(record, base) for each record that is a recipe in full trained again with another seed."""
+    return [(run, base) for run, base, option, _ in single_changes(runs, reference) if option == "seed"]
+
+
+def noise_sentence(runs: list, reference, y_test: np.ndarray) -> str:
+    """What another seed does to the same recipe, as measured by the repeats (test set: the seed
+    also draws another validation split, so only the test images are the same for both)."""
+    measured = [
+        f"`{run.run_id}` (seed {run.hyperparameters['seed']}) against `{base.run_id}` moved test accuracy "
+        f"by {100 * (test_accuracy(run, y_test) - test_accuracy(base, y_test)):+.2f} pts"
+        for run, base in repeats(runs, reference)
+    ]
+    if not measured:
+        return "One seed each; the recipe has not been repeated with another seed yet."
+    return (
+        "One seed each. The recipe in full trained again with another seed (which also holds out "
+        f"another 5,000 images for validation): {'; '.join(measured)}."
+    )
+
+
+def ablation_table(runs: list, reference, y_test: np.ndarray) -> list[str]:
     """One row per option and base it was switched off from."""
     rows = [
         "| option (airbench94) | switched off as (record) | recipe in full (base) "
-        "| validation, one view: base, switched off | contribution |",
-        "|---|---|---|---|---|",
+        "| validation, one view: base, switched off | contribution "
+        "| test, the run's views: base, switched off | difference on test |",
+        "|---|---|---|---|---|---|---|",
     ]
     for option, found in ablations(runs, reference).items():
         off, meaning = OPTIONS[option]
         if not found:
-            rows.append(f"| {meaning} | `{option}` = {off} | not measured yet | | |")
+            rows.append(f"| {meaning} | `{option}` = {off} | not measured yet | | | | |")
         for run, value, base, contribution in found:
+            on_test = test_accuracy(base, y_test), test_accuracy(run, y_test)
             rows.append(
                 f"| {meaning} | `{option}` = {value} (`{run.run_id}`) | `{base.run_id}` "
                 f"| {percent(val_accuracy(base))}, {percent(val_accuracy(run))} "
-                f"| **{100 * contribution:+.2f} pts** |"
+                f"| **{100 * contribution:+.2f} pts** | {percent(on_test[0])}, {percent(on_test[1])} "
+                f"| {100 * (on_test[0] - on_test[1]):+.2f} pts |"
             )
     return rows
 
@@ -185,7 +219,7 @@ def curve_table(runs: list, reference, y_test: np.ndarray) -> list[str]:
     return rows
 
 
-def contributions_line(runs: list, reference) -> str:
+def contributions_line(runs: list, reference, y_test: np.ndarray) -> str:
     """The options measured so far and their contributions, as one sentence."""
     found = ablations(runs, reference)
     measured = [
@@ -195,13 +229,13 @@ def contributions_line(runs: list, reference) -> str:
     ]
     missing = [f"`{option}`" for option, rows in found.items() if not rows]
     return (
-        "Each option's contribution on the validation split, one seed each (about 0.3 pts is a seed's "
-        f"noise): {'; '.join(measured) or 'none measured yet'}."
+        f"Each option's contribution on the validation split: {'; '.join(measured) or 'none measured yet'}."
         + (f" Not measured yet: {', '.join(missing)}." if missing else "")
+        + f" {noise_sentence(runs, reference, y_test)}"
     )
 
 
-def bases_line(runs: list, reference) -> str:
+def bases_line(runs: list, reference, y_test: np.ndarray) -> str:
     """Which recipes in full the ablations compare with, and their validation accuracy."""
     named = [f"`{b.run_id}` ({precision(b)}, {percent(val_accuracy(b))})" for b in bases(runs, reference)]
     return (
@@ -209,8 +243,7 @@ def bases_line(runs: list, reference) -> str:
         f"else as in the recipe in full it is compared with, the one computing in the same precision: "
         f'{", ".join(named)} (bench/PERFORMANCE.md, "Baseline epoch, % of peak", times both '
         "precisions on idle cores). 10 epochs, 45,000 training images, seed 0; contribution = the "
-        "base's minus the record's. One seed each: differences under about 0.3 pts are within what a "
-        "different seed gives."
+        f"base's minus the record's. {noise_sentence(runs, reference, y_test)}"
     )
 
 
@@ -279,9 +312,9 @@ def main() -> None:
         "",
         "## Each option's contribution on the validation split",
         "",
-        bases_line(runs, reference),
+        bases_line(runs, reference, data.y_test),
         "",
-        *ablation_table(runs, reference),
+        *ablation_table(runs, reference, data.y_test),
         "",
         "## Test-time views on the validation split",
         "",
@@ -296,7 +329,7 @@ def main() -> None:
         "",
     ]
     (ROOT / "bench" / "RECIPE.md").write_text("\n".join(lines))
-    summary = [*curve, "", contributions_line(runs, reference)]
+    summary = [*curve, "", contributions_line(runs, reference, data.y_test)]
     replace_block(ROOT / "README.md", "recipe", "\n".join(summary), indent="  ")
     print("\n".join(lines))
 

@@ -110,12 +110,14 @@ def write_run(
     seed: int = 0,
     finished: float | None = None,
     val_labels: np.ndarray | None = None,
+    training_seed: int = 0,
     **overrides,
 ) -> Path:
     """A run under `root/runs/`, written and published by `RunWriter` as `cifar.train` does
     (minus the weights). Train and validation accuracy differ from the test accuracy, so a page
-    that shows one for another is caught."""
-    config = parse_config(model, {"epochs": epochs, **overrides}).model_dump()
+    that shows one for another is caught. `seed` draws the predictions; `training_seed` is the
+    config's."""
+    config = parse_config(model, {"epochs": epochs, "seed": training_seed, **overrides}).model_dump()
     probs = predictions(labels, accuracy, seed)
     test_accuracy = float(np.mean(probs.argmax(axis=1) == labels))
     train_accuracy = train_accuracy if train_accuracy is not None else min(1.0, test_accuracy + 0.05)
