@@ -55,6 +55,7 @@ SHARED_CORES = {
     "bf16-no-lookahead": "the cores shared with the test suite (CI=true .ci/run)",
     "bf16-no-label-smoothing": "its second and third epochs beside a one-minute test file and lint, "
     "at the lowest priority",
+    "bf16-seed-1": "the cores shared with the test suite (CI=true .ci/run) and a dashboard walkthrough",
 }
 
 
