@@ -53,7 +53,7 @@ SHARED_CORES = {
     "bf16-epochs-12": "its first three epochs beside a one-minute test run at the lowest priority",
     "bf16-epochs-16": "beside short checks now and then (lint, a Python snippet at the lowest priority)",
     "bf16-no-lookahead": "the cores shared with the test suite (CI=true .ci/run)",
-    "bf16-no-label-smoothing": "its second and third epochs beside a one-minute test file and lint, "
+    "bf16-no-label-smoothing": "its first two epochs beside a one-minute test file and lint, "
     "at the lowest priority",
     "bf16-seed-1": "the cores shared with the test suite (CI=true .ci/run) and a dashboard walkthrough",
 }
@@ -135,42 +135,50 @@ def ablations(runs: list, reference) -> dict[str, list[tuple]]:
     """For each option, (record, its value, base, contribution) where the record switches that
     option alone off a recipe in full: contribution = the base's validation accuracy minus the record's."""
     found = {option: [] for option in OPTIONS}
-    for run, base, option, value in single_changes(runs, reference):
+    for run, option, value, base in single_changes(runs, reference):
         if option in found and val_accuracy(run) is not None:
             found[option].append((run, value, base, val_accuracy(base) - val_accuracy(run)))
     return found
 
 
 def single_changes(runs: list, reference) -> list[tuple]:
-    """(record, base, option, value) for each record that differs from a recipe in full in one option."""
+    """(record, option, its value, base) for each record that differs from a recipe in full in one option."""
     full = bases(runs, reference)
     changes = []
     for run in runs:
         variant = variant_of(run, full)
         if variant and len(variant[1]) == 1:
             (option, value), base = next(iter(variant[1].items())), variant[0]
-            changes.append((run, base, option, value))
+            changes.append((run, option, value, base))
     return changes
 
 
 def repeats(runs: list, reference) -> list[tuple]:
-    """(record, base) for each record that is a recipe in full trained again with another seed."""
-    return [(run, base) for run, base, option, _ in single_changes(runs, reference) if option == "seed"]
+    """(record, its seed, base) for each record that is a recipe in full trained with another seed."""
+    return [change for change in single_changes(runs, reference) if change[1] == "seed"]
+
+
+def test_difference(base, run, y_test: np.ndarray) -> float:
+    """The base's test accuracy minus the record's, in points."""
+    return 100 * (test_accuracy(base, y_test) - test_accuracy(run, y_test))
 
 
 def noise_sentence(runs: list, reference, y_test: np.ndarray) -> str:
-    """What another seed does to the same recipe, as measured by the repeats (test set: the seed
-    also draws another validation split, so only the test images are the same for both)."""
+    """What chance alone moves, as far as the repeats measure it: on the test set only, because
+    another seed also holds out another validation split."""
     measured = [
-        f"`{run.run_id}` (seed {run.hyperparameters['seed']}) against `{base.run_id}` moved test accuracy "
-        f"by {100 * (test_accuracy(run, y_test) - test_accuracy(base, y_test)):+.2f} pts"
-        for run, base in repeats(runs, reference)
+        f"`{base.run_id}` minus `{run.run_id}` (seed {seed}) = {test_difference(base, run, y_test):+.2f} pts"
+        for run, _, seed, base in repeats(runs, reference)
     ]
     if not measured:
-        return "One seed each; the recipe has not been repeated with another seed yet."
+        return (
+            "Each ablation is one training run (seed 0); the recipe has not been repeated with another "
+            "seed, so what chance alone moves is not measured."
+        )
     return (
-        "One seed each. The recipe in full trained again with another seed (which also holds out "
-        f"another 5,000 images for validation): {'; '.join(measured)}."
+        "Each ablation is one training run (seed 0), so chance is part of each figure. The recipe in full "
+        "trained again with another seed, which also holds out other validation images, so only the "
+        f"test set compares: {'; '.join(measured)} on test, to set beside the ablations' differences on test."
     )
 
 
@@ -192,7 +200,7 @@ def ablation_table(runs: list, reference, y_test: np.ndarray) -> list[str]:
                 f"| {meaning} | `{option}` = {value} (`{run.run_id}`) | `{base.run_id}` "
                 f"| {percent(val_accuracy(base))}, {percent(val_accuracy(run))} "
                 f"| **{100 * contribution:+.2f} pts** | {percent(on_test[0])}, {percent(on_test[1])} "
-                f"| {100 * (on_test[0] - on_test[1]):+.2f} pts |"
+                f"| {test_difference(base, run, y_test):+.2f} pts |"
             )
     return rows
 
@@ -224,13 +232,15 @@ def contributions_line(runs: list, reference, y_test: np.ndarray) -> str:
     """The options measured so far and their contributions, as one sentence."""
     found = ablations(runs, reference)
     measured = [
-        f"{OPTIONS[option][1]} {100 * contribution:+.2f} pts (`{run.run_id}`)"
+        f"{OPTIONS[option][1]} {100 * contribution:+.2f} pts, on test "
+        f"{test_difference(base, run, y_test):+.2f} (`{run.run_id}`)"
         for option, rows in found.items()
-        for run, _, _, contribution in rows
+        for run, _, base, contribution in rows
     ]
     missing = [f"`{option}`" for option, rows in found.items() if not rows]
     return (
-        f"Each option's contribution on the validation split: {'; '.join(measured) or 'none measured yet'}."
+        "Each option's contribution on the validation split (one view), then its difference on test "
+        f"(the run's views): {'; '.join(measured) or 'none measured yet'}."
         + (f" Not measured yet: {', '.join(missing)}." if missing else "")
         + f" {noise_sentence(runs, reference, y_test)}"
     )
@@ -297,6 +307,8 @@ def main() -> None:
     except RunError as error:
         raise SystemExit(error) from None
     runs = records()
+    if stale := set(SHARED_CORES) - {run.run_id for run in runs}:
+        raise SystemExit(f"SHARED_CORES names no record: {', '.join(sorted(stale))}")
     command = reference.config.get("command", "")
     curve = curve_table(runs, reference, data.y_test)  # RECIPE.md's and the README's
     lines = [

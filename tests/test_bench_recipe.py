@@ -50,6 +50,7 @@ def recorded(artifacts, tmp_path, monkeypatch):
 
 
 def val(run) -> float:
+    """The record's validation accuracy, one view."""
     return run.metrics["val_accuracy"]
 
 
@@ -62,6 +63,18 @@ def test_an_ablation_is_measured_against_the_recipe_in_its_own_precision(recorde
     [(run, value, base, contribution)] = found["label_smoothing"]
     assert (run.run_id, value, base.run_id) == ("no-label-smoothing", 0.0, recipe.RUN)
     assert contribution == pytest.approx(val(reference) - val(runs["no-label-smoothing"]))
+
+
+def test_the_ablation_table_sets_the_test_difference_beside_the_validation_one(recorded):
+    reference, runs = recorded
+    [row] = [r for r in recipe.ablation_table(list(runs.values()), reference, LABELS) if "lookahead" in r]
+    base, off = (
+        recipe.test_accuracy(runs["bfloat16"], LABELS),
+        recipe.test_accuracy(runs["bf16-no-lookahead"], LABELS),
+    )
+    assert row.endswith(f"| {recipe.percent(base)}, {recipe.percent(off)} | {100 * (base - off):+.2f} pts |")
+    contribution = 100 * (val(runs["bfloat16"]) - val(runs["bf16-no-lookahead"]))
+    assert f"| **{contribution:+.2f} pts** |" in row
 
 
 def test_a_record_changing_two_options_measures_neither(recorded):
@@ -77,20 +90,26 @@ def test_a_record_changing_two_options_measures_neither(recorded):
     assert "two-off" not in table
 
 
-def test_another_seed_is_the_noise_and_more_epochs_the_curve(recorded):
+def test_another_seed_measures_the_noise_on_test(recorded):
     reference, runs = recorded
     records = list(runs.values())
-    [(run, base)] = recipe.repeats(records, reference)
-    assert (run.run_id, base.run_id) == ("bf16-seed-1", "bfloat16")
-    moved = recipe.test_accuracy(run, LABELS) - recipe.test_accuracy(base, LABELS)
+    [(run, option, seed, base)] = recipe.repeats(records, reference)
+    assert (run.run_id, option, seed, base.run_id) == ("bf16-seed-1", "seed", 1, "bfloat16")
+    moved = recipe.test_accuracy(base, LABELS) - recipe.test_accuracy(run, LABELS)
     noise = recipe.noise_sentence(records, reference, LABELS)
-    assert f"moved test accuracy by {100 * moved:+.2f} pts" in noise
-    curve = "\n".join(recipe.curve_table(records, reference, LABELS))
-    assert [name for name in runs if f"`{name}`" in curve] == ["bf16-epochs-12", "bfloat16"]
-    assert curve.index("`bfloat16`") < curve.index("`bf16-epochs-12`")  # by epochs within a precision
+    assert f"`bfloat16` minus `bf16-seed-1` (seed 1) = {100 * moved:+.2f} pts on test" in noise
+    assert noise in recipe.contributions_line(records, reference, LABELS)
+    assert noise in recipe.bases_line(records, reference, LABELS)
 
 
 def test_without_a_repeat_the_noise_is_said_to_be_unmeasured(recorded):
     reference, runs = recorded
     records = [run for run in runs.values() if run.run_id != "bf16-seed-1"]
     assert "not been repeated" in recipe.noise_sentence(records, reference, LABELS)
+
+
+def test_more_epochs_of_the_recipe_are_the_curve(recorded):
+    reference, runs = recorded
+    curve = "\n".join(recipe.curve_table(list(runs.values()), reference, LABELS))
+    assert [name for name in runs if f"`{name}`" in curve] == ["bf16-epochs-12", "bfloat16"]
+    assert curve.index("`bfloat16`") < curve.index("`bf16-epochs-12`")  # by epochs within a precision
