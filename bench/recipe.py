@@ -213,8 +213,9 @@ def precision(run) -> str:
 
 def curve_table(runs: list, reference, y_test: np.ndarray) -> list[str]:
     """The recipe at other numbers of epochs, beside the 10-epoch base it stretches."""
-    full = bases(runs, reference)
-    points = full + [r for r in runs if (v := variant_of(r, full)) and set(v[1]) == {"epochs"}]
+    points = bases(runs, reference) + [
+        run for run, option, *_ in single_changes(runs, reference) if option == "epochs"
+    ]
     rows = [
         "| precision | epochs | run | seconds per epoch (median, range) "
         "| validation, one view | test (the run's views) |",
