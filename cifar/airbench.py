@@ -52,6 +52,13 @@ def whitening_kernel(images: np.ndarray, eps: float = WHITEN_EPS) -> np.ndarray:
 
 
 @keras.saving.register_keras_serializable(package="cifar")
+def gelu(x):
+    """Exact GELU, x * Phi(x), written with erf as airbench's `nn.GELU()` computes it. Keras'
+    "gelu" is TensorFlow's erfc form, an op ONNX lacks: its ONNX export would not load."""
+    return 0.5 * x * (1.0 + ops.erf(x * 0.7071067811865476))
+
+
+@keras.saving.register_keras_serializable(package="cifar")
 class PatchWhitening(layers.Layer):
     """A 2x2 valid convolution with a frozen kernel (`set_kernel_from`) and a trained bias."""
 

@@ -14,8 +14,11 @@ the feature maps of its explained layer and its class scores before the softmax:
   through its own pooled tap only; the earlier taps' share of the decision is not in its map.
 
 The map is ReLU(sum_k alpha_k A_k) with alpha_k the spatial mean of d(score)/dA_k, scaled to
-[0, 1]; `Explanation.overlay` lays it over the image as a person sees it. One view only (no
-test-time flip), the 32 px path or a transfer run's full-resolution path.
+[0, 1]; `Explanation.overlay` lays it over the image as a person sees it. The class explained is
+the run's own answer unless another is asked for: the Predictor's, calibrated and averaged over
+the run's test-time views, with its probability, so a map never sits under another class than the
+answer it explains. The map itself is of one view (no test-time flip), the 32 px path or a
+transfer run's full-resolution path.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ class Explanation:
     run_id: str
     class_index: int
     class_name: str
-    probabilities: np.ndarray  # (10,) raw, of the explained view
+    probabilities: np.ndarray  # (10,) the run's answer, as its Predictor gives it (calibrated)
     heatmap: np.ndarray  # (h, w) float32 in [0, 1], the explained layer's grid
     image: np.ndarray  # uint8 (S, S, 3): what the model was given
     layer: str
@@ -61,16 +64,18 @@ def check_class(name: str | None, class_names: list[str]) -> int | None:
 
 
 class Explainer:
-    """A run's model rebuilt for Grad-CAM, loaded once; `explain` takes any image."""
+    """A run's model rebuilt for Grad-CAM, loaded once; `explain` takes any image. `predictor`:
+    the run's loaded Predictor, whose answer is explained (default: loaded here)."""
 
-    def __init__(self, run: Run):
+    def __init__(self, run: Run, predictor=None):
         import tensorflow as tf
 
-        from cifar.predict import run_resolutions
+        from cifar.predict import Predictor, run_resolutions
 
         if run.model == "ensemble":
             raise RunError(f"{run.run_id} is an ensemble: explain its members one by one")
         self.run = run
+        self.predictor = predictor or Predictor(run)
         self.resolutions = run_resolutions(run)
         self.model, self.layer, self.prepare, self.full_side = _gradcam_model(run)
         dense = self.model.dense  # the class scores' layer: its output before the softmax
@@ -78,23 +83,20 @@ class Explainer:
         @tf.function(reduce_retracing=True)
         def maps_and_scores(images, class_index):
             with tf.GradientTape() as tape:
-                maps, penultimate, features, probabilities = self.model(images, training=False)
+                maps, penultimate, features = self.model(images, training=False)
                 scores = tf.matmul(penultimate, dense.kernel) + (dense.bias if dense.use_bias else 0.0)
-                # -1: the top class, found in this same pass
-                class_index = tf.where(
-                    class_index < 0, tf.argmax(scores[0], output_type=tf.int32), class_index
-                )
                 chosen = tf.gather(scores, class_index, axis=1)
             gradients = tape.gradient(chosen, maps)
             weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
             cam = tf.nn.relu(tf.reduce_sum(weights * maps, axis=-1))
-            return cam, probabilities, features, class_index
+            return cam, features
 
         self._maps_and_scores = maps_and_scores
 
     def explain(self, source, resolution: str | None = None, class_index: int | None = None) -> Explanation:
         """Grad-CAM of any image (bytes, path, PIL image, array) for `class_index` (default: the
-        top prediction) at `resolution` ("full" or "cifar"; default: the run's first)."""
+        run's answer, as its Predictor gives it) at `resolution` ("full" or "cifar"; default: the
+        run's first)."""
         import tensorflow as tf
 
         resolution = resolution or self.resolutions[0]
@@ -102,22 +104,23 @@ class Explainer:
             raise ValueError(
                 f"{self.run.run_id} takes {' and '.join(self.resolutions)} images, not {resolution!r}"
             )
+        image = open_image(source)
+        answer = self.predictor.distribution(image, resolution)
+        class_index = int(np.argmax(answer)) if class_index is None else class_index
         side = self.full_side if resolution == "full" else MODEL_SIDE
-        pixels = as_model_input(open_image(source), side)
+        pixels = as_model_input(image, side)
         images = self.prepare(pixels[None], resolution)
-        wanted = tf.constant(-1 if class_index is None else class_index, tf.int32)
-        cam, probabilities, features, class_index = self._maps_and_scores(images, wanted)
-        class_index = int(class_index)
+        cam, features = self._maps_and_scores(images, tf.constant(class_index, tf.int32))
         cam = np.asarray(cam[0], np.float32)
         heatmap = cam / cam.max() if cam.max() > 0 else cam
         return Explanation(
             self.run.run_id, class_index, self.run.class_names[class_index],
-            np.asarray(probabilities[0]), heatmap, pixels, self.layer, np.asarray(features[0]),
+            answer, heatmap, pixels, self.layer, np.asarray(features[0]),
         )  # fmt: skip
 
 
 def _gradcam_model(run: Run):
-    """(model: images -> [maps, penultimate, features, probabilities], layer name,
+    """(model: images -> [maps, penultimate, features], layer name,
     prepare(pixels, resolution), full side); features: the space `cifar.feature_space` searches
     (a baseline's penultimate layer, a transfer run's pooled base features);
     `model.dense` is the layer that makes the class scores of the penultimate features (its
@@ -132,7 +135,7 @@ def _gradcam_model(run: Run):
         network = load_model(run)[1]
         layer = [lay for lay in network.layers if isinstance(lay, keras.layers.Conv2D)][-1]
         dense = last_dense(network)
-        model = keras.Model(network.input, [layer.output, dense.input, dense.input, network.output])
+        model = keras.Model(network.input, [layer.output, dense.input, dense.input])
         model.dense = dense
         return model, layer.name, lambda pixels, _resolution: pixels, None
     from cifar.config import POOLED_LAYERS
@@ -149,7 +152,7 @@ def _gradcam_model(run: Run):
     features = pooled[0] if len(pooled) == 1 else keras.layers.Concatenate()(pooled)
     dense = last_dense(head)
     penultimate = keras.Model(head.input, dense.input)(features)
-    outputs = [base.get_layer(TRANSFER_LAYER).output, penultimate, features, head(features)]
+    outputs = [base.get_layer(TRANSFER_LAYER).output, penultimate, features]
     model = keras.Model(base.input, outputs)
     model.dense = dense
     resize, scale = build_resize(config), inception_scaling()

@@ -89,7 +89,7 @@ def build_airbench(config: BaselineConfig) -> keras.Model:
     the training images by `PatchWhitening.set_kernel_from`); `bn_scale`, `bias_lr_scale` and
     `dirac_init` are airbench's BatchNorm and initialisation (cifar/airbench.py).
     """
-    from cifar.airbench import PartialDirac, PatchWhitening
+    from cifar.airbench import PartialDirac, PatchWhitening, gelu
 
     reg = _regularizer(config.weight_decay)
     widths = (config.width, 4 * config.width, 4 * config.width)
@@ -108,9 +108,12 @@ def build_airbench(config: BaselineConfig) -> keras.Model:
 
     inputs = keras.Input(IMAGE_SHAPE, dtype="uint8", name="pixels")
     x = layers.Rescaling(1.0, name="to_float")(inputs)
-    x = layers.Normalization(mean=CIFAR_MEAN, variance=[s**2 for s in CIFAR_STD], name="normalize")(x)
+    # (x - mean) / std as a Rescaling: its constants live in the graph, where `Normalization`'s
+    # tensors made at build time would become extra inputs of an ONNX export.
+    scale = [1 / s for s in CIFAR_STD]
+    x = layers.Rescaling(scale, [-m * k for m, k in zip(CIFAR_MEAN, scale, strict=True)], name="normalize")(x)
     if config.stem == "whiten":
-        x = layers.Activation("gelu", name="whiten_gelu")(PatchWhitening(name="whiten")(x))
+        x = layers.Activation(gelu, name="whiten_gelu")(PatchWhitening(name="whiten")(x))
     else:
         x = _bn_gelu(conv(x, widths[0] // 2, "stem"), "stem", config, reg)
     for i, width in enumerate(widths, start=1):
@@ -129,7 +132,7 @@ def build_airbench(config: BaselineConfig) -> keras.Model:
 
 def _bn_gelu(x, name: str, config: BaselineConfig, reg):
     """BatchNorm (airbench's momentum 0.6 and epsilon), its shift scaled with `bias_lr_scale`, GELU."""
-    from cifar.airbench import ScaledBias
+    from cifar.airbench import ScaledBias, gelu
 
     scaled = config.bias_lr_scale != 1.0
     x = layers.BatchNormalization(
@@ -137,7 +140,7 @@ def _bn_gelu(x, name: str, config: BaselineConfig, reg):
     )(x)
     if scaled:
         x = ScaledBias(config.bias_lr_scale**0.5, reg, name=f"{name}_shift")(x)
-    return layers.Activation("gelu", name=f"{name}_gelu")(x)
+    return layers.Activation(gelu, name=f"{name}_gelu")(x)
 
 
 # ----------------------------------------------------------------------------- transfer model
@@ -155,7 +158,11 @@ def build_resize(config: TransferConfig) -> keras.Model:
     if config.resize == "upsample7":
         x = layers.UpSampling2D(7, name="upsample7")(x)  # 32 * 7 = 224 px, nearest neighbour
     else:
-        x = layers.Resizing(config.input_size, config.input_size, config.resize, name="resize")(x)
+        # `training=False` pinned in the graph: Keras' image preprocessing layers declare
+        # `call(data, training=True)`, and a layer's default becomes the call's training mode for
+        # every layer after it; called as `model(x)`, the head's dropout would be live.
+        resize = layers.Resizing(config.input_size, config.input_size, config.resize, name="resize")
+        x = resize(x, training=False)
     return keras.Model(inputs, x, name="resize_and_preprocess")
 
 

@@ -33,7 +33,7 @@ def explanation_row(run: Run, image, resolution: str, class_index: int | None) -
     left.image(explanation.overlay, width=224)
     left.caption(
         f"`{run.run_id}` looking for **{plain(explanation.class_name)}** "
-        f"({explanation.probabilities[explanation.class_index]:.0%} raw), Grad-CAM at `{explanation.layer}`"
+        f"({explanation.probabilities[explanation.class_index]:.1%}), Grad-CAM at `{explanation.layer}`"
     )
     with right:
         if not cache.train_features_ready(run):
