@@ -23,8 +23,9 @@ import pandas as pd
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
+from cifar.config import TEMPERATURE_RANGE  # a fit that ends at either end has not found a minimum
+
 BINS = 15
-TEMPERATURE_RANGE = (0.05, 20.0)  # a fit that ends at either end has not found a minimum
 SMALLEST_PROBABILITY = 1e-12  # float32 softmax can round a probability to 0: log(0) is -inf
 
 

@@ -135,10 +135,10 @@ def cmd_runs(args, _extra) -> int:
 
 
 def cmd_jobs(args, _extra) -> int:
-    """python -m cifar jobs  (background jobs and their state)"""
-    from cifar.jobs import list_jobs
+    """python -m cifar jobs  (training jobs, from the dashboard or the command line, and their state)"""
+    from cifar.jobs import shown_jobs
 
-    jobs = list_jobs()
+    jobs = shown_jobs()
     for job in jobs:
         print(f"{job.run_id:40} {job.state:10} {job.progress:6.1%}  {job.message}")
     if not jobs:

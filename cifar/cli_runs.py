@@ -29,6 +29,9 @@ def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+REPLACE_HELP = "replace a run's {} (without it, a run that has one is refused)"
+
+
 def cmd_predict(args, _extra) -> int:
     """python -m cifar predict RUN PATH [PATH ...] [--resolution full|cifar] [--top-k K]
     [--format table|csv|json]: every image named or found in a folder, the model loaded once."""
@@ -88,11 +91,15 @@ def print_answers(
 
 
 def cmd_calibrate(args, _extra) -> int:
-    """python -m cifar calibrate RUN [RUN ...]  (back-fill val_predictions.npy and calibration.json)"""
-    from cifar.validation import backfill
+    """python -m cifar calibrate RUN [RUN ...] [--overwrite]  (back-fill val_predictions.npy and
+    calibration.json)"""
+    from cifar.runs import load_run
+    from cifar.validation import backfill, check_replace_calibration
 
+    for run_id in args.runs:  # every run checked first: nothing is replaced unasked
+        check_replace_calibration(load_run(run_id), args.overwrite)
     for run_id in args.runs:
-        record = backfill(run_id)
+        record = backfill(run_id, overwrite=args.overwrite)
         test = record["test"]
         print(
             f"{run_id}: T = {record['temperature']:.3f}, test ECE {test['ece_before']:.2%} -> "
@@ -102,13 +109,16 @@ def cmd_calibrate(args, _extra) -> int:
 
 
 def cmd_cost(args, _extra) -> int:
-    """python -m cifar cost RUN [RUN ...]  (add size, FLOPs, latency, total time to metrics.json)"""
-    from cifar.cost import measure
+    """python -m cifar cost RUN [RUN ...] [--overwrite]  (add size, FLOPs, latency, total time to
+    metrics.json)"""
+    from cifar.cost import check_replace_cost, measure
     from cifar.runs import load_run
 
     runs = sorted((load_run(run_id) for run_id in args.runs), key=lambda run: run.model == "ensemble")
+    for run in runs:
+        check_replace_cost(run, args.overwrite)
     for run in runs:  # (an ensemble sums its members' figures: they go first)
-        cost = measure(run.run_id)
+        cost = measure(run.run_id, overwrite=args.overwrite)
         total = cost["total_seconds"]
         print(
             f"{run.run_id}: {cost['parameters']:,} parameters, {cost['flops_per_image'] / 1e9:.3f} GFLOPs "
@@ -136,12 +146,14 @@ def cmd_ensemble(args, _extra) -> int:
 def cmd_robustness(args, _extra) -> int:
     """python -m cifar robustness RUN [RUN ...] [--images N]  (CIFAR-10-C corruptions; an ensemble
     pools its members' results, so it goes after them)"""
-    from cifar.robustness import evaluate_robustness
+    from cifar.robustness import check_replace_results, evaluate_robustness
     from cifar.runs import load_run
 
     runs = sorted((load_run(run_id) for run_id in args.runs), key=lambda run: run.model == "ensemble")
-    for run_id in [run.run_id for run in runs]:  # (every id checked first: a typo fails now)
-        record = evaluate_robustness(run_id, images=args.images, seed=args.seed)
+    for run in runs:  # (every run checked first: a typo, or a result not to replace, fails now)
+        check_replace_results(run, args.overwrite)
+    for run_id in [run.run_id for run in runs]:
+        record = evaluate_robustness(run_id, images=args.images, seed=args.seed, overwrite=args.overwrite)
         print(
             f"{run_id}: {record['images']} test images, clean {record['clean_accuracy']:.2%}, "
             f"mean over {len(record['sets'])} corruption sets {record['mean_corruption_accuracy']:.2%}"
@@ -196,21 +208,21 @@ def cmd_explain(args, _extra) -> int:
         Image.fromarray(explanation.overlay).save(tmp, format="PNG")
     ranked = np.argsort(explanation.probabilities)[::-1][:3]
     top = ", ".join(f"{run.class_names[i]} {explanation.probabilities[i]:.1%}" for i in ranked)
-    print(
-        f"{run.run_id}: Grad-CAM of {explanation.class_name!r} at {explanation.layer} -> {out} (raw: {top})"
-    )
+    print(f"{run.run_id}: Grad-CAM of {explanation.class_name!r} at {explanation.layer} -> {out} ({top})")
     return 0
 
 
 def cmd_project(args, _extra) -> int:
     """python -m cifar project RUN [RUN ...]  (a 2-D map of each run's test-set features)"""
-    from cifar.feature_space import check_features_run, project
+    from cifar.feature_space import check_features_run, check_replace_map, project
     from cifar.runs import load_run
 
+    for run in [load_run(run_id) for run_id in args.runs]:  # every run checked first
+        check_features_run(run)
+        check_replace_map(run, args.overwrite)
+    say = lambda message: print(message, file=sys.stderr)  # noqa: E731
     for run_id in args.runs:
-        check_features_run(load_run(run_id))
-    for run_id in args.runs:
-        record = project(run_id, log=lambda message: print(message, file=sys.stderr))
+        record = project(run_id, log=say, overwrite=args.overwrite)
         seconds = record["seconds"]
         print(f"{run_id}: map of {record['images']} test images in its {record['space']} ({seconds:.0f} s)")
     return 0
@@ -228,10 +240,12 @@ def _add_result_commands(sub) -> None:
         "calibrate", help="fit a finished run's temperature on its validation split (from its weights)"
     )
     calibrate.add_argument("runs", nargs="+", metavar="RUN")
+    calibrate.add_argument("--overwrite", action="store_true", help=REPLACE_HELP.format("calibration"))
     calibrate.set_defaults(func=cmd_calibrate)
 
     cost = sub.add_parser("cost", help="measure finished runs' size, FLOPs, latency and total training time")
     cost.add_argument("runs", nargs="+", metavar="RUN")
+    cost.add_argument("--overwrite", action="store_true", help=REPLACE_HELP.format("measured cost"))
     cost.set_defaults(func=cmd_cost)
 
     ensemble = sub.add_parser(
@@ -255,10 +269,14 @@ def _add_result_commands(sub) -> None:
     robustness.add_argument(
         "--seed", type=whole_number(0), default=0, help="the subset and the corruptions' seed"
     )
+    robustness.add_argument(
+        "--overwrite", action="store_true", help=REPLACE_HELP.format("robustness results")
+    )
     robustness.set_defaults(func=cmd_robustness)
 
     projection = sub.add_parser("project", help="map each run's test set in 2-D (UMAP) into its folder")
     projection.add_argument("runs", nargs="+", metavar="RUN")
+    projection.add_argument("--overwrite", action="store_true", help=REPLACE_HELP.format("map"))
     projection.set_defaults(func=cmd_project)
 
 

@@ -26,6 +26,11 @@ CLASS_NAMES = (
 )
 NUM_CLASSES = len(CLASS_NAMES)
 IMAGE_SHAPE = (32, 32, 3)
+# The temperatures a calibration fit searches (`cifar.calibration`): it ends inside them or keeps
+# T = 1, so a calibration.json outside them was not written by it (`cifar.run_files` refuses it).
+# Far outside them a temperature breaks the answers: a tiny one sends log(p) / T to infinities
+# (NaN probabilities), a huge one makes them near uniform, and float32 rounding reorders the top class.
+TEMPERATURE_RANGE = (0.05, 20.0)
 
 # The reference write-up's figures (CIFAR-10, 50k train / 10k test).
 REFERENCE_FIGURES = {
@@ -40,9 +45,10 @@ def keras_home() -> Path:
 
 
 def artifacts_dir() -> Path:
-    """Root of run folders; `CIFAR_ARTIFACTS` overrides it (tests, several checkouts)."""
+    """Root of run folders; `CIFAR_ARTIFACTS` overrides it (tests, several checkouts). Set but
+    empty, it is unset (not the current folder, as `Path("")` would make it)."""
     default = Path(__file__).resolve().parent.parent / "artifacts"
-    return Path(os.environ.get("CIFAR_ARTIFACTS", default))
+    return Path(os.environ.get("CIFAR_ARTIFACTS") or default)
 
 
 class ConfigError(ValueError):

@@ -163,10 +163,10 @@ def run_cost(run: Run, predictor=None) -> dict:
 
 def _ensemble_cost(run: Run, predictor=None) -> dict:
     from cifar.distribute import describe_device
-    from cifar.ensemble import ensemble_weights
+    from cifar.ensemble import member_runs
     from cifar.predict import load_predictor
 
-    members = [load_run(member) for member in ensemble_weights(run)[0]]
+    members = member_runs(run)  # (the Predictor below takes the same members: `Run.ensemble`)
     missing = [member.run_id for member in members if "flops_per_image" not in member.metrics]
     if missing:
         raise RunError(f"measure the members first: python -m cifar cost {' '.join(missing)}")
@@ -189,14 +189,29 @@ def _ensemble_cost(run: Run, predictor=None) -> dict:
     }
 
 
-def measure(run_id: str) -> dict:
-    """Measure a finished run's cost and add it to its metrics.json; returns the fields."""
+def check_replace_cost(run: Run, overwrite: bool) -> None:
+    """FileExistsError saying what cost the run's metrics.json holds, unless `overwrite` (the
+    rule of `atomic.check_replace`, for fields of a file)."""
     from cifar import atomic
 
+    if "flops_per_image" in run.metrics:  # (the measured fields come together: `MetricsFile`)
+        measured = f"measured on {run.metrics.get('latency_device', 'an unnamed device')}"
+        atomic.check_overwrite(f"{run.run_id}'s cost in metrics.json ({measured})", overwrite)
+
+
+def measure(run_id: str, overwrite: bool = False) -> dict:
+    """Measure a finished run's cost and add it to its metrics.json (replacing a measured cost
+    only with `overwrite`); returns the fields."""
+    from cifar import atomic, run_files
+
     run = load_run(run_id)
+    check_replace_cost(run, overwrite)
     cost = run_cost(run)
     path = run.path / "metrics.json"
-    atomic.write_json(path, {**json.loads(path.read_text()), **cost})  # (the file's null fields kept)
+    current = json.loads(run_files.read_bytes(path, run_files.MAX_JSON_BYTES))  # (its null fields kept)
+    if current.get("finished") != run.metrics.get("finished"):  # made again while it was measured
+        raise RunError(f"{run_id} was made again while its cost was measured: measure it again")
+    atomic.write_json(path, {**current, **cost})
     return cost
 
 

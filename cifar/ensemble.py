@@ -95,7 +95,7 @@ def make_ensemble(run_id: str, member_ids: list[str], overwrite: bool = False, c
         writer.write_json("metrics.json", _metrics(members, val, val_labels, test, test_labels, started))
         return writer.publish()
     except BaseException as error:
-        writer.status("failed", message=f"{type(error).__name__}: {error}")
+        writer.fail(error)
         raise
 
 
@@ -122,8 +122,9 @@ def _ensemble_record(members: list[Run], weights: np.ndarray) -> dict:
 
 def check_unchanged(ensemble: Run, members: list[Run]) -> None:
     """RunError naming a member trained again since the ensemble was made (its weight was fitted
-    on the old one's predictions)."""
-    record = _ensemble_file(ensemble)
+    on the old one's predictions). `members` are those the same read of ensemble.json named
+    (`Run.ensemble`): an ensemble made again meanwhile blames no member."""
+    record = ensemble.ensemble
     for run, finished in zip(members, record.get("member_finished") or [], strict=False):
         if float(run.metrics["finished"]) != finished:
             raise RunError(
@@ -151,15 +152,19 @@ def _metrics(members: list[Run], val, val_labels, test, test_labels, started: fl
 
 
 def ensemble_weights(run: Run) -> tuple[list[str], list[float]]:
-    """(members, weights) of an ensemble run, from its ensemble.json."""
-    record = _ensemble_file(run)
+    """(members, weights) of an ensemble run, from its ensemble.json (`Run.ensemble`, read once);
+    RunError if it names the ensemble itself."""
+    record = run.ensemble
+    if run.run_id in record["members"]:
+        raise RunError(f"run {run.run_id!r}: {ENSEMBLE_FILE} names the ensemble itself as a member")
     return record["members"], record["weights"]
 
 
-def _ensemble_file(run: Run) -> dict:
-    from cifar import run_files
-
-    try:
-        return run_files.read_json(run.path / ENSEMBLE_FILE, run_files.EnsembleFile)
-    except run_files.FileError as error:
-        raise RunError(f"run {run.run_id!r}: {error}") from None
+def member_runs(run: Run) -> list[Run]:
+    """An ensemble's members, loaded; RunError naming one that is an ensemble itself (members are
+    trained runs: an ensemble inside one could pool its own results, or loop)."""
+    members = [load_run(member) for member in ensemble_weights(run)[0]]
+    for member in members:
+        if member.model == "ensemble":
+            raise RunError(f"run {run.run_id!r}: member {member.run_id} is an ensemble, not a trained run")
+    return members

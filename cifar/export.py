@@ -6,7 +6,9 @@ probabilities out.
     python -m cifar export RUN --format keras|saved_model|onnx|tflite --out PATH
 
 Saved and exported with Keras 3's own `model.save` and `model.export` (ONNX through tf2onnx, TFLite through
-LiteRT's converter), always to a temporary name first, so a failed export leaves nothing behind.
+LiteRT's converter), always to a temporary name first, so a failed export leaves nothing behind
+(and a killed one's temporary file goes at the next export to the same path). `--overwrite` replaces
+only what is recognisably an export of that format (`is_export`), never another file or folder.
 A `.keras` file needs `import cifar.whole_model` before `keras.models.load_model` (its two small
 layers); the other formats need nothing of this package. Nothing here loads TensorFlow before the
 arguments are checked (`check_export`).
@@ -15,7 +17,7 @@ arguments are checked (`check_export`).
 from __future__ import annotations
 
 import os
-import shutil
+import re
 from pathlib import Path
 
 from cifar import atomic
@@ -23,6 +25,13 @@ from cifar.runs import load_run
 
 FORMATS = {"keras": ".keras", "saved_model": "", "onnx": ".onnx", "tflite": ".tflite"}
 KERAS_FORMAT = {"saved_model": "tf_saved_model", "onnx": "onnx", "tflite": "litert"}
+# How each file format starts (offset, bytes): a zip; an ONNX ModelProto's first field, ir_version;
+# a FlatBuffer's file identifier. What --overwrite may replace must look like one (`is_export`).
+SIGNATURES = {"keras": (0, b"PK\x03\x04"), "onnx": (0, b"\x08"), "tflite": (4, b"TFL3")}
+# Everything a SavedModel folder of ours holds (its `assets/` stays empty: the model has none).
+SAVED_MODEL_ENTRY = re.compile(
+    r"saved_model\.pb|fingerprint\.pb|assets|variables(/variables\.(index|data-\d{5}-of-\d{5}))?"
+)
 
 
 def load_run_model(run_id: str, artifacts: str | Path | None = None, calibrated: bool = True):
@@ -48,34 +57,52 @@ def check_export(fmt: str, out: str | Path, overwrite: bool = False) -> Path:
     out = Path(out)
     if FORMATS[fmt] and out.suffix != FORMATS[fmt]:
         raise ValueError(f"a {fmt} export is a file ending in {FORMATS[fmt]}, not {out.name!r}")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists already (--overwrite replaces it)")
+    atomic.check_replace(out, overwrite, ours=lambda path: is_export(path, fmt))
     if not out.parent.is_dir():
         raise FileNotFoundError(f"no folder {out.parent} to export into")
     return out
+
+
+def is_export(path: Path, fmt: str) -> bool:
+    """Is `path` recognisably a `fmt` export (what `--overwrite` may replace): a file that starts
+    as the format does, or a folder holding a SavedModel and nothing else?"""
+    if fmt == "saved_model":
+        return _is_saved_model(path)
+    offset, signature = SIGNATURES[fmt]
+    if not atomic.is_regular_file(path):
+        return False
+    with open(path, "rb") as handle:
+        return handle.read(offset + len(signature))[offset:] == signature
+
+
+def _is_saved_model(path: Path) -> bool:
+    if path.is_symlink() or not (path / "saved_model.pb").is_file():
+        return False
+    for top, folders, files in os.walk(path):
+        for name in folders + files:
+            entry = Path(top) / name
+            if entry.is_symlink() or not SAVED_MODEL_ENTRY.fullmatch(entry.relative_to(path).as_posix()):
+                return False
+    return True
 
 
 def export_run(run_id: str, fmt: str, out: str | Path, overwrite: bool = False) -> Path:
     """Save or export a run's model as `fmt` at `out`; returns `out`."""
     import numpy as np
 
+    from cifar.processes import pid_alive
     from cifar.whole_model import build_run_model
 
     out = check_export(fmt, out, overwrite)
+    atomic.remove_stale_parts(out, pid_alive)  # what killed exports to `out` left
     model = build_run_model(load_run(run_id))
     model.predict(np.zeros((1, 32, 32, 3), np.uint8), verbose=0)  # (the ONNX exporter wants a called model)
-    if fmt == "keras":
-        with atomic.atomic_write(out, suffix=".keras") as tmp:
+    with atomic.atomic_write(out, suffix=FORMATS[fmt]) as tmp:
+        if fmt == "keras":
             model.save(tmp)
-        return out
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.part{FORMATS[fmt]}")
-    try:
-        model.export(str(tmp), format=KERAS_FORMAT[fmt], verbose=False)
-        if out.is_dir():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        else:
+            model.export(str(tmp), format=KERAS_FORMAT[fmt], verbose=False)
+        check_export(fmt, out, overwrite)  # again: `out` may have changed while the model was exported
     return out
 
 

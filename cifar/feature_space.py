@@ -119,11 +119,20 @@ def nearest(train_features: np.ndarray, query: np.ndarray, k: int = 8) -> list[t
     return [(int(i), float(similarity[i])) for i in top]
 
 
-def project(run_id: str, log: Callable[[str], None] = print) -> dict:
-    """The run's test-set map (UMAP), computed once and written into its folder."""
+def check_replace_map(run: Run, overwrite: bool) -> None:
+    """FileExistsError saying what the run's map is, unless `overwrite` (`atomic.check_replace`)."""
+    result = read_projection(run)
+    held = f"a map of {result[0]['images']} test images" if result else "unreadable"
+    atomic.check_replace(run.path / PROJECTION_JSON, overwrite, f"{run.run_id}'s {PROJECTION_JSON} ({held})")
+
+
+def project(run_id: str, log: Callable[[str], None] = print, overwrite: bool = False) -> dict:
+    """The run's test-set map (UMAP), computed once and written into its folder (replacing one
+    only with `overwrite`)."""
     from cifar.runs import load_run
 
     run = load_run(run_id)
+    check_replace_map(run, overwrite)
     log(f"{run_id}: the test images' features ({space_name(run)})")
     features = split_features(run, "test", log, extract=True)
     if run.model == "baseline":  # its training images too, for the nearest neighbours (cached)
@@ -137,8 +146,9 @@ def project(run_id: str, log: Callable[[str], None] = print) -> dict:
         "images": int(features.shape[0]),
         "seconds": time.perf_counter() - started,
     }
-    atomic.write_npy(run.path / PROJECTION_FILE, coordinates)
-    atomic.write_json(run.path / PROJECTION_JSON, record)
+    with atomic.written_together() as files:  # a failed write replaces neither
+        files.write_npy(run.path / PROJECTION_FILE, coordinates)
+        files.write_json(run.path / PROJECTION_JSON, record)
     return record
 
 
@@ -154,15 +164,14 @@ def embed(features: np.ndarray, log: Callable[[str], None] = print) -> np.ndarra
 
 
 def read_projection(run: Run) -> tuple[dict, np.ndarray] | None:
-    """(projection.json, (N, 2) coordinates) of a run, None if it has none or they do not agree."""
+    """(projection.json, (N, 2) coordinates) of a run, None if it has none or they do not pass the
+    run files' checks (`cifar.run_files`)."""
     from cifar import run_files
 
     try:
         record = run_files.read_json(run.path / PROJECTION_JSON, run_files.ProjectionFile)
-        coordinates = np.load(run.path / PROJECTION_FILE, allow_pickle=False)
-    except (run_files.FileError, OSError, ValueError):
-        return None
-    if coordinates.shape != (len(run.test_labels), 2) or not np.isfinite(coordinates).all():
+        coordinates = run_files.read_array(run.path / PROJECTION_FILE, (len(run.test_labels), 2))
+    except run_files.FileError:
         return None
     return record, coordinates
 
@@ -177,14 +186,15 @@ def _projection_job(run: Run) -> tuple[Path, Path]:
 
 
 def start_projection(run: Run) -> int:
-    """`python -m cifar project RUN` in the background (the dashboard's button); its pid."""
+    """`python -m cifar project RUN` in the background (the dashboard's button, shown for a run
+    without a readable map: an unreadable one is replaced); its pid."""
     from cifar.processes import spawn
 
     check_features_run(run)
     log, record = _projection_job(run)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as handle:  # the child keeps its own copy of the descriptor
-        process = spawn(["project", run.run_id], stdout=handle)
+        process = spawn(["project", "--overwrite", run.run_id], stdout=handle)
     atomic.write_json(record, {"pid": process.pid, "started": time.time()})
     return process.pid
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from cifar.atomic import atomic_write
 from cifar.callbacks import run_callbacks
 from cifar.config import BaselineConfig
 from cifar.data import steps_per_execution
@@ -71,10 +72,12 @@ def fit(
 
 
 def save_weights_only(model, build, path: Path) -> None:
-    """The model's weights without its optimizer state (Keras saves both; Adam triples the file)."""
+    """The model's weights without its optimizer state (Keras saves both; Adam triples the file),
+    written as every file is (`cifar.atomic`: a full disk leaves no half-written file)."""
     fresh = build()
     fresh.set_weights(model.get_weights())
-    fresh.save_weights(str(path))
+    with atomic_write(path, suffix=".weights.h5") as tmp:
+        fresh.save_weights(str(tmp))
 
 
 def baseline_steps_per_call(config: BaselineConfig, steps: int, stream: bool) -> int:

@@ -222,8 +222,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".ti
 
 def image_paths(paths: list[str]) -> tuple[list[str], list[str]]:
     """(images, problems) of the paths a user named: a file as given (whatever its name), a
-    folder's image files (by suffix, sorted by name, not its subfolders); a missing path or a
-    folder without images is a problem naming it."""
+    folder's image files (by suffix, sorted by name, not its subfolders); a missing path, a
+    device, FIFO or socket, a file over the upload limit or a folder without images is a problem
+    naming it (found before any model loads)."""
     images, problems = [], []
     for given in paths:
         path = Path(given)
@@ -240,8 +241,23 @@ def image_paths(paths: list[str]) -> tuple[list[str], list[str]]:
             images += found
             if not found:
                 problems.append(f"{given}: no images in this folder ({', '.join(IMAGE_SUFFIXES)})")
-        elif path.exists():
-            images.append(given)
-        else:
+        elif not path.exists():
             problems.append(f"{given}: no such file or folder")
+        elif problem := _file_problem(path):
+            problems.append(f"{given}: {problem}")
+        else:
+            images.append(given)
     return images, problems
+
+
+def _file_problem(path: Path) -> str:
+    """Why `path` cannot be an image file ("" if it may be one), from its metadata alone."""
+    try:
+        info = path.stat()
+    except OSError as error:
+        return error.strerror or str(error)
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file (a device, FIFO or socket)"
+    if info.st_size > MAX_UPLOAD_BYTES:
+        return f"{info.st_size / 2**20:.1f} MB, over the limit of {MAX_UPLOAD_BYTES / 2**20:g} MB"
+    return ""

@@ -268,6 +268,16 @@ def list_jobs() -> list[Job]:
     return sorted(jobs, key=lambda job: job.started or 0, reverse=True)
 
 
+def shown_jobs() -> list[Job]:
+    """What `python -m cifar jobs` shows: the job holding the slot first (even before its run
+    folder exists, as while a `python -m cifar train` loads TensorFlow), then `list_jobs`."""
+    listed = list_jobs()
+    holder = active_job()
+    if holder is None or holder.run_id in {job.run_id for job in listed}:
+        return listed
+    return [holder, *listed]
+
+
 def discard_job(run_id: str) -> None:
     """Remove what a failed or cancelled job left behind."""
     if job_status(run_id).active:

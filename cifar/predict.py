@@ -134,10 +134,10 @@ class EnsemblePredictor(Classifier):
     """An ensemble run: its members' Predictors (each loaded once), pooled with the run's weights."""
 
     def __init__(self, run: Run, members: list[Predictor] | None = None):
-        from cifar.ensemble import check_unchanged, ensemble_weights
+        from cifar.ensemble import check_unchanged, ensemble_weights, member_runs
 
-        member_ids, self.weights = ensemble_weights(run)
-        self.members = members or [Predictor(load_run(member)) for member in member_ids]
+        self.weights = ensemble_weights(run)[1]
+        self.members = members or [Predictor(member) for member in member_runs(run)]
         check_unchanged(run, [member.run for member in self.members])
         full = any("full" in member.resolutions for member in self.members)
         super().__init__(run, RESOLUTIONS if full else ("cifar",))  # "full": the others see 32 px
@@ -166,9 +166,9 @@ class EnsemblePredictor(Classifier):
 def run_resolutions(run: Run) -> tuple[str, ...]:
     """The resolutions a run's model takes, its default first (no model loaded)."""
     if run.model == "ensemble":
-        from cifar.ensemble import ensemble_weights
+        from cifar.ensemble import member_runs
 
-        members = [load_run(member) for member in ensemble_weights(run)[0]]
+        members = member_runs(run)
         return RESOLUTIONS if any(member.model == "transfer" for member in members) else ("cifar",)
     return RESOLUTIONS if run.model == "transfer" else ("cifar",)
 
@@ -180,9 +180,9 @@ def missing_backbone(run: Run) -> list[str]:
 
     runs = [run]
     if run.model == "ensemble":
-        from cifar.ensemble import ensemble_weights
+        from cifar.ensemble import member_runs
 
-        runs = [load_run(member) for member in ensemble_weights(run)[0]]
+        runs = member_runs(run)
     needed = {r.backbone_source for r in runs if r.model == "transfer"}
     return sorted(source for source in needed if not weights_available(source))
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from cifar import atomic
+from cifar import atomic, run_files
 from cifar.assets import sha256_bytes
 from cifar.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from cifar.runs import Run, RunError, load_run
@@ -61,11 +61,17 @@ def check_images(n: int | None) -> int | None:
 
 
 def evaluate_robustness(
-    run_id: str, images: int | None = None, seed: int = 0, log: Callable[[str], None] = print
+    run_id: str,
+    images: int | None = None,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+    overwrite: bool = False,
 ) -> dict:
-    """Evaluate a finished run on every corruption set; write and return its robustness.json."""
+    """Evaluate a finished run on every corruption set; write and return its robustness.json
+    (replacing one only with `overwrite`)."""
     check_images(images)
     run = load_run(run_id)
+    check_replace_results(run, overwrite)
     started = time.perf_counter()
     if run.model == "ensemble":
         record, clean, predictions = _pooled_members(run)
@@ -75,13 +81,23 @@ def evaluate_robustness(
     return write_results(run.path, record, clean, predictions)
 
 
+def check_replace_results(run: Run, overwrite: bool) -> None:
+    """FileExistsError saying what the run's robustness results are, unless `overwrite` (a result
+    of fewer images or another seed never silently replaces a committed one)."""
+    result = read_robustness(run)
+    held = f"{result[0]['images']} test images, seed {result[0]['seed']}" if result else "unreadable"
+    atomic.check_replace(run.path / ROBUSTNESS_FILE, overwrite, f"{run.run_id}'s {ROBUSTNESS_FILE} ({held})")
+
+
 def write_results(folder, record: dict, clean: np.ndarray, predictions: np.ndarray) -> dict:
-    """The three files of a run's robustness results; the json last, with the predictions' sha256."""
+    """The three files of a run's robustness results, together (the json, with the predictions'
+    sha256, renamed last); a failed write replaces none of them."""
     predictions = np.asarray(predictions, np.float32)
     record = {**record, "predictions_sha256": sha256_bytes(predictions.tobytes())}
-    atomic.write_npy(folder / ROBUSTNESS_CLEAN_FILE, np.asarray(clean, np.float32))
-    atomic.write_npy(folder / ROBUSTNESS_PREDICTIONS_FILE, predictions)
-    atomic.write_json(folder / ROBUSTNESS_FILE, record)
+    with atomic.written_together() as files:
+        files.write_npy(folder / ROBUSTNESS_CLEAN_FILE, np.asarray(clean, np.float32))
+        files.write_npy(folder / ROBUSTNESS_PREDICTIONS_FILE, predictions)
+        files.write_json(folder / ROBUSTNESS_FILE, record)
     return record
 
 
@@ -131,9 +147,10 @@ def _single_view_predictor(run: Run, log) -> Callable[[np.ndarray, str], np.ndar
 def _pooled_members(run: Run) -> tuple[dict, np.ndarray, np.ndarray]:
     """An ensemble's clean and corrupted predictions: its members' stored ones (one view each),
     pooled with its weights."""
-    from cifar.ensemble import ensemble_weights, pooled
+    from cifar.ensemble import ensemble_weights, member_runs, pooled
 
-    member_ids, weights = ensemble_weights(run)
+    weights = ensemble_weights(run)[1]
+    member_ids = [member.run_id for member in member_runs(run)]  # trained runs, never an ensemble
     members = [(member, read_robustness(load_run(member))) for member in member_ids]
     missing = [member for member, result in members if result is None]
     if missing:
@@ -143,18 +160,21 @@ def _pooled_members(run: Run) -> tuple[dict, np.ndarray, np.ndarray]:
     if any(record[key] != records[0][key] for record in records for key in same):
         raise RunError(f"{run.run_id}'s members were evaluated on different test images or seeds")
     predictions = pooled([result[1] for _member, result in members], weights)
-    clean = pooled([_clean_predictions(load_run(m)) for m in member_ids], weights)
+    shape = (len(records[0]["test_indices"]), len(run.class_names))
+    clean = pooled([_clean_predictions(load_run(m), shape) for m in member_ids], weights)
     indices = np.asarray(records[0]["test_indices"])
     labels = run.test_labels[indices]
     record = _record(indices, labels, records[0]["seed"], _accuracy(clean, labels), predictions)
     return record, clean, predictions
 
 
-def _clean_predictions(run: Run) -> np.ndarray:
+def _clean_predictions(run: Run, shape: tuple[int, int]) -> np.ndarray:
     try:
-        return np.load(run.path / ROBUSTNESS_CLEAN_FILE, allow_pickle=False)
-    except (OSError, ValueError):
-        raise RunError(f"{run.run_id} has no readable {ROBUSTNESS_CLEAN_FILE}: evaluate it again") from None
+        return run_files.read_array(run.path / ROBUSTNESS_CLEAN_FILE, shape)
+    except run_files.FileError as error:
+        raise RunError(
+            f"{run.run_id} has no readable {ROBUSTNESS_CLEAN_FILE} ({error}): evaluate it again"
+        ) from None
 
 
 def _record(indices, labels, seed: int, clean_accuracy: float, predictions: np.ndarray) -> dict:
@@ -181,19 +201,17 @@ def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
 
 
 def read_robustness(run: Run) -> tuple[dict, np.ndarray] | None:
-    """(robustness.json, predictions) of a run, None if it has none or they do not agree."""
-    from cifar import run_files
-
+    """(robustness.json, predictions) of a run, None if it has none, or they do not pass the run
+    files' checks (`cifar.run_files`: the test images are the run's own) or do not agree."""
     path = run.path / ROBUSTNESS_FILE
     if not path.is_file():
         return None
     try:
         record = run_files.read_json(path, run_files.RobustnessFile)
-        predictions = np.load(run.path / ROBUSTNESS_PREDICTIONS_FILE, allow_pickle=False)
-    except (run_files.FileError, OSError, ValueError):
-        return None
-    expected = (len(record["sets"]), len(record["test_indices"]), len(run.class_names))
-    if predictions.shape != expected or predictions.dtype != np.float32 or not np.isfinite(predictions).all():
+        run_files.check_test_indices(record["test_indices"], len(run.test_labels))
+        expected = (len(record["sets"]), len(record["test_indices"]), len(run.class_names))
+        predictions = run_files.read_array(run.path / ROBUSTNESS_PREDICTIONS_FILE, expected)
+    except run_files.FileError:
         return None
     if record.get("predictions_sha256") not in (None, sha256_bytes(predictions.tobytes())):
         return None  # predictions of another evaluation, beside this json

@@ -28,11 +28,15 @@ from pydantic import (
 )
 
 from cifar import tta
-from cifar.config import NUM_CLASSES, ConfigError, load_config
+from cifar.config import NUM_CLASSES, TEMPERATURE_RANGE, ConfigError, load_config
 
 MAX_JSON_BYTES = 1_000_000  # config.json of a real run: ~2 kB
 MAX_HISTORY_BYTES = 10_000_000  # one short line per epoch
+MAX_ARRAY_BYTES = 200_000_000  # the largest array of a run: robustness, 75 x 10,000 x 10 float32 (30 MB)
 MAX_TEST_IMAGES = 10_000  # the CIFAR-10 test set
+LOWEST_T, HIGHEST_T = TEMPERATURE_RANGE  # what a calibration fit may end at (`cifar.config`)
+FEWEST_ROBUSTNESS_IMAGES = 10  # `python -m cifar robustness --images` takes 10 .. 10,000
+RUN_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # a run folder's name (`cifar.runs.check_run_id`)
 MOST_VIEWS = len(tta.views(flip=True, translate=True))  # test-time views of one prediction
 Model = Literal["baseline", "transfer", "ensemble"]
 MODELS = get_args(Model)
@@ -123,7 +127,7 @@ class _CalibrationMeasures(_File):
 class CalibrationFile(_File):
     """calibration.json (`cifar.calibration`): the run's temperature and what it changes."""
 
-    temperature: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    temperature: Annotated[float, Field(ge=LOWEST_T, le=HIGHEST_T, allow_inf_nan=False)]
     converged: bool
     message: str | None = None
     validation: _CalibrationMeasures | None = None
@@ -145,10 +149,21 @@ class RobustnessFile(_File):
     clean_accuracy: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
     mean_corruption_accuracy: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
     sets: Annotated[list[_RobustnessSet], Field(min_length=1)]
-    test_indices: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+    test_indices: Annotated[
+        list[Annotated[int, Field(ge=0, lt=MAX_TEST_IMAGES)]],
+        Field(min_length=FEWEST_ROBUSTNESS_IMAGES, max_length=MAX_TEST_IMAGES),
+    ]  # within the run's own test set: `check_test_indices`
     predictions_sha256: str | None = None
     finished: float | None = None
     seconds: float | None = None
+
+    @model_validator(mode="after")
+    def _one_subset(self):
+        if any(b <= a for a, b in zip(self.test_indices, self.test_indices[1:], strict=False)):
+            raise ValueError("test_indices must rise (each test image once, sorted)")
+        if self.images != len(self.test_indices):
+            raise ValueError(f"images is {self.images} but test_indices holds {len(self.test_indices)}")
+        return self
 
 
 class ProjectionFile(_File):
@@ -164,7 +179,9 @@ class ProjectionFile(_File):
 class EnsembleFile(_File):
     """ensemble.json (`cifar.ensemble`): members and their pooling weights."""
 
-    members: Annotated[list[str], Field(min_length=2, max_length=8)]
+    members: Annotated[
+        list[Annotated[str, StringConstraints(pattern=RUN_ID)]], Field(min_length=2, max_length=8)
+    ]  # trained runs, not ensembles (`cifar.ensemble.member_runs`)
     weights: Annotated[
         list[Annotated[float, Field(ge=0, allow_inf_nan=False)]], Field(min_length=2, max_length=8)
     ]
@@ -177,6 +194,8 @@ class EnsembleFile(_File):
     def _one_weight_per_member(self):
         if len(self.weights) != len(self.members):
             raise ValueError("one weight per member")
+        if len(set(self.members)) != len(self.members):
+            raise ValueError("a member is named twice")
         return self
 
 
@@ -311,13 +330,39 @@ def check_predictions(probabilities: np.ndarray, labels: np.ndarray, n_classes: 
 
 
 def _load_npy(path: Path) -> np.ndarray:
-    """The array's header read, its data memory-mapped (nothing is loaded before the checks)."""
-    if not path.is_file():
-        raise FileError(f"{path.name}: missing or not a regular file")
+    """The array in a regular file (never a FIFO or device: opening one could wait forever) of
+    at most MAX_ARRAY_BYTES; its header read, its data memory-mapped (nothing is loaded before
+    the checks)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        raise FileError(f"{path.name}: missing") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise FileError(f"{path.name}: not a regular file")
+    if info.st_size > MAX_ARRAY_BYTES:
+        raise FileError(f"{path.name}: larger than {MAX_ARRAY_BYTES:,} bytes")
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError, SyntaxError, TypeError, OverflowError) as error:
         raise FileError(f"{path.name}: unreadable ({str(error)[:200]})") from None
+
+
+def read_array(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """A float32 array of exactly `shape`, every value finite (robustness predictions, the feature
+    map's coordinates), read through the checks every run file gets; FileError otherwise."""
+    array = _load_npy(path)
+    if array.shape != shape or array.dtype != np.float32:
+        raise FileError(f"{path.name}: expected float32 {shape}, got {array.dtype} {array.shape}")
+    array = np.array(array)  # (read now, from the memory map)
+    if not np.isfinite(array).all():
+        raise FileError(f"{path.name}: values must be finite")
+    return array
+
+
+def check_test_indices(indices: list[int], n_test: int) -> None:
+    """FileError unless every index names one of the run's `n_test` test images."""
+    if indices and max(indices) >= n_test:
+        raise FileError(f"test_indices: {max(indices)} is past the {n_test} test images")
 
 
 def read_history(path: Path) -> pd.DataFrame:

@@ -22,6 +22,7 @@ a folder that does not pass is a RunError naming the run and the file, and `list
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -43,7 +44,7 @@ from cifar.run_files import MODELS
 
 FAMILIES = ("baseline", "transfer")  # the trained families (an ensemble combines their runs)
 
-RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+RUN_ID_PATTERN = re.compile(run_files.RUN_ID)
 REQUIRED_FILES = (
     "config.json",
     "history.csv",
@@ -118,6 +119,12 @@ class RunWriter:
         current = read_status(self.path)
         current.update(fields, state=state, updated=time.time())
         atomic.write_json(self.path / "status.json", current)
+
+    def fail(self, error: BaseException) -> None:
+        """Record `error` as the job's end, if the disk still takes a status (a full one may not:
+        the error itself is what the caller raises)."""
+        with contextlib.suppress(OSError):
+            self.status("failed", message=f"{type(error).__name__}: {error}")
 
     def write_json(self, name: str, data: Any) -> None:
         atomic.write_json(self.path / name, data)
@@ -244,6 +251,15 @@ class Run:
         from cifar.calibration import temperature_scaled
 
         return temperature_scaled(self.test_predictions, self.temperature)
+
+    @cached_property
+    def ensemble(self) -> dict[str, Any]:
+        """An ensemble's ensemble.json (`cifar.ensemble`), read once: everything asked of this run
+        sees the same members and weights, even if the ensemble is made again meanwhile."""
+        try:
+            return run_files.read_json(self.path / ENSEMBLE_FILE, run_files.EnsembleFile)
+        except run_files.FileError as error:
+            raise RunError(f"run {self.run_id!r}: {error}") from None
 
     @cached_property
     def validation(self) -> tuple[np.ndarray, np.ndarray] | None:

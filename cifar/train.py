@@ -140,6 +140,7 @@ def train_baseline(
         else np.zeros((0, NUM_CLASSES), np.float32)
     )
     metrics = run_metrics(data, split, lambda rows: predict(data.x_train[rows]), test, fitted, model)
+    writer.status("running", phase="saving", message="saving the weights")
     save_weights_only(model, lambda: build_baseline(config), writer.path / "model.weights.h5")
     return Trained(metrics, test, val)
 
@@ -189,6 +190,7 @@ def train_transfer(
         data, split, lambda rows: predict(x_table, rows), test, fitted, head, n_train=len(fit_rows),
         extraction_seconds=extraction_seconds,
     )  # fmt: skip
+    writer.status("running", phase="saving", message="saving the weights")
     save_weights_only(head, lambda: build_head(config), writer.path / "head.weights.h5")
     assets = {"backbone_weights": weights.source, "backbone_sha256": weights.sha256}
     return Trained({**metrics, "backbone_weights": weights.source}, test, val, assets)
@@ -286,12 +288,13 @@ def train(
                 f"training diverged: the test predictions are not finite (try a smaller learning_rate "
                 f"than {config.learning_rate:g})"
             )
+        writer.status("running", phase="saving", message="writing the run folder")
         _write_results(writer, config, data, trained, environment_info, limit=limit, workers=worker.count)
         if not worker.is_chief:
             return writer.discard()
         folder = writer.publish()
     except BaseException as error:
-        writer.status("failed", message=f"{type(error).__name__}: {error}")
+        writer.fail(error)
         raise
     finally:
         logging.getLogger().removeHandler(handler)

@@ -28,12 +28,21 @@ PREDICT_BATCH = 1000
 
 
 def write_calibration(folder: Path, val_probabilities, val_labels, test_probabilities, test_labels) -> dict:
-    """Write the validation predictions, their labels and calibration.json into `folder`."""
+    """Write the validation predictions, their labels and calibration.json into `folder`, together
+    (a failed write replaces none of them)."""
     record = calibration_record(val_probabilities, val_labels, test_probabilities, test_labels)
-    atomic.write_npy(folder / VAL_PREDICTIONS_FILE, np.asarray(val_probabilities, np.float32))
-    atomic.write_npy(folder / VAL_LABELS_FILE, np.asarray(val_labels, np.uint8))
-    atomic.write_json(folder / CALIBRATION_FILE, record)
+    with atomic.written_together() as files:
+        files.write_npy(folder / VAL_PREDICTIONS_FILE, np.asarray(val_probabilities, np.float32))
+        files.write_npy(folder / VAL_LABELS_FILE, np.asarray(val_labels, np.uint8))
+        files.write_json(folder / CALIBRATION_FILE, record)
     return record
+
+
+def check_replace_calibration(run, overwrite: bool) -> None:
+    """FileExistsError saying what the run's calibration is, unless `overwrite` (`atomic.check_replace`)."""
+    held = f"T = {run.temperature:.3f} from {run.calibration.get('n_validation', '?')} validation images"
+    what = f"{run.run_id}'s {CALIBRATION_FILE} ({held})"
+    atomic.check_replace(run.path / CALIBRATION_FILE, overwrite, what)
 
 
 def flip_averaged(tta_flip: bool, predict: Callable, images, flipped_images=None) -> np.ndarray:
@@ -44,12 +53,14 @@ def flip_averaged(tta_flip: bool, predict: Callable, images, flipped_images=None
     return np.asarray(probabilities, np.float32)
 
 
-def backfill(run_id: str, log: Callable[[str], None] = print) -> dict:
-    """Recompute a finished run's validation predictions from its weights; write its calibration."""
+def backfill(run_id: str, log: Callable[[str], None] = print, overwrite: bool = False) -> dict:
+    """Recompute a finished run's validation predictions from its weights; write its calibration
+    (replacing one only with `overwrite`)."""
     from cifar.assets import load_cifar10
     from cifar.runs import RunError, load_run
 
     run = load_run(run_id)
+    check_replace_calibration(run, overwrite)
     if run.model == "ensemble":
         raise RunError(f"{run_id} is an ensemble: it was calibrated when it was made")
     if not run.hyperparameters.get("validation_size"):

@@ -16,7 +16,7 @@ from pathlib import Path
 import streamlit as st
 
 from cifar.config import keras_home
-from cifar.runs import Run, list_runs, load_run, runs_root
+from cifar.runs import Run, list_runs, runs_root
 
 _log = logging.getLogger(__name__)
 
@@ -121,9 +121,9 @@ def _predictor(path: str, run_id: str, signature: tuple, _run: Run):
     from cifar.predict import EnsemblePredictor, load_predictor
 
     if _run.model == "ensemble":  # its members are the members' own cached predictors
-        from cifar.ensemble import ensemble_weights
+        from cifar.ensemble import member_runs
 
-        members = [predictor(load_run(member)) for member in ensemble_weights(_run)[0]]
+        members = [predictor(member) for member in member_runs(_run)]  # (never an ensemble: no loop)
         return EnsemblePredictor(_run, members)
     return load_predictor(_run)
 
@@ -234,7 +234,7 @@ def feature_plan(config) -> tuple[list[tuple[str, bool, int]], float]:
 def _explainer(path: str, run_id: str, signature: tuple, _run: Run):
     from cifar.explain import Explainer
 
-    return Explainer(_run)
+    return Explainer(_run, predictor(_run))  # the answer explained is the one Classify shows
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

@@ -109,7 +109,7 @@ def test_an_ensemble_pools_its_members_stored_predictions(artifacts):
 
     write_robustness("b", labels, stratified_subset(labels, 60), 0.7, 200)
     with pytest.raises(RunError, match="different test images"):
-        evaluate_robustness("ab")
+        evaluate_robustness("ab", overwrite=True)
 
 
 def test_a_half_written_result_is_no_result(artifacts):
