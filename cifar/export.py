@@ -21,10 +21,14 @@ import re
 from pathlib import Path
 
 from cifar import atomic
-from cifar.runs import load_run
+from cifar.quiet import tensorflow_quietly
+from cifar.runs import RunError, load_run
 
 FORMATS = {"keras": ".keras", "saved_model": "", "onnx": ".onnx", "tflite": ".tflite"}
 KERAS_FORMAT = {"saved_model": "tf_saved_model", "onnx": "onnx", "tflite": "litert"}
+RUNTIMES = {"keras": "Keras", "saved_model": "TensorFlow", "onnx": "onnxruntime", "tflite": "TFLite"}
+RUNTIME_PACKAGES = {"onnx": ("tf2onnx", "onnxruntime")}
+ANSWER_TOLERANCE = 2e-3  # float32 graphs of one model differ by rounding only; TFLite's kernels round more
 # How each file format starts (offset, bytes): a zip; an ONNX ModelProto's first field, ir_version;
 # a FlatBuffer's file identifier. What --overwrite may replace must look like one (`is_export`).
 SIGNATURES = {"keras": (0, b"PK\x03\x04"), "onnx": (0, b"\x08"), "tflite": (4, b"TFL3")}
@@ -37,17 +41,19 @@ SAVED_MODEL_ENTRY = re.compile(
 def load_run_model(run_id: str, artifacts: str | Path | None = None, calibrated: bool = True):
     """The run's whole model (`cifar.whole_model`) as a `keras.Model`; run folders from
     `artifacts`, else `CIFAR_ARTIFACTS`, else the checkout's `artifacts/`."""
-    from cifar.whole_model import build_run_model
-
     if artifacts is None:
-        return build_run_model(load_run(run_id), calibrated)
-    before = os.environ.get("CIFAR_ARTIFACTS")
-    os.environ["CIFAR_ARTIFACTS"] = str(Path(artifacts).resolve())
-    try:
-        run = load_run(run_id)  # (the run keeps its folder: nothing later reads the variable)
-    finally:
-        os.environ.pop("CIFAR_ARTIFACTS") if before is None else os.environ.update(CIFAR_ARTIFACTS=before)
-    return build_run_model(run, calibrated)
+        run = load_run(run_id)
+    else:
+        before = os.environ.get("CIFAR_ARTIFACTS")
+        os.environ["CIFAR_ARTIFACTS"] = str(Path(artifacts).resolve())
+        try:
+            run = load_run(run_id)  # (the run keeps its folder: nothing later reads the variable)
+        finally:
+            os.environ.pop("CIFAR_ARTIFACTS") if before is None else os.environ.update(CIFAR_ARTIFACTS=before)
+    with tensorflow_quietly():  # a user's script sees no TensorFlow log line (`cifar.quiet`)
+        from cifar.whole_model import build_run_model
+
+        return build_run_model(run, calibrated)
 
 
 def check_export(fmt: str, out: str | Path, overwrite: bool = False) -> Path:
@@ -94,6 +100,7 @@ def export_run(run_id: str, fmt: str, out: str | Path, overwrite: bool = False) 
     from cifar.whole_model import build_run_model
 
     out = check_export(fmt, out, overwrite)
+    check_runtime_installed(fmt)
     atomic.remove_stale_parts(out, pid_alive)  # what killed exports to `out` left
     model = build_run_model(load_run(run_id))
     model.predict(np.zeros((1, 32, 32, 3), np.uint8), verbose=0)  # (the ONNX exporter wants a called model)
@@ -102,8 +109,65 @@ def export_run(run_id: str, fmt: str, out: str | Path, overwrite: bool = False) 
             model.save(tmp)
         else:
             model.export(str(tmp), format=KERAS_FORMAT[fmt], verbose=False)
+        check_answers(fmt, Path(tmp), model)
         check_export(fmt, out, overwrite)  # again: `out` may have changed while the model was exported
     return out
+
+
+def check_runtime_installed(fmt: str) -> None:
+    """ONNX export needs tf2onnx to write the file and onnxruntime to check it (`check_answers`)."""
+    import importlib.util
+
+    missing = [name for name in RUNTIME_PACKAGES.get(fmt, ()) if importlib.util.find_spec(name) is None]
+    if missing:
+        raise RunError(f"a {fmt} export needs {' and '.join(missing)}: pip install {' '.join(missing)}")
+
+
+def check_answers(fmt: str, path: Path, model) -> None:
+    """The file at `path` loads in its format's own runtime and answers as `model` does on a few
+    images; else a RunError, and the file is not kept (an exporter may write ops a runtime lacks)."""
+    import numpy as np
+
+    probe = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    try:
+        answers = runtime_answers(fmt, path, probe)
+    except Exception as error:  # noqa: BLE001 (each runtime raises its own types)
+        reason = " ".join(str(error).split())[:300] or type(error).__name__
+        raise RunError(
+            f"the {fmt} file does not load in {RUNTIMES[fmt]} ({reason}); nothing written"
+        ) from None
+    difference = float(np.max(np.abs(answers - model.predict(probe, verbose=0))))
+    if not difference <= ANSWER_TOLERANCE:
+        raise RunError(
+            f"the {fmt} file answers otherwise in {RUNTIMES[fmt]} (by up to {difference:.3g}): not written"
+        )
+
+
+def runtime_answers(fmt: str, path: Path, pixels):
+    """(N, 10) probabilities of uint8 `pixels` from the `fmt` export at `path`, in its runtime."""
+    if fmt == "keras":
+        import keras
+
+        return keras.models.load_model(path).predict(pixels, verbose=0)
+    if fmt == "saved_model":
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(path))  # (kept: its functions need the object alive)
+        return loaded.serve(tf.constant(pixels)).numpy()
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path))
+        return session.run(None, {session.get_inputs()[0].name: pixels})[0]
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(model_path=str(path))
+    (given,), (wanted,) = interpreter.get_input_details(), interpreter.get_output_details()
+    interpreter.resize_tensor_input(given["index"], pixels.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(given["index"], pixels)
+    interpreter.invoke()
+    return interpreter.get_tensor(wanted["index"])
 
 
 def export_blocker(run) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from keras import layers
+from keras import layers, ops
 
 from cifar.config import IMAGE_SHAPE, NUM_CLASSES, POOLED_LAYERS, BaselineConfig, TransferConfig
 
@@ -224,6 +224,20 @@ def after_resize(config: TransferConfig, model: keras.Model, name: str) -> keras
     return keras.Model(resize.input, model(resize.output), name=name)
 
 
+@keras.saving.register_keras_serializable(package="cifar", name="Standardization")
+class Normalization(layers.Normalization):
+    """An adapted `keras.layers.Normalization` that reads its mean and variance from its variables
+    at every call. Keras' own keeps them as tensors made when adapted or loaded, which a traced
+    export takes for extra inputs (an ONNX file that asks for them beside the pixels). Named as
+    Keras' own because weights files find a layer's variables by its class name."""
+
+    def call(self, inputs):
+        inputs = ops.convert_to_tensor(inputs, self.compute_dtype)
+        mean = ops.cast(ops.reshape(self.adapt_mean, self._broadcast_shape), self.compute_dtype)
+        variance = ops.cast(ops.reshape(self.adapt_variance, self._broadcast_shape), self.compute_dtype)
+        return (inputs - mean) / ops.maximum(ops.sqrt(variance), keras.backend.epsilon())
+
+
 def build_head(config: TransferConfig) -> keras.Model:
     """[Normalization] -> Dense(relu) -> Dropout -> Dense(10, softmax) on pooled features.
 
@@ -232,7 +246,7 @@ def build_head(config: TransferConfig) -> keras.Model:
     """
     reg = _regularizer(config.weight_decay)
     inputs = keras.Input((config.feature_dim,), name="features")
-    x = layers.Normalization(name="head_standardize")(inputs) if config.standardize else inputs
+    x = Normalization(name="head_standardize")(inputs) if config.standardize else inputs
     x = layers.Dense(config.head_units, activation="relu", kernel_regularizer=reg, name="head_dense")(x)
     x = layers.Dropout(config.dropout, name="head_dropout")(x)
     outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="predictions")(x)

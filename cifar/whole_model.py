@@ -13,6 +13,7 @@ import keras
 from keras import layers, ops
 
 import cifar.airbench  # noqa: F401  (registers the airbench layers a saved model may hold)
+import cifar.models  # noqa: F401  (and the head's Normalization)
 from cifar import tta
 from cifar.calibration import SMALLEST_PROBABILITY
 from cifar.config import IMAGE_SHAPE

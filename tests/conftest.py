@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+# Where `python -m cifar fetch` cached the real data and weights (the committed runs' tests read them).
+_USER_KERAS_HOME = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
 # Before Keras is imported anywhere (it reads KERAS_HOME at import time).
 _SESSION_ROOT = Path(tempfile.mkdtemp(prefix="cifar-tests-"))
 os.environ["KERAS_HOME"] = str(_SESSION_ROOT / "keras")
@@ -204,3 +206,42 @@ def fake_jobs(own_jobs, monkeypatch):
     from cifar import processes
 
     monkeypatch.setattr(processes, "COMMAND", (sys.executable, "-c", FAKE_JOB))
+
+
+# ----------------------------------------------------------------------------- the committed runs
+
+REAL_ASSETS = ("datasets/cifar10-verified.npz", "models/inception_v3_google2015_notop.weights.h5")
+
+
+@pytest.fixture(scope="session")
+def real_home(tmp_path_factory) -> Path:
+    """A Keras home holding the real CIFAR-10 and InceptionV3 weights, copied from where `python -m
+    cifar fetch` cached them (scripts/test runs it first). Skipped where they are not cached;
+    under CI, where they must be, a failure."""
+    missing = [name for name in REAL_ASSETS if not (_USER_KERAS_HOME / name).is_file()]
+    if missing:
+        why = f"not cached in {_USER_KERAS_HOME}: {', '.join(missing)} (python -m cifar fetch)"
+        pytest.fail(why) if os.environ.get("CI") else pytest.skip(why)
+    home = tmp_path_factory.mktemp("real-keras-home")
+    for name in REAL_ASSETS:
+        (home / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_USER_KERAS_HOME / name, home / name)
+    return home
+
+
+@contextlib.contextmanager
+def committed_runs(home: Path):
+    """The checkout's committed runs, on the real data and weights in `home` (read only)."""
+    from tests.factory import REPO
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KERAS_HOME", str(home))
+        patch.setenv("CIFAR_ARTIFACTS", str(REPO / "artifacts"))
+        yield
+
+
+@pytest.fixture
+def real_runs(real_home):
+    """This test reads the committed runs on the real data and weights."""
+    with committed_runs(real_home):
+        yield

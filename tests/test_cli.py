@@ -154,6 +154,25 @@ def test_a_user_s_own_tensorflow_log_level_wins():
     assert err.endswith("ours False\n") and len(err.splitlines()) > 1  # TensorFlow's own lines too
 
 
+@pytest.mark.parametrize("level", ["1", "2", "3"])
+def test_no_tensorflow_log_line_when_the_user_silences_tensorflow_too(level):
+    """How most people silence TensorFlow (and how jobs start): its lines before absl's
+    initialisation still reach descriptor 2 unless quiet mode takes it."""
+    assert _stderr_of(QUIET_IMPORT, TF_CPP_MIN_LOG_LEVEL=level) == "ours True\n"
+
+
+def test_a_script_calling_load_run_model_sees_no_tensorflow_log_line_and_its_own_errors(trained_baseline):
+    artifacts, run_id, _ = trained_baseline
+    code = (
+        "import sys\nimport numpy as np\nfrom cifar import load_run_model\n"
+        f"model = load_run_model({run_id!r}, artifacts={str(artifacts)!r})\n"
+        "model.predict(np.zeros((2, 32, 32, 3), np.uint8), verbose=0)\n"
+        "print('ours', file=sys.stderr)\n"
+        "import os\nos.write(2, b'descriptor 2 is back\\n')"
+    )
+    assert _stderr_of(code) == "ours\ndescriptor 2 is back\n"
+
+
 def test_runs_as_csv_and_json_hold_every_column(runs, capsys):
     import io
 

@@ -18,6 +18,7 @@ from cifar.export import check_export, export_run
 from cifar.runs import RunError, load_run
 from cifar.whole_model import build_run_model
 from tests.factory import REPO, write_ensemble
+from tests.runtimes import answers
 
 
 @pytest.fixture
@@ -115,33 +116,7 @@ def test_every_format_predicts_what_the_predictor_predicts(fmt, run_copy, tmp_pa
     assert export_run(run_id, fmt, out) == out
     assert not [p.name for p in tmp_path.iterdir() if ".part" in p.name], "no temporary file is left"
     pixels = data.x_test[:5]
-    np.testing.assert_allclose(_predict(fmt, out, pixels), predictor_answers(run_id, pixels), atol=1e-4)
-
-
-def _predict(fmt: str, path, pixels: np.ndarray) -> np.ndarray:
-    if fmt == "keras":
-        import keras
-
-        return keras.models.load_model(path).predict(pixels, verbose=0)
-    if fmt == "saved_model":
-        import tensorflow as tf
-
-        loaded = tf.saved_model.load(str(path))  # (kept: its functions need the object alive)
-        return loaded.serve(tf.constant(pixels)).numpy()
-    if fmt == "onnx":
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(str(path))
-        return session.run(None, {session.get_inputs()[0].name: pixels})[0]
-    import tensorflow as tf
-
-    interpreter = tf.lite.Interpreter(model_path=str(path))
-    (given,), (wanted,) = interpreter.get_input_details(), interpreter.get_output_details()
-    interpreter.resize_tensor_input(given["index"], pixels.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(given["index"], pixels)
-    interpreter.invoke()
-    return interpreter.get_tensor(wanted["index"])
+    np.testing.assert_allclose(answers(fmt, out, pixels), predictor_answers(run_id, pixels), atol=1e-4)
 
 
 @pytest.mark.parametrize(
