@@ -36,10 +36,13 @@ def run_callbacks(writer: RunWriter, config, progress: Progress | None) -> list:
             self.epoch, self.reported = epoch, 0
 
         def on_train_batch_end(self, batch, logs=None):
-            # With steps_per_execution, Keras reports every few hundred batches only.
-            if self.steps and batch + 1 - self.reported >= max(1, self.steps // 10):
-                self.reported = batch + 1
-                done = (self.epoch + (batch + 1) / self.steps) / config.epochs
+            # With steps_per_execution, Keras reports every few hundred batches only, and a call's
+            # last step index, which passes the epoch's end when the epoch has fewer steps: a
+            # progress over 1 would make status.json unreadable (and the job lose its pid).
+            steps_done = min(batch + 1, self.steps or 0)
+            if self.steps and steps_done - self.reported >= max(1, self.steps // 10):
+                self.reported = steps_done
+                done = (self.epoch + steps_done / self.steps) / config.epochs
                 writer.status("running", phase="training", progress=done, epoch=self.epoch + 1)
 
         def on_epoch_end(self, epoch, logs=None):

@@ -19,6 +19,7 @@ from cifar.config import (
     load_config,
     parse_config,
 )
+from tests.factory import REPO
 
 
 def test_class_names_are_cifar10_in_label_order():
@@ -431,3 +432,16 @@ def test_bounds_read_as_people_write_them():
     assert allowed_range({"ge": 1, "le": 500, "name": "epochs"}) == ">= 1, <= 500"
     assert allowed_range({"gt": 0, "lt": 1}) == "> 0, < 1"
     assert allowed_range({"name": "optimizer"}) == ""
+
+
+@pytest.mark.parametrize("value", ["", None], ids=["set but empty", "unset"])
+def test_an_empty_artifacts_variable_is_unset_not_the_current_folder(value, monkeypatch, tmp_path):
+    """#30 defect 8: CIFAR_ARTIFACTS="" was the current folder (`runs` then said "no runs yet")."""
+    from cifar.config import artifacts_dir
+
+    monkeypatch.chdir(tmp_path)
+    if value is None:
+        monkeypatch.delenv("CIFAR_ARTIFACTS")
+    else:
+        monkeypatch.setenv("CIFAR_ARTIFACTS", value)
+    assert artifacts_dir() == REPO / "artifacts"

@@ -101,3 +101,41 @@ def test_an_ensemble_costs_its_members_together(artifacts, monkeypatch):
     assert measured["total_seconds"] is None and "unknown" in measured["total_seconds_note"]
     stored = load_run("ab").metrics
     assert stored["latency_ms"] == {"1": 3.0, "256": 30.0} and stored["test_accuracy"] > 0
+
+
+def test_an_ensemble_made_again_while_its_cost_is_measured_blames_no_member(artifacts, monkeypatch):
+    """#30 defect 9: `cost E` racing `ensemble --run-id E --overwrite` read ensemble.json twice and
+    blamed a member nobody retrained ("b was trained again"). One read per run; the cost of the
+    ensemble that was measured is not written into the one that replaced it."""
+    from cifar import atomic, cost, predict
+    from cifar.ensemble import make_ensemble
+
+    labels, val_labels = np.arange(100) % 10, np.arange(60) % 10
+    for seed, run_id in enumerate(("a", "b", "c")):
+        folder = write_run(artifacts, run_id, "baseline", labels, 0.8, seed=seed, val_labels=val_labels)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics.update(flops_per_image=100, views=1, model_bytes=10, latency_ms={"1": 1.0})
+        metrics.update(parameters=5, trainable_parameters=5)
+        atomic.write_json(folder / "metrics.json", metrics)
+    make_ensemble("e", ["a", "b"])
+
+    class Member:  # a member's Predictor without a model; loading the last one, "e" is made again
+        def __init__(self, run):
+            self.run, self.resolutions = run, ("cifar",)
+            if run.run_id == "b":
+                make_ensemble("e", ["a", "c"], overwrite=True)
+
+        def probabilities(self, pixels):
+            return np.full((len(pixels), 10), 0.1, np.float32)
+
+    monkeypatch.setattr(predict, "Predictor", Member)
+    monkeypatch.setattr(
+        cost, "latency_ms", lambda predictor: {"1": predictor.probabilities(np.zeros(1))[0, 0]}
+    )
+    monkeypatch.setattr("cifar.distribute.describe_device", lambda: "CPU: test")
+    with pytest.raises(RunError) as raised:
+        cost.measure("e")
+    assert "trained again" not in str(raised.value) and "e was made again while its cost was measured" in str(
+        raised.value
+    )
+    assert "flops_per_image" not in load_run("e").metrics  # the new ensemble is not given the old one's cost

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 from scipy.special import softmax
 
 from cifar import atomic
@@ -260,3 +261,50 @@ def test_an_ensemble_json_with_a_weight_too_many_is_refused_by_name(members):
     atomic.write_json(run.path / "ensemble.json", {**record, "weights": [*record["weights"], 1.0]})
     with pytest.raises(RunError, match="ensemble.json.*one weight per member"):
         ensemble_weights(run)
+
+
+def _names(run_id: str, members: list[str]) -> None:
+    """Rewrite an ensemble's ensemble.json to name `members` (by hand, as a hostile folder does)."""
+    path = run_path(run_id) / "ensemble.json"
+    record = json.loads(path.read_text())
+    atomic.write_json(path, {**record, "members": members, "member_finished": None})
+
+
+NESTINGS = {  # ensemble.json rewrites: what each names; none is a set of trained runs
+    "itself": {"duo": ["cnn", "duo"]},
+    "a cycle": {"duo": ["cnn", "trio"], "trio": ["cnn", "duo"]},
+    "another ensemble": {"duo": ["cnn", "trio"]},
+}
+
+
+@pytest.mark.parametrize("nesting", NESTINGS)
+def test_an_ensemble_naming_an_ensemble_is_refused_when_read(nesting, members, tmp_path, capsys):
+    """#30 defect 6: `predict` printed a traceback; `robustness` pooled the ensemble's own earlier
+    result. Members are checked when ensemble.json is read, and named."""
+    from cifar import cli
+    from cifar.ensemble import member_runs
+    from cifar.predict import load_predictor, missing_backbone, run_resolutions
+    from cifar.robustness import evaluate_robustness, stratified_subset
+    from dashboard import cache
+    from tests.factory import write_robustness
+
+    make_ensemble("duo", members)
+    make_ensemble("trio", members)
+    indices = stratified_subset(TEST_LABELS, 30)
+    for run_id in ("cnn", "weak", "duo", "trio"):
+        write_robustness(run_id, TEST_LABELS, indices, 0.5)
+    for run_id, named in NESTINGS[nesting].items():
+        _names(run_id, named)
+    refused = "names the ensemble itself" if nesting == "itself" else "member trio is an ensemble"
+    run = load_run("duo")
+    for read in (member_runs, run_resolutions, missing_backbone, load_predictor, cache.predictor):
+        with pytest.raises(RunError, match=refused):
+            read(run)
+    with pytest.raises(RunError, match=refused):
+        evaluate_robustness("duo", overwrite=True)
+    image = tmp_path / "cat.png"
+    Image.new("RGB", (40, 30), (200, 90, 20)).save(image)
+    capsys.readouterr()  # (Streamlit's warnings of a cache outside its server)
+    assert cli.main(["predict", "duo", str(image)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and refused in err and "Traceback" not in err, err

@@ -349,3 +349,39 @@ def test_a_non_chief_workers_folder_is_not_listed_as_a_failed_job():
     partial_run("multi.worker1", state="running", progress=0.3, started=time.time())
     partial_run("alone", state="running", progress=0.3, started=time.time())
     assert [job.run_id for job in jobs.list_jobs()] == ["alone"]
+
+
+def test_jobs_shows_a_command_line_training_that_holds_the_slot(capsys):
+    """#30 defect 10: while `python -m cifar train` loads TensorFlow it holds the slot (and other
+    trainings are refused) before its run folder exists; `jobs` said "no background jobs"."""
+    from cifar import cli
+
+    fd = take_slot("by-hand")
+    try:
+        assert not partial_path("by-hand").exists()
+        assert [(job.run_id, job.state) for job in jobs.shown_jobs()] == [("by-hand", "starting")]
+        assert cli.main(["jobs"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("by-hand") and "starting" in out and "no background jobs" not in out
+        partial_run("by-hand", state="running", pid=os.getpid(), started=time.time() + 1)
+        assert [job.run_id for job in jobs.shown_jobs()] == ["by-hand"]  # once, from its folder
+    finally:
+        os.close(fd)
+    assert jobs.shown_jobs()[0].state == "failed"  # its process let go without finishing
+
+
+def test_a_status_never_says_more_than_done(tmp_path):
+    """Keras reports a compiled call's last step, past a short epoch's end: a progress over 1 made
+    status.json unreadable, and the job lost its pid, start time and phase."""
+    from types import SimpleNamespace
+
+    from cifar.callbacks import run_callbacks
+
+    writer = RunWriter("steps").open()
+    recorder = run_callbacks(writer, SimpleNamespace(epochs=2, early_stopping_patience=0), None)[0]
+    recorder.set_params({"steps": 6})
+    recorder.on_train_begin()
+    recorder.on_epoch_begin(0)
+    recorder.on_train_batch_end(31)  # steps_per_execution 32 over an epoch of 6 steps
+    status = read_status(writer.path)
+    assert status["progress"] == 0.5 and status["pid"] == os.getpid() and status["phase"] == "training"

@@ -489,3 +489,33 @@ def test_a_mixed_bfloat16_run_is_restored_computing_as_it_was_trained():
     assert convolutions and {layer.compute_dtype for layer in convolutions} == {"bfloat16"}
     saved = load_run("bf16").test_predictions
     np.testing.assert_allclose(Predictor.for_run("bf16").probabilities(data.x_test[:5]), saved[:5], atol=2e-4)
+
+
+def test_predict_refuses_devices_and_fifos_before_any_model_loads(runs, tmp_path):
+    """#30: `predict RUN /dev/zero` (or a FIFO) was refused only after the model had loaded (20 s,
+    945 MB for a transfer run); a file over the upload limit likewise."""
+    import subprocess
+    import sys
+
+    from tests.factory import REPO
+
+    fifo = tmp_path / "photo.png"
+    os.mkfifo(fifo)
+    huge = tmp_path / "huge.png"
+    with open(huge, "wb") as handle:
+        handle.truncate(MAX_UPLOAD_BYTES + 1)  # sparse: costs no disk
+    code = (
+        "import sys\nfrom cifar.cli import main\nrc = main(sys.argv[1:])\n"
+        "print('tensorflow imported:', 'tensorflow' in sys.modules)\nsys.exit(rc)"
+    )
+    argv = ["predict", runs[0], "/dev/zero", str(fifo), str(huge)]
+    result = subprocess.run(
+        [sys.executable, "-c", code, *argv], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1 and "tensorflow imported: False" in result.stdout, result
+    lines = result.stderr.splitlines()
+    assert lines == [
+        "error: /dev/zero: not a regular file (a device, FIFO or socket)",
+        f"error: {fifo}: not a regular file (a device, FIFO or socket)",
+        f"error: {huge}: 25.0 MB, over the limit of 25 MB",
+    ], result.stderr
