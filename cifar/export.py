@@ -36,6 +36,7 @@ SIGNATURES = {"keras": (0, b"PK\x03\x04"), "onnx": (0, b"\x08"), "tflite": (4, b
 SAVED_MODEL_ENTRY = re.compile(
     r"saved_model\.pb|fingerprint\.pb|assets|variables(/variables\.(index|data-\d{5}-of-\d{5}))?"
 )
+SAVED_MODEL_FOLDERS = {"assets", "variables"}
 
 
 def load_run_model(run_id: str, artifacts: str | Path | None = None, calibrated: bool = True):
@@ -87,7 +88,11 @@ def _is_saved_model(path: Path) -> bool:
     for top, folders, files in os.walk(path):
         for name in folders + files:
             entry = Path(top) / name
-            if entry.is_symlink() or not SAVED_MODEL_ENTRY.fullmatch(entry.relative_to(path).as_posix()):
+            relative = entry.relative_to(path).as_posix()
+            is_folder = entry.is_dir() and not entry.is_symlink()
+            if not (atomic.is_regular_file(entry) or is_folder) or not SAVED_MODEL_ENTRY.fullmatch(relative):
+                return False
+            if is_folder != (relative in SAVED_MODEL_FOLDERS):
                 return False
     return True
 

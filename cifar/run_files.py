@@ -299,7 +299,7 @@ def read_validation(folder: Path, n_classes: int) -> tuple[np.ndarray, np.ndarra
 
 
 def _read_predictions(folder: Path, names: tuple[str, str], n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    probs, labels = _load_npy(folder / names[0]), _load_npy(folder / names[1])
+    probs, labels = read_npy(folder / names[0]), read_npy(folder / names[1])
     if probs.size > MAX_TEST_IMAGES * n_classes or labels.size > MAX_TEST_IMAGES:
         raise FileError(f"{', '.join(names)}: more than {MAX_TEST_IMAGES:,} images")
     if probs.dtype.kind == "f":
@@ -329,18 +329,18 @@ def check_predictions(probabilities: np.ndarray, labels: np.ndarray, n_classes: 
         raise ValueError(f"labels must lie in 0..{n_classes - 1}, got {labels.min()}..{labels.max()}")
 
 
-def _load_npy(path: Path) -> np.ndarray:
+def read_npy(path: Path, limit: int = MAX_ARRAY_BYTES) -> np.ndarray:
     """The array in a regular file (never a FIFO or device: opening one could wait forever) of
-    at most MAX_ARRAY_BYTES; its header read, its data memory-mapped (nothing is loaded before
-    the checks)."""
+    at most `limit` bytes; its header read, its data memory-mapped (nothing is loaded before the
+    checks)."""
     try:
         info = os.stat(path)
     except OSError:
         raise FileError(f"{path.name}: missing") from None
     if not stat.S_ISREG(info.st_mode):
         raise FileError(f"{path.name}: not a regular file")
-    if info.st_size > MAX_ARRAY_BYTES:
-        raise FileError(f"{path.name}: larger than {MAX_ARRAY_BYTES:,} bytes")
+    if info.st_size > limit:
+        raise FileError(f"{path.name}: larger than {limit:,} bytes")
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError, SyntaxError, TypeError, OverflowError) as error:
@@ -350,7 +350,7 @@ def _load_npy(path: Path) -> np.ndarray:
 def read_array(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     """A float32 array of exactly `shape`, every value finite (robustness predictions, the feature
     map's coordinates), read through the checks every run file gets; FileError otherwise."""
-    array = _load_npy(path)
+    array = read_npy(path)
     if array.shape != shape or array.dtype != np.float32:
         raise FileError(f"{path.name}: expected float32 {shape}, got {array.dtype} {array.shape}")
     array = np.array(array)  # (read now, from the memory map)
