@@ -495,7 +495,8 @@ def test_extraction_at_an_odd_upscaling_factor_equals_keras_eager(images, backbo
     those of the Keras model run eagerly: the resize never goes through XLA."""
     from cifar.models import build_feature_extractor
 
-    monkeypatch.setattr(features, "gpu_available", lambda: gpu)
+    if gpu:
+        monkeypatch.setenv(features.FORCE_GPU_PATH, "1")
     config = TransferConfig(resize="bilinear", input_size=96)
     extracted = np.asarray(features.make_extract_fn(config, backbone.path)(images[:4]))
     eager = np.asarray(build_feature_extractor(config, backbone.path)(images[:4], training=False))
