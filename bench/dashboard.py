@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from dashboard import pages  # noqa: E402
 from tests.e2e.browser import (  # noqa: E402
     EXCEPTION,
     BrowserError,
@@ -52,16 +53,7 @@ READ_S = 20  # seconds a first visitor spends on the Overview before uploading a
 QUIET_MS = 800
 OVERRIDES = ("CIFAR_ARTIFACTS", "KERAS_HOME", "CIFAR10_NPZ", "TF_CONFIG")
 # url path (also the screenshot's name) -> (the sidebar link, the page's st.title)
-PAGES = {
-    "overview": ("Overview", "CIFAR-10 classifiers"),
-    "comparison": ("Comparison", "Compare runs"),
-    "per-class": ("Per-class metrics", "Per-class metrics"),
-    "misclassified": ("Misclassified samples", "Misclassified samples"),
-    "classify": ("Classify an image", "Classify an image"),
-    "feature-map": ("Feature map", "Feature map"),
-    "robustness": ("Robustness", "Robustness to corruptions"),
-    "train": ("Train", "Train a model"),
-}
+PAGES = {page.url_path: (page.title, page.heading) for page in pages.PAGES}
 UPLOADER = '[data-testid="stFileUploaderDropzoneInput"]'
 ANSWER = '[data-testid="stPlotlyChart"], [data-testid="stAlertContentWarning"]'  # chart, or warnings only
 

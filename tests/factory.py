@@ -21,18 +21,10 @@ from cifar.assets import Cifar10
 from cifar.config import CLASS_NAMES, parse_config
 from cifar.runs import RunWriter, load_run, partial_path
 from cifar.validation import write_calibration
+from dashboard import pages
 
 REPO = Path(__file__).resolve().parent.parent
-PAGES = {  # page name -> file, as streamlit_app.py registers them
-    "overview": "app_pages/overview.py",
-    "comparison": "app_pages/comparison.py",
-    "per_class": "app_pages/per_class.py",
-    "misclassified": "app_pages/misclassified.py",
-    "classify": "app_pages/classify.py",
-    "robustness": "app_pages/robustness.py",
-    "feature_map": "app_pages/feature_map.py",
-    "train": "app_pages/train.py",
-}
+PAGES = {page.name: page.file for page in pages.PAGES}  # page name -> file, as the app registers them
 
 # ----------------------------------------------------------------------------- the dataset
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from cifar.export import FORMATS, export_run
+from cifar.export import FORMATS, export_run, load_run_model
 from tests.conftest import committed_runs
 from tests.factory import REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # a transfer run exports for minutes
 
 MODEL_RUNS = ["baseline-reference", "baseline-best", "transfer-reference", "transfer-best"]
 FIRST = 200  # test images every format is checked on
@@ -55,8 +55,6 @@ def real_run(request, real_home, test_images) -> RealRun:
 
 
 def test_load_run_model_answers_the_same_however_it_is_called(real_run, real_runs):
-    from cifar import load_run_model
-
     model = load_run_model(real_run.run_id)
     pixels, expected = real_run.pixels[:CALLED], real_run.answers[:CALLED]
     called = np.asarray(model(pixels))
@@ -67,13 +65,15 @@ def test_load_run_model_answers_the_same_however_it_is_called(real_run, real_run
 
 @pytest.fixture(scope="session")
 def exported(real_run, real_home, tmp_path_factory) -> dict[str, np.ndarray]:
-    """Every format of the run exported, then answering the first test images in one fresh process."""
+    """Every format of the run exported (`export_run`, the command's own function), then answering
+    the first test images in one fresh process."""
     folder = tmp_path_factory.mktemp(f"exports-{real_run.run_id}")
     np.save(folder / "pixels.npy", real_run.pixels)
     jobs = []
     with committed_runs(real_home):
+        model = load_run_model(real_run.run_id)  # built once: a transfer run takes 15-20 s to build
         for fmt, suffix in FORMATS.items():
-            path = export_run(real_run.run_id, fmt, folder / f"model{suffix or '-saved'}")
+            path = export_run(real_run.run_id, fmt, folder / f"model{suffix or '-saved'}", model=model)
             jobs.append(f"{fmt}:{path}:{folder / fmt}.npy")
     result = subprocess.run(
         [sys.executable, "tests/runtimes.py", str(folder / "pixels.npy"), *jobs],
