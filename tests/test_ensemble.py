@@ -278,33 +278,42 @@ NESTINGS = {  # ensemble.json rewrites: what each names; none is a set of traine
 
 
 @pytest.mark.parametrize("nesting", NESTINGS)
-def test_an_ensemble_naming_an_ensemble_is_refused_when_read(nesting, members, tmp_path, capsys):
+def test_an_ensemble_naming_an_ensemble_is_refused_when_read(nesting, artifacts, tmp_path, capsys):
     """#30 defect 6: `predict` printed a traceback; `robustness` pooled the ensemble's own earlier
     result. Members are checked when ensemble.json is read, and named."""
+    import keras
+
     from cifar import cli
-    from cifar.ensemble import member_runs
-    from cifar.predict import load_predictor, missing_backbone, run_resolutions
+    from cifar.config import BaselineConfig
+    from cifar.models import build_baseline
     from cifar.robustness import evaluate_robustness, stratified_subset
-    from dashboard import cache
     from tests.factory import write_robustness
 
+    members = ["cnn", "cnn2"]  # members with weights: a member is loaded as the user's would be
+    for seed, member in enumerate(members):
+        folder = write_run(artifacts, member, "baseline", TEST_LABELS, 0.8, seed=seed, val_labels=VAL_LABELS)
+        build_baseline(BaselineConfig(epochs=3)).save_weights(str(folder / "model.weights.h5"))
+    keras.backend.clear_session()
     make_ensemble("duo", members)
     make_ensemble("trio", members)
     indices = stratified_subset(TEST_LABELS, 30)
-    for run_id in ("cnn", "weak", "duo", "trio"):
+    for run_id in ("cnn", "cnn2", "duo", "trio"):
         write_robustness(run_id, TEST_LABELS, indices, 0.5)
     for run_id, named in NESTINGS[nesting].items():
         _names(run_id, named)
     refused = "names the ensemble itself" if nesting == "itself" else "member trio is an ensemble"
+    image = tmp_path / "cat.png"
+    Image.new("RGB", (40, 30), (200, 90, 20)).save(image)
+    assert cli.main(["predict", "duo", str(image)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and refused in err and "Traceback" not in err, err
+    with pytest.raises(RunError, match=refused):
+        evaluate_robustness("duo", overwrite=True)
+    from cifar.ensemble import member_runs
+    from cifar.predict import load_predictor, missing_backbone, run_resolutions
+    from dashboard import cache
+
     run = load_run("duo")
     for read in (member_runs, run_resolutions, missing_backbone, load_predictor, cache.predictor):
         with pytest.raises(RunError, match=refused):
             read(run)
-    with pytest.raises(RunError, match=refused):
-        evaluate_robustness("duo", overwrite=True)
-    image = tmp_path / "cat.png"
-    Image.new("RGB", (40, 30), (200, 90, 20)).save(image)
-    capsys.readouterr()  # (Streamlit's warnings of a cache outside its server)
-    assert cli.main(["predict", "duo", str(image)]) == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and refused in err and "Traceback" not in err, err

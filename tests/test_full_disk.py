@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from cifar import atomic, cli, jobs
-from cifar.robustness import ROBUSTNESS_PREDICTIONS_FILE, stratified_subset
+from cifar.robustness import ROBUSTNESS_PREDICTIONS_FILE, stratified_subset, write_results
 from cifar.runs import load_run, partial_path, run_path
+from cifar.validation import write_calibration
 from tests.factory import tiny_cifar, write_ensemble, write_npz, write_robustness, write_run
 
 LABELS = np.arange(100) % 10
@@ -99,7 +100,12 @@ def test_calibrate_on_a_full_disk(trained_copy, monkeypatch, capsys):
         return save(file, array, *args, **kwargs)
 
     monkeypatch.setattr(np, "save", short_write)
-    monkeypatch.setattr(atomic, "_nearly_full", lambda folder: True)  # what statvfs says of a full disk
+    monkeypatch.setattr(atomic, "_nearly_full", lambda folder: True, raising=False)  # statvfs, of a full disk
+    run = load_run(run_id)
+    val, val_labels = run.validation
+    with pytest.raises(OSError):  # the writer itself: the first file is not replaced alone
+        write_calibration(run.path, val[::-1], val_labels, run.test_predictions, run.test_labels)
+    assert digest(run_path(run_id)) == before and parts(run_path(run_id)) == []
     assert cli.main(["calibrate", run_id, "--overwrite"]) == 1
     assert "val_labels.npy" in says_the_disk_is_full(capsys)
     assert digest(run_path(run_id)) == before and parts(run_path(run_id)) == []
@@ -133,7 +139,7 @@ def test_export_on_a_full_disk(fmt, trained_copy, tmp_path, monkeypatch, capsys)
         keras.Model, "save", lambda self, path, **kw: half_written(path, b"zip" * 999, ENOSPC)
     )
     monkeypatch.setattr(keras.Model, "export", export)
-    monkeypatch.setattr(atomic, "_nearly_full", lambda folder: True)
+    monkeypatch.setattr(atomic, "_nearly_full", lambda folder: True, raising=False)
     assert cli.main(["export", run_id, "--format", fmt, "--out", str(out), "--overwrite"]) == 1
     assert out.name in says_the_disk_is_full(capsys)
     assert digest(out.parent) == before and parts(out.parent) == []
@@ -154,7 +160,11 @@ def test_robustness_on_a_full_disk(artifacts, monkeypatch, capsys):
         return save(file, array, *args, **kwargs)
 
     monkeypatch.setattr(np, "save", full)
+    record = json.loads((run_path("ab") / "robustness.json").read_text())
+    clean = predictions = np.full((75, 50, 10), 0.1, np.float32)
+    with pytest.raises(OSError):  # the writer itself: the first file is not replaced alone
+        write_results(run_path("ab"), record, clean[0], predictions)
+    assert digest(run_path("ab")) == before and parts(run_path("ab")) == []
     assert cli.main(["robustness", "ab", "--overwrite"]) == 1
     says_the_disk_is_full(capsys)
     assert digest(run_path("ab")) == before and parts(run_path("ab")) == []
-    assert json.loads((run_path("ab") / "robustness.json").read_text())["seed"] == 0

@@ -359,10 +359,10 @@ def test_jobs_shows_a_command_line_training_that_holds_the_slot(capsys):
     fd = take_slot("by-hand")
     try:
         assert not partial_path("by-hand").exists()
-        assert [(job.run_id, job.state) for job in jobs.shown_jobs()] == [("by-hand", "starting")]
         assert cli.main(["jobs"]) == 0
         out = capsys.readouterr().out
         assert out.startswith("by-hand") and "starting" in out and "no background jobs" not in out
+        assert [(job.run_id, job.state) for job in jobs.shown_jobs()] == [("by-hand", "starting")]
         partial_run("by-hand", state="running", pid=os.getpid(), started=time.time() + 1)
         assert [job.run_id for job in jobs.shown_jobs()] == ["by-hand"]  # once, from its folder
     finally:
