@@ -97,9 +97,8 @@ def _is_saved_model(path: Path) -> bool:
     return True
 
 
-def export_run(run_id: str, fmt: str, out: str | Path, overwrite: bool = False, model=None) -> Path:
-    """Save or export a run's model as `fmt` at `out`; returns `out`. `model`: the run's whole
-    model if it is built already (`build_run_model`), to export one model in several formats."""
+def export_run(run_id: str, fmt: str, out: str | Path, overwrite: bool = False) -> Path:
+    """Save or export a run's model as `fmt` at `out`; returns `out`."""
     import numpy as np
 
     from cifar.processes import pid_alive
@@ -108,7 +107,7 @@ def export_run(run_id: str, fmt: str, out: str | Path, overwrite: bool = False, 
     out = check_export(fmt, out, overwrite)
     check_runtime_installed(fmt)
     atomic.remove_stale_parts(out, pid_alive)  # what killed exports to `out` left
-    model = model or build_run_model(load_run(run_id))
+    model = build_run_model(load_run(run_id))
     model.predict(np.zeros((1, 32, 32, 3), np.uint8), verbose=0)  # (the ONNX exporter wants a called model)
     with atomic.atomic_write(out, suffix=FORMATS[fmt]) as tmp:
         if fmt == "keras":

@@ -5,14 +5,16 @@ GELU, dropout, resizing layers, test-time views, a calibration temperature."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
-from cifar.export import FORMATS, export_run, load_run_model
+from cifar.export import FORMATS, load_run_model
 from tests.conftest import committed_runs
 from tests.factory import REPO
 
@@ -23,6 +25,7 @@ FIRST = 200  # test images every format is checked on
 CALLED = 16  # images for the ways of calling the Keras model
 # Float32 graphs of one model differ by rounding only; TFLite's kernels round more.
 TOLERANCE = 2e-3
+CAPTURED = {"capture_output": True, "text": True, "timeout": 1200}
 
 
 @dataclass
@@ -65,21 +68,28 @@ def test_load_run_model_answers_the_same_however_it_is_called(real_run, real_run
 
 @pytest.fixture(scope="session")
 def exported(real_run, real_home, tmp_path_factory) -> dict[str, np.ndarray]:
-    """Every format of the run exported (`export_run`, the command's own function), then answering
-    the first test images in one fresh process."""
+    """Every format of the run exported by the command users type (two at a time: much of an
+    export is one busy thread), then answering the first test images in one fresh process."""
     folder = tmp_path_factory.mktemp(f"exports-{real_run.run_id}")
     np.save(folder / "pixels.npy", real_run.pixels)
-    jobs = []
-    with committed_runs(real_home):
-        model = load_run_model(real_run.run_id)  # built once: a transfer run takes 15-20 s to build
-        for fmt, suffix in FORMATS.items():
-            path = export_run(real_run.run_id, fmt, folder / f"model{suffix or '-saved'}", model=model)
-            jobs.append(f"{fmt}:{path}:{folder / fmt}.npy")
-    result = subprocess.run(
-        [sys.executable, "tests/runtimes.py", str(folder / "pixels.npy"), *jobs],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
-        env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
-    )  # fmt: skip
+    paths = {fmt: folder / f"model{suffix or '-saved'}" for fmt, suffix in FORMATS.items()}
+    env = {
+        **os.environ,
+        "KERAS_HOME": str(real_home),
+        "CIFAR_ARTIFACTS": str(REPO / "artifacts"),
+        "PYTHONPATH": str(REPO),
+    }
+
+    def export(fmt: str) -> subprocess.CompletedProcess:
+        command = ["export", real_run.run_id, "--format", fmt, "--out", str(paths[fmt])]
+        return subprocess.run([sys.executable, "-m", "cifar", *command], cwd=REPO, env=env, **CAPTURED)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for result in pool.map(export, FORMATS):
+            assert result.returncode == 0 and "written" in result.stdout, result.stderr[-3000:]
+    jobs = [f"{fmt}:{path}:{folder / fmt}.npy" for fmt, path in paths.items()]
+    result = subprocess.run([sys.executable, "tests/runtimes.py", str(folder / "pixels.npy"), *jobs],
+                            cwd=REPO, env=env, **CAPTURED)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return {fmt: np.load(folder / f"{fmt}.npy") for fmt in FORMATS}
 
