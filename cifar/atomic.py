@@ -171,8 +171,10 @@ def _plainly(error: Exception, targets: list[Path]) -> Exception:
     folder = targets[0].parent if targets else Path(".")
     code = getattr(error, "errno", None) if isinstance(error, OSError) else None
     problem = STORAGE_PROBLEMS.get(code)
-    # numpy's short write ("N requested and M written") says no errno; TensorFlow raises its own.
-    if problem is None and code is None and _nearly_full(folder):
+    # numpy's short write ("N requested and M written") says no errno; TensorFlow raises its own
+    # ("... No space left on device"): on a full disk, either is the disk.
+    said_by_a_library = isinstance(error, OSError) or "space" in str(error).lower()
+    if problem is None and code is None and said_by_a_library and _nearly_full(folder):
         problem = STORAGE_PROBLEMS[errno.ENOSPC]
     if problem is None:
         return error

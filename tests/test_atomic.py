@@ -69,10 +69,22 @@ def test_a_full_disk_replaces_no_file_of_a_group_and_says_so_in_one_line(tmp_pat
     assert all((tmp_path / n).read_bytes() == b"old " + n.encode() for n in ("a.bin", "b.bin", "c.bin"))
 
 
-def test_other_errors_pass_unchanged(tmp_path):
+@pytest.mark.parametrize("full", [False, True], ids=["space left", "disk nearly full"])
+def test_other_errors_pass_unchanged(tmp_path, monkeypatch, full):
+    monkeypatch.setattr(atomic, "_nearly_full", lambda folder: full)
     with pytest.raises(KeyError), atomic.atomic_write(tmp_path / "x") as tmp:
         tmp.write_bytes(b"x")
         raise KeyError("a bug, not the disk")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_library_s_own_full_disk_error_is_said_plainly(tmp_path, monkeypatch):
+    """TensorFlow's ResourceExhaustedError on a full disk is no OSError."""
+    monkeypatch.setattr(atomic, "_nearly_full", lambda folder: True)
+    full = pytest.raises(atomic.WriteError, match="^cannot write m in .*: no space left on the device")
+    with full, atomic.atomic_write(tmp_path / "m") as tmp:
+        tmp.mkdir()
+        raise RuntimeError("m/variables/part-00000; No space left on device [Op:SaveV2]")
     assert list(tmp_path.iterdir()) == []
 
 
