@@ -5,7 +5,7 @@ The classes of defect, not only the examples: any robustness.json is read only w
 images inside the run's test set, at least 10 of them, each once; any temperature outside the
 fit's range is refused; no reader of any run file waits on a FIFO or a device; an ensemble.json
 naming anything but trained runs is refused by name; `export --overwrite` removes no folder but a
-SavedModel of its own. Bounded: well under a minute and a half on two cores.
+SavedModel of its own. Bounded: about 100 s on two cores (the FIFO cases wait for nothing).
 """
 
 from __future__ import annotations
