@@ -16,7 +16,7 @@ import cifar.airbench  # noqa: F401  (registers the airbench layers a saved mode
 import cifar.models  # noqa: F401  (and the head's Normalization)
 from cifar import tta
 from cifar.calibration import SMALLEST_PROBABILITY
-from cifar.config import IMAGE_SHAPE
+from cifar.config import IMAGE_SHAPE, TEMPERATURE_RANGE
 from cifar.runs import Run, RunError
 
 
@@ -56,6 +56,9 @@ class TemperatureScaling(layers.Layer):
 
     def __init__(self, temperature: float, **kwargs):
         super().__init__(**kwargs)
+        low, high = TEMPERATURE_RANGE  # outside it the answers are NaN or uniform (`cifar.config`)
+        if not low <= float(temperature) <= high:
+            raise ValueError(f"a temperature must be from {low} to {high}, not {temperature!r}")
         self.temperature = float(temperature)
 
     def call(self, probabilities):

@@ -296,3 +296,14 @@ def plain_id(value) -> str:
     """A parameter's test id in ASCII without backslashes: pytest cannot select a test whose id
     has one from its command line (mutmut runs single tests by id)."""
     return ascii(value).replace("\\", "(bs)")
+
+
+def digest(folder: Path) -> dict[str, str]:
+    """Every file under `folder` and its sha256 (what must not change)."""
+    import hashlib
+
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }

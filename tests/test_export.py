@@ -157,3 +157,24 @@ def test_a_missing_run_is_reported_before_tensorflow_loads(tmp_path):
     result = subprocess.run([sys.executable, "-c", code, *argv], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 1 and "no run 'no-such-run'" in result.stderr
     assert "tensorflow imported: False" in result.stdout
+
+
+@pytest.mark.parametrize("temperature", [0.0, 5e-324, 1e300])
+def test_a_keras_file_with_a_temperature_no_fit_gives_does_not_load(run_copy, tmp_path, temperature):
+    import zipfile
+
+    import keras
+
+    run_id, _ = run_copy
+    good = export_run(run_id, "keras", tmp_path / "m.keras")
+    tampered = tmp_path / "tampered.keras"
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(tampered, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "config.json":
+                data = data.replace(b'"temperature": 1.7', f'"temperature": {temperature!r}'.encode())
+                assert data != source.read(item), "the temperature is in the file's config"
+            target.writestr(item, data)
+    with pytest.raises(Exception, match="a temperature must be from 0.05 to 20.0"):
+        keras.models.load_model(tampered)
+    assert keras.models.load_model(good) is not None

@@ -6,7 +6,6 @@ own error fail (a real tmpfs needs privileges CI may not have)."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -18,17 +17,9 @@ from cifar import atomic, cli, jobs
 from cifar.robustness import ROBUSTNESS_PREDICTIONS_FILE, stratified_subset, write_results
 from cifar.runs import load_run, partial_path, run_path
 from cifar.validation import write_calibration
-from tests.factory import tiny_cifar, write_ensemble, write_npz, write_robustness, write_run
+from tests.factory import digest, tiny_cifar, write_ensemble, write_npz, write_robustness, write_run
 
 LABELS = np.arange(100) % 10
-
-
-def digest(folder: Path) -> dict[str, str]:
-    return {
-        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file()
-    }
 
 
 def parts(folder: Path) -> list[str]:

@@ -4,7 +4,6 @@ format, never another folder or file; and always before any model or TensorFlow 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -15,18 +14,9 @@ from cifar import atomic, cli
 from cifar.feature_space import PROJECTION_FILE, PROJECTION_JSON
 from cifar.robustness import ROBUSTNESS_FILE, stratified_subset
 from cifar.runs import load_run, run_path
-from tests.factory import write_ensemble, write_robustness, write_run
+from tests.factory import digest, write_ensemble, write_robustness, write_run
 
 LABELS = np.arange(100) % 10
-
-
-def digest(folder: Path) -> dict[str, str]:
-    """Every file under `folder` and its sha256 (what must not change)."""
-    return {
-        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file()
-    }
 
 
 def one_error_line(capsys) -> str:
