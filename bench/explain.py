@@ -49,7 +49,8 @@ def main() -> None:
     rows = []
     for run_id in RUNS:
         run = load_run(run_id)
-        predictor, explainer = Predictor(run), Explainer(run)
+        predictor = Predictor(run)
+        explainer = Explainer(run, predictor)
         for resolution in predictor.resolutions:
             forward = timed(lambda p=predictor, r=resolution: _forward(p, image, r))
             cam = timed(lambda e=explainer, r=resolution: e.explain(image, r))

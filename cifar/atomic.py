@@ -80,7 +80,8 @@ class Group:
 @contextlib.contextmanager
 def written_together() -> Iterator[Group]:
     """A `Group` whose files replace their targets once every one is written and synced; if any
-    write fails, none is replaced and no temporary file is left."""
+    write fails, none is replaced and no temporary file is left. (The renames themselves, each
+    atomic, come one after another: one refused by the file system stops the rest.)"""
     group = Group()
     try:
         yield group
@@ -89,7 +90,10 @@ def written_together() -> Iterator[Group]:
         for tmp, target in group.pending:
             _replace(tmp, target)
     except Exception as error:  # noqa: BLE001 (TensorFlow's error on a full disk is no OSError)
-        raise _plainly(error, [target for _tmp, target in group.pending]) from None
+        plain = _plainly(error, [target for _tmp, target in group.pending])
+        if plain is error:
+            raise
+        raise plain from None
     finally:
         for tmp, _target in group.pending:
             discard(tmp)
@@ -173,7 +177,8 @@ def _plainly(error: Exception, targets: list[Path]) -> Exception:
     problem = STORAGE_PROBLEMS.get(code)
     # numpy's short write ("N requested and M written") says no errno; TensorFlow raises its own
     # ("... No space left on device"): on a full disk, either is the disk.
-    said_by_a_library = isinstance(error, OSError) or "space" in str(error).lower()
+    ours = isinstance(error, FileExistsError | FileNotFoundError)  # refusals with a message of their own
+    said_by_a_library = (isinstance(error, OSError) and not ours) or "space" in str(error).lower()
     if problem is None and code is None and said_by_a_library and _nearly_full(folder):
         problem = STORAGE_PROBLEMS[errno.ENOSPC]
     if problem is None:
@@ -232,7 +237,8 @@ def writer_pid(part: Path) -> int | None:
 
 def remove_stale_parts(target: Path | str, alive: Callable[[int], bool]) -> list[Path]:
     """Remove the temporary files (or folders) of `target` that killed writers left: those whose
-    pid is not `alive`. Returns what was removed."""
+    pid is not `alive`; a folder such a writer had moved aside, with nothing in its place, is put
+    back. Returns what was removed."""
     target = Path(target)
     try:
         entries = list(target.parent.iterdir())
@@ -242,6 +248,9 @@ def remove_stale_parts(target: Path | str, alive: Callable[[int], bool]) -> list
     for entry in entries:
         match = PART_NAME.match(entry.name)
         if match and match["name"] == target.name and not alive(int(match["pid"])):
+            if entry.name.endswith(f"{PART_SUFFIX}.old") and not os.path.lexists(target):
+                os.replace(entry, target)  # a folder moved aside by a writer killed before it put its own in
+                continue
             discard(entry)
             removed.append(entry)
     return removed

@@ -178,9 +178,11 @@ def cmd_export(args, _extra) -> int:
 
 
 def cmd_explain(args, _extra) -> int:
-    """python -m cifar explain RUN IMAGE [--resolution full|cifar] [--class NAME] --out FILE.png"""
+    """python -m cifar explain RUN IMAGE [--resolution full|cifar] [--class NAME] --out FILE.png
+    [--overwrite]"""
     from pathlib import Path
 
+    from cifar import atomic
     from cifar.explain import check_class
     from cifar.feature_space import check_features_run
     from cifar.images import open_image
@@ -190,6 +192,7 @@ def cmd_explain(args, _extra) -> int:
     out = Path(args.out)  # everything is checked before TensorFlow loads
     if out.suffix.lower() != ".png" or not out.parent.is_dir():
         raise ValueError(f"--out must be a .png file in an existing folder, not {args.out!r}")
+    atomic.check_replace(out, args.overwrite)
     image = open_image(Path(args.image))
     run = load_run(args.run)
     check_features_run(run)
@@ -200,7 +203,6 @@ def cmd_explain(args, _extra) -> int:
         )
     from PIL import Image
 
-    from cifar import atomic
     from cifar.explain import Explainer
 
     explanation = Explainer(run).explain(image, args.resolution, class_index)
@@ -296,9 +298,10 @@ def _add_model_commands(sub) -> None:
     explain.add_argument("image")
     explain.add_argument("--resolution", choices=["full", "cifar"], default=None)
     explain.add_argument(
-        "--class", dest="class_name", default=None, help="a class name (default: the top one)"
+        "--class", dest="class_name", default=None, help="a class name (default: the run's answer)"
     )
     explain.add_argument("--out", required=True, help="the overlay, a .png file")
+    explain.add_argument("--overwrite", action="store_true", help="replace the .png at --out")
     explain.set_defaults(func=cmd_explain)
 
     predict = sub.add_parser("predict", help="classify images (files or folders) with a run's model")

@@ -41,7 +41,7 @@ REFERENCE_FIGURES = {
 
 def keras_home() -> Path:
     """Where data, backbone weights and feature caches live (never in git)."""
-    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")  # (empty: unset)
 
 
 def artifacts_dir() -> Path:

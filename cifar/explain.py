@@ -55,7 +55,7 @@ class Explanation:
 
 
 def check_class(name: str | None, class_names: list[str]) -> int | None:
-    """The index of a class name (None: the top prediction); ValueError naming the ten."""
+    """The index of a class name (None: the run's answer); ValueError naming the ten."""
     if name is None:
         return None
     if name not in class_names:

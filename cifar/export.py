@@ -9,9 +9,10 @@ Saved and exported with Keras 3's own `model.save` and `model.export` (ONNX thro
 LiteRT's converter), always to a temporary name first, so a failed export leaves nothing behind
 (and a killed one's temporary file goes at the next export to the same path). `--overwrite` replaces
 only what is recognisably an export of that format (`is_export`), never another file or folder.
-A `.keras` file needs `import cifar.whole_model` before `keras.models.load_model` (its two small
-layers); the other formats need nothing of this package. Nothing here loads TensorFlow before the
-arguments are checked (`check_export`).
+A `.keras` file needs `import cifar.whole_model` before `keras.models.load_model` (the small
+layers it registers); the other formats need nothing of this package. Every file is loaded in its
+format's own runtime and compared with the model before it replaces anything (`check_answers`).
+Nothing here loads TensorFlow before the arguments are checked (`check_export`).
 """
 
 from __future__ import annotations

@@ -13,9 +13,11 @@ who sets `TF_CPP_MIN_LOG_LEVEL=0` asks for everything and sees TensorFlow's log.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import sys
+import threading
 
 
 def wants_tensorflow_log() -> bool:
@@ -32,25 +34,41 @@ def quiet_tensorflow() -> bool:
     return _descriptor_2_to_devnull() is not None
 
 
+_lock = threading.Lock()
+_inside = 0  # how many `tensorflow_quietly` blocks are open (nested, or in several threads)
+_restore = None
+
+
 @contextlib.contextmanager
 def tensorflow_quietly():
-    """Quiet while inside (a library call that may load TensorFlow), then as before."""
-    restore = None if wants_tensorflow_log() else _descriptor_2_to_devnull()
+    """Quiet while inside (a library call that may load TensorFlow), then as before; nested
+    blocks and threads share one redirection, undone when the last block ends."""
+    global _inside, _restore
+    with _lock:
+        if _inside == 0 and not wants_tensorflow_log():
+            _restore = _descriptor_2_to_devnull()
+        _inside += 1
     try:
         yield
     finally:
-        if restore is not None:
-            restore()
+        with _lock:
+            _inside -= 1
+            if _inside == 0 and _restore is not None:
+                _restore()
+                _restore = None
 
 
 def _descriptor_2_to_devnull():
     """Point descriptor 2 at /dev/null and `sys.stderr` at a copy of the old one; returns the
-    function that undoes both (None if there is no descriptor 2: an embedded interpreter)."""
+    function that undoes both (None if there is no descriptor 2: an embedded interpreter, or a
+    `sys.stderr` that is not descriptor 2, as in a notebook, which is left alone)."""
     try:
+        if sys.stderr.fileno() != 2:
+            return None
         sys.stderr.flush()
         terminal = os.dup(2)
         devnull = os.open(os.devnull, os.O_WRONLY)
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
         return None
     python_stderr = sys.stderr
     encoding = getattr(python_stderr, "encoding", None) or "utf-8"
@@ -59,8 +77,8 @@ def _descriptor_2_to_devnull():
     os.close(devnull)
 
     def restore():
+        # The copy stays open: a logger made inside (TensorFlow's) keeps writing to it.
         sys.stderr.flush()
-        sys.stderr.close()
         os.dup2(terminal, 2)
         os.close(terminal)
         sys.stderr = python_stderr

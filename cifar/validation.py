@@ -39,7 +39,16 @@ def write_calibration(folder: Path, val_probabilities, val_labels, test_probabil
 
 
 def check_replace_calibration(run, overwrite: bool) -> None:
-    """FileExistsError saying what the run's calibration is, unless `overwrite` (`atomic.check_replace`)."""
+    """A RunError if the run cannot be calibrated here; FileExistsError saying what its calibration
+    is, unless `overwrite` (`atomic.check_replace`)."""
+    from cifar.runs import RunError
+
+    if run.model == "ensemble":
+        raise RunError(f"{run.run_id} is an ensemble: it was calibrated when it was made")
+    if not run.hyperparameters.get("validation_size"):
+        raise RunError(f"{run.run_id} held no validation images out (validation_size 0): nothing to fit T on")
+    if run.config.get("limit"):
+        raise RunError(f"{run.run_id} was trained on the first {run.config['limit']} images, not on CIFAR-10")
     held = f"T = {run.temperature:.3f} from {run.calibration.get('n_validation', '?')} validation images"
     what = f"{run.run_id}'s {CALIBRATION_FILE} ({held})"
     atomic.check_replace(run.path / CALIBRATION_FILE, overwrite, what)
@@ -61,12 +70,6 @@ def backfill(run_id: str, log: Callable[[str], None] = print, overwrite: bool = 
 
     run = load_run(run_id)
     check_replace_calibration(run, overwrite)
-    if run.model == "ensemble":
-        raise RunError(f"{run_id} is an ensemble: it was calibrated when it was made")
-    if not run.hyperparameters.get("validation_size"):
-        raise RunError(f"{run_id} held no validation images out (validation_size 0): nothing to fit T on")
-    if run.config.get("limit"):
-        raise RunError(f"{run_id} was trained on the first {run.config['limit']} images, not on CIFAR-10")
     data = load_cifar10(log=log)
     if not np.array_equal(run.test_labels, data.y_test):
         raise RunError(f"{run_id}'s test labels are not this CIFAR-10's: cannot calibrate it here")

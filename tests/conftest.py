@@ -215,7 +215,7 @@ REAL_ASSETS = ("datasets/cifar10-verified.npz", "models/inception_v3_google2015_
 
 @pytest.fixture(scope="session")
 def real_home(tmp_path_factory) -> Path:
-    """A Keras home holding the real CIFAR-10 and InceptionV3 weights, copied from where `python -m
+    """A Keras home holding the real CIFAR-10 and InceptionV3 weights, linked from where `python -m
     cifar fetch` cached them (scripts/test runs it first). Skipped where they are not cached;
     under CI, where they must be, a failure."""
     missing = [name for name in REAL_ASSETS if not (_USER_KERAS_HOME / name).is_file()]
@@ -225,7 +225,10 @@ def real_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("real-keras-home")
     for name in REAL_ASSETS:
         (home / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(_USER_KERAS_HOME / name, home / name)
+        try:  # read only: a link is enough
+            os.link(_USER_KERAS_HOME / name, home / name)
+        except OSError:
+            shutil.copyfile(_USER_KERAS_HOME / name, home / name)
     return home
 
 

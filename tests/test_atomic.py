@@ -165,3 +165,32 @@ def test_stale_part_files_of_dead_writers_are_removed(tmp_path):
     removed = atomic.remove_stale_parts(target, alive=lambda pid: pid == live)
     assert sorted(removed) == sorted([*stale, folder])
     assert sorted(tmp_path.iterdir()) == sorted(kept)
+
+
+def test_a_folder_a_killed_writer_moved_aside_is_put_back_not_removed(tmp_path):
+    target, dead = tmp_path / "saved", 999_999_991
+    aside = tmp_path / f".saved.0a1b2c3d.{dead}.part.old"  # the user's export, moved aside
+    aside.mkdir()
+    (aside / "saved_model.pb").write_bytes(b"the user's model")
+    new = tmp_path / f".saved.0a1b2c3d.{dead}.part"  # what the killed writer had written
+    new.mkdir()
+    assert atomic.remove_stale_parts(target, alive=lambda pid: False) == [new]
+    assert (target / "saved_model.pb").read_bytes() == b"the user's model"
+    assert sorted(tmp_path.iterdir()) == [target]
+    aside.mkdir()  # moved aside, and the new one put in place before the kill: the old one goes
+    assert atomic.remove_stale_parts(target, alive=lambda pid: False) == [aside]
+    assert sorted(tmp_path.iterdir()) == [target]
+
+
+def test_a_refusal_inside_a_write_keeps_its_own_words_and_cause_on_a_full_disk(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic, "_nearly_full", lambda folder: True)
+    with pytest.raises(FileExistsError, match="taken"), atomic.atomic_write(tmp_path / "f") as tmp:
+        tmp.write_bytes(b"x")
+        raise FileExistsError("taken")
+    with pytest.raises(KeyError) as raised, atomic.atomic_write(tmp_path / "g"):
+        try:
+            raise ValueError("first")
+        except ValueError as cause:
+            raise KeyError("second") from cause
+    assert isinstance(raised.value.__cause__, ValueError), "a bug's chain is kept"
+    assert list(tmp_path.iterdir()) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -445,3 +446,11 @@ def test_an_empty_artifacts_variable_is_unset_not_the_current_folder(value, monk
     else:
         monkeypatch.setenv("CIFAR_ARTIFACTS", value)
     assert artifacts_dir() == REPO / "artifacts"
+
+
+def test_an_empty_keras_home_variable_is_unset_not_the_current_folder(monkeypatch, tmp_path):
+    from cifar.config import keras_home
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KERAS_HOME", "")
+    assert keras_home() == Path.home() / ".keras"

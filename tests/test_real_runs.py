@@ -51,9 +51,10 @@ def real_run(request, real_home, test_images) -> RealRun:
 
     with committed_runs(real_home):
         predictor = Predictor(load_run(request.param))
-        answers = temperature_scaled(predictor.probabilities(test_images), predictor.temperature)
+        raw = predictor.probabilities(test_images)
     saved = np.load(REPO / "artifacts/runs" / request.param / "test_predictions.npy")[:FIRST]
-    assert (saved.argmax(1) == predictor.probabilities(test_images).argmax(1)).all(), "the run's own files"
+    assert (saved.argmax(1) == raw.argmax(1)).all(), "the Predictor answers as the run's own files"
+    answers = temperature_scaled(raw, predictor.temperature)
     return RealRun(request.param, predictor, test_images, answers)
 
 

@@ -233,3 +233,20 @@ def test_export_replaces_its_own_saved_model_and_removes_what_killed_exports_lef
         cli.main(["export", run_id, "--format", "saved_model", "--out", str(artifacts), "--overwrite"]) == 1
     )
     assert digest(artifacts / "runs") == runs_before
+
+
+def test_explain_replaces_no_picture_without_overwrite(tmp_path, capsys):
+    mine = tmp_path / "holiday.png"
+    mine.write_bytes(b"\x89PNG the user's own picture")
+    assert cli.main(["explain", "any-run", str(mine), "--out", str(mine)]) == 1
+    assert "exists already (--overwrite replaces it)" in capsys.readouterr().err
+    assert mine.read_bytes() == b"\x89PNG the user's own picture"
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]], ids=["plain", "overwrite"])
+def test_calibrate_says_why_an_ensemble_cannot_be_calibrated_before_asking_for_overwrite(
+    artifacts, overwrite, capsys
+):
+    write_ensemble(artifacts, LABELS)
+    assert cli.main(["calibrate", "ab", *overwrite]) == 1
+    assert "ab is an ensemble: it was calibrated when it was made" in capsys.readouterr().err
