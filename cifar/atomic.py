@@ -88,7 +88,7 @@ def written_together() -> Iterator[Group]:
         for tmp, _target in group.pending:
             _sync(tmp)
         for tmp, target in group.pending:
-            _replace(tmp, target)
+            replace(tmp, target)
     except Exception as error:  # noqa: BLE001 (TensorFlow's error on a full disk is no OSError)
         plain = _plainly(error, [target for _tmp, target in group.pending])
         if plain is error:
@@ -139,8 +139,9 @@ def _sync(path: Path) -> None:
             os.fsync(handle.fileno())
 
 
-def _replace(tmp: Path, target: Path) -> None:
-    """Rename `tmp` to `target`; a folder replaces a folder (the old one is moved aside first)."""
+def replace(tmp: Path, target: Path) -> None:
+    """Rename `tmp` to `target`; a folder replaces a folder: the old one is moved aside first, put
+    back if the rename fails, and removed only once the new one is in place."""
     if not (tmp.is_dir() and target.is_dir() and not target.is_symlink()):
         os.replace(tmp, target)
         return

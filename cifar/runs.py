@@ -146,9 +146,10 @@ class RunWriter:
         if missing:
             raise RunError(f"run {self.run_id} cannot be published: missing {missing}")
         self.status("finished", finished=time.time())
-        if self.final.exists() and self.overwrite:
-            shutil.rmtree(self.final)
-        os.replace(self.path, self.final)
+        if self.overwrite:
+            atomic.replace(self.path, self.final)  # the old run stays until the new one is in place
+        else:
+            os.replace(self.path, self.final)
         return self.final
 
 

@@ -14,6 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
+from cifar import atomic
 from cifar.runs import Run
 
 CURVES = {"train": ("accuracy", "loss"), "validation": ("val_accuracy", "val_loss")}
@@ -64,8 +65,7 @@ def _write_folder(folder: Path, scalars: list[tuple[str, float, int]], hparams: 
             for tag, value, step in scalars:
                 tf.summary.scalar(tag, value, step=step)
         writer.close()
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
+        atomic.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

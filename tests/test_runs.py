@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,7 @@ import pytest
 
 from cifar import runs, tables
 from cifar.features import RESIZE_LEFT_XLA
-from cifar.runs import RunError, RunWriter, check_run_id, list_runs, load_run
+from cifar.runs import RunError, RunWriter, check_run_id, list_runs, load_run, run_path
 from cifar.tables import runs_table
 from tests.factory import npz_cifar, plain_id, write_run
 
@@ -57,6 +58,29 @@ def test_publish_renames_the_partial_folder_in_one_step(monkeypatch):
     assert final.stat().st_ino == inodes.pop(writer.path.name)
     inodes.pop("status.json")  # rewritten by publish ("finished")
     assert {name: (final / name).stat().st_ino for name in inodes} == inodes
+
+
+def test_an_overwrite_that_cannot_publish_keeps_the_old_run(monkeypatch):
+    old = RunWriter("kept").open()
+    write_complete(old, accuracy=0.5)
+    old.publish()
+    new = RunWriter("kept", overwrite=True).open()
+    write_complete(new, accuracy=0.9)
+    real_replace = runs.os.replace
+
+    def refuse_the_new_one(source, target):
+        if Path(source) == new.path:
+            raise OSError(5, "input/output error")
+        return real_replace(source, target)
+
+    monkeypatch.setattr(runs.os, "replace", refuse_the_new_one)
+    with pytest.raises(OSError):
+        new.publish()
+    assert load_run("kept").metrics["test_accuracy"] == 0.5, "the old run is still there, whole"
+    assert sorted(p.name for p in runs.runs_root().iterdir()) == [".kept.partial", "kept"]
+    monkeypatch.setattr(runs.os, "replace", real_replace)
+    assert new.publish() == run_path("kept") and load_run("kept").metrics["test_accuracy"] == 0.9
+    assert sorted(p.name for p in runs.runs_root().iterdir()) == ["kept"]
 
 
 def test_a_killed_writer_leaves_only_the_partial_folder():
