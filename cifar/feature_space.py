@@ -149,6 +149,7 @@ def project(run_id: str, log: Callable[[str], None] = print, overwrite: bool = F
         "images": int(features.shape[0]),
         "seconds": time.perf_counter() - started,
     }
+    check_replace_map(load_run(run_id), overwrite)  # again: one may have come meanwhile
     with atomic.written_together() as files:  # a failed write replaces neither
         files.write_npy(run.path / PROJECTION_FILE, coordinates)
         files.write_json(run.path / PROJECTION_JSON, record)

@@ -78,6 +78,7 @@ def evaluate_robustness(
     else:
         record, clean, predictions = _evaluate_model(run, images, seed, log)
     record = {**record, "finished": time.time(), "seconds": time.perf_counter() - started}
+    check_replace_results(load_run(run_id), overwrite)  # again: one may have come meanwhile
     return write_results(run.path, record, clean, predictions)
 
 

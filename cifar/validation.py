@@ -77,6 +77,7 @@ def backfill(run_id: str, log: Callable[[str], None] = print, overwrite: bool = 
     predict_validation = _transfer_validation if run.model == "transfer" else _baseline_validation
     probabilities = predict_validation(run, data.x_train[rows], log)
     labels = data.y_train[rows]
+    check_replace_calibration(load_run(run_id), overwrite)  # again: one may have come meanwhile
     return write_calibration(run.path, probabilities, labels, run.test_predictions, run.test_labels)
 
 

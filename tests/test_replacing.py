@@ -250,3 +250,27 @@ def test_calibrate_says_why_an_ensemble_cannot_be_calibrated_before_asking_for_o
     write_ensemble(artifacts, LABELS)
     assert cli.main(["calibrate", "ab", *overwrite]) == 1
     assert "ab is an ensemble: it was calibrated when it was made" in capsys.readouterr().err
+
+
+def test_a_result_another_command_wrote_meanwhile_is_not_replaced(artifacts, capsys):
+    """Two `robustness` commands on one run: the one that finishes second does not silently
+    replace the first one's result (it checks again right before writing)."""
+    from cifar import robustness
+
+    write_ensemble(artifacts, LABELS)
+    indices = stratified_subset(LABELS, 50)
+    write_robustness("a", LABELS, indices, 0.5, 10)
+    write_robustness("b", LABELS, indices, 0.7, 200)
+    pooled = robustness._pooled_members
+
+    def meanwhile(run):
+        result = pooled(run)
+        robustness.write_results(run.path, *result)  # the other command finishes first
+        return result
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(robustness, "_pooled_members", meanwhile)
+        assert cli.main(["robustness", "ab"]) == 1
+    first = (run_path("ab") / ROBUSTNESS_FILE).read_bytes()
+    assert "ab's robustness.json" in one_error_line(capsys)
+    assert (run_path("ab") / ROBUSTNESS_FILE).read_bytes() == first
