@@ -126,7 +126,8 @@ def check_runtime_installed(fmt: str) -> None:
 
     missing = [name for name in RUNTIME_PACKAGES.get(fmt, ()) if importlib.util.find_spec(name) is None]
     if missing:
-        raise RunError(f"a {fmt} export needs {' and '.join(missing)}: pip install {' '.join(missing)}")
+        needed = " and ".join(missing)
+        raise RunError(f"a {fmt} export needs {needed}: pip install {' '.join(missing)} (the [onnx] extra)")
 
 
 def check_answers(fmt: str, path: Path, model) -> None:

@@ -31,7 +31,11 @@ def test_the_package_builds_with_its_requirements_and_a_cifar_command(tmp_path):
     required = sorted(line.split(":", 1)[1].strip().split("<")[0].split(">")[0] for line in metadata
                       if line.startswith("Requires-Dist:") and "extra ==" not in line)  # fmt: skip
     extras = [line for line in metadata if line.startswith("Requires-Dist:") and "extra ==" in line]
-    assert extras == ['Requires-Dist: tensorflow[and-cuda]<2.22,>=2.18; extra == "gpu"'], extras
+    assert extras == [
+        'Requires-Dist: tensorflow[and-cuda]<2.22,>=2.18; extra == "gpu"',
+        'Requires-Dist: tf2onnx>=1.16; extra == "onnx"',
+        'Requires-Dist: onnxruntime>=1.19; extra == "onnx"',
+    ], extras
     listed = (REPO / "requirements.txt").read_text().splitlines()
     wanted = sorted(line.split("<")[0].split(">")[0] for line in listed if line and not line.startswith("#"))
     assert required == wanted
@@ -41,13 +45,17 @@ def test_the_package_builds_with_its_requirements_and_a_cifar_command(tmp_path):
 
 
 def test_every_third_party_import_of_the_product_is_a_declared_requirement():
-    """A module the product imports but requirements.txt omits works only on the machine it was added on."""
+    """A module the product imports but requirements.txt (or, for an optional feature, an extra of
+    pyproject.toml) omits works only on the machine it was added on."""
     import ast
+    import tomllib
     from importlib.metadata import packages_distributions
 
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    lines = [*(REPO / "requirements.txt").read_text().splitlines(), *(r for e in extras.values() for r in e)]
     declared = {
         line.split("<")[0].split(">")[0].split("=")[0].split("[")[0].strip().lower().replace("_", "-")
-        for line in (REPO / "requirements.txt").read_text().splitlines()
+        for line in lines
         if line.strip() and not line.startswith("#")
     }
     distributions = packages_distributions()
