@@ -8,8 +8,8 @@ from cifar import plots
 from cifar.cost import pareto_front
 from cifar.evaluate import calibration_table, reliability
 from cifar.export import export_blocker, model_bytes
-from cifar.tables import hyperparameter_columns, predictions_csv, runs_table
-from dashboard import cache, text
+from cifar.tables import SHARE_COLUMNS, hyperparameter_columns, predictions_csv, runs_table
+from dashboard import cache, comparison_sections, text
 from dashboard.widgets import chart, require_runs, run_picker
 
 st.title("Compare runs")
@@ -25,8 +25,13 @@ percent_column = st.column_config.NumberColumn(format="percent")
 st.subheader("Train and test accuracy")
 chart(plots.accuracy_bars(table), key="comparison-accuracy")
 
+st.subheader("Is the difference real?")
+comparison_sections.significance_card(runs, chosen)
+
 st.subheader("Learning curves")
 chart(plots.learning_curves({r.run_id: r.history for r in chosen}, title=None), key="comparison-curves")
+
+comparison_sections.seed_groups_section(runs)
 
 st.subheader("Every hyperparameter and result")
 st.dataframe(
@@ -35,16 +40,7 @@ st.dataframe(
     hide_index=True,
     column_config={
         "run": st.column_config.TextColumn(pinned=True),
-        **{
-            name: percent_column
-            for name in (
-                "train_accuracy",
-                "val_accuracy",
-                "test_accuracy",
-                "test_ece",
-                "test_ece_uncalibrated",
-            )
-        },
+        **{name: percent_column for name in SHARE_COLUMNS},
         "seconds": st.column_config.NumberColumn(format="%.0f s"),
         "total_seconds": st.column_config.NumberColumn(format="%.0f s"),
         "model_bytes": st.column_config.NumberColumn(format="bytes"),

@@ -12,7 +12,7 @@ from cifar.feature_cache import cache_inventory
 from cifar.jobs import active_job
 from cifar.runs import REFERENCE_RUN_IDS, best_run, headline_table, test_accuracy
 from dashboard import cache, text
-from dashboard.widgets import chart, percent
+from dashboard.widgets import chart, interval, percent
 
 st.title("CIFAR-10 classifiers")
 st.caption(
@@ -47,9 +47,11 @@ for column, (_, row) in zip(st.columns(len(table)), table.iterrows(), strict=Tru
             f"{(test - reference['test_accuracy']) * 100:+.2f} pp vs write-up" if test is not None else None
         )
         st.metric("Test accuracy", percent(test), delta=delta, delta_color="off")
+        headline = next(run for run in runs if run.run_id == row["run"])
         write_up_train = reference["train_accuracy"]
         st.caption(
-            f"Run `{row['run']}` · train {percent(row['train_accuracy'])} · write-up: "
+            f"95 % interval {interval(headline.test_accuracy_estimate)} · "
+            f"run `{row['run']}` · train {percent(row['train_accuracy'])} · write-up: "
             f"{percent(write_up_train) + ' train / ' if write_up_train else ''}"
             f"{percent(reference['test_accuracy'])} test"
         )
@@ -61,6 +63,7 @@ for column, (_, row) in zip(st.columns(len(table)), table.iterrows(), strict=Tru
                 delta=f"{(test_accuracy(best) - reference['test_accuracy']) * 100:+.2f} pp vs write-up",
                 delta_color="off",
             )
+            st.caption(f"95 % interval {interval(best.test_accuracy_estimate)}")
         if best is not None and (cost := text.cost_line(best.metrics)):
             st.caption(f"`{best.run_id}` costs {cost}")
 if table["run"].notna().any():

@@ -27,7 +27,12 @@ per_class = {run_id: report.per_class for run_id, report in reports.items()}
 chart(plots.per_class_bars(per_class, metric), key="per-class-metrics-bars")
 table = pd.concat(per_class, axis=1)
 st.dataframe(
-    table.style.format("{:.3f}", subset=[c for c in table.columns if c[1] != "support"]), height="content"
+    table.style.format("{:.3f}", subset=[c for c in table.columns if c[1] != "support"], na_rep="–"),
+    height="content",
+)
+st.caption(
+    "`_low` and `_high`: the 95 % interval. Precision and recall: Wilson's interval from their counts "
+    "(over each class's test images); F1: a bootstrap over the test images."
 )
 
 st.subheader("Confusion matrices")

@@ -5,8 +5,9 @@ The form's values are validated once, by `parse_config`; the typed config goes t
 
 import streamlit as st
 
-from cifar.config import ConfigError, parse_config
-from cifar.runs import FAMILIES, RunError, check_run_id, run_path
+from cifar.config import MOST_SEEDS, ConfigError, parse_config
+from cifar.jobs import seed_runs
+from cifar.runs import FAMILIES, RunError, run_path
 from dashboard import train_sections
 from dashboard.text import MODEL_TITLES
 
@@ -36,6 +37,15 @@ for tab, model in zip(st.tabs([MODEL_TITLES[m] for m in FAMILIES]), FAMILIES, st
             placeholder=f"{model}-<date>-<time>",
             help="the folder name under artifacts/runs/; letters, digits, '.', '_' or '-'",
         ).strip()
+        seeds = st.number_input(
+            "Seeds",
+            min_value=1,
+            max_value=MOST_SEEDS,
+            value=1,
+            key=f"{key}-seeds",
+            help="train the same settings with seeds seed, seed + 1, ... one after another: a seed group "
+            "that Comparison shows as mean ± spread, and that `python -m cifar compare` can test",
+        )
 
         # ------------------------------------------------------------------------- checks
         problems = []
@@ -44,16 +54,17 @@ for tab, model in zip(st.tabs([MODEL_TITLES[m] for m in FAMILIES]), FAMILIES, st
         except ConfigError as error:
             config = None
             problems.append(str(error))
-        if run_id:
+        if run_id and config is not None:
             try:
-                if run_path(check_run_id(run_id)).exists():
-                    problems.append(f"run id: a run {run_id!r} exists already; choose another")
+                taken = [r for r in seed_runs(run_id, config.seed, seeds).values() if run_path(r).exists()]
+                if taken:
+                    problems.append(f"run id: a run {taken[0]!r} exists already; choose another")
             except RunError as error:
                 problems.append(f"run id: {error}")
         for problem in problems:
             st.error(problem)
         if config is not None:
-            st.code(train_sections.command_line(config, run_id), language="bash")
+            st.code(train_sections.command_line(config, run_id, seeds), language="bash")
             if model == "transfer":
                 train_sections.feature_status(config)
 
@@ -62,4 +73,4 @@ for tab, model in zip(st.tabs([MODEL_TITLES[m] for m in FAMILIES]), FAMILIES, st
             st.button("Start training", key=f"{key}-start", type="primary", disabled=bool(problems))
             and not problems
         ):
-            train_sections.start(config, run_id or None)
+            train_sections.start(config, run_id or None, seeds)

@@ -24,6 +24,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
 from cifar.config import TEMPERATURE_RANGE  # a fit that ends at either end has not found a minimum
+from cifar.stats import Estimate, bootstrap
 
 BINS = 15
 SMALLEST_PROBABILITY = 1e-12  # float32 softmax can round a probability to 0: log(0) is -inf
@@ -75,8 +76,7 @@ def reliability_table(probabilities: np.ndarray, labels: np.ndarray, bins: int =
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == np.asarray(labels)
     edges = np.linspace(0.0, 1.0, bins + 1)
-    # Bin i holds (edges[i], edges[i+1]]; a confidence of exactly 0 joins the first bin.
-    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+    which = _bin_of(confidence, bins)
     frame = pd.DataFrame({"bin": which, "confidence": confidence, "correct": correct.astype(float)})
     table = frame.groupby("bin").agg(
         count=("correct", "size"), confidence=("confidence", "mean"), accuracy=("correct", "mean")
@@ -92,6 +92,31 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
     table = reliability_table(probabilities, labels, bins).dropna()
     gaps = (table["accuracy"] - table["confidence"]).abs()
     return float((gaps * table["count"]).sum() / table["count"].sum())
+
+
+def _bin_of(confidence: np.ndarray, bins: int = BINS) -> np.ndarray:
+    """Bin i holds (edges[i], edges[i+1]]; a confidence of exactly 0 joins the first bin."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+
+
+def _ece_of_bins(which: np.ndarray, gap: np.ndarray, axis: int = -1) -> np.ndarray:
+    """ECE from each image's bin and (right - confidence), reduced along `axis`: per bin, |the sum
+    of the gaps| is |accuracy - confidence| times the bin's images. Many bootstrap resamples at once."""
+    which, gap = np.moveaxis(which, axis, -1), np.moveaxis(gap, axis, -1)
+    rows = which.reshape(-1, which.shape[-1])
+    flat = (rows + (np.arange(rows.shape[0]) * BINS)[:, None]).ravel()
+    sums = np.bincount(flat, weights=gap.reshape(rows.shape).ravel(), minlength=rows.shape[0] * BINS)
+    ece = np.abs(sums.reshape(rows.shape[0], BINS)).sum(axis=1) / rows.shape[1]
+    return ece.reshape(which.shape[:-1])
+
+
+def ece_estimate(probabilities: np.ndarray, labels: np.ndarray) -> Estimate:
+    """ECE (`expected_calibration_error`) with a bootstrap interval over the images."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    confidence = probabilities.max(axis=1)
+    gap = (probabilities.argmax(axis=1) == np.asarray(labels)) - confidence
+    return bootstrap(_ece_of_bins, _bin_of(confidence), gap, vectorized=True)
 
 
 def _measures(probabilities, labels, temperature: float) -> dict[str, float]:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from cifar import __version__
 from cifar.cli_runs import add_commands_on_finished_runs, whole_number
-from cifar.config import CONFIG_TYPES, ConfigError, allowed_range, field_table, parse_config
+from cifar.config import CONFIG_TYPES, MOST_SEEDS, ConfigError, allowed_range, field_table, parse_config
 from cifar.quiet import quiet_tensorflow
 
 
@@ -85,22 +85,27 @@ def cmd_extract(args, extra) -> int:
 
 
 def cmd_train(args, extra) -> int:
-    """python -m cifar train baseline|transfer [--run-id NAME] [--limit N] [--key value ...]"""
-    from cifar.jobs import hold_slot
+    """python -m cifar train baseline|transfer [--run-id NAME] [--limit N] [--seeds N] [--key value ...]"""
+    from cifar.jobs import hold_slot, move_slot, seed_runs
     from cifar.runs import RunWriter, new_run_id
 
     config = parse_config(args.model, parse_overrides(extra, boolean_fields(args.model)))
     run_id = new_run_id(config.model) if args.run_id is None else args.run_id  # "" is refused
-    RunWriter(run_id)  # a bad or taken run id fails now, before TensorFlow loads
+    seeds = seed_runs(run_id, config.seed, args.seeds)
+    for seed_run_id in seeds.values():
+        RunWriter(seed_run_id)  # a bad or taken run id fails now, before TensorFlow loads
     hold_slot(run_id)  # before TensorFlow: a refused train costs no import
     from cifar.train import train
 
-    run_dir = train(config, run_id=run_id, limit=args.limit, extract_missing=args.extract)
-    if not (run_dir / "metrics.json").exists():  # a non-chief worker of a distributed run
-        print("worker finished; the chief (worker 0) writes the run folder")
-        return 0
-    print(f"run written to {run_dir}")
-    print(json.dumps(json.loads((run_dir / "metrics.json").read_text()), indent=2))
+    for seed, seed_run_id in seeds.items():
+        move_slot(run_id, seed_run_id)  # the job the dashboard shows is the seed in training
+        seed_config = config.model_copy(update={"seed": seed})
+        run_dir = train(seed_config, run_id=seed_run_id, limit=args.limit, extract_missing=args.extract)
+        if not (run_dir / "metrics.json").exists():  # a non-chief worker of a distributed run
+            print("worker finished; the chief (worker 0) writes the run folder")
+            continue
+        print(f"run written to {run_dir}")
+        print(json.dumps(json.loads((run_dir / "metrics.json").read_text()), indent=2))
     return 0
 
 
@@ -131,6 +136,32 @@ def cmd_runs(args, _extra) -> int:
     else:
         shown = table if args.all else table[list(COMPACT_COLUMNS)]
         print(shown.to_string(index=False, float_format=lambda x: f"{x:.4g}", na_rep="-"))
+    return 0
+
+
+def cmd_compare(args, _extra) -> int:
+    """python -m cifar compare A B [--format table|json]: two runs (or `group:RUN` seed groups) on
+    the same test images: accuracies with intervals, McNemar's test, the difference's interval."""
+    from cifar.groups import compare, resolve
+    from cifar.runs import list_runs
+    from cifar.stats import p_text
+
+    runs = list_runs()
+    result = compare(resolve(args.a, runs), resolve(args.b, runs))
+    if args.format == "json":
+        print(json.dumps(result.as_dict(), indent=2))
+        return 0
+    rows = [
+        ("", f"A: {result.a}", f"B: {result.b}"),
+        ("test accuracy (95 %)", result.accuracy_a.percent(), result.accuracy_b.percent()),
+        ("right where the other is wrong", f"{result.a_only:,.4g} images", f"{result.b_only:,.4g} images"),
+    ]
+    width = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, width, strict=True)).rstrip())
+    print(f"{result.test}: {p_text(result.p_value)}")
+    print(f"A minus B: {result.difference.points()} ({result.difference.method}, 95 %)")
+    print(result.verdict)
     return 0
 
 
@@ -229,6 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-id", default=None, help="folder name under artifacts/runs/")
     train.add_argument("--limit", type=whole_number(1), default=None, help=LIMIT_HELP)
     train.add_argument(
+        "--seeds",
+        type=whole_number(1, MOST_SEEDS),
+        default=1,
+        help="train the config N times, seeds --seed .. --seed + N - 1, one after another: a seed "
+        "group (RUN_ID, RUN_ID-seedS, ...) that tables and `compare group:RUN_ID` show as one",
+    )
+    train.add_argument(
         "--extract",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -244,6 +282,17 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--format", choices=["table", "csv", "json"], default="table")
     runs.add_argument("--all", action="store_true", help="the table with every column")
     runs.set_defaults(func=cmd_runs)
+    compare = sub.add_parser(
+        "compare",
+        help="two runs or seed groups on the same test set: intervals, McNemar's test, the difference",
+        description="Compare two classifiers on the same test images. A and B are run ids, or "
+        "group:RUN for the seed group RUN belongs to (runs differing only in --seed).",
+        epilog="example: python -m cifar compare baseline-best transfer-best",
+    )
+    compare.add_argument("a", metavar="A")
+    compare.add_argument("b", metavar="B")
+    compare.add_argument("--format", choices=["table", "json"], default="table")
+    compare.set_defaults(func=cmd_compare)
     sub.add_parser("jobs", help="background jobs").set_defaults(func=cmd_jobs)
     cache = sub.add_parser("features", help="list the feature cache (--prune: remove obsolete sets)")
     cache.add_argument("--prune", action="store_true")

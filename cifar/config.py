@@ -31,6 +31,7 @@ IMAGE_SHAPE = (32, 32, 3)
 # Far outside them a temperature breaks the answers: a tiny one sends log(p) / T to infinities
 # (NaN probabilities), a huge one makes them near uniform, and float32 rounding reorders the top class.
 TEMPERATURE_RANGE = (0.05, 20.0)
+MOST_SEEDS = 10  # `train --seeds`: a group larger than this is a sweep, not a repeat
 
 # The reference write-up's figures (CIFAR-10, 50k train / 10k test).
 REFERENCE_FIGURES = {

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
+from cifar import stats
 from cifar.run_files import check_predictions
 from cifar.runs import Run
 
@@ -42,6 +43,9 @@ def evaluate_predictions(probabilities: np.ndarray, labels: np.ndarray, class_na
         {"precision": precision, "recall": recall, "f1": f1, "support": support},
         index=pd.Index(class_names, name="class"),
     )
+    per_class = per_class.join(
+        per_class_intervals(labels, predicted, len(class_names)).set_index(per_class.index)
+    )
     counts = confusion_matrix(labels, predicted, labels=index)
     confusion = pd.DataFrame(
         counts,
@@ -54,6 +58,39 @@ def evaluate_predictions(probabilities: np.ndarray, labels: np.ndarray, class_na
         confusion=confusion,
         most_confused=most_confused(confusion),
     )
+
+
+def _f1_per_class(labels: np.ndarray, predicted: np.ndarray, axis: int = -1) -> np.ndarray:
+    """F1 of every class at once (class first), reduced along `axis`: many resamples at once.
+    F1 = 2 TP / (images of the class + images predicted as it)."""
+    labels, predicted = np.moveaxis(labels, axis, -1), np.moveaxis(predicted, axis, -1)
+    n_classes = int(max(labels.max(), predicted.max())) + 1
+    rows = labels.reshape(-1, labels.shape[-1])
+    offsets = (np.arange(rows.shape[0]) * n_classes)[:, None]
+    true, guess = (rows + offsets).ravel(), (predicted.reshape(rows.shape) + offsets).ravel()
+    size = rows.shape[0] * n_classes
+    right = np.bincount(true[true == guess], minlength=size)
+    both = np.bincount(true, minlength=size) + np.bincount(guess, minlength=size)
+    f1 = np.divide(2 * right, both, out=np.zeros(size), where=both > 0).reshape(rows.shape[0], n_classes)
+    return np.moveaxis(f1.reshape(*labels.shape[:-1], n_classes), -1, 0)  # scipy wants the classes first
+
+
+def per_class_intervals(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> pd.DataFrame:
+    """95 % intervals per class: precision and recall (Wilson, from their counts), F1 (bootstrap
+    over the test images). A class never predicted (or absent) has no precision (recall) interval."""
+    labels, predicted = np.asarray(labels, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
+    f1 = stats.bootstrap_each(_f1_per_class, labels, predicted)
+    rows = []
+    for c in range(n_classes):
+        right = int(((labels == c) & (predicted == c)).sum())
+        row = {}
+        for name, trials in (("precision", (predicted == c).sum()), ("recall", (labels == c).sum())):
+            interval = stats.proportion(right, int(trials)) if trials else None
+            row[f"{name}_low"] = interval.low if interval else None
+            row[f"{name}_high"] = interval.high if interval else None
+        row["f1_low"], row["f1_high"] = (f1[c].low, f1[c].high) if c < len(f1) else (None, None)
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def evaluate_run(run: Run) -> Report:

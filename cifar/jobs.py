@@ -23,7 +23,7 @@ import pandas as pd
 
 from cifar import processes, standby
 from cifar.atomic import write_json
-from cifar.config import BaselineConfig, TransferConfig, artifacts_dir
+from cifar.config import MOST_SEEDS, BaselineConfig, TransferConfig, artifacts_dir
 from cifar.distribute import this_worker
 from cifar.run_files import read_history
 from cifar.runs import (
@@ -124,6 +124,21 @@ def hold_slot(run_id: str) -> None:
         raise
 
 
+def seed_runs(run_id: str, seed: int, count: int = 1) -> dict[int, str]:
+    """The run ids of a seed group, by seed: `run_id` for `seed`, then `run_id-seedS`."""
+    if not 1 <= count <= MOST_SEEDS:
+        raise ValueError(f"seeds: expected 1..{MOST_SEEDS}, got {count}")
+    check_run_id(run_id)
+    return {s: run_id if s == seed else check_run_id(f"{run_id}-seed{s}") for s in range(seed, seed + count)}
+
+
+def move_slot(held_for: str, run_id: str) -> None:
+    """The slot held for `held_for` by this process now names `run_id` (the next seed's run)."""
+    holder = _holder_of(held_for)
+    if holder and held_for != run_id:
+        processes.record_slot(run_id, holder.get("pid"), holder.get("group"), holder.get("started"))
+
+
 def active_job() -> Job | None:
     """The job holding the slot, None if no job runs."""
     run_id = (processes.slot_holder() or {}).get("run_id")
@@ -137,22 +152,24 @@ def active_job() -> Job | None:
 # ----------------------------------------------------------------------------- starting
 
 
-def train_args(config: BaselineConfig | TransferConfig, run_id: str) -> list[str]:
+def train_args(config: BaselineConfig | TransferConfig, run_id: str, seeds: int = 1) -> list[str]:
     """The `python -m cifar` arguments that train `config` (every field, so the log shows all)."""
-    args = ["train", config.model, "--run-id", run_id]
+    args = ["train", config.model, "--run-id", run_id] + (["--seeds", str(seeds)] if seeds > 1 else [])
     for key, value in config.model_dump().items():
         if key != "model":
             args += [f"--{key}", str(value)]
     return args
 
 
-def start_job(config: BaselineConfig | TransferConfig, run_id: str | None = None) -> Job:
-    """Take the single job slot and train `config` in the background (in the standby if ready)."""
+def start_job(config: BaselineConfig | TransferConfig, run_id: str | None = None, seeds: int = 1) -> Job:
+    """Take the single job slot and train `config` in the background (in the standby if ready);
+    with `seeds` > 1, the seed group one run after another (`seed_runs`)."""
     if not isinstance(config, BaselineConfig | TransferConfig):
         raise TypeError(f"start_job needs a BaselineConfig or TransferConfig, got {type(config).__name__}")
     run_id = check_run_id(run_id or new_run_id(config.model))
-    if run_path(run_id).exists():
-        raise RunError(f"run {run_id!r} exists already")
+    for seed_run_id in seed_runs(run_id, config.seed, seeds).values():
+        if run_path(seed_run_id).exists():
+            raise RunError(f"run {seed_run_id!r} exists already")
     with _start_lock:
         if processes.slot_holder() is not None:
             raise JobBusy(_busy_message())
@@ -161,7 +178,7 @@ def start_job(config: BaselineConfig | TransferConfig, run_id: str | None = None
         try:
             started = take_slot(run_id, fd)["started"]
             shutil.rmtree(partial_path(run_id), ignore_errors=True)  # a killed earlier attempt's
-            process = _launch(train_args(config, run_id), log_path(run_id), fd, waiting)
+            process = _launch(train_args(config, run_id, seeds), log_path(run_id), fd, waiting)
             processes.record_slot(run_id, process.pid, process.pid, started)
         except BaseException:
             if waiting is not None:

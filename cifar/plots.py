@@ -65,11 +65,59 @@ def accuracy_bars(table: pd.DataFrame) -> go.Figure:
             x=table["run"],
             y=values,
             marker_color=color,
+            error_y=_interval_bars(table, column),
             text=[f"{v:.1%}" if pd.notna(v) else "" for v in values],
             textposition="outside",
         )
     fig.update_layout(barmode="group", yaxis={"tickformat": ".0%", "range": [0, 1.08]})
-    return _layout(fig, "Accuracy per run")
+    return _layout(fig, "Accuracy per run (test: with its 95 % interval)")
+
+
+def _interval_bars(table: pd.DataFrame, column: str) -> dict | None:
+    """Plotly error bars from a table's `<column>_low` / `_high` columns, if it has them."""
+    if f"{column}_low" not in table:
+        return None
+    values = pd.to_numeric(table[column], errors="coerce")
+    high = pd.to_numeric(table[f"{column}_high"], errors="coerce") - values
+    low = values - pd.to_numeric(table[f"{column}_low"], errors="coerce")
+    return {"type": "data", "symmetric": False, "array": high.tolist(), "arrayminus": low.tolist()}
+
+
+def group_curves(groups: dict[str, list[pd.DataFrame]]) -> go.Figure:
+    """Per seed group, the mean accuracy per epoch over its seeds with a band of ± one standard
+    deviation: training solid, validation dashed."""
+    fig = go.Figure()
+    for i, (name, histories) in enumerate(groups.items()):
+        color = PALETTE[i % len(PALETTE)]
+        for metric, dash, label in (("accuracy", "solid", "train"), ("val_accuracy", "dash", "validation")):
+            columns = [h[metric].reset_index(drop=True) for h in histories if metric in h]
+            if len(columns) < 2:
+                continue
+            frame = pd.concat(columns, axis=1)  # epochs x seeds (a run that stopped early: NaN)
+            mean, spread = frame.mean(axis=1), frame.std(axis=1, ddof=1).fillna(0)
+            epochs = list(range(1, len(frame) + 1))
+            fig.add_scatter(
+                x=epochs + epochs[::-1],
+                y=list(mean + spread) + list((mean - spread)[::-1]),
+                fill="toself",
+                fillcolor=color,
+                opacity=0.2,
+                line={"width": 0},
+                hoverinfo="skip",
+                showlegend=False,
+                legendgroup=name,
+            )
+            fig.add_scatter(
+                x=epochs,
+                y=mean,
+                mode="lines+markers",
+                name=f"{name} {label} (mean of {len(columns)} seeds)",
+                legendgroup=name,
+                line={"color": color, "dash": dash},
+            )
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(title_text="accuracy", tickformat=".0%")
+    return _layout(fig, "Seed groups: mean ± one standard deviation", height=420)
 
 
 def learning_curves(histories: dict[str, pd.DataFrame], title: str | None = "Learning curves") -> go.Figure:
@@ -129,9 +177,15 @@ def per_class_bars(per_class: dict[str, pd.DataFrame], metric: str = "f1") -> go
     """One bar per class and run for precision, recall or F1 (`Report.per_class`)."""
     fig = go.Figure()
     for i, (run_id, frame) in enumerate(per_class.items()):
-        fig.add_bar(name=run_id, x=list(frame.index), y=frame[metric], marker_color=PALETTE[i % len(PALETTE)])
+        fig.add_bar(
+            name=run_id,
+            x=list(frame.index),
+            y=frame[metric],
+            marker_color=PALETTE[i % len(PALETTE)],
+            error_y=_interval_bars(frame, metric),
+        )
     fig.update_layout(barmode="group", yaxis={"tickformat": ".0%", "range": [0, 1]})
-    return _layout(fig, f"{metric} per class")
+    return _layout(fig, f"{metric} per class, with its 95 % interval")
 
 
 def confusion_heatmap(

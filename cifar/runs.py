@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cifar import atomic, run_files
+from cifar import atomic, run_files, stats
 from cifar.config import CLASS_NAMES, REFERENCE_FIGURES, artifacts_dir
 from cifar.run_files import MODELS
 
@@ -252,6 +252,18 @@ class Run:
         from cifar.calibration import temperature_scaled
 
         return temperature_scaled(self.test_predictions, self.temperature)
+
+    @cached_property
+    def test_accuracy_estimate(self) -> stats.Estimate:
+        """Test accuracy recounted from the saved predictions, with its 95 % Wilson interval."""
+        return stats.accuracy(self.test_labels, self.test_predictions)
+
+    @cached_property
+    def test_ece_estimate(self) -> stats.Estimate | None:
+        """ECE of the calibrated test predictions with its bootstrap interval; None uncalibrated."""
+        from cifar.calibration import ece_estimate
+
+        return ece_estimate(self.calibrated_test_predictions, self.test_labels) if self.calibration else None
 
     @cached_property
     def ensemble(self) -> dict[str, Any]:

@@ -5,10 +5,25 @@ from __future__ import annotations
 
 import pandas as pd
 
+from cifar.groups import group_of, seed_groups
 from cifar.runs import Run, list_runs
+from cifar.stats import Estimate
 
 # `python -m cifar runs`' default table: what tells runs apart at a glance.
 COMPACT_COLUMNS = ("run", "model", "train_accuracy", "test_accuracy", "test_ece", "epochs_run", "seconds")
+INTERVAL_FIELDS = ("test_accuracy", "test_ece")  # each with `_low` and `_high` columns: its 95 % interval
+# runs_table's columns that are shares of images (accuracies, ECE and their intervals).
+SHARE_COLUMNS = (
+    "train_accuracy",
+    "val_accuracy",
+    "test_accuracy",
+    "test_accuracy_low",
+    "test_accuracy_high",
+    "test_ece",
+    "test_ece_low",
+    "test_ece_high",
+    "test_ece_uncalibrated",
+)
 SUMMARY_FIELDS = ("train_accuracy", "val_accuracy", "test_accuracy", "seconds", "epochs_run")
 # What each run costs (`cifar.cost`), as runs_table's columns; empty until measured.
 COST_COLUMNS = (
@@ -29,17 +44,27 @@ COST_COLUMNS = (
 def runs_table(runs: list[Run] | None = None) -> pd.DataFrame:
     """One row per run: results first, then every hyperparameter (HParams-style)."""
     runs = list_runs() if runs is None else runs
+    groups = seed_groups(runs)
     rows = []
     for run in runs:
         row = {"run": run.run_id, "model": run.model}
         row.update({name: run.metrics.get(name) for name in SUMMARY_FIELDS})
+        row.update(_interval("test_accuracy", run.test_accuracy_estimate))
         test = run.calibration.get("test") or {}
         row["test_ece"], row["test_ece_uncalibrated"] = test.get("ece_after"), test.get("ece_before")
+        row.update(_interval("test_ece", run.test_ece_estimate))
+        group = group_of(run, groups)
+        row["group"] = group.name if group else None
         row.update(_cost_columns(run.metrics))
         row["device"] = run.metrics.get("device")
         row.update({k: v for k, v in run.hyperparameters.items() if k != "model"})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _interval(name: str, estimate: Estimate | None) -> dict[str, float | None]:
+    """`name_low`, `name_high`: the 95 % interval of a figure (None when it has none)."""
+    return {f"{name}_low": estimate and estimate.low, f"{name}_high": estimate and estimate.high}
 
 
 def _cost_columns(metrics: dict) -> dict:
@@ -74,5 +99,15 @@ def predictions_csv(run: Run) -> bytes:
 
 def hyperparameter_columns(table: pd.DataFrame) -> list[str]:
     """Columns of `runs_table` that are hyperparameters (not ids or results)."""
-    skip = {"run", "model", "device", "test_ece", "test_ece_uncalibrated", *SUMMARY_FIELDS, *COST_COLUMNS}
+    skip = {
+        "run",
+        "model",
+        "device",
+        "group",
+        "test_ece",
+        "test_ece_uncalibrated",
+        *SUMMARY_FIELDS,
+        *COST_COLUMNS,
+    }
+    skip |= {f"{name}_{end}" for name in INTERVAL_FIELDS for end in ("low", "high")}
     return [column for column in table.columns if column not in skip]

@@ -54,6 +54,21 @@ def run_problems() -> list[str]:
     return _runs(str(root), _listing(root))[1]
 
 
+@st.cache_data(max_entries=32, show_spinner="Comparing on the test images …")
+def _comparison(a: str, b: str, root: str, signature: tuple):
+    from cifar.groups import compare, resolve
+
+    every_run = _runs(root, signature)[0]
+    return compare(resolve(a, every_run), resolve(b, every_run))
+
+
+def comparison(a: str, b: str):
+    """`cifar.groups.compare` of two run ids or `group:RUN` names (CompareError if they differ
+    in test set), once per pair and state of the runs folder."""
+    root = runs_root()
+    return _comparison(a, b, str(root), _listing(root))
+
+
 def _run_key(run: Run) -> tuple[str, str, tuple[int, int]]:
     """A run's cache key: a run trained again or calibrated again is a new entry."""
     return (

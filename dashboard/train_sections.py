@@ -53,13 +53,12 @@ def field_input(row: dict, key: str):
     )
 
 
-def command_line(config, run_id: str) -> str:
+def command_line(config, run_id: str, seeds: int = 1) -> str:
     """The CLI command that trains `config`: only the fields that differ from the defaults."""
     defaults = type(config)().model_dump()
     changed = [f"--{k} {v}" for k, v in config.model_dump().items() if v != defaults[k]]
-    return " ".join(
-        [f"python -m cifar train {config.model}", *changed, *(["--run-id", run_id] if run_id else [])]
-    )
+    options = [*(["--run-id", run_id] if run_id else []), *(["--seeds", str(seeds)] if seeds > 1 else [])]
+    return " ".join([f"python -m cifar train {config.model}", *changed, *options])
 
 
 def feature_status(config) -> None:
@@ -88,12 +87,12 @@ def feature_status(config) -> None:
     (st.info if needed else st.success)(text.feature_plan(needed, seconds))
 
 
-def start(config, run_id: str | None) -> None:
+def start(config, run_id: str | None, seeds: int = 1) -> None:
     """Start the job (one at a time) and remember it for the monitor."""
     from cifar.jobs import JobBusy, start_job
 
     try:
-        job = start_job(config, run_id=run_id)
+        job = start_job(config, run_id=run_id, seeds=seeds)
     except JobBusy as error:
         st.warning(f"Only one training job runs at a time: {error}")
     except RunError as error:

@@ -20,6 +20,11 @@ def percent(value) -> str:
     return f"{value:.2%}"
 
 
+def interval(estimate) -> str:
+    """'93.42-94.36 %': a `cifar.stats.Estimate`'s 95 % interval, as the pages show it."""
+    return f"{estimate.low:.2%}".removesuffix("%") + f"-{estimate.high:.2%}"
+
+
 def require_runs(runs: list[Run]) -> None:
     """The empty state: no run folders yet. Stops the page."""
     if runs:
