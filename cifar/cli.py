@@ -124,7 +124,7 @@ def cmd_evaluate(args, _extra) -> int:
 
 def cmd_runs(args, _extra) -> int:
     """python -m cifar runs [--format table|csv|json] [--all]  (csv and json: every column)"""
-    from cifar.tables import COMPACT_COLUMNS, runs_table
+    from cifar.tables import COMPACT_COLUMNS, INTERVAL_FIELDS, runs_table
 
     table = runs_table()
     if args.format == "csv":
@@ -134,9 +134,22 @@ def cmd_runs(args, _extra) -> int:
     elif table.empty:
         print("no runs yet: `python -m cifar train baseline` makes one")
     else:
-        shown = table if args.all else table[list(COMPACT_COLUMNS)]
+        shown = table.copy() if args.all else table[list(COMPACT_COLUMNS)].copy()
+        for name in INTERVAL_FIELDS:  # a share with its 95 % interval, as the pages show it
+            shown[name] = [
+                _with_interval(*row) for row in table[[name, f"{name}_low", f"{name}_high"]].values
+            ]
         print(shown.to_string(index=False, float_format=lambda x: f"{x:.4g}", na_rep="-"))
+        print("(95 % intervals: Wilson for accuracy, a bootstrap over the test images for ECE)")
     return 0
+
+
+def _with_interval(value, low, high) -> str:
+    if value is None or value != value:  # None or NaN
+        return "-"
+    if low is None or low != low:
+        return f"{value:.2%}"
+    return f"{value:.2%} ({low * 100:.2f}-{high * 100:.2f})"
 
 
 def cmd_compare(args, _extra) -> int:

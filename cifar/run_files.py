@@ -122,6 +122,8 @@ class _CalibrationMeasures(_File):
     ece_after: Share
     nll_before: Annotated[float, Field(ge=0, allow_inf_nan=False)]
     nll_after: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    ece_before_interval: tuple[Share, Share] | None = None  # 95 %, the test split's (`cifar.calibration`)
+    ece_after_interval: tuple[Share, Share] | None = None
 
 
 class CalibrationFile(_File):

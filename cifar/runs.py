@@ -258,12 +258,15 @@ class Run:
         """Test accuracy recounted from the saved predictions, with its 95 % Wilson interval."""
         return stats.accuracy(self.test_labels, self.test_predictions)
 
-    @cached_property
+    @property
     def test_ece_estimate(self) -> stats.Estimate | None:
-        """ECE of the calibrated test predictions with its bootstrap interval; None uncalibrated."""
-        from cifar.calibration import ece_estimate
-
-        return ece_estimate(self.calibrated_test_predictions, self.test_labels) if self.calibration else None
+        """ECE of the calibrated test predictions with its interval, from calibration.json; None for
+        a run without one (or calibrated before intervals were recorded: `calibrate --overwrite`)."""
+        test = self.calibration.get("test") or {}
+        if test.get("ece_after_interval") is None:
+            return None
+        low, high = test["ece_after_interval"]
+        return stats.Estimate(test["ece_after"], low, high, "BCa bootstrap")
 
     @cached_property
     def ensemble(self) -> dict[str, Any]:

@@ -73,10 +73,16 @@ def accuracy(labels: np.ndarray, predicted: np.ndarray) -> Estimate:
     return proportion(int(right.sum()), right.size)
 
 
-def bootstrap(statistic: Callable[..., float], *samples: np.ndarray, vectorized: bool = False) -> Estimate:
+def bootstrap(
+    statistic: Callable[..., float],
+    *samples: np.ndarray,
+    vectorized: bool = False,
+    method: str = "percentile",
+) -> Estimate:
     """`statistic(*samples)` with a percentile bootstrap interval, the samples resampled together
     (element i of each stays with the others' element i: one image's confidence and correctness).
-    A `vectorized` statistic takes `axis` and reduces along it (scipy.stats.bootstrap's convention)."""
+    A `vectorized` statistic takes `axis` and reduces along it (scipy.stats.bootstrap's convention).
+    `method="BCa"` corrects a biased statistic (ECE: resampling adds noise, which raises it)."""
     samples = tuple(np.asarray(sample) for sample in samples)
     value = float(statistic(*samples))
     result = stats.bootstrap(
@@ -87,11 +93,13 @@ def bootstrap(statistic: Callable[..., float], *samples: np.ndarray, vectorized:
         batch=200 if vectorized else None,
         n_resamples=RESAMPLES,
         confidence_level=CONFIDENCE,
-        method="percentile",
+        method=method,
         rng=_rng(),
     )
     low, high = result.confidence_interval
-    return Estimate(value, float(low), float(high), "bootstrap")
+    return Estimate(
+        value, float(low), float(high), "bootstrap" if method == "percentile" else f"{method} bootstrap"
+    )
 
 
 def bootstrap_each(statistic: Callable[..., np.ndarray], *samples: np.ndarray) -> list[Estimate]:

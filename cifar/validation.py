@@ -1,8 +1,9 @@
 """A run's validation predictions and its calibration, in the run folder.
 
-Training writes them (`write_calibration`); `python -m cifar calibrate RUN` back-fills a run
-trained before they existed, from its saved weights: the validation split is seeded
-(`split_train_validation(50000, validation_size, seed)`), so the same images come back.
+Training writes them (`write_calibration`); `python -m cifar calibrate RUN` fits the calibration
+again from the saved validation predictions, or back-fills a run trained before they existed, from
+its saved weights: the validation split is seeded (`split_train_validation(50000, validation_size,
+seed)`), so the same images come back.
 
     val_predictions.npy    (5000, 10) float32 raw probabilities, validation split order,
                            made as the test predictions are (test-time flip included)
@@ -43,12 +44,17 @@ def check_replace_calibration(run, overwrite: bool) -> None:
     is, unless `overwrite` (`atomic.check_replace`)."""
     from cifar.runs import RunError
 
-    if run.model == "ensemble":
-        raise RunError(f"{run.run_id} is an ensemble: it was calibrated when it was made")
-    if not run.hyperparameters.get("validation_size"):
-        raise RunError(f"{run.run_id} held no validation images out (validation_size 0): nothing to fit T on")
-    if run.config.get("limit"):
-        raise RunError(f"{run.run_id} was trained on the first {run.config['limit']} images, not on CIFAR-10")
+    if run.validation is None:  # then they are predicted again from the weights: can they be?
+        if run.model == "ensemble":
+            raise RunError(f"{run.run_id} is an ensemble without validation predictions: make it again")
+        if not run.hyperparameters.get("validation_size"):
+            raise RunError(
+                f"{run.run_id} held no validation images out (validation_size 0): nothing to fit T on"
+            )
+        if run.config.get("limit"):
+            raise RunError(
+                f"{run.run_id} was trained on the first {run.config['limit']} images, not on CIFAR-10"
+            )
     held = f"T = {run.temperature:.3f} from {run.calibration.get('n_validation', '?')} validation images"
     what = f"{run.run_id}'s {CALIBRATION_FILE} ({held})"
     atomic.check_replace(run.path / CALIBRATION_FILE, overwrite, what)
@@ -63,13 +69,15 @@ def flip_averaged(tta_flip: bool, predict: Callable, images, flipped_images=None
 
 
 def backfill(run_id: str, log: Callable[[str], None] = print, overwrite: bool = False) -> dict:
-    """Recompute a finished run's validation predictions from its weights; write its calibration
-    (replacing one only with `overwrite`)."""
+    """Write a finished run's calibration (replacing one only with `overwrite`) from its saved
+    validation predictions, or, for a run without them, from predictions recomputed from its weights."""
     from cifar.assets import load_cifar10
     from cifar.runs import RunError, load_run
 
     run = load_run(run_id)
     check_replace_calibration(run, overwrite)
+    if run.validation is not None:  # what training (or the ensemble) predicted: no model needed
+        return write_calibration(run.path, *run.validation, run.test_predictions, run.test_labels)
     data = load_cifar10(log=log)
     if not np.array_equal(run.test_labels, data.y_test):
         raise RunError(f"{run_id}'s test labels are not this CIFAR-10's: cannot calibrate it here")

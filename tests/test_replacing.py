@@ -248,8 +248,24 @@ def test_calibrate_says_why_an_ensemble_cannot_be_calibrated_before_asking_for_o
     artifacts, overwrite, capsys
 ):
     write_ensemble(artifacts, LABELS)
+    (artifacts / "runs" / "ab" / "val_predictions.npy").unlink()
     assert cli.main(["calibrate", "ab", *overwrite]) == 1
-    assert "ab is an ensemble: it was calibrated when it was made" in capsys.readouterr().err
+    assert "ab is an ensemble without validation predictions: make it again" in capsys.readouterr().err
+
+
+def test_calibrate_again_from_the_saved_validation_predictions_keeps_the_temperature(artifacts, capsys):
+    """An ensemble (no model to predict with) is calibrated again from what it saved; only with
+    --overwrite, and to the same T, now with the test ECE's interval."""
+    write_ensemble(artifacts, LABELS)
+    calibration = artifacts / "runs" / "ab" / "calibration.json"
+    before = json.loads(calibration.read_text())
+    assert cli.main(["calibrate", "ab"]) == 1
+    assert "exists already" in capsys.readouterr().err
+    assert cli.main(["calibrate", "ab", "--overwrite"]) == 0
+    after = json.loads(calibration.read_text())
+    assert after["temperature"] == pytest.approx(before["temperature"], rel=1e-9)
+    low, high = after["test"]["ece_after_interval"]
+    assert low <= after["test"]["ece_after"] <= high
 
 
 def test_a_result_another_command_wrote_meanwhile_is_not_replaced(artifacts, capsys):
