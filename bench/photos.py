@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.blocks import replace_block
+from cifar import stats
 from cifar.images import open_image
 from cifar.predict import load_predictor, run_resolutions
 from cifar.runs import RunError, load_run
@@ -63,20 +64,43 @@ def _percent(value: float) -> str:
     return f"{100 * value:.1f} %"
 
 
+def accuracies(table: pd.DataFrame) -> dict[tuple[str, str], stats.Estimate]:
+    """(run, resolution) -> its share of the photos right, with Wilson's interval."""
+    return {
+        key: stats.proportion(int(group["right"].sum()), len(group))
+        for key, group in table.groupby(["run", "resolution"], sort=False)
+    }
+
+
 def summary_table(table: pd.DataFrame) -> str:
     n = table["file"].nunique()
     lines = [
-        f"| run | photos seen at | right (of {n}) | accuracy | mean confidence | CIFAR-10 test accuracy |",
+        f"| run | photos seen at | right (of {n}) | accuracy (95 %) | mean confidence "
+        "| CIFAR-10 test accuracy (95 %) |",
         "|---|---|---|---|---|---|",
     ]
+    found = accuracies(table)
     for (run_id, resolution), group in table.groupby(["run", "resolution"], sort=False):
-        test = load_run(run_id).metrics["test_accuracy"]
+        test = load_run(run_id).test_accuracy_estimate.percent(1)
         lines.append(
             f"| `{run_id}` | {MODE_NAMES[resolution]} | {int(group['right'].sum())} "
-            f"| **{_percent(group['right'].mean())}** | {_percent(group['probability'].mean())} "
-            f"| {_percent(test)} |"
+            f"| **{found[run_id, resolution].percent(1)}** | {_percent(group['probability'].mean())} "
+            f"| {test} |"
         )
     return "\n".join(lines)
+
+
+def interval_line(table: pd.DataFrame) -> str:
+    """How wide the photos' intervals are, measured on this table."""
+    widths = [100 * (e.high - e.low) for e in accuracies(table).values()]
+    tests = [load_run(run_id).test_accuracy_estimate for run_id in table["run"].unique()]
+    test_width = max(100 * (e.high - e.low) for e in tests)
+    return (
+        f"Accuracy on {table['file'].nunique()} photos is known only roughly: its 95 % interval "
+        f"(Wilson's) spans {min(widths):.0f} to {max(widths):.0f} points here, so runs whose intervals "
+        "overlap are not told apart by these photos. The CIFAR-10 test figure, of 10,000 images, "
+        f"spans at most {test_width:.1f} points."
+    )
 
 
 def per_class_table(table: pd.DataFrame) -> str:
@@ -126,6 +150,8 @@ input size); "32 × 32": the photo squeezed to a CIFAR-10 thumbnail first. Basel
 
 {summary_table(table)}
 
+{interval_line(table)}
+
 ## Per class (right / photos)
 
 {per_class_table(table)}
@@ -135,7 +161,7 @@ input size); "32 × 32": the photo squeezed to a CIFAR-10 thumbnail first. Basel
 {confusions_table(table)}
 """
     (ROOT / "bench" / "PHOTOS.md").write_text(text)
-    replace_block(ROOT / "README.md", "photos", summary_table(table))
+    replace_block(ROOT / "README.md", "photos", f"{summary_table(table)}\n\n{interval_line(table)}")
     print(text)
 
 

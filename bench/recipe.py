@@ -1,7 +1,8 @@
 """Writes bench/RECIPE.md (and the README's summary of it): what each part of `baseline-best`'s
-airbench94 recipe is worth (#19).
+airbench94 recipe is worth (#19), every figure with its 95 % interval and every option's record
+tested against its recipe in full on the same test images (#32).
 
-    PYTHONPATH=. .venv/bin/python bench/recipe.py
+    PYTHONPATH=. .venv/bin/python bench/recipe.py [--keep-views]
 
 Reads `baseline-best` (artifacts/runs) and the training records in bench/recipe/runs: runs of the
 same recipe made with the CLI into that folder, e.g.
@@ -12,10 +13,16 @@ same recipe made with the CLI into that folder, e.g.
 The recipe in full is `baseline-best` (float32) and, computing in bfloat16, any record that differs
 from it in `precision` alone (`bfloat16`). A record that differs from one of them in one option is
 that option's ablation; one that differs in `epochs` only is a point of the accuracy / epochs curve;
-one that differs in `seed` only measures what another seed does to the same recipe.
-Records keep their small files (config, history, metrics, test predictions), not their weights.
-Test accuracy is recomputed from each run's `test_predictions.npy` against the real CIFAR-10 test
-labels. The test-time views are measured here on `baseline-best`'s own weights (no training needed).
+runs (here or in artifacts/runs, e.g. `baseline-best-seed1`) that differ from one in `seed` alone are
+its seed group. Records keep their small files (config, history, metrics, test predictions).
+
+Test accuracy is recounted from each run's `test_predictions.npy` against the real CIFAR-10 test
+labels (Wilson interval); validation accuracy (one view, metrics.json) is a count of the validation
+images (Wilson interval). An ablation and its base are compared per test image (`cifar.groups.compare`:
+McNemar's exact test, paired bootstrap interval of the difference). A seed group shows its mean,
+spread and Student's t interval, and a one-sample t test against airbench94's published mean.
+The test-time views are measured on `baseline-best`'s own weights, the one part that loads
+TensorFlow; `--keep-views` keeps RECIPE.md's views section as it is (when only records changed).
 """
 
 from __future__ import annotations
@@ -23,40 +30,29 @@ from __future__ import annotations
 import hashlib
 import os
 import statistics
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from bench.blocks import replace_block
-from cifar.runs import RunError, load_run
+from bench.blocks import Seeds, differences, options, replace_block, seed_group, seed_pairs_table, seeds_table
+from cifar import stats
+from cifar.groups import compare
+from cifar.runs import RunError, list_runs, load_run
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = ROOT / "bench" / "recipe"
 RUN = "baseline-best"
-# Each option of the recipe, the value that switches it off, and what it follows in airbench94.
-OPTIONS = {
-    "stem": ("conv", "first convolution: 2x2 patch whitening (frozen kernel, trained bias)"),
-    "bn_scale": (True, "BatchNorm without learned scale"),
-    "bias_lr_scale": (1.0, "BatchNorm shifts at 64x the learning rate"),
-    "dirac_init": (False, "identity (dirac) initialisation of each convolution's first filters"),
-    "lookahead": (False, "lookahead EMA of the weights every 5 steps"),
-    "alternating_flip": (False, "alternating flip (random flip when off)"),
-    "label_smoothing": (0.0, "label smoothing 0.2"),
-    "lr_schedule": ("onecycle", "triangle learning-rate schedule"),
-}
-
-# Records whose training shared the 2 cores with other work: their accuracy stands, their seconds
-# are not the recipe's speed. Every other record was made with the cores otherwise idle.
-SHARED_CORES = {
-    "no-whitening": "the cores shared with a mutation-testing run",
-    "bfloat16": "the cores shared with a mutation-testing run; bench/PERFORMANCE.md times it idle",
-    "bf16-epochs-12": "its first three epochs beside a one-minute test run at the lowest priority",
-    "bf16-epochs-16": "beside short checks now and then (lint, a Python snippet at the lowest priority)",
-    "bf16-no-lookahead": "the cores shared with the test suite (CI=true .ci/run)",
-    "bf16-no-label-smoothing": "its first two epochs beside a one-minute test file and lint, "
-    "at the lowest priority",
-    "bf16-seed-1": "the cores shared with the test suite (CI=true .ci/run) and a dashboard walkthrough",
-}
+AIRBENCH94_MEAN = 0.9401  # airbench94's published mean test accuracy over its seeds, taken as exact
+NOT_OPTIONS = ("epochs", "seed")  # a record changing one of these is a curve point or a repeat
+# Records trained while other work shared the 2 cores: their accuracy stands, their seconds are not
+# the recipe's speed. Every other record was made with the cores otherwise idle.
+SHARED_CORES = frozenset(
+    ("no-whitening", "bfloat16", "bf16-epochs-12", "bf16-epochs-16", "bf16-no-lookahead")
+    + ("bf16-no-label-smoothing", "bf16-seed-1")
+)
+VIEWS_HEADING = "## Test-time views on the validation split"
 
 
 def records() -> list:
@@ -68,43 +64,42 @@ def records() -> list:
         return [load_run(name) for name in folders]
 
 
-def differences(run, reference) -> dict:
-    """The options in which `run` differs from `reference`, with defaults filled in for the
-    options one of them predates."""
-    from cifar.config import load_config
-
-    mine, theirs = (load_config(r.hyperparameters).model_dump() for r in (run, reference))
-    return {k: mine.get(k) for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)}
-
-
-def test_accuracy(run, y_test: np.ndarray) -> float:
+def test_accuracy(run, y_test: np.ndarray) -> stats.Estimate:
+    """Recounted from test_predictions.npy, Wilson interval; refuses a run on other test labels."""
     if not np.array_equal(run.test_labels, y_test):
         raise SystemExit(f"{run.run_id}: test_labels.npy differ from the real CIFAR-10 test labels")
-    return float(np.mean(run.test_predictions.argmax(axis=1) == y_test))
+    return run.test_accuracy_estimate
 
 
-def val_accuracy(run) -> float | None:
-    """The trained network's validation accuracy, one view (metrics.json). Not the last epoch's row
-    of history.csv: lookahead copies its average into the weights after it, unless the steps end
-    on an update (10 epochs of 44 steps do; 12 do not)."""
-    return run.metrics.get("val_accuracy")
+def val_accuracy(run) -> stats.Estimate | None:
+    """The trained network's validation accuracy, one view (metrics.json), as a count of the
+    validation images with Wilson's interval. Not val_predictions.npy, which holds the run's views,
+    nor history.csv's last row: lookahead copies its average into the weights after it, unless the
+    steps end on an update (10 epochs of 44 steps do; 12 do not)."""
+    value = run.metrics.get("val_accuracy")
+    images = run.metrics.get("n_validation", run.hyperparameters.get("validation_size"))
+    return None if value is None or not images else stats.proportion(round(value * images), images)
 
 
 def epoch_seconds(run) -> str:
     seconds = [float(s) for s in run.history["seconds"]]
-    shared = f"; {SHARED_CORES[run.run_id]}" if run.run_id in SHARED_CORES else ""
-    return f"{statistics.median(seconds):.0f} s ({min(seconds):.0f}-{max(seconds):.0f}){shared}"
+    shared = ", shared cores" if run.run_id in SHARED_CORES else ""
+    return f"{statistics.median(seconds):.0f} s ({min(seconds):.0f}-{max(seconds):.0f}{shared})"
 
 
-def percent(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.2f} %"
+def percent(estimate: stats.Estimate | None) -> str:
+    return "–" if estimate is None else estimate.percent()
+
+
+def precision(run) -> str:
+    return options(run)["precision"]
 
 
 def runs_table(runs: list, reference, y_test: np.ndarray) -> list[str]:
     rows = [
         "| run | differs from `baseline-best` in | training images | epochs "
-        "| seconds per epoch (median, range) | validation, one view "
-        "| test (recomputed, the run's views) |",
+        "| seconds per epoch (median, range) | validation, one view (95 %) "
+        "| test, the run's views (95 %) |",
         "|---|---|---|---|---|---|---|",
     ]
     for run in [reference, *runs]:
@@ -131,16 +126,6 @@ def variant_of(run, full: list) -> tuple | None:
     return min(((base, differences(run, base)) for base in full), key=lambda pair: len(pair[1]))
 
 
-def ablations(runs: list, reference) -> dict[str, list[tuple]]:
-    """For each option, (record, its value, base, contribution) where the record switches that
-    option alone off a recipe in full: contribution = the base's validation accuracy minus the record's."""
-    found = {option: [] for option in OPTIONS}
-    for run, option, value, base in single_changes(runs, reference):
-        if option in found and val_accuracy(run) is not None:
-            found[option].append((run, value, base, val_accuracy(base) - val_accuracy(run)))
-    return found
-
-
 def single_changes(runs: list, reference) -> list[tuple]:
     """(record, option, its value, base) for each record that differs from a recipe in full in one option."""
     full = bases(runs, reference)
@@ -153,62 +138,106 @@ def single_changes(runs: list, reference) -> list[tuple]:
     return changes
 
 
-def repeats(runs: list, reference) -> list[tuple]:
-    """(record, its seed, base) for each record that is a recipe in full trained with another seed."""
-    return [change for change in single_changes(runs, reference) if change[1] == "seed"]
+# ----------------------------------------------------------------------------- ablations
 
 
-def test_difference(base, run, y_test: np.ndarray) -> float:
-    """The base's test accuracy minus the record's, in points."""
-    return 100 * (test_accuracy(base, y_test) - test_accuracy(run, y_test))
+@dataclass(frozen=True)
+class Ablation:
+    """A record that switches one option of a recipe in full, compared with it on the test set."""
+
+    run: object
+    option: str
+    value: object
+    base: object
+    test: stats.Comparison  # a = the base, b = the record: difference = base minus record
+
+    @property
+    def separable(self) -> str:
+        if not self.test.significant:
+            return "not separable from chance on this test set"
+        better = "the recipe in full" if self.test.difference.value > 0 else "the record"
+        return f"**separable**: {better} is better"
 
 
-def noise_sentence(runs: list, reference, y_test: np.ndarray) -> str:
-    """What chance alone moves, as far as the repeats measure it: on the test set only, because
-    another seed also holds out another validation split."""
-    measured = [
-        f"`{base.run_id}` minus `{run.run_id}` (seed {seed}) = {test_difference(base, run, y_test):+.2f} pts"
-        for run, _, seed, base in repeats(runs, reference)
-    ]
-    if not measured:
-        return (
-            "Each ablation is one training run (seed 0); the recipe has not been repeated with another "
-            "seed, so what chance alone moves is not measured."
-        )
-    return (
-        "Each ablation is one training run (seed 0), so chance is part of each figure. The recipe in full "
-        "trained again with another seed, which also holds out other validation images, so only the "
-        f"test set compares: {'; '.join(measured)} on test, to set beside the ablations' differences on test."
-    )
+def ablations(runs: list, reference, y_test: np.ndarray) -> list[Ablation]:
+    """Every record that changes one option (not its epochs or seed) of a recipe in full, compared
+    per test image with its base; the largest difference on test first."""
+    found = []
+    for run, option, value, base in single_changes(runs, reference):
+        if option not in NOT_OPTIONS:
+            test_accuracy(run, y_test), test_accuracy(base, y_test)  # noqa: B018 (the real test labels)
+            found.append(Ablation(run, option, value, base, compare(base, run)))
+    return sorted(found, key=lambda a: (-a.test.difference.value, a.run.run_id))
 
 
-def ablation_table(runs: list, reference, y_test: np.ndarray) -> list[str]:
-    """One row per option and base it was switched off from."""
+def described(option: str) -> str:
+    """The option's description in the config (`cifar/config.py`), which the CLI's help shows too."""
+    from cifar.config import BaselineConfig
+
+    field = BaselineConfig.model_fields.get(option)
+    return f"`{option}`: {field.description}" if field and field.description else f"`{option}`"
+
+
+def ablation_table(found: list[Ablation]) -> list[str]:
+    """One row per record: validation (one view) and test figures of base and record, and the
+    paired test of the difference on the test images."""
     rows = [
-        "| option (airbench94) | switched off as (record) | recipe in full (base) "
-        "| validation, one view: base, switched off | contribution "
-        "| test, the run's views: base, switched off | difference on test |",
-        "|---|---|---|---|---|---|---|",
+        "| option (config) | switched (record) | recipe in full (base) "
+        "| validation, one view (95 %): base; switched | contribution on validation "
+        "| test (95 %): base; switched | right only by base / by record (images) "
+        "| base minus record on test (paired bootstrap, 95 %) | McNemar | on this test set |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for option, found in ablations(runs, reference).items():
-        off, meaning = OPTIONS[option]
-        if not found:
-            rows.append(f"| {meaning} | `{option}` = {off} | not measured yet | | | | |")
-        for run, value, base, contribution in found:
-            on_test = test_accuracy(base, y_test), test_accuracy(run, y_test)
-            rows.append(
-                f"| {meaning} | `{option}` = {value} (`{run.run_id}`) | `{base.run_id}` "
-                f"| {percent(val_accuracy(base))}, {percent(val_accuracy(run))} "
-                f"| **{100 * contribution:+.2f} pts** | {percent(on_test[0])}, {percent(on_test[1])} "
-                f"| {test_difference(base, run, y_test):+.2f} pts |"
-            )
+    for a in found:
+        val = val_accuracy(a.base), val_accuracy(a.run)
+        contribution = "–" if None in val else f"{100 * (val[0].value - val[1].value):+.2f} pts"
+        rows.append(
+            f"| {described(a.option)} | {options(a.base)[a.option]} → {a.value} (`{a.run.run_id}`) "
+            f"| `{a.base.run_id}` | {percent(val[0])}; {percent(val[1])} | {contribution} "
+            f"| {a.test.accuracy_a.percent()}; {a.test.accuracy_b.percent()} "
+            f"| {a.test.a_only:.0f} / {a.test.b_only:.0f} | **{a.test.difference.points()}** "
+            f"| {stats.p_text(a.test.p_value)} | {a.separable} |"
+        )
     return rows
 
 
-def precision(run) -> str:
-    from cifar.config import load_config
+def summary_table(found: list[Ablation]) -> list[str]:
+    """The README's short form of the ablation table: the paired test on the test set."""
+    rows = [
+        "| option | record | recipe in full minus record on test (95 %) | McNemar | on this test set |",
+        "|---|---|---|---|---|",
+    ]
+    for a in found:
+        rows.append(
+            f"| `{a.option}` = {a.value} | `{a.run.run_id}` | {a.test.difference.points()} "
+            f"| {stats.p_text(a.test.p_value)} | {a.separable} |"
+        )
+    return rows
 
-    return load_config(run.hyperparameters).precision
+
+def separable_count(found: list[Ablation]) -> str:
+    separable = [f"`{a.option}`" for a in found if a.test.significant]
+    images = f"{len(found[0].base.test_labels):,}" if found else "the"
+    return (
+        f"{len(separable)} of {len(found)} records differ from their recipe in full beyond chance on "
+        f"the {images} test images (McNemar's exact test, p < {stats.SIGNIFICANCE}, each test on its own): "
+        f"{', '.join(separable) or 'none'}."
+    )
+
+
+# ----------------------------------------------------------------------------- seeds
+
+
+def recipe_seeds(runs: list, reference) -> list[Seeds]:
+    """The seed group of each recipe in full, its seeds from the records and artifacts/runs."""
+    candidates = [*runs, *(run for run in list_runs() if run.run_id != reference.run_id)]
+    return [
+        Seeds(f"`{base.run_id}` ({precision(base)})", base, seed_group(base, candidates), AIRBENCH94_MEAN)
+        for base in bases(runs, reference)
+    ]
+
+
+# ----------------------------------------------------------------------------- curve and views
 
 
 def curve_table(runs: list, reference, y_test: np.ndarray) -> list[str]:
@@ -218,7 +247,7 @@ def curve_table(runs: list, reference, y_test: np.ndarray) -> list[str]:
     ]
     rows = [
         "| precision | epochs | run | seconds per epoch (median, range) "
-        "| validation, one view | test (the run's views) |",
+        "| validation, one view (95 %) | test, the run's views (95 %) |",
         "|---|---|---|---|---|---|",
     ]
     for run in sorted(points, key=lambda r: (precision(r), r.hyperparameters["epochs"])):
@@ -229,38 +258,16 @@ def curve_table(runs: list, reference, y_test: np.ndarray) -> list[str]:
     return rows
 
 
-def contributions_line(runs: list, reference, y_test: np.ndarray) -> str:
-    """The options measured so far and their contributions, as one sentence."""
-    found = ablations(runs, reference)
-    measured = [
-        f"{OPTIONS[option][1]} {100 * contribution:+.2f} pts, on test "
-        f"{test_difference(base, run, y_test):+.2f} (`{run.run_id}`)"
-        for option, rows in found.items()
-        for run, _, base, contribution in rows
-    ]
-    missing = [f"`{option}`" for option, rows in found.items() if not rows]
-    return (
-        "Each option's contribution on the validation split (one view), then its difference on test "
-        f"(the run's views): {'; '.join(measured) or 'none measured yet'}."
-        + (f" Not measured yet: {', '.join(missing)}." if missing else "")
-        + f" {noise_sentence(runs, reference, y_test)}"
-    )
+VIEWS = (  # (name, flip, translate, log-probabilities averaged)
+    ("1: the image", False, False, False),
+    ("2: + mirror image", True, False, False),
+    ("6: + one-pixel shifts, each mirrored (airbench94's multi-crop)", True, True, False),
+    ("6, log-probabilities averaged (ranks classes as airbench94's mean of logits does)", True, True, True),
+)
 
 
-def bases_line(runs: list, reference, y_test: np.ndarray) -> str:
-    """Which recipes in full the ablations compare with, and their validation accuracy."""
-    named = [f"`{b.run_id}` ({precision(b)}, {percent(val_accuracy(b))})" for b in bases(runs, reference)]
-    return (
-        f"Validation accuracy of the trained network, one view, with the option switched off and everything "
-        f"else as in the recipe in full it is compared with, the one computing in the same precision: "
-        f'{", ".join(named)} (bench/PERFORMANCE.md, "Baseline epoch, % of peak", times both '
-        "precisions on idle cores). 10 epochs, 45,000 training images, seed 0; contribution = the "
-        f"base's minus the record's. {noise_sentence(runs, reference, y_test)}"
-    )
-
-
-def view_table(reference, data) -> list[str]:
-    """`baseline-best`'s validation accuracy with each set of test-time views, from its weights."""
+def view_answers(reference, data) -> list[tuple[str, np.ndarray]]:
+    """(views, right or wrong per validation image) of `baseline-best`'s weights for each of VIEWS."""
     from cifar import tta
     from cifar.data import validation_rows
     from cifar.restore import load_model
@@ -276,27 +283,89 @@ def view_table(reference, data) -> list[str]:
             answers_of[key] = network.predict(x, batch_size=1000, verbose=0)
         return answers_of[key]
 
-    log_predict = lambda x: np.log(np.maximum(predict(x), 1e-30))  # noqa: E731
-    table = ["| test-time views | validation | contribution |", "|---|---|---|"]
-    previous = None
-    for name, flip, translate, views_predict in (
-        ("1: the image", False, False, predict),
-        ("2: + mirror image", True, False, predict),
-        ("6: + one-pixel shifts, each mirrored (airbench94's multi-crop)", True, True, predict),
-        (
-            "6, their log-probabilities averaged instead (ranks classes as airbench94's mean of logits "
-            "does; the runs average probabilities)",
-            True,
-            True,
-            log_predict,
-        ),
-    ):
-        answers = tta.averaged(views_predict, images, flip, translate)
-        accuracy = float(np.mean(answers.argmax(axis=1) == labels))
-        step = "–" if previous is None else f"**{100 * (accuracy - previous):+.2f} pts**"
-        table.append(f"| {name} | {percent(accuracy)} | {step} |")
-        previous = accuracy
+    def log_predict(x: np.ndarray) -> np.ndarray:
+        return np.log(np.maximum(predict(x), 1e-30))
+
+    return [
+        (name, tta.averaged(log_predict if logs else predict, images, flip, translate).argmax(1) == labels)
+        for name, flip, translate, logs in VIEWS
+    ]
+
+
+def view_table(answers: list[tuple[str, np.ndarray]]) -> list[str]:
+    """Each set of views' validation accuracy, and what it adds to the row before, paired per image."""
+    table = [
+        "| test-time views | validation (95 %) | minus the row above (paired bootstrap, 95 %) | McNemar |",
+        "|---|---|---|---|",
+    ]
+    for i, (name, right) in enumerate(answers):
+        accuracy = stats.proportion(int(right.sum()), right.size)
+        if i == 0:
+            table.append(f"| {name} | {accuracy.percent()} | – | – |")
+            continue
+        step = stats.compare_scores(name, right, answers[i - 1][0], answers[i - 1][1])
+        p_value = stats.p_text(step.p_value)
+        table.append(f"| {name} | {accuracy.percent()} | **{step.difference.points()}** | {p_value} |")
     return table
+
+
+def kept_views() -> list[str]:
+    """RECIPE.md's views section as it stands (`--keep-views`), without its heading."""
+    text = (ROOT / "bench" / "RECIPE.md").read_text()
+    if VIEWS_HEADING not in text:
+        raise SystemExit(f"bench/RECIPE.md has no {VIEWS_HEADING!r} to keep: run without --keep-views")
+    return text.split(VIEWS_HEADING, 1)[1].split("\n## ", 1)[0].strip("\n").splitlines()
+
+
+# ----------------------------------------------------------------------------- the files
+
+
+def recipe_md(reference, runs, y_test, found, seeds, curve, views) -> list[str]:
+    command = reference.config.get("command", "")
+    named = ", ".join(f"`{b.run_id}` ({precision(b)})" for b in bases(runs, reference))
+    return [
+        "# baseline-best's recipe, part by part",
+        "",
+        "Made by `bench/recipe.py` from `artifacts/runs/baseline-best` and the training records in "
+        f"`bench/recipe/runs`, each made with the CLI on this 2-core machine. `baseline-best` was trained "
+        f"with `{command}`. Target (#19): >= 94.0 % test in <= 10 epochs. Every accuracy has its 95 % "
+        "interval: Wilson's for a count of images (10,000 test, 5,000 validation images).",
+        "",
+        "## The runs",
+        "",
+        "Shared cores: trained while other work ran on the same 2 cores; its accuracy stands, its "
+        "seconds are not the recipe's speed.",
+        "",
+        *runs_table(runs, reference, y_test),
+        "",
+        "## Each option, tested against the recipe in full",
+        "",
+        f"Each record switches one option of the recipe in full computing in its precision ({named}); "
+        "10 epochs, seed 0. Validation is one view, whose per-image answers are not kept, so it is not "
+        "paired; test is the run's views, compared image by image with the base: McNemar's exact test "
+        "on the images only one of them gets right, and the paired bootstrap interval of the difference. "
+        + separable_count(found),
+        "",
+        *ablation_table(found),
+        "",
+        "## Seeds of the recipe in full",
+        "",
+        *seeds_table(seeds),
+        "",
+        *seed_pairs_table(seeds),
+        "",
+        VIEWS_HEADING,
+        "",
+        *views,
+        "",
+        "## Accuracy by epochs",
+        "",
+        "The same recipe with its schedules stretched or squeezed to the number of epochs (the "
+        "learning-rate triangle counts the run's own steps), grouped by the precision it computed in.",
+        "",
+        *curve,
+        "",
+    ]
 
 
 def main() -> None:
@@ -307,43 +376,16 @@ def main() -> None:
         reference = load_run(RUN)
     except RunError as error:
         raise SystemExit(error) from None
+    test_accuracy(reference, data.y_test)
     runs = records()
-    if stale := set(SHARED_CORES) - {run.run_id for run in runs}:
+    if stale := SHARED_CORES - {run.run_id for run in runs}:
         raise SystemExit(f"SHARED_CORES names no record: {', '.join(sorted(stale))}")
-    command = reference.config.get("command", "")
-    curve = curve_table(runs, reference, data.y_test)  # RECIPE.md's and the README's
-    lines = [
-        "# baseline-best's recipe, part by part",
-        "",
-        "Made by `bench/recipe.py` from `artifacts/runs/baseline-best` and the training records in "
-        "`bench/recipe/runs` (each made with the CLI on this 2-core machine, with the cores otherwise idle "
-        "unless its seconds say otherwise). "
-        f"`baseline-best` was trained with `{command}`. Target (#19): >= 94.0 % test in <= 10 epochs.",
-        "",
-        "## The runs",
-        "",
-        *runs_table(runs, reference, data.y_test),
-        "",
-        "## Each option's contribution on the validation split",
-        "",
-        bases_line(runs, reference, data.y_test),
-        "",
-        *ablation_table(runs, reference, data.y_test),
-        "",
-        "## Test-time views on the validation split",
-        "",
-        *view_table(reference, data),
-        "",
-        "## Accuracy by epochs",
-        "",
-        "The same recipe with its schedules stretched or squeezed to the number of epochs (the "
-        "learning-rate triangle counts the run's own steps), grouped by the precision it computed in.",
-        "",
-        *curve,
-        "",
-    ]
+    found, seeds = ablations(runs, reference, data.y_test), recipe_seeds(runs, reference)
+    curve = curve_table(runs, reference, data.y_test)
+    views = kept_views() if "--keep-views" in sys.argv else view_table(view_answers(reference, data))
+    lines = recipe_md(reference, runs, data.y_test, found, seeds, curve, views)
     (ROOT / "bench" / "RECIPE.md").write_text("\n".join(lines))
-    summary = [*curve, "", contributions_line(runs, reference, data.y_test)]
+    summary = [*curve, "", separable_count(found), "", *summary_table(found), "", *seeds_table(seeds)]
     replace_block(ROOT / "README.md", "recipe", "\n".join(summary), indent="  ")
     print("\n".join(lines))
 

@@ -13,6 +13,7 @@ same test images. scipy.stats does the statistics; this module picks the method 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -85,21 +86,27 @@ def bootstrap(
     `method="BCa"` corrects a biased statistic (ECE: resampling adds noise, which raises it)."""
     samples = tuple(np.asarray(sample) for sample in samples)
     value = float(statistic(*samples))
-    result = stats.bootstrap(
-        samples,
-        statistic,
-        paired=True,
-        vectorized=vectorized,
-        batch=200 if vectorized else None,
-        n_resamples=RESAMPLES,
-        confidence_level=CONFIDENCE,
-        method=method,
-        rng=_rng(),
-    )
+    with warnings.catch_warnings():  # BCa on degenerate data (every resample alike) warns, gives NaN
+        warnings.simplefilter("ignore", category=RuntimeWarning)
+        warnings.simplefilter("ignore", category=stats.DegenerateDataWarning)
+        result = stats.bootstrap(
+            samples,
+            statistic,
+            paired=True,
+            vectorized=vectorized,
+            batch=200 if vectorized else None,
+            n_resamples=RESAMPLES,
+            confidence_level=CONFIDENCE,
+            method=method,
+            rng=_rng(),
+        )
     low, high = result.confidence_interval
-    return Estimate(
-        value, float(low), float(high), "bootstrap" if method == "percentile" else f"{method} bootstrap"
-    )
+    if not (np.isfinite(low) and np.isfinite(high)):
+        if method == "percentile":
+            raise ValueError(f"no bootstrap interval for {value}: the resamples gave {low}, {high}")
+        return bootstrap(statistic, *samples, vectorized=vectorized)  # the plain percentile one
+    named = "bootstrap" if method == "percentile" else f"{method} bootstrap"
+    return Estimate(value, float(low), float(high), named)
 
 
 def bootstrap_each(statistic: Callable[..., np.ndarray], *samples: np.ndarray) -> list[Estimate]:
