@@ -9,6 +9,7 @@ from cifar import plots
 from cifar.assets import DATASET_OVERRIDE_ENV, cifar10_available, weights_available
 from cifar.config import REFERENCE_FIGURES, keras_home
 from cifar.feature_cache import cache_inventory
+from cifar.groups import group_of, seed_groups
 from cifar.jobs import active_job
 from cifar.runs import REFERENCE_RUN_IDS, best_run, headline_table, test_accuracy
 from dashboard import cache, text
@@ -31,6 +32,7 @@ if job is not None:
 # ----------------------------------------------------------------------------- headline cards
 st.subheader("Headline accuracy")
 table = headline_table(runs)
+groups = seed_groups(runs)
 for column, (_, row) in zip(st.columns(len(table)), table.iterrows(), strict=True):
     model = row["model"]
     reference = REFERENCE_FIGURES[model]
@@ -64,6 +66,11 @@ for column, (_, row) in zip(st.columns(len(table)), table.iterrows(), strict=Tru
                 delta_color="off",
             )
             st.caption(f"95 % interval {interval(best.test_accuracy_estimate)}")
+        if best is not None and (group := group_of(best, groups)):
+            st.caption(
+                f"Trained with {len(group.runs)} seeds: mean {percent(group.accuracy.value)} ± "
+                f"{group.spread:.2%} (the mean's 95 % interval {interval(group.accuracy)})"
+            )
         if best is not None and (cost := text.cost_line(best.metrics)):
             st.caption(f"`{best.run_id}` costs {cost}")
 if table["run"].notna().any():

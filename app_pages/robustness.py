@@ -5,7 +5,7 @@ import streamlit as st
 from cifar import plots
 from cifar.assets import cifar10_available, frost_textures_available
 from cifar.corruptions import CORRUPTIONS, SEVERITIES
-from cifar.robustness import REFERENCE_RUN, corruption_errors, robustness_table
+from cifar.robustness import REFERENCE_RUN, accuracy_intervals, corruption_errors, robustness_table
 from dashboard import cache
 from dashboard.widgets import chart, require_runs, run_picker, upscale
 
@@ -48,6 +48,13 @@ all_clean = {run.run_id: results[run.run_id][0]["clean_accuracy"] for run in mea
 summary = corruption_errors(robustness_table(measured), all_clean)
 summary = summary[summary["run"].isin(records)]
 summary.insert(1, "images", [records[run_id]["images"] for run_id in summary["run"]])
+intervals = {run.run_id: accuracy_intervals(run, *results[run.run_id]) for run in chosen}
+for position, (name, key) in enumerate((("clean", "clean"), ("corrupted", "corrupted"))):
+    summary.insert(
+        3 + 2 * position,
+        f"{name}: 95 % interval",
+        [f"{intervals[r][key].low:.1%}-{intervals[r][key].high:.1%}" for r in summary["run"]],
+    )
 st.dataframe(
     summary,
     hide_index=True,
@@ -62,7 +69,9 @@ st.caption(
     f"mCE: each corruption's errors summed over the severities, divided by `{REFERENCE_RUN}`'s, "
     "averaged over the 15 corruptions (100 = as many errors as the reference, lower is better). "
     "Relative mCE subtracts each model's clean error first: how much a model *loses* to "
-    "corruptions, whatever its clean accuracy. Empty when the reference has no results."
+    "corruptions, whatever its clean accuracy. Empty when the reference has no results. The subset is "
+    "small (1,000 images by default), so each accuracy is known to about ± 1.5 points: its interval is "
+    "Wilson's (clean) or a bootstrap over the images (corrupted)."
 )
 
 st.subheader("Accuracy by corruption")

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from cifar import atomic, run_files
+from cifar import atomic, run_files, stats
 from cifar.assets import sha256_bytes
 from cifar.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from cifar.runs import Run, RunError, load_run
@@ -227,6 +227,18 @@ def robustness_table(runs: list[Run]) -> pd.DataFrame:
         for entry in result[0]["sets"] if result else []:
             rows.append({"run": run.run_id, **entry})
     return pd.DataFrame(rows, columns=["run", "corruption", "severity", "accuracy"])
+
+
+def accuracy_intervals(run: Run, record: dict, predictions: np.ndarray) -> dict[str, stats.Estimate]:
+    """95 % intervals of a result's figures on its image subset: the clean accuracy (Wilson) and the
+    mean accuracy over the corrupted sets (a bootstrap over the images of each image's share of the
+    sets it survives); 1,000 images give about +/- 1.5 points where the accuracy is near 90 %."""
+    labels = run.test_labels[np.asarray(record["test_indices"])]
+    survived = (predictions.argmax(axis=-1) == labels).mean(axis=0)  # per image, over the sets
+    return {
+        "clean": stats.proportion(round(record["clean_accuracy"] * len(labels)), len(labels)),
+        "corrupted": stats.bootstrap(np.mean, survived, vectorized=True),
+    }
 
 
 def corruption_errors(table: pd.DataFrame, clean: dict[str, float], reference: str = REFERENCE_RUN):
