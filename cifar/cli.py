@@ -132,7 +132,7 @@ def cmd_runs(args, _extra) -> int:
     elif args.format == "json":
         print(table.to_json(orient="records", indent=2))
     elif table.empty:
-        print("no runs yet: `python -m cifar train baseline` makes one")
+        print(no_runs_message())
     else:
         shown = table.copy() if args.all else table[list(COMPACT_COLUMNS)].copy()
         for name in INTERVAL_FIELDS:  # a share with its 95 % interval, as the pages show it
@@ -178,6 +178,16 @@ def cmd_compare(args, _extra) -> int:
     return 0
 
 
+def no_runs_message() -> str:
+    """Where the runs were looked for, and how to make one or look elsewhere."""
+    from cifar.runs import runs_root
+
+    return (
+        f"no runs yet in {runs_root()} (CIFAR_ARTIFACTS=/other/folder looks in /other/folder/runs): "
+        "`python -m cifar train baseline` makes one"
+    )
+
+
 def cmd_jobs(args, _extra) -> int:
     """python -m cifar jobs  (training jobs, from the dashboard or the command line, and their state)"""
     from cifar.jobs import shown_jobs
@@ -219,7 +229,7 @@ def cmd_tensorboard(args, _extra) -> int:
 
     runs = list_runs()
     if not runs:
-        print("no runs yet: `python -m cifar train baseline` makes one")
+        print(no_runs_message())
         return 0
     for run in runs:
         print(f"{run.run_id}: wrote {', '.join(write_logs(run))}")

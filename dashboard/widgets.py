@@ -11,7 +11,7 @@ import math
 import numpy as np
 import streamlit as st
 
-from cifar.runs import Run, default_selection, describe_run
+from cifar.runs import Run, default_selection, describe_run, runs_root
 
 
 def percent(value) -> str:
@@ -30,8 +30,8 @@ def require_runs(runs: list[Run]) -> None:
     if runs:
         return
     st.info(
-        "**No runs yet.** This page shows trained runs from `artifacts/runs/`. Train one on the "
-        "**Train** page, or from a terminal:"
+        f"**No runs yet** in `{runs_root()}` (`CIFAR_ARTIFACTS` names another artifacts folder). "
+        "Train one on the **Train** page, or from a terminal:"
     )
     st.code(
         "python -m cifar fetch\n"

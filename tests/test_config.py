@@ -372,9 +372,12 @@ def test_cli_rejects_extra_arguments_for_other_commands(capsys):
     assert exit_info.value.code == 2
 
 
-def test_cli_runs_with_no_runs(capsys):
+def test_cli_runs_with_no_runs_says_where_it_looked(capsys):
+    from cifar.runs import runs_root
+
     assert cli.main(["runs"]) == 0
-    assert "no runs yet" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"no runs yet in {runs_root()}" in out and "CIFAR_ARTIFACTS" in out
 
 
 def test_cli_evaluate_unknown_run_exits_1(capsys):
