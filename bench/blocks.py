@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 from cifar import stats
 from cifar.groups import SeedGroup, compare
@@ -64,24 +63,20 @@ class Seeds(NamedTuple):
 def seed_group(base, candidates: list) -> SeedGroup | None:
     """`base` and the runs among `candidates` that differ from it in `seed` alone (defaults filled
     in for the options one of them predates, which `cifar.groups.seed_groups` does not), lowest
-    seed first; None without another seed."""
+    seed first, one run per seed (the first by id); None without another seed."""
     others = [r for r in candidates if r.run_id != base.run_id and set(differences(r, base)) == {"seed"}]
-    if not others:
-        return None
-    return SeedGroup(tuple(sorted([base, *others], key=lambda r: (options(r)["seed"], r.run_id))))
-
-
-def mean_test(values: list[float], mean: float) -> float:
-    """Two-sided p-value of a one-sample t test of the seeds' accuracies against a published mean
-    (scipy.stats.ttest_1samp); NaN when the seeds all agree (no spread to test with)."""
-    return float(scipy_stats.ttest_1samp(np.asarray(values, dtype=float), mean).pvalue)
+    by_seed = {}
+    for run in sorted(others, key=lambda r: (options(r)["seed"], r.run_id)):
+        by_seed.setdefault(options(run)["seed"], run)
+    by_seed = {options(base)["seed"]: base, **by_seed}
+    return SeedGroup(tuple(by_seed[seed] for seed in sorted(by_seed))) if len(by_seed) > 1 else None
 
 
 def against(group: SeedGroup, target: float | None) -> str:
     """Whether the group's mean is consistent with `target`, by `mean_test`."""
     if target is None:
         return "–"
-    p_value = mean_test(group.test_accuracies, target)
+    p_value = stats.mean_test(group.test_accuracies, target)
     if np.isnan(p_value):
         return f"{100 * target:.2f} %: no spread to test with"
     side = "below" if group.accuracy.value < target else "above"

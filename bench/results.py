@@ -229,28 +229,24 @@ ROBUSTNESS_NOTE = (
 
 
 class Robustness:
-    """A run's robustness files as right or wrong per image: `clean` (images,) and `corrupted`
-    (sets, images), with each set's corruption name."""
+    """A run's robustness files: the clean and mean corrupted accuracies with their intervals
+    (`cifar.robustness.accuracy_intervals`), and right or wrong per corrupted set and image."""
 
     def __init__(self, run):
-        from cifar.robustness import ROBUSTNESS_CLEAN_FILE, read_robustness
+        from cifar.robustness import accuracy_intervals, read_robustness
 
         record, predictions = read_robustness(run)
         self.record, self.indices = record, np.asarray(record["test_indices"])
-        labels = run.test_labels[self.indices]
-        self.clean = np.load(run.path / ROBUSTNESS_CLEAN_FILE).argmax(axis=1) == labels
-        self.corrupted = predictions.argmax(axis=-1) == labels
+        self.intervals = accuracy_intervals(run, record, predictions)
+        self.corrupted = predictions.argmax(axis=-1) == run.test_labels[self.indices]
         self.names = np.array([entry["corruption"] for entry in record["sets"]])
 
-    def clean_accuracy(self) -> stats.Estimate:
-        return stats.proportion(int(self.clean.sum()), self.clean.size)
+    def share(self, names) -> np.ndarray:
+        """Per image, the share of its versions corrupted by one of `names` that it gets right."""
+        return self.corrupted[np.isin(self.names, list(names))].mean(axis=0)
 
-    def share(self, names=None) -> np.ndarray:
-        """Per image, the share of its corrupted versions (of the corruptions `names`, else all) right."""
-        chosen = np.ones(len(self.names), bool) if names is None else np.isin(self.names, list(names))
-        return self.corrupted[chosen].mean(axis=0)
-
-    def accuracy(self, names=None) -> stats.Estimate:
+    def accuracy(self, names) -> stats.Estimate:
+        """As `accuracy_intervals`' corrupted figure, over the sets of the corruptions `names`."""
         return stats.bootstrap(np.mean, self.share(names), vectorized=True)
 
 
@@ -271,10 +267,13 @@ def robustness_summary(results: dict) -> str:
         family = " | ".join(result.accuracy(names).percent(1) for names in FAMILIES.values())
         e = errors.loc[run_id]
         rows.append(
-            f"| `{run_id}` | {result.clean.size:,} | {result.clean_accuracy().percent(1)} "
-            f"| **{result.accuracy().percent(1)}** | {family} | {e['mCE']:.1f} | {e['relative mCE']:.1f} |"
+            f"| `{run_id}` | {result.indices.size:,} | {result.intervals['clean'].percent(1)} "
+            f"| **{result.intervals['corrupted'].percent(1)}** | {family} "
+            f"| {e['mCE']:.1f} | {e['relative mCE']:.1f} |"
         )
-    half = max(max(c.high - c.value, c.value - c.low) for c in (r.clean_accuracy() for r in results.values()))
+    half = max(
+        max(c.high - c.value, c.value - c.low) for c in (r.intervals["clean"] for r in results.values())
+    )
     rows += ["", f"On these 1,000 images a clean accuracy is known to ± {100 * half:.1f} points at most."]
     return "\n".join(rows)
 

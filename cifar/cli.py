@@ -97,9 +97,11 @@ def cmd_train(args, extra) -> int:
     hold_slot(run_id)  # before TensorFlow: a refused train costs no import
     from cifar.train import train
 
+    held = run_id  # the run the job slot names
     for seed, seed_run_id in seeds.items():
-        move_slot(run_id, seed_run_id)  # the job the dashboard shows is the seed in training
-        seed_config = config.model_copy(update={"seed": seed})
+        move_slot(held, seed_run_id)  # the job the dashboard shows is the seed in training
+        held = seed_run_id
+        seed_config = parse_config(config.model, {**config.model_dump(), "seed": seed})
         run_dir = train(seed_config, run_id=seed_run_id, limit=args.limit, extract_missing=args.extract)
         if not (run_dir / "metrics.json").exists():  # a non-chief worker of a distributed run
             print("worker finished; the chief (worker 0) writes the run folder")
@@ -275,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser(
         "train",
+        allow_abbrev=False,  # `--seed 5` is the config's seed, not an abbreviation of `--seeds`
         help="train a model and write a run folder",
         epilog="\n\n".join(_fields_help(m) for m in CONFIG_TYPES),
         formatter_class=argparse.RawDescriptionHelpFormatter,

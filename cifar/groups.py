@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from cifar import stats
+from cifar.config import ConfigError, load_config
 from cifar.runs import FAMILIES, Run, RunError, list_runs, load_run
 
 GROUP_PREFIX = "group:"
@@ -69,7 +70,13 @@ class SeedGroup:
 
 
 def _configuration(run: Run) -> str:
-    fields = {k: v for k, v in run.hyperparameters.items() if k != "seed"}
+    """The run's config with today's defaults filled in (a field added since, such as `precision`,
+    is the default it trained with), minus its seed."""
+    try:
+        fields = load_config(run.hyperparameters).model_dump()
+    except ConfigError:  # a config today's code refuses: as saved
+        fields = dict(run.hyperparameters)
+    fields.pop("seed", None)
     return json.dumps({"fields": fields, "limit": run.config.get("limit")}, sort_keys=True, default=str)
 
 
@@ -79,12 +86,16 @@ def seed_groups(runs: list[Run]) -> list[SeedGroup]:
     for run in runs:
         if run.model in FAMILIES and isinstance(run.metrics.get("test_accuracy"), float | int):
             by_configuration[_configuration(run)].append(run)
-    groups = [
-        SeedGroup(tuple(sorted(members, key=lambda r: (int(r.hyperparameters.get("seed", 0)), r.run_id))))
-        for members in by_configuration.values()
-        if len(members) > 1
-    ]
-    return sorted(groups, key=lambda group: group.name)
+    groups = [SeedGroup(members) for members in map(_one_per_seed, by_configuration.values())]
+    return sorted((group for group in groups if len(group.runs) > 1), key=lambda group: group.name)
+
+
+def _one_per_seed(runs: list[Run]) -> tuple[Run, ...]:
+    """Lowest seed first; of runs with the same seed (a repeat, not another seed), the first by id."""
+    by_seed: dict[int, Run] = {}
+    for run in sorted(runs, key=lambda r: (int(r.hyperparameters.get("seed", 0)), r.run_id)):
+        by_seed.setdefault(int(run.hyperparameters.get("seed", 0)), run)
+    return tuple(by_seed.values())
 
 
 def group_of(run: Run, groups: list[SeedGroup]) -> SeedGroup | None:
@@ -176,6 +187,8 @@ def resolve(name: str, runs: list[Run] | None = None) -> Contender:
     if run is None:
         raise CompareError(f"no run {run_id!r}: {GROUP_PREFIX}RUN names the seed group RUN belongs to")
     group = group_of(run, seed_groups(runs))
+    if group is None and run.model not in FAMILIES:
+        raise CompareError(f"{run_id} is an {run.model}: only trained runs form seed groups")
     if group is None:
         raise CompareError(
             f"{run_id} has no seed group (no other run differs from it only in its seed): "

@@ -144,6 +144,15 @@ def seed_mean(values: Sequence[float]) -> Estimate | None:
     return Estimate(mean, float(low), float(high), f"t over {values.size} seeds")
 
 
+def mean_test(values: Sequence[float], mean: float) -> float:
+    """Two-sided p-value of a one-sample t test of seeds' figures against a published mean
+    (airbench94's 94.01 %, say); NaN when the seeds all agree (no spread to test with)."""
+    values = np.asarray(values, dtype=float)
+    if values.size < 2 or values.std() == 0:  # scipy answers p = 0 (t = infinity) for equal seeds
+        return math.nan
+    return float(stats.ttest_1samp(values, mean).pvalue)
+
+
 @dataclass(frozen=True)
 class Comparison:
     """Two classifiers (runs or seed groups) on the same test images."""

@@ -172,12 +172,20 @@ def test_a_mean_near_the_published_one_is_consistent_with_it(artifacts):
             enumerate((0.935, 0.945, 0.94))]  # fmt: skip
     group = SeedGroup(tuple(load_run(path.name) for path in runs))
     target = float(np.mean(group.test_accuracies) + np.std(group.test_accuracies) / 2)
-    p_value = blocks.mean_test(group.test_accuracies, target)
+    p_value = stats.mean_test(group.test_accuracies, target)
     assert p_value == pytest.approx(scipy_stats.ttest_1samp(group.test_accuracies, target).pvalue)
     assert p_value > 0.05
     expected = f"{100 * target:.2f} %: {stats.p_text(p_value)}, consistent with it"
     assert blocks.against(group, target) == expected
     assert blocks.against(group, None) == "–"
+
+
+def test_a_second_run_of_one_seed_is_not_another_seed(recorded, artifacts):
+    reference, runs = recorded
+    float32_seeds(artifacts)
+    write_run(artifacts, "baseline-best-again", "baseline", LABELS, 0.9, seed=30, training_seed=1, **RECIPE)
+    group = recipe.recipe_seeds(list(runs.values()), reference)[0].group
+    assert [run.run_id for run in group.runs] == [recipe.RUN, "baseline-best-again", "baseline-best-seed2"]
 
 
 def test_a_seed_run_of_another_configuration_is_no_seed(recorded, artifacts):
