@@ -142,8 +142,26 @@ def cmd_runs(args, _extra) -> int:
                 _with_interval(*row) for row in table[[name, f"{name}_low", f"{name}_high"]].values
             ]
         print(shown.to_string(index=False, float_format=lambda x: f"{x:.4g}", na_rep="-"))
-        print("(95 % intervals: Wilson for accuracy, a bootstrap over the test images for ECE)")
+        print("(95 % intervals: Wilson for accuracy, a BCa bootstrap over the test images for ECE)")
+        print_groups()
     return 0
+
+
+def print_groups() -> None:
+    """The seed groups under the runs table: each group's mean, spread and the mean's interval."""
+    from cifar.groups import seed_groups
+    from cifar.runs import list_runs
+
+    groups = seed_groups(list_runs())
+    if groups:
+        print("\nseed groups (runs differing only in their seed; `compare group:RUN ...` tests them):")
+    for group in groups:
+        accuracy = group.accuracy
+        print(
+            f"  {group.name}: {len(group.runs)} seeds, test accuracy mean {accuracy.value:.2%} "
+            f"± {group.spread:.2%} (the mean's 95 % interval {accuracy.low:.2%}-{accuracy.high:.2%}, "
+            f"Student's t): {', '.join(run.run_id for run in group.runs)}"
+        )
 
 
 def _with_interval(value, low, high) -> str:

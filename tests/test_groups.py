@@ -276,7 +276,7 @@ def test_runs_listing_shows_each_share_with_its_interval(artifacts, capsys):
     write_run(artifacts, "cal", "baseline", LABELS, 0.6, seed=1, val_labels=VAL_LABELS)
     write_run(artifacts, "raw", "baseline", LABELS, 0.6, seed=2, training_seed=1)
     assert cli.main(["runs"]) == 0
-    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
     for run_id in ("cal", "raw"):
         right = int(round(saved_accuracy(run_id) * len(LABELS)))
         low, high = wilson(right, len(LABELS))
@@ -285,3 +285,16 @@ def test_runs_listing_shows_each_share_with_its_interval(artifacts, capsys):
     assert f"{ece.value:.2%} ({ece.low * 100:.2f}-{ece.high * 100:.2f})" in lines["cal"]
     assert lines["raw"].split()[5] == "-"  # no calibration: no ECE (after "53.00%", "(47.35-58.57)")
     assert lines["(95"].startswith("(95 % intervals: Wilson for accuracy")
+
+
+def test_runs_listing_shows_each_seed_group_with_its_mean_spread_and_interval(seeded, capsys):
+    from cifar import cli
+
+    assert cli.main(["runs"]) == 0
+    out = capsys.readouterr().out
+    group = seed_groups(list_runs())[0]
+    accuracy = group.accuracy
+    line = next(line for line in out.splitlines() if line.startswith(f"  {group.name}: "))
+    assert f"{len(group.runs)} seeds, test accuracy mean {accuracy.value:.2%} ± {group.spread:.2%}" in line
+    assert f"{accuracy.low:.2%}-{accuracy.high:.2%}" in line
+    assert line.endswith(", ".join(run.run_id for run in group.runs))
