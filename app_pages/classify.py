@@ -56,12 +56,6 @@ answers: dict[str, list[tuple[str, float]]] = {}
 seen: dict[tuple[int, int], tuple[np.ndarray, list[str]]] = {}  # by size: the pixels, and which models
 with right:
     for run in chosen:
-        if run.trained_on_faulty_resize:
-            st.caption(
-                f"`{run.run_id}` was trained before 2026-11-25 on features of XLA's faulty bilinear "
-                "resize; the classifier now resizes correctly, so its answers can differ a little "
-                "from its saved test predictions. Retraining it recomputes the features."
-            )
         try:
             if missing_backbone(run):
                 st.warning(

@@ -207,20 +207,16 @@ def make_extract_fn(config: TransferConfig, weights_path, precision: str = "floa
 
 # ----------------------------------------------------------------------------- the resize and XLA
 
-RESIZE_LEFT_XLA = 1795619188  # Unix time of 2026-11-25's commit that moved the resize out of XLA
-
 
 def outside_xla(resize):
     """`resize` (a `build_resize` model) as a graph that XLA never compiles.
 
     XLA's CPU bilinear resize is wrong at odd integer scale factors (32 -> 96, 160, 224, 288 px:
     3 % of the pixels come out of the wrong source column; tensorflow/tensorflow#118344, open)
-    and XLA has no bicubic resize at all. TensorFlow's own kernels agree with Pillow. Until
-    2026-11-25 (`RESIZE_LEFT_XLA`) the extractor and the classifier resized under XLA, so:
-    caches of those resizes made before then hold wrong features, and today's carry `-r2` in
-    their names (`FeatureSpec.name`) so that the old ones are never reused or mixed in (`python
-    -m cifar features --prune` removes them); runs trained on them are flagged on the Classify
-    page (`trained_on_faulty_resize`), since the classifier no longer makes their pixels.
+    and XLA has no bicubic resize at all. TensorFlow's own kernels agree with Pillow. Feature
+    sets of those resizes carry `-r2` in their names (`FeatureSpec.name`), so that sets made
+    when the resize still ran under XLA (see git history) are never reused or mixed in
+    (`python -m cifar features --prune` removes them).
     """
     import tensorflow as tf
 
@@ -231,17 +227,6 @@ def xla_resized_wrongly(resize: str, input_size: int) -> bool:
     """Bilinear from 32 px to an odd multiple of 32, which XLA got wrong (see `outside_xla`)."""
     factor, remainder = divmod(input_size, 32)
     return resize == "bilinear" and remainder == 0 and factor % 2 == 1
-
-
-def trained_on_faulty_resize(hyperparameters: dict, finished: float) -> bool:
-    """Did a transfer run with these hyperparameters, finished at Unix time `finished`, learn
-    from XLA's faulty resize? (see `outside_xla`)"""
-    size = hyperparameters.get("input_size", 224)
-    return (
-        finished < RESIZE_LEFT_XLA
-        and isinstance(size, int)
-        and xla_resized_wrongly(hyperparameters.get("resize", ""), size)
-    )
 
 
 def extract_features(

@@ -182,13 +182,6 @@ class Run:
         )
 
     @property
-    def trained_on_faulty_resize(self) -> bool:
-        """A transfer run whose head learned from XLA's faulty resize (`cifar.features.outside_xla`)."""
-        from cifar.features import trained_on_faulty_resize
-
-        return trained_on_faulty_resize(self.hyperparameters, float(self.metrics.get("finished", 0)))
-
-    @property
     def has_weights(self) -> bool:
         """Whether the folder holds the trained weights the Predictor needs (and a config that
         today's model builders still understand)."""

@@ -1,4 +1,4 @@
-"""bench/results.py: the committed bench/RESULTS.md (and so the README's blocks from it) against the
+"""bench/results.py: the committed bench/RESULTS.md (and so the blocks of README.md and docs/) against the
 committed run folders: every accuracy and ECE with the interval `cifar.stats` gives for the files'
 counts, the robustness figures of their 1,000 images, seed groups and paired comparisons."""
 

@@ -455,27 +455,6 @@ def test_caches_of_the_resizes_xla_got_wrong_have_new_names(resize, size, rename
     assert (f"-{resize}{size}-r2-" in spec.name) == renamed
 
 
-LEFT = features.RESIZE_LEFT_XLA
-
-
-@pytest.mark.parametrize(
-    "hyperparameters, finished, flagged",
-    [
-        ({"resize": "bilinear", "input_size": 224}, LEFT - 1, True),
-        ({"resize": "bilinear", "input_size": 160}, LEFT - 1, True),
-        ({"resize": "bilinear", "input_size": 224}, LEFT + 1, False),  # after the fix
-        ({"resize": "bilinear", "input_size": 299}, LEFT - 1, False),  # not a multiple of 32
-        ({"resize": "bilinear", "input_size": 256}, LEFT - 1, False),  # an even factor
-        ({"resize": "bicubic", "input_size": 224}, LEFT - 1, False),
-        ({"resize": "bilinear", "input_size": "224"}, LEFT - 1, False),  # not a size at all
-        ({}, LEFT - 1, False),  # a baseline's hyperparameters
-    ],
-)
-def test_runs_trained_before_the_resize_left_xla_are_flagged(hyperparameters, finished, flagged):
-    assert LEFT == 1795619188  # 2026-11-25
-    assert features.trained_on_faulty_resize(hyperparameters, finished) == flagged
-
-
 def test_bilinear_resize_runs_outside_xla_and_agrees_with_pillow():
     """XLA's CPU bilinear resize is wrong at odd integer factors (tensorflow/tensorflow#118344)."""
     from PIL import Image

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 from cifar import runs, tables
-from cifar.features import RESIZE_LEFT_XLA
 from cifar.runs import RunError, RunWriter, check_run_id, list_runs, load_run, run_path
 from cifar.tables import runs_table
 from tests.factory import npz_cifar, plain_id, write_run
@@ -233,26 +232,6 @@ def test_predictions_with_wrong_shape_are_refused():
     np.save(path / "test_predictions.npy", np.zeros((4, 3), np.float32))
     with pytest.raises(RunError, match="shape"):
         load_run("wrong").test_predictions  # noqa: B018
-
-
-@pytest.mark.parametrize(
-    "model, overrides, finished, flagged",
-    [
-        ("transfer", {"resize": "bilinear", "input_size": 224}, RESIZE_LEFT_XLA - 1, True),
-        ("transfer", {"resize": "bilinear", "input_size": 160}, RESIZE_LEFT_XLA - 1, True),
-        ("transfer", {"resize": "bilinear", "input_size": 224}, RESIZE_LEFT_XLA + 1, False),
-        ("transfer", {"resize": "bilinear", "input_size": 299}, RESIZE_LEFT_XLA - 1, False),
-        ("transfer", {"resize": "bilinear", "input_size": 256}, RESIZE_LEFT_XLA - 1, False),
-        ("transfer", {}, RESIZE_LEFT_XLA - 1, False),  # the reference: nearest-neighbour x7
-        ("baseline", {}, RESIZE_LEFT_XLA - 1, False),
-    ],
-)
-def test_runs_trained_on_xla_s_faulty_resize_are_flagged(model, overrides, finished, flagged):
-    from cifar.config import parse_config
-
-    config = {"config": parse_config(model, overrides).model_dump()}
-    run = runs.Run("r", runs.runs_root() / "r", config, {"model": model, "finished": finished})
-    assert run.trained_on_faulty_resize == flagged
 
 
 # ----------------------------------------------------------------------------- choosing runs

@@ -8,7 +8,7 @@ from tests.factory import REPO
 
 
 def test_the_server_listens_on_loopback_and_shows_visitors_no_tracebacks():
-    """It has no authentication: binding to a network is the user's explicit choice (README)."""
+    """It has no authentication: binding to a network is the user's explicit choice (docs/serving.md)."""
     config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
     assert config["server"]["address"] == "127.0.0.1"
     assert config["client"]["showErrorDetails"] == "none"
