@@ -1,7 +1,10 @@
 """What the bench scripts share. Generated blocks of the markdown files: what stands between
-`<!-- NAME:start -->` and `<!-- NAME:end -->` in the README or bench/PERFORMANCE.md is written by
-one bench script. Seed groups: the runs of one configuration that differ in their seed alone, and
-their tables (bench/RESULTS.md and bench/RECIPE.md show them).
+`<!-- NAME:start -->` and `<!-- NAME:end -->` in README.md, a page of docs/ or bench/PERFORMANCE.md
+is written by one bench script (`replace_block`; tests/test_docs.py checks that every block a
+script names is in the file it writes to). Seed groups: the runs of one configuration that differ
+in their seed alone, and their tables (bench/RESULTS.md and bench/RECIPE.md show them). The
+README's short results table (`headline`): each committed run's test accuracy with its interval,
+and the paired tests between them.
 """
 
 from __future__ import annotations
@@ -124,3 +127,68 @@ def seed_pairs_table(rows: list[Seeds]) -> list[str]:
                 f"| {stats.p_text(result.p_value)} | {verdict} |"
             )
     return lines
+
+
+# ----------------------------------------------------------------------------- the README's table
+
+SHORT_NAMES = {  # what each committed run is, in a few words (docs/results.md has the configurations)
+    "baseline-reference": "the write-up's CNN, rerun",
+    "transfer-reference": "the write-up's InceptionV3 transfer, rerun",
+    "baseline-best": "airbench94's recipe in Keras, from scratch",
+    "transfer-best": "frozen InceptionV3, a better-read head",
+    "ensemble-best": "the two best runs pooled",
+}
+DETAILS = "docs/results.md"  # where the README's table sends the reader for everything else
+SEEDS_DETAILS = "bench/RECIPE.md#seeds-of-the-recipe-in-full"  # the recipe's seed groups
+
+
+def headline(run_ids, seeds: list[Seeds], pairs) -> str:
+    """The README's results: each run of `run_ids` with its test accuracy and Wilson interval; each
+    two of `pairs` compared on the same test images, the better first (a run with a seed group as its
+    group: `compare`); each run of `seeds` with its seeds' mean tested against its published mean,
+    or the note that it has one seed so far."""
+    from cifar.runs import RunError, load_run
+
+    runs = []
+    for run_id in run_ids:
+        try:
+            runs.append((run_id, load_run(run_id)))
+        except RunError:
+            runs.append((run_id, None))
+    lines = ["| run | what it is | test accuracy (95 %) |", "|---|---|---|"]
+    for run_id, run in sorted(runs, key=lambda pair: -pair[1].test_accuracy_estimate.value if pair[1] else 1):
+        accuracy = f"**{run.test_accuracy_estimate.percent()}**" if run else "not trained yet"
+        lines.append(f"| `{run_id}` | {SHORT_NAMES.get(run_id, run.model if run else '–')} | {accuracy} |")
+    groups = {row.base.run_id: row.group for row in seeds if row.group}
+    loaded = {run_id: run for run_id, run in runs if run}
+    images = f"{len(next(iter(loaded.values())).test_labels):,}" if loaded else "the"
+    lines += ["", f"Two of them on the same {images} test images (A minus B: paired bootstrap, 95 %):", ""]
+    for names in pairs:
+        a, b = (groups.get(name) or loaded.get(name) for name in names)
+        if a is None or b is None:
+            continue
+        result = compare(a, b)
+        if result.difference.value < 0:
+            result = compare(b, a)
+        verdict = f"**{result.a} is better**" if result.significant else "no difference this test set can see"
+        lines.append(
+            f"- `{result.a}` minus `{result.b}`: {result.difference.points()}; "
+            f"{result.test}, {stats.p_text(result.p_value)}: {verdict}."
+        )
+    for row in seeds:
+        if row.target is None:
+            continue
+        if row.group is None:
+            lines.append(
+                f"- `{row.base.run_id}` against its recipe's published mean, {100 * row.target:.2f} %: "
+                f"seed {options(row.base)['seed']} only, not tested here "
+                f"([the recipe's seeds]({SEEDS_DETAILS}))."
+            )
+            continue
+        lines.append(
+            f"- `{row.base.run_id}`, {len(row.group.runs)} seeds: mean {row.group.accuracy.percent()} "
+            f"(Student's t) against its recipe's published mean, {against(row.group, row.target)} "
+            "(one-sample t test)."
+        )
+    lines += ["", f"Configurations, train accuracy, calibration, seeds and cost: [{DETAILS}]({DETAILS})."]
+    return "\n".join(lines)

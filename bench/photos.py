@@ -1,4 +1,5 @@
-"""Writes bench/PHOTOS.md: every committed run on the real photos of bench/photos/, in each mode.
+"""Writes bench/PHOTOS.md (and docs/photos.md's table): every committed run on the real photos of
+bench/photos/, in each mode.
 
 Each run's Predictor answers each photo of `bench/photos/manifest.csv` at every resolution it
 takes ("full": the photo at the transfer base's input size; "cifar": the 32 x 32 thumbnail), with
@@ -161,7 +162,7 @@ input size); "32 × 32": the photo squeezed to a CIFAR-10 thumbnail first. Basel
 {confusions_table(table)}
 """
     (ROOT / "bench" / "PHOTOS.md").write_text(text)
-    replace_block(ROOT / "README.md", "photos", f"{summary_table(table)}\n\n{interval_line(table)}")
+    replace_block(ROOT / "docs" / "photos.md", "photos", f"{summary_table(table)}\n\n{interval_line(table)}")
     print(text)
 
 

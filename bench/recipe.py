@@ -1,4 +1,4 @@
-"""Writes bench/RECIPE.md (and the README's summary of it): what each part of `baseline-best`'s
+"""Writes bench/RECIPE.md (and docs/results.md's summary of it): what each part of `baseline-best`'s
 airbench94 recipe is worth (#19), every figure with its 95 % interval and every option's record
 tested against its recipe in full on the same test images (#32).
 
@@ -202,7 +202,7 @@ def ablation_table(found: list[Ablation]) -> list[str]:
 
 
 def summary_table(found: list[Ablation]) -> list[str]:
-    """The README's short form of the ablation table: the paired test on the test set."""
+    """docs/results.md's short form of the ablation table: the paired test on the test set."""
     rows = [
         "| option | record | recipe in full minus record on test (95 %) | McNemar | on this test set |",
         "|---|---|---|---|---|",
@@ -386,7 +386,7 @@ def main() -> None:
     lines = recipe_md(reference, runs, data.y_test, found, seeds, curve, views)
     (ROOT / "bench" / "RECIPE.md").write_text("\n".join(lines))
     summary = [*curve, "", separable_count(found), "", *summary_table(found), "", *seeds_table(seeds)]
-    replace_block(ROOT / "README.md", "recipe", "\n".join(summary), indent="  ")
+    replace_block(ROOT / "docs" / "results.md", "recipe", "\n".join(summary))
     print("\n".join(lines))
 
 

@@ -1,4 +1,5 @@
-"""Writes bench/RESULTS.md (and the README's results table) from the committed run folders.
+"""Writes bench/RESULTS.md (and the README's short results table, docs/results.md's and
+docs/robustness.md's blocks) from the committed run folders.
 
 Accuracy is recomputed from each run's `test_predictions.npy` and the real CIFAR-10 test labels
 (not read from the logs), with its 95 % interval (`cifar.stats`: Wilson's for a count of images,
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.blocks import Seeds, replace_block, seed_group, seed_pairs_table, seeds_table
+from bench.blocks import Seeds, headline, replace_block, seed_group, seed_pairs_table, seeds_table
 from bench.recipe import AIRBENCH94_MEAN
 from cifar import stats, tta
 from cifar.assets import load_cifar10
@@ -387,8 +388,10 @@ def main() -> None:
         f"{COST_NOTE}\n\n## Robustness to corruptions\n\n{summary}\n\n{ROBUSTNESS_NOTE}\n\n"
         f"Accuracy per corruption (mean over the five severities):\n\n{detail}\n"
     )
-    replace_block(ROOT / "README.md", "results", f"{body}\n\n{NOTE}\n\n{seeds}")
-    replace_block(ROOT / "README.md", "robustness", f"{summary}\n\n{ROBUSTNESS_NOTE}")
+    replace_block(ROOT / "docs" / "results.md", "results", f"{body}\n\n{NOTE}\n\n{seeds}")
+    replace_block(ROOT / "docs" / "robustness.md", "robustness", f"{summary}\n\n{ROBUSTNESS_NOTE}")
+    replace_block(ROOT / "docs" / "robustness.md", "robustness-detail", detail)
+    replace_block(ROOT / "README.md", "headline", headline(RUNS, headline_seeds(), PAIRS))
     print(body)
 
 

@@ -2,7 +2,7 @@
 way (no home-made scheduler).
 
 - Several GPUs in one machine: `MirroredStrategy`, picked automatically.
-- Several machines: set `TF_CONFIG` on each (see README, "Scaling out"); training uses
+- Several machines: set `TF_CONFIG` on each (see docs/scaling.md); training uses
   `MultiWorkerMirroredStrategy`, and feature extraction splits the chunks of the shared cache by
   index (`chunk % workers == worker index`), so every worker fills its own part of one cache.
 """

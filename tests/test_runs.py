@@ -376,7 +376,7 @@ def test_command_line_is_recorded_without_machine_paths(argv, expected, monkeypa
 
 
 def test_the_committed_runs_are_found_in_the_artifacts_folder_s_runs(monkeypatch):
-    """The layout the README documents and the repository commits: artifacts/runs/<run id>/."""
+    """The layout docs/run-folders.md documents and the repository commits: artifacts/runs/<run id>/."""
     from tests.factory import REPO
 
     monkeypatch.setenv("CIFAR_ARTIFACTS", str(REPO / "artifacts"))
