@@ -51,9 +51,9 @@ for column, (_, row) in zip(st.columns(len(table)), table.iterrows(), strict=Tru
         st.metric("Test accuracy", percent(test), delta=delta, delta_color="off")
         headline = next(run for run in runs if run.run_id == row["run"])
         write_up_train = reference["train_accuracy"]
+        st.caption(f"95 % interval {interval(headline.test_accuracy_estimate)}")
         st.caption(
-            f"95 % interval {interval(headline.test_accuracy_estimate)} · "
-            f"run `{row['run']}` · train {percent(row['train_accuracy'])} · write-up: "
+            f"Run `{row['run']}` · train {percent(row['train_accuracy'])} · write-up: "
             f"{percent(write_up_train) + ' train / ' if write_up_train else ''}"
             f"{percent(reference['test_accuracy'])} test"
         )

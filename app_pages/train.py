@@ -54,9 +54,10 @@ for tab, model in zip(st.tabs([MODEL_TITLES[m] for m in FAMILIES]), FAMILIES, st
         except ConfigError as error:
             config = None
             problems.append(str(error))
-        if run_id and config is not None:
+        if run_id:
             try:
-                taken = [r for r in seed_runs(run_id, config.seed, seeds).values() if run_path(r).exists()]
+                seed = config.seed if config is not None else 0
+                taken = [r for r in seed_runs(run_id, seed, seeds).values() if run_path(r).exists()]
                 if taken:
                     problems.append(f"run id: a run {taken[0]!r} exists already; choose another")
             except RunError as error:

@@ -30,8 +30,8 @@ def started(monkeypatch):
     """`start_job` records its calls instead of starting a process."""
     calls = []
 
-    def fake_start_job(config, run_id=None):
-        calls.append((config, run_id))
+    def fake_start_job(config, run_id=None, seeds=1):
+        calls.append((config, run_id) if seeds == 1 else (config, run_id, seeds))
         return jobs.Job(run_id or f"{config.model}-now", "starting", 0.0, "starting")
 
     monkeypatch.setattr(jobs, "start_job", fake_start_job)

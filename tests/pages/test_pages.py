@@ -12,6 +12,7 @@ import base64
 import io
 import json
 import os
+import shutil
 import time
 
 import numpy as np
@@ -721,6 +722,24 @@ def test_train_form_hands_the_validated_config_to_start_job(started, open_page):
     assert app.session_state["train-last-job"] == "my-run"
 
 
+def test_train_form_starts_a_seed_group_and_names_a_taken_seed_run(started, open_page, artifacts):
+    """Seeds 3 from seed 5: runs my-run, my-run-seed6, my-run-seed7; one of them taken is named."""
+    app = open_page("train")
+    app.number_input(key="train-baseline-seed").set_value(5).run()
+    app.number_input(key="train-baseline-seeds").set_value(3).run()
+    app.text_input(key="train-baseline-run-id").set_value("my-run").run()
+    assert "--seed 5 --run-id my-run --seeds 3" in texts(app.code)
+    write_run(artifacts, "my-run-seed7", "baseline", np.arange(20) % 10, 0.5)
+    app.text_input(key="train-baseline-run-id").set_value("my-run ").run()  # a rerun sees the new run
+    assert "run id: a run 'my-run-seed7' exists already; choose another" in texts(app.error)
+    assert app.button(key="train-baseline-start").disabled
+    shutil.rmtree(artifacts / "runs" / "my-run-seed7")
+    app.text_input(key="train-baseline-run-id").set_value("my-run").run()
+    app.button(key="train-baseline-start").click().run()
+    no_exception(app)
+    assert started == [(parse_config("baseline", {"seed": 5}), "my-run", 3)]
+
+
 def test_train_transfer_form_starts_a_transfer_config(started, open_page):
     app = open_page("train")
     app.toggle(key="train-transfer-flip_features").set_value(True).run()
@@ -740,7 +759,7 @@ def test_train_form_shows_the_config_error_naming_the_field(started, open_page):
 
 
 def test_train_busy_is_a_clear_message(monkeypatch, open_page):
-    def busy(config, run_id=None):
+    def busy(config, run_id=None, seeds=1):
         raise jobs.JobBusy("job other is running (40%); wait for it or cancel it first")
 
     monkeypatch.setattr(jobs, "start_job", busy)
