@@ -9,10 +9,29 @@ __version__ = "0.1.0"
 os.environ["KERAS_BACKEND"] = "tensorflow"
 
 
-def __getattr__(name: str):
-    """`from cifar import load_run_model` (TensorFlow loads only when it is asked for)."""
-    if name == "load_run_model":
-        from cifar.export import load_run_model
+# The public API: where a user's own code starts (each module loads when its name is first used,
+# so `import cifar` stays light and TensorFlow loads only with what needs it). Training is
+# `from cifar.train import train` (a name here would be shadowed by the module `cifar.train`).
+_API = {
+    "parse_config": "cifar.config",  # a typed, checked config from {"field": value}
+    "list_runs": "cifar.runs",  # every finished run (Run objects), newest first
+    "load_run": "cifar.runs",  # one run by id: config, metrics, predictions, calibration
+    "runs_table": "cifar.tables",  # a pandas DataFrame: a row per run, results and hyperparameters
+    "compare": "cifar.groups",  # two runs or seed groups on the same test images
+    "seed_groups": "cifar.groups",  # runs that differ only in their seed
+    "load_run_model": "cifar.export",  # a run's whole Keras model: uint8 pixels in, probabilities out
+}
+__all__ = ["__version__", *_API]
 
-        return load_run_model
+
+def __getattr__(name: str):
+    """`from cifar import load_run_model` and the rest of `__all__`, loaded on first use."""
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
     raise AttributeError(f"module 'cifar' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -75,3 +75,21 @@ def test_every_third_party_import_of_the_product_is_a_declared_requirement():
         if not {name.lower().replace("_", "-") for name in distributions.get(module, [])} & declared
     }
     assert not undeclared, f"imported but not in requirements.txt: {undeclared}"
+
+
+def test_the_public_api_is_listed_and_importing_cifar_loads_no_tensorflow():
+    """`cifar.__all__` names where a user's code starts; each name is the function its module defines,
+    and `import cifar` alone loads neither TensorFlow nor pandas."""
+    import subprocess
+    import sys
+
+    import cifar
+
+    assert set(cifar.__all__) >= {"load_run_model", "runs_table", "compare", "list_runs", "load_run"}
+    for _ in range(2):  # the second time from the package's attributes, once its modules are imported
+        for name in cifar.__all__[1:]:
+            value = getattr(cifar, name)
+            assert callable(value) and value.__name__ == name, name
+    code = "import sys, cifar; print('tensorflow' in sys.modules, 'pandas' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
