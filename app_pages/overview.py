@@ -11,7 +11,7 @@ from cifar.config import REFERENCE_FIGURES, keras_home
 from cifar.feature_cache import cache_inventory
 from cifar.groups import group_of, seed_groups
 from cifar.jobs import active_job
-from cifar.runs import REFERENCE_RUN_IDS, best_run, headline_table, test_accuracy
+from cifar.runs import REFERENCE_RUN_IDS, headline_table, test_accuracy
 from dashboard import cache, text
 from dashboard.widgets import chart, interval, percent
 
@@ -30,49 +30,51 @@ if job is not None:
     st.info(f"Training job `{job.run_id}` is running ({job.progress:.0%}): see the **Train** page.")
 
 # ----------------------------------------------------------------------------- headline cards
-st.subheader("Headline accuracy")
+st.subheader("Best runs")
 table = headline_table(runs)
 groups = seed_groups(runs)
+by_id = {run.run_id: run for run in runs}
 for column, (_, row) in zip(st.columns(len(table)), table.iterrows(), strict=True):
     model = row["model"]
-    reference = REFERENCE_FIGURES[model]
+    write_up = REFERENCE_FIGURES.get(model, {})
     with column, st.container(border=True):
         st.markdown(f"**{text.MODEL_TITLES[model]}**")
         if pd.isna(row["run"]):
             st.info(
-                f"No {model} run yet. Write-up: {percent(reference['test_accuracy'])} test.\n\n"
+                f"No {model} run yet. Write-up: {percent(write_up['test_accuracy'])} test.\n\n"
                 f"`python -m cifar train {model} --run-id {REFERENCE_RUN_IDS[model]}`"
             )
             continue
+        best = by_id[row["run"]]
         test = row["test_accuracy"]
-        delta = (
-            f"{(test - reference['test_accuracy']) * 100:+.2f} pp vs write-up" if test is not None else None
-        )
-        st.metric("Test accuracy", percent(test), delta=delta, delta_color="off")
-        headline = next(run for run in runs if run.run_id == row["run"])
-        write_up_train = reference["train_accuracy"]
-        st.caption(f"95 % interval {interval(headline.test_accuracy_estimate)}")
-        st.caption(
-            f"Run `{row['run']}` · train {percent(row['train_accuracy'])} · write-up: "
-            f"{percent(write_up_train) + ' train / ' if write_up_train else ''}"
-            f"{percent(reference['test_accuracy'])} test"
-        )
-        best = best_run(runs, model)
-        if best is not None and best.run_id != row["run"]:
-            st.metric(
-                f"Best run: {best.run_id}",
-                percent(test_accuracy(best)),
-                delta=f"{(test_accuracy(best) - reference['test_accuracy']) * 100:+.2f} pp vs write-up",
-                delta_color="off",
+        delta = f"{(test - write_up['test_accuracy']) * 100:+.2f} pp vs write-up" if write_up else None
+        st.metric(f"Best: {best.run_id}", percent(test), delta=delta, delta_color="off")
+        st.caption(f"95 % interval {interval(best.test_accuracy_estimate)}")
+        if model == "ensemble":
+            st.caption(f"Pools {', '.join(f'`{m}`' for m in best.ensemble.get('members', []))}")
+        else:
+            train = f"{percent(write_up['train_accuracy'])} train / " if write_up["train_accuracy"] else ""
+            st.caption(
+                f"Train {percent(row['train_accuracy'])} · write-up: {train}"
+                f"{percent(write_up['test_accuracy'])} test"
             )
-            st.caption(f"95 % interval {interval(best.test_accuracy_estimate)}")
-        if best is not None and (group := group_of(best, groups)):
+        if group := group_of(best, groups):
             st.caption(
                 f"Trained with {len(group.runs)} seeds: mean {percent(group.accuracy.value)} ± "
                 f"{group.spread:.2%} (the mean's 95 % interval {interval(group.accuracy)})"
             )
-        if best is not None and (cost := text.cost_line(best.metrics)):
-            st.caption(f"`{best.run_id}` costs {cost}")
+        reference = by_id.get(row["reference_run"]) if pd.notna(row["reference_run"]) else None
+        if reference is not None and reference.run_id != best.run_id:
+            st.caption(
+                f"The write-up's recipe, rerun: `{reference.run_id}` {percent(test_accuracy(reference))} "
+                f"({interval(reference.test_accuracy_estimate)})"
+            )
+        cost = text.cost_line(best.metrics)
+        st.caption(
+            f"`{best.run_id}` costs {cost}"
+            if cost
+            else f"Cost not measured: `python -m cifar cost {best.run_id}`"
+        )
 if table["run"].notna().any():
     chart(plots.headline_bars(table), key="overview-headline-chart")
 

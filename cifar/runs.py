@@ -343,18 +343,24 @@ def headline_runs(runs: list[Run]) -> dict[str, Run | None]:
 
 
 def headline_table(runs: list[Run]) -> pd.DataFrame:
-    """Per model: the headline run's accuracies beside the write-up's."""
+    """What Overview leads with, a row per family (and the ensemble, once there is one): its most
+    accurate run, the write-up's recipe rerun (its reference run) and the write-up's figures."""
+    by_id = {run.run_id: run for run in runs}
+    models = [*FAMILIES, *(["ensemble"] if best_run(runs, "ensemble") else [])]
     rows = []
-    for model, run in headline_runs(runs).items():
-        reference = REFERENCE_FIGURES[model]
+    for model in models:
+        best, reference = best_run(runs, model), by_id.get(REFERENCE_RUN_IDS.get(model, ""))
+        write_up = REFERENCE_FIGURES.get(model, {})
         rows.append(
             {
                 "model": model,
-                "run": run.run_id if run else None,
-                "train_accuracy": run.metrics.get("train_accuracy") if run else None,
-                "test_accuracy": run.metrics.get("test_accuracy") if run else None,
-                "write_up_train_accuracy": reference["train_accuracy"],
-                "write_up_test_accuracy": reference["test_accuracy"],
+                "run": best.run_id if best else None,
+                "train_accuracy": best.metrics.get("train_accuracy") if best else None,
+                "test_accuracy": best.metrics.get("test_accuracy") if best else None,
+                "reference_run": reference.run_id if reference else None,
+                "reference_test_accuracy": reference.metrics.get("test_accuracy") if reference else None,
+                "write_up_train_accuracy": write_up.get("train_accuracy"),
+                "write_up_test_accuracy": write_up.get("test_accuracy"),
             }
         )
     return pd.DataFrame(rows)

@@ -260,17 +260,23 @@ def test_headline_runs_prefer_the_reference_by_name():
     chosen = runs.headline_runs(list_runs())
     assert chosen["baseline"].run_id == "baseline-reference"  # although baseline-best is better
     assert chosen["transfer"].run_id == "transfer-reference"
-    table = runs.headline_table(list_runs())
-    assert list(table["model"]) == ["baseline", "transfer"]
+
+
+@pytest.mark.usefixtures("runs")
+def test_headline_table_leads_with_the_best_run_beside_the_write_up_s_recipe_rerun():
+    table = runs.headline_table(list_runs()).set_index("model")
+    assert list(table.index) == ["baseline", "transfer"]  # no ensemble run: no ensemble row
     assert list(table["write_up_test_accuracy"]) == [0.711, 0.8375]
-    for model, run_id in (("baseline", "baseline-reference"), ("transfer", "transfer-reference")):
-        row = table.set_index("model").loc[model]
-        metrics = json.loads((runs.run_path(run_id) / "metrics.json").read_text())
-        assert (row["run"], row["test_accuracy"], row["train_accuracy"]) == (
-            run_id,
-            metrics["test_accuracy"],
-            metrics["train_accuracy"],
-        )
+    for model, best, reference in (
+        ("baseline", "baseline-best", "baseline-reference"),  # baseline-best (0.8) beats the reference (0.7)
+        ("transfer", "transfer-reference", "transfer-reference"),
+    ):
+        row = table.loc[model]
+        metrics = json.loads((runs.run_path(best) / "metrics.json").read_text())
+        shown = (row["run"], row["test_accuracy"], row["train_accuracy"], row["reference_run"])
+        assert shown == (best, metrics["test_accuracy"], metrics["train_accuracy"], reference)
+        reference_metrics = json.loads((runs.run_path(reference) / "metrics.json").read_text())
+        assert row["reference_test_accuracy"] == reference_metrics["test_accuracy"]
 
 
 def test_headline_runs_fall_back_to_the_best_test_accuracy():

@@ -110,7 +110,7 @@ def test_every_page_classify_and_train(app, page, screenshots):
         shoot_to(page, screenshots / f"{name}.png")
 
     visit(page, app, "")
-    expect(page.get_by_role("heading", name="Headline accuracy")).to_be_visible()
+    expect(page.get_by_role("heading", name="Best runs")).to_be_visible()
     expect(page.locator(".js-plotly-plot")).to_have_count(1)
     shoot(page, "overview")
 
