@@ -1,5 +1,6 @@
-"""Classify on the committed runs (slow): the class a Grad-CAM map explains, and the probability
-under it, are the answer and the number the page's table shows for that run."""
+"""Pages on the committed runs (slow): the class a Grad-CAM map explains on Classify, and the
+probability under it, are the answer and the number the page's table shows for that run; Overview's
+and Comparison's figures are those of the committed files."""
 
 from __future__ import annotations
 
@@ -40,3 +41,44 @@ def test_classify_explains_the_answer_its_table_shows(run_id, real_home, real_ru
         assert f"`{run_id}` looking for **{label}** ({probability:.1%})" in texts(app.caption)
         (expected_label, expected), *_ = predictor.predict(upload, top_k=1)
         assert label == expected_label and probability == pytest.approx(expected, abs=1e-6)
+
+
+def test_overview_leads_with_the_committed_best_runs_and_their_intervals(real_runs, open_page):
+    from tests.pages.test_pages import accuracy, wilson_of
+
+    app = open_page("overview", timeout=300)
+    no_exception(app)
+    best = ("baseline-best", "transfer-best", "ensemble-best")
+    assert [(m.label, m.value) for m in app.metric] == [(f"Best: {r}", f"{accuracy(r):.2%}") for r in best]
+    captions = texts(app.caption)
+    for run_id in (*best, "baseline-reference", "transfer-reference"):
+        low, high = wilson_of(run_id)
+        assert f"{low:.2%}".removesuffix("%") + f"-{high:.2%}" in captions, run_id
+    for reference in ("baseline-reference", "transfer-reference"):
+        assert f"The write-up's recipe, rerun: `{reference}` {accuracy(reference):.2%}" in captions
+
+
+def test_comparison_card_tests_the_committed_best_runs_against_each_other(real_runs, open_page):
+    """The card's figures against the files: the discordant counts, McNemar's exact p by the binomial
+    sum written out, and the verdict for two runs this test set cannot tell apart."""
+    import math
+
+    import numpy as np
+
+    from tests.pages.test_pages import arrays
+
+    app = open_page("comparison", timeout=300)
+    app.multiselect(key="comparison-runs").set_value(["baseline-best", "transfer-best"]).run()
+    no_exception(app)
+    (pa, labels), (pb, _) = arrays("baseline-best"), arrays("transfer-best")
+    right_a, right_b = pa.argmax(1) == labels, pb.argmax(1) == labels
+    a_only, b_only = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
+    n = a_only + b_only
+    p_value = min(1.0, 2 * sum(math.comb(n, k) for k in range(min(a_only, b_only) + 1)) / 2**n)
+    captions = texts(app.caption)
+    assert f"Test images only A gets right: {a_only:,}; only B: {b_only:,}." in captions
+    assert f"McNemar's exact test: p = {p_value:.2g}." in captions
+    difference = float(np.mean(right_a) - np.mean(right_b))
+    shown = next(m for m in app.metric if m.label == "A minus B").value
+    assert shown.startswith(f"{difference * 100:+.2f} pts")
+    assert "No difference this test set can see" in texts(app.info)
