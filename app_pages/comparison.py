@@ -144,3 +144,5 @@ for run in chosen:
         help=why_not or None,
         key=f"comparison-download-model-{run.run_id}",
     )
+    if why_not:  # a disabled button's tooltip shows only on hover: say it beside the button
+        model.caption(why_not)

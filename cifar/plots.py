@@ -178,7 +178,23 @@ def hyperparameter_scatter(table: pd.DataFrame, parameter: str, metric: str = "t
     fig.update_traces(marker={"size": 12})
     if metric.endswith("accuracy"):
         fig.update_yaxes(tickformat=".0%")
-    return _layout(fig, f"{metric} against {parameter}")
+    fig.update_xaxes(title_text=_words(parameter), type="log" if _spans_decades(frame[parameter]) else None)
+    fig.update_yaxes(title_text=_words(metric))
+    return _layout(fig, f"{_words(metric)} against {_words(parameter)}")
+
+
+def _words(name: str) -> str:
+    """A column name as axis text: 'test_accuracy' -> 'test accuracy'."""
+    return name.replace("_", " ")
+
+
+def _spans_decades(values: pd.Series) -> bool:
+    """Positive numbers over more than a factor of 20 (learning rates, weight decays): a log axis,
+    where 0.001 and 0.01 do not stack at zero beside 1.5."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    if numbers.isna().any() or (numbers <= 0).any() or numbers.empty:
+        return False
+    return bool(numbers.max() / numbers.min() > 20)
 
 
 def per_class_bars(per_class: dict[str, pd.DataFrame], metric: str = "f1") -> go.Figure:

@@ -35,3 +35,8 @@ PAGES = (  # in the sidebar's order; the first is the home page
     Page("robustness", "Robustness", ":material/blur_on:", "robustness", "Robustness to corruptions"),
     Page("train", "Train", ":material/model_training:", "train", "Train a model"),
 )  # fmt: skip
+
+
+def page_file(name: str) -> str:
+    """The script of the page called `name` (for `st.page_link`)."""
+    return next(page.file for page in PAGES if page.name == name)

@@ -12,9 +12,9 @@ from cifar.config import allowed_range, field_table
 from cifar.distribute import bfloat16_unit
 from cifar.runs import RunError
 from dashboard import cache, text
+from dashboard.pages import page_file
 
 LAST_JOB = "train-last-job"
-COMPARISON_PAGE = "app_pages/comparison.py"
 
 
 def form_fields(model: str) -> list[dict]:
@@ -126,12 +126,29 @@ def job_monitor() -> None:
     else:
         last = st.session_state.get(LAST_JOB)
         if last and job_status(last).state == "finished":
-            st.success(f"Run `{last}` finished; it is listed in Comparison.")
-            st.page_link(COMPARISON_PAGE, label="Open Comparison", icon=":material/bar_chart:")
+            finished_job(last)
         else:
             st.caption("No training job is running.")
         warm_up()  # a job process with TensorFlow imported, waiting for the next Start
     stopped_jobs()
+
+
+def finished_job(run_id: str) -> None:
+    """What a finished job made: its test accuracy with its interval, and where to look at it."""
+    from cifar.runs import RunError, load_run
+
+    try:
+        accuracy = load_run(run_id).test_accuracy_estimate
+    except RunError as error:  # replaced or removed since: say so rather than fail the monitor
+        st.warning(text.plain(f"Run `{run_id}` finished, but it cannot be read now: {error}"))
+        return
+    st.success(
+        f"Run `{run_id}` finished: test accuracy {accuracy.value:.2%} (95 % interval "
+        f"{accuracy.low:.2%}-{accuracy.high:.2%}). It is listed in Comparison and offered on Classify."
+    )
+    left, right = st.columns(2)
+    left.page_link(page_file("comparison"), label="Open Comparison", icon=":material/bar_chart:")
+    right.page_link(page_file("classify"), label="Try it on Classify", icon=":material/image_search:")
 
 
 def stopped_jobs() -> None:

@@ -44,3 +44,20 @@ def test_every_figure_builds(runs):
     heatmap = figures[5].data[0]
     assert np.asarray(heatmap.z).sum() == len(a.test_labels)
     assert np.asarray(heatmap.z).tolist() == report.confusion.to_numpy().tolist()
+
+
+def test_hyperparameter_scatter_puts_decade_spanning_fields_on_a_log_axis_with_words():
+    table = pd.DataFrame(
+        {
+            "run": ["a", "b", "c", "d"],
+            "model": ["baseline", "baseline", "transfer", "transfer"],
+            "learning_rate": [0.001, 0.001, 0.01, 1.5],
+            "epochs": [10, 12, 20, 10],
+            "test_accuracy": [0.6, 0.7, 0.8, 0.9],
+        }
+    )
+    figure = plots.hyperparameter_scatter(table, "learning_rate").to_dict()["layout"]
+    assert figure["xaxis"]["type"] == "log" and figure["xaxis"]["title"]["text"] == "learning rate"
+    assert figure["yaxis"]["title"]["text"] == "test accuracy"
+    linear = plots.hyperparameter_scatter(table, "epochs").to_dict()["layout"]["xaxis"]
+    assert linear.get("type") in (None, "linear")  # 10 to 20: no decades

@@ -866,12 +866,17 @@ def test_train_lists_failed_jobs_and_discards_them(open_page):
     assert "broken-job" not in texts(app.markdown)
 
 
-def test_train_finished_job_links_to_comparison(runs, open_page):
+def test_train_finished_job_says_what_it_made_and_links_to_it(runs, open_page):
     app = open_page("train")
     app.session_state["train-last-job"] = "baseline-best"  # a run that exists: the job finished
     app.run()
-    assert "baseline-best` finished" in texts(app.success)
-    assert (runs_root() / "baseline-best").is_dir()
+    low, high = wilson_of("baseline-best")
+    assert (
+        f"Run `baseline-best` finished: test accuracy {accuracy('baseline-best'):.2%} "
+        f"(95 % interval {low:.2%}-{high:.2%})" in texts(app.success)
+    )
+    links = {(element.proto.label, element.proto.page) for element in app.get("page_link")}
+    assert links == {("Open Comparison", "comparison"), ("Try it on Classify", "classify")}
 
 
 def test_train_page_keeps_a_standby_job_process_ready_unless_a_job_runs(monkeypatch, open_page, request):
