@@ -8,7 +8,7 @@ import streamlit as st
 from cifar.config import MOST_SEEDS, ConfigError, parse_config
 from cifar.jobs import seed_runs
 from cifar.runs import FAMILIES, RunError, run_path
-from dashboard import train_sections
+from dashboard import cache, train_sections
 from dashboard.text import MODEL_TITLES
 
 COLUMNS = 3
@@ -24,6 +24,7 @@ for tab, model in zip(st.tabs([MODEL_TITLES[m] for m in FAMILIES]), FAMILIES, st
     key = f"train-{model}"
     with tab:
         # ------------------------------------------------------------------------- the form
+        train_sections.preset_picker(model, key, cache.runs())
         fields = train_sections.form_fields(model)
         values = {}
         for first in range(0, len(fields), COLUMNS):

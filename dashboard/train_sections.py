@@ -32,25 +32,59 @@ def form_fields(model: str) -> list[dict]:
     return sorted(rows, key=lambda row: row["type"] == "bool")
 
 
+def _typed(row: dict, value):
+    """A config value as its input widget holds it."""
+    kinds = {"bool": bool, "int": int, "float": float}
+    return kinds[row["type"]](value) if row["type"] in kinds else value
+
+
 def field_input(row: dict, key: str):
-    """One input for one hyperparameter, with the config's default and its allowed range in the help."""
-    label, name, default = row["name"].replace("_", " "), row["name"], row["default"]
+    """One input for one hyperparameter, starting at the config's default (or a preset's value,
+    `apply_preset`), with its allowed range in the help."""
+    label, name = row["name"].replace("_", " "), row["name"]
     limits = allowed_range(row)
     help_text = " · ".join(part for part in (row["help"], limits and f"allowed: {limits}") if part) or None
     key = f"{key}-{name}"
+    st.session_state.setdefault(key, _typed(row, row["default"]))  # the widgets take their value from here
     if row["type"] == "choice":
-        return st.selectbox(
-            label, row["choices"], index=row["choices"].index(default), key=key, help=help_text
-        )
+        return st.selectbox(label, row["choices"], key=key, help=help_text)
     if row["type"] == "bool":
-        return st.toggle(label, value=bool(default), key=key, help=help_text)
+        return st.toggle(label, key=key, help=help_text)
     # Numbers get no min/max: Streamlit would silently keep the last valid value for an out-of-range
     # one; the typed value goes to parse_config, whose error names the field and disables Start.
     if row["type"] == "int":
-        return st.number_input(label, value=int(default), step=1, key=key, help=help_text)
-    return st.number_input(
-        label, value=float(default), step=float(row["step"]), format="%g", key=key, help=help_text
+        return st.number_input(label, step=1, key=key, help=help_text)
+    return st.number_input(label, step=float(row["step"]), format="%g", key=key, help=help_text)
+
+
+DEFAULTS = "the defaults (the write-up's recipe)"
+
+
+def preset_picker(model: str, key: str, runs: list) -> None:
+    """'Start from': the defaults, or any finished run of this family (its settings fill the form)."""
+    from cifar.runs import describe_run
+
+    by_id = {run.run_id: run for run in runs if run.model == model and not run.config_problem}
+    st.selectbox(
+        "Start from",
+        [DEFAULTS, *by_id],
+        key=f"{key}-preset",
+        format_func=lambda name: name if name == DEFAULTS else f"the settings of {describe_run(by_id[name])}",
+        on_change=apply_preset,
+        args=(model, key, by_id),
+        help="fills the form with a committed recipe or any run's settings; change any field after",
     )
+
+
+def apply_preset(model: str, key: str, by_id: dict) -> None:
+    """Set every field of the form to the chosen run's config (today's defaults for a field it
+    predates), or to the defaults."""
+    from cifar.config import load_config
+
+    chosen = st.session_state[f"{key}-preset"]
+    values = {} if chosen == DEFAULTS else load_config(by_id[chosen].hyperparameters).model_dump()
+    for row in form_fields(model):
+        st.session_state[f"{key}-{row['name']}"] = _typed(row, values.get(row["name"], row["default"]))
 
 
 def command_line(config, run_id: str, seeds: int = 1) -> str:

@@ -769,6 +769,25 @@ def test_train_form_starts_a_seed_group_and_names_a_taken_seed_run(started, open
     assert started == [(parse_config("baseline", {"seed": 5}), "my-run", 3)]
 
 
+def test_train_form_starts_from_a_run_s_settings_and_back_from_the_defaults(runs, started, open_page):
+    """'Start from' a run fills every field with its config; Start trains exactly that config."""
+    from cifar.config import load_config
+
+    app = open_page("train")
+    app.selectbox(key="train-baseline-preset").set_value("baseline-best").run()
+    no_exception(app)
+    expected = load_config(read_json("baseline-best", "config.json")["config"])
+    assert expected != parse_config("baseline", {})  # the fixture's best run is not the defaults
+    assert app.number_input(key="train-baseline-learning_rate").value == expected.learning_rate
+    assert app.toggle(key="train-baseline-augment").value is expected.augment
+    app.button(key="train-baseline-start").click().run()
+    assert started == [(expected, None)]
+    app.selectbox(key="train-baseline-preset").set_value(train_sections.DEFAULTS).run()
+    default = parse_config("baseline", {}).learning_rate
+    assert app.number_input(key="train-baseline-learning_rate").value == default
+    assert "Session State API" not in texts(app.warning)  # Streamlit's warning for a widget set twice
+
+
 def test_train_transfer_form_starts_a_transfer_config(started, open_page):
     app = open_page("train")
     app.toggle(key="train-transfer-flip_features").set_value(True).run()
