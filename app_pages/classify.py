@@ -11,7 +11,7 @@ from cifar.runs import best_runs
 from cifar.trust import doubts
 from dashboard import cache
 from dashboard.explain_sections import explanation_row
-from dashboard.text import FETCH, plain
+from dashboard.text import FETCH, image_caption, plain
 from dashboard.widgets import chart, require_runs, run_picker, upscale
 
 IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"]
@@ -96,7 +96,7 @@ with right:
     )
 
 with left:
-    st.image(image, caption=f"Your image ({image.width} × {image.height})", width=224)
+    st.image(image, caption=image_caption(image), width=224)
     for (height, width), (pixels, names) in sorted(seen.items(), reverse=True):
         small = height < 224
         shown = upscale(pixels, 224) if small else pixels
@@ -105,8 +105,8 @@ with left:
 
 # Full width: two models' class and probability columns fit without scrolling.
 wide = ranked.pivot(index="rank", columns="model", values=["class", "probability"])
-wide = wide.swaplevel(axis=1).sort_index(axis=1, level=0, sort_remaining=False)
-wide.columns = [f"{model} {field}" for model, field in wide.columns]
+wide.columns = [f"{model} {field}" for field, model in wide.columns]
+wide = wide[[f"{model} {field}" for model in answers for field in ("class", "probability")]]  # as the chart
 st.dataframe(
     wide,
     column_config={

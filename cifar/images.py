@@ -39,7 +39,9 @@ class ImageError(ValueError):
 
 
 def open_image(source: bytes | str | Path | Image.Image | np.ndarray) -> Image.Image:
-    """A decoded RGB image as a person sees it (EXIF rotation applied, first frame, no alpha)."""
+    """A decoded RGB image as a person sees it (EXIF rotation applied, first frame, no alpha).
+    Its `info` says what became of the file: `original_size` (width, height, upright, before it was
+    shrunk to at most DECODE_SIDE) and `frames` (an animated image's count; the first is used)."""
     with _DECODING:
         if isinstance(source, Image.Image):
             image = source
@@ -47,7 +49,12 @@ def open_image(source: bytes | str | Path | Image.Image | np.ndarray) -> Image.I
             image = _from_array(source)
         else:
             image = _decode(read_upload(source) if isinstance(source, str | Path) else source)
-        return _to_rgb(image)
+        width, height = image.info.get("original_size", image.size)
+        frames = int(getattr(image, "n_frames", 1) or 1)
+        turned = _orientation(image) in (5, 6, 7, 8)  # EXIF rotations by 90 degrees swap the sides
+        rgb = _to_rgb(image)
+        rgb.info.update(original_size=(height, width) if turned else (width, height), frames=frames)
+        return rgb
 
 
 def read_upload(path: str | Path) -> bytes:
@@ -87,6 +94,7 @@ def _decode(data: bytes) -> Image.Image:
             Image.MAX_IMAGE_PIXELS = _declared_pixels_cap(data)
             image = Image.open(io.BytesIO(data), formats=READABLE_FORMATS)
             image.seek(0)  # animated GIF / WebP / APNG: the first frame
+            image.info["original_size"] = image.size  # before the reduced-size decode below
             image.draft("RGB", (DECODE_SIDE, DECODE_SIDE))  # JPEG: decode at reduced size
             _check_decode_cost(image)
             # A decoder that meets a larger size while it loads is held to this image's budget.

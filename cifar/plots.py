@@ -252,6 +252,7 @@ def top_k_bars(frame: pd.DataFrame) -> go.Figure:
     """Each model's top-k class probabilities, grouped by class (`frame`: model, class,
     probability, rank; one row per model and rank)."""
     order = frame.groupby("class")["probability"].max().sort_values(ascending=False).index.tolist()
+    models = list(dict.fromkeys(frame["model"]))  # as given: the order of the table beside it
     fig = px.bar(
         frame,
         x="probability",
@@ -260,13 +261,12 @@ def top_k_bars(frame: pd.DataFrame) -> go.Figure:
         orientation="h",
         barmode="group",
         text=frame["probability"].map(lambda p: f"{p:.1%}"),
-        category_orders={"class": order},
+        category_orders={"class": order, "model": models},
     )
     fig.update_xaxes(tickformat=".0%", range=[0, 1.12])
     fig.update_traces(textposition="outside")
-    return _layout(
-        fig, "Top predictions", height=max(260, 60 + 44 * len(order) * max(1, frame["model"].nunique()))
-    )
+    fig.update_layout(bargap=0.15, bargroupgap=0.05)
+    return _layout(fig, "Top predictions", height=min(560, max(240, 80 + 18 * len(order) * len(models))))
 
 
 def reliability_diagram(tables: dict[str, pd.DataFrame]) -> go.Figure:

@@ -103,3 +103,19 @@ def cost_line(metrics: dict) -> str | None:
     else:
         parts.append("training time unknown (its features' extraction was not timed)")
     return " · ".join(parts)
+
+
+def image_caption(image) -> str:
+    """What became of an upload (`cifar.images.open_image`): its own size, the size it is used at,
+    the frame used, and the share every model's centre square crops."""
+    width, height = image.info.get("original_size", image.size)
+    notes = [f"Your image: {width} × {height}"]
+    if (width, height) != image.size:
+        notes.append(f"used at {image.width} × {image.height}")
+    if (frames := image.info.get("frames", 1)) > 1:
+        notes.append(f"the first of its {frames} frames")
+    cropped = 1 - min(image.size) / max(image.size)
+    if cropped >= 0.01:
+        side = "width" if image.width > image.height else "height"
+        notes.append(f"every model sees its centre square, {cropped:.0%} of its {side} cropped")
+    return "; ".join(notes)

@@ -61,3 +61,17 @@ def test_hyperparameter_scatter_puts_decade_spanning_fields_on_a_log_axis_with_w
     assert figure["yaxis"]["title"]["text"] == "test accuracy"
     linear = plots.hyperparameter_scatter(table, "epochs").to_dict()["layout"]["xaxis"]
     assert linear.get("type") in (None, "linear")  # 10 to 20: no decades
+
+
+def test_top_predictions_keep_the_models_in_the_order_given_and_stay_compact():
+    frame = pd.DataFrame(
+        {
+            "model": ["zeta"] * 5 + ["alpha"] * 5,
+            "class": ["cat", "dog", "ship", "frog", "deer"] * 2,
+            "probability": [0.5, 0.2, 0.1, 0.1, 0.05, 0.6, 0.2, 0.1, 0.05, 0.05],
+            "rank": [1, 2, 3, 4, 5] * 2,
+        }
+    )
+    figure = plots.top_k_bars(frame)
+    assert [trace.name for trace in figure.data] == ["zeta", "alpha"]  # not sorted by name
+    assert figure.layout.height <= 560

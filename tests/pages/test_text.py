@@ -50,3 +50,31 @@ def test_a_run_s_cost_in_one_line():
         "(its features' extraction was not timed)"
     )
     assert text.cost_line({"parameters": 10}) is None  # not measured: training's count alone says little
+
+
+def test_an_upload_s_caption_says_its_size_the_frame_used_and_what_the_centre_square_crops():
+    import io
+
+    from PIL import Image
+
+    from cifar.images import open_image
+    from dashboard.text import image_caption
+
+    panorama = io.BytesIO()
+    Image.new("RGB", (4000, 300), (10, 20, 30)).save(panorama, "JPEG")
+    caption = image_caption(open_image(panorama.getvalue()))
+    assert caption == (
+        "Your image: 4000 × 300; used at 1024 × 77; "
+        "every model sees its centre square, 92% of its width cropped"
+    )
+    animated = io.BytesIO()
+    frames = [Image.new("RGB", (48, 64), (40 * i, 0, 0)) for i in range(3)]
+    frames[0].save(animated, "GIF", save_all=True, append_images=frames[1:])
+    caption = image_caption(open_image(animated.getvalue()))
+    assert caption == (
+        "Your image: 48 × 64; the first of its 3 frames; "
+        "every model sees its centre square, 25% of its height cropped"
+    )
+    square = io.BytesIO()
+    Image.new("RGB", (200, 200)).save(square, "PNG")
+    assert image_caption(open_image(square.getvalue())) == "Your image: 200 × 200"
