@@ -36,9 +36,16 @@ def significance_card(runs: list[Run], chosen: list[Run]) -> None:
         return
     with st.container(border=True):
         first, second, third = st.columns(3)
-        first.metric(f"A: {result.a}", result.accuracy_a.percent())
-        second.metric(f"B: {result.b}", result.accuracy_b.percent())
-        third.metric("A minus B", result.difference.points())
+        # A metric's value is cut short when long: the figure big, its interval under it.
+        for column, name, estimate in (
+            (first, f"A: {result.a}", result.accuracy_a),
+            (second, f"B: {result.b}", result.accuracy_b),
+        ):
+            column.metric(name, f"{estimate.value:.2%}")
+            column.caption(f"95 % interval {estimate.low:.2%}-{estimate.high:.2%}")
+        difference = result.difference
+        third.metric("A minus B", f"{difference.value * 100:+.2f} pts")
+        third.caption(f"95 % interval {difference.low * 100:+.2f} to {difference.high * 100:+.2f} pts")
         (st.success if result.significant else st.info)(result.verdict)
         st.caption(
             f"Test images only A gets right: {result.a_only:,.4g}; only B: {result.b_only:,.4g}. "
