@@ -92,6 +92,23 @@ def train_features_ready(run: Run, data=None) -> bool:
     return not missing_chunks(spec.directory(), len(data.x_train))
 
 
+def train_features_command(run: Run) -> str:
+    """The command that computes a run's training features (`train_features_ready` after it)."""
+    if run.model == "baseline":  # `project` caches them; a run that has its map replaces it
+        overwrite = " --overwrite" if (run.path / PROJECTION_JSON).is_file() else ""
+        return f"python -m cifar project {run.run_id}{overwrite}"
+    from cifar.config import load_config
+
+    config = load_config(run.hyperparameters)
+    defaults = type(config)().model_dump()
+    changed = [
+        f"--{k.replace('_', '-')} {str(v).lower() if isinstance(v, bool) else v}"
+        for k, v in config.model_dump().items()
+        if v != defaults[k]
+    ]
+    return " ".join(["python -m cifar extract", *changed])
+
+
 def _penultimate(run: Run, split: str, images: np.ndarray) -> np.ndarray:
     from cifar.run_files import FileError, read_npy
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from cifar.feature_space import nearest
+from cifar.feature_space import nearest, train_features_command
 from cifar.runs import Run
 from dashboard import cache
 from dashboard.text import plain
@@ -37,12 +37,10 @@ def explanation_row(run: Run, image, resolution: str, class_index: int | None) -
     )
     with right:
         if not cache.train_features_ready(run):
-            how = (
-                "python -m cifar project"
-                if run.model == "baseline"
-                else "python -m cifar extract (train split)"
+            st.caption(
+                f"Nearest training images: not computed for `{run.run_id}` yet "
+                f"(`{train_features_command(run)}`)."
             )
-            st.caption(f"Nearest training images: not computed for `{run.run_id}` yet (`{how}`).")
             return
         data = cache.cifar10()
         found = nearest(cache.train_features(run), explanation.features, NEIGHBOURS)

@@ -209,3 +209,25 @@ def test_a_reader_that_goes_away_ends_the_listing_quietly():
     finally:
         os.close(write_end)
     assert (done.returncode, done.stderr) == (141, "")
+
+
+@pytest.mark.parametrize("run_id", ["transfer-best", "transfer-reference", "baseline-best"])
+def test_the_nearest_images_hint_is_a_command_the_cli_takes_for_that_run(run_id):
+    """#33: the hint under a Grad-CAM map was not a command anyone could type."""
+    from cifar.cli import boolean_fields, build_parser, parse_overrides
+    from cifar.config import load_config, parse_config
+    from cifar.feature_space import train_features_command
+    from cifar.runs import Run
+    from tests.factory import REPO
+
+    folder = REPO / "artifacts" / "runs" / run_id
+    config = json.loads((folder / "config.json").read_text())
+    run = Run(run_id, folder, config, {"model": config["config"]["model"]})
+    words = train_features_command(run).split()
+    assert words[:3] == ["python", "-m", "cifar"]
+    args, extra = build_parser().parse_known_args(words[3:])
+    if args.command == "extract":
+        parsed = parse_config("transfer", parse_overrides(extra, boolean_fields("transfer")))
+        assert parsed == load_config(run.hyperparameters)
+    else:
+        assert (args.command, args.runs, args.overwrite) == ("project", [run_id], True) and not extra
