@@ -6,6 +6,7 @@ import streamlit as st
 from cifar import plots
 from cifar.assets import cifar10_available
 from cifar.feature_space import projection_progress, start_projection
+from cifar.runs import best_runs
 from dashboard import cache
 from dashboard.text import plain
 from dashboard.widgets import require_runs, run_picker, upscale
@@ -45,9 +46,10 @@ if missing:
 if not maps:
     st.info("**No maps yet.** Make them above, or from a terminal: `python -m cifar project RUN ...`")
     st.stop()
+mapped = [run for run in runs if run.run_id in maps]
 chosen = run_picker(
-    [run for run in runs if run.run_id in maps], key="feature-map-runs", label="Runs (two side by side)",
-    max_selections=2,
+    mapped, key="feature-map-runs", label="Runs (two side by side)", max_selections=2,
+    default=[run.run_id for run in best_runs(mapped).values() if run is not None],  # the best first
 )  # fmt: skip
 if not chosen:
     st.info("Choose a run above.")
@@ -81,6 +83,7 @@ data = cache.cifar10()
 for start in range(0, len(indices), 8):
     for column, index in zip(st.columns(8), indices[start : start + 8], strict=False):
         column.image(upscale(data.x_test[index], 64), width=64)
-        answers = [run.class_names[int(run.test_predictions[index].argmax())] for run in chosen]
+        answer = {run.run_id: run.class_names[int(run.test_predictions[index].argmax())] for run in chosen}
         truth = chosen[0].class_names[int(data.y_test[index])]
-        column.caption(f"#{index} {plain(truth)} · " + ", ".join(plain(answer) for answer in answers))
+        said = "; ".join(f"{run_id}: {plain(label)}" for run_id, label in answer.items())
+        column.caption(f"#{index}, a {plain(truth)} · {said}")
