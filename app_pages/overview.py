@@ -47,7 +47,8 @@ for column, (_, row) in zip(st.columns(len(table)), table.iterrows(), strict=Tru
             continue
         best = by_id[row["run"]]
         test = row["test_accuracy"]
-        delta = f"{(test - write_up['test_accuracy']) * 100:+.2f} pp vs write-up" if write_up else None
+        known = write_up and test is not None and pd.notna(test)
+        delta = f"{(test - write_up['test_accuracy']) * 100:+.2f} pp vs write-up" if known else None
         st.metric(f"Best: {best.run_id}", percent(test), delta=delta, delta_color="off")
         st.caption(f"95 % interval {interval(best.test_accuracy_estimate)}")
         if model == "ensemble":

@@ -61,7 +61,7 @@ for tab, model in zip(st.tabs([MODEL_TITLES[m] for m in FAMILIES]), FAMILIES, st
                 taken = [r for r in seed_runs(run_id, seed, seeds).values() if run_path(r).exists()]
                 if taken:
                     problems.append(f"run id: a run {taken[0]!r} exists already; choose another")
-            except RunError as error:
+            except (RunError, ValueError) as error:
                 problems.append(f"run id: {error}")
         for problem in problems:
             st.error(problem)

@@ -129,7 +129,7 @@ def _measures(probabilities, labels, temperature: float, intervals: bool = False
         "nll_before": negative_log_likelihood(probabilities, labels),
         "nll_after": negative_log_likelihood(probabilities, labels, temperature),
     }
-    if intervals:  # a few seconds each: the test split's, which the tables show
+    if intervals and len(labels) >= 2:  # a few seconds each: the test split's, which the tables show
         for name, shown in (("ece_before", probabilities), ("ece_after", calibrated)):
             estimate = ece_estimate(shown, labels)
             measures[f"{name}_interval"] = [estimate.low, estimate.high]

@@ -31,6 +31,7 @@ IMAGE_SHAPE = (32, 32, 3)
 # Far outside them a temperature breaks the answers: a tiny one sends log(p) / T to infinities
 # (NaN probabilities), a huge one makes them near uniform, and float32 rounding reorders the top class.
 TEMPERATURE_RANGE = (0.05, 20.0)
+LARGEST_SEED = 2**31 - 1
 MOST_SEEDS = 10  # `train --seeds`: a group larger than this is a sweep, not a repeat
 
 # The reference write-up's figures (CIFAR-10, 50k train / 10k test).
@@ -100,7 +101,7 @@ class _Config(BaseModel):
     early_stopping_patience: int = Field(
         0, ge=0, le=100, description="epochs without val_loss improvement before stopping (0: off)"
     )
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    seed: int = Field(0, ge=0, le=LARGEST_SEED)
 
 
 class BaselineConfig(_Config):

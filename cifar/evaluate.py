@@ -79,7 +79,7 @@ def per_class_intervals(labels: np.ndarray, predicted: np.ndarray, n_classes: in
     """95 % intervals per class: precision and recall (Wilson, from their counts), F1 (bootstrap
     over the test images). A class never predicted (or absent) has no precision (recall) interval."""
     labels, predicted = np.asarray(labels, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
-    f1 = stats.bootstrap_each(_f1_per_class, labels, predicted)
+    f1 = stats.bootstrap_each(_f1_per_class, labels, predicted) if len(labels) >= 2 else []
     rows = []
     for c in range(n_classes):
         right = int(((labels == c) & (predicted == c)).sum())

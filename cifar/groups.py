@@ -170,6 +170,8 @@ def compare(a: Contender, b: Contender) -> stats.Comparison:
     scores = [
         contender.scores if isinstance(contender, SeedGroup) else right(contender) for contender in (a, b)
     ]
+    if len(scores[0]) < 2:
+        raise CompareError(f"{_name(a)} was tested on {len(scores[0])} image: too few to compare")
     return stats.compare_scores(_name(a), scores[0], _name(b), scores[1])
 
 

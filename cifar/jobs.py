@@ -23,7 +23,7 @@ import pandas as pd
 
 from cifar import processes, standby
 from cifar.atomic import write_json
-from cifar.config import MOST_SEEDS, BaselineConfig, TransferConfig, artifacts_dir
+from cifar.config import LARGEST_SEED, MOST_SEEDS, BaselineConfig, TransferConfig, artifacts_dir
 from cifar.distribute import this_worker
 from cifar.run_files import read_history
 from cifar.runs import (
@@ -128,6 +128,8 @@ def seed_runs(run_id: str, seed: int, count: int = 1) -> dict[int, str]:
     """The run ids of a seed group, by seed: `run_id` for `seed`, then `run_id-seedS`."""
     if not 1 <= count <= MOST_SEEDS:
         raise ValueError(f"seeds: expected 1..{MOST_SEEDS}, got {count}")
+    if seed + count - 1 > LARGEST_SEED:  # refused now, not after the first seeds have trained
+        raise ValueError(f"seeds: {count} seeds from {seed} pass the largest seed, {LARGEST_SEED}")
     check_run_id(run_id)
     return {s: run_id if s == seed else check_run_id(f"{run_id}-seed{s}") for s in range(seed, seed + count)}
 

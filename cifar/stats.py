@@ -53,6 +53,15 @@ def p_text(p_value: float) -> str:
     return "p < 1e-300" if p_value <= 0 else f"p = {p_value:.2g}"
 
 
+def _two_or_more(sample: np.ndarray) -> None:
+    if np.asarray(sample).shape[-1] < 2:
+        raise TooFewImages("fewer than two images: no interval to resample")
+
+
+class TooFewImages(ValueError):
+    """A bootstrap or paired test asked of fewer than two images."""
+
+
 def _rng() -> np.random.Generator:
     return np.random.default_rng(RANDOM_SEED)
 
@@ -85,6 +94,7 @@ def bootstrap(
     A `vectorized` statistic takes `axis` and reduces along it (scipy.stats.bootstrap's convention).
     `method="BCa"` corrects a biased statistic (ECE: resampling adds noise, which raises it)."""
     samples = tuple(np.asarray(sample) for sample in samples)
+    _two_or_more(samples[0])
     value = float(statistic(*samples))
     with warnings.catch_warnings():  # BCa on degenerate data (every resample alike) warns, gives NaN
         warnings.simplefilter("ignore", category=RuntimeWarning)
@@ -113,6 +123,7 @@ def bootstrap_each(statistic: Callable[..., np.ndarray], *samples: np.ndarray) -
     """Like `bootstrap`, for a vectorized statistic that returns several figures at once (one per
     class, say): one Estimate each, from the same resamples."""
     samples = tuple(np.asarray(sample) for sample in samples)
+    _two_or_more(samples[0])
     values = np.asarray(statistic(*samples, axis=-1), dtype=float)
     result = stats.bootstrap(
         samples,
@@ -215,6 +226,7 @@ def _mean_difference(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray
 
 def paired_difference(score_a: np.ndarray, score_b: np.ndarray) -> Estimate:
     """Mean of `score_a - score_b` over the images with a paired percentile bootstrap interval."""
+    _two_or_more(score_a)
     result = stats.bootstrap(
         (score_a, score_b),
         _mean_difference,

@@ -383,3 +383,11 @@ def test_train_two_seeds_for_real_makes_one_group(cifar_npz):
     assert found.name == "tiny" and [run.run_id for run in found.runs] == ["tiny", "tiny-seed4"]
     assert resolve("group:tiny-seed4").name == "tiny"
     assert processes.slot_holder() is None
+
+
+def test_seeds_past_the_largest_seed_are_refused_before_any_trains():
+    from cifar.config import LARGEST_SEED
+
+    assert list(jobs.seed_runs("x", LARGEST_SEED - 1, 2)) == [LARGEST_SEED - 1, LARGEST_SEED]
+    with pytest.raises(ValueError, match="pass the largest seed"):
+        jobs.seed_runs("x", LARGEST_SEED, 2)

@@ -293,3 +293,19 @@ def test_one_sample_t_test_of_seeds_against_a_published_mean_worked_by_hand():
     assert stats.mean_test([1.0, 2.0, 3.0], 0.0) == pytest.approx(expected, rel=1e-9)
     assert stats.mean_test([1.0, 2.0, 3.0], 2.0) == pytest.approx(1.0)
     assert math.isnan(stats.mean_test([0.5, 0.5, 0.5], 0.94))
+
+
+def test_a_single_image_gets_no_resampled_interval_and_a_calibration_without_one():
+    """`train --limit 1` is allowed: its calibration is written without intervals, not refused."""
+    from cifar.calibration import calibration_record
+    from cifar.evaluate import evaluate_predictions
+
+    with pytest.raises(stats.TooFewImages):
+        stats.bootstrap(np.mean, np.array([1.0]))
+    with pytest.raises(stats.TooFewImages):
+        stats.paired_difference(np.array([1.0]), np.array([0.0]))
+    one = np.full((1, 10), 0.1, np.float32)
+    record = calibration_record(np.zeros((0, 10)), np.zeros(0, int), one, np.array([3]))
+    assert "ece_after_interval" not in record["test"] and record["test"]["ece_after"] >= 0
+    per_class = evaluate_predictions(one, np.array([3]), [str(c) for c in range(10)]).per_class
+    assert per_class["f1_low"].isna().all() and per_class.loc["3", "recall_high"] > 0
