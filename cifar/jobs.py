@@ -135,9 +135,13 @@ def seed_runs(run_id: str, seed: int, count: int = 1) -> dict[int, str]:
 
 
 def move_slot(held_for: str, run_id: str) -> None:
-    """The slot held for `held_for` by this process now names `run_id` (the next seed's run)."""
+    """The slot held for `held_for` by this process now names `run_id` (the next seed's run), and
+    the job's log is found under `run_id` too (a link: one process, one log)."""
     holder = _holder_of(held_for)
     if holder and held_for != run_id:
+        log, link = log_path(held_for), log_path(run_id)
+        if log.exists() and not link.exists():
+            link.symlink_to(log.resolve())
         processes.record_slot(run_id, holder.get("pid"), holder.get("group"), holder.get("started"))
 
 

@@ -391,3 +391,21 @@ def test_seeds_past_the_largest_seed_are_refused_before_any_trains():
     assert list(jobs.seed_runs("x", LARGEST_SEED - 1, 2)) == [LARGEST_SEED - 1, LARGEST_SEED]
     with pytest.raises(ValueError, match="pass the largest seed"):
         jobs.seed_runs("x", LARGEST_SEED, 2)
+
+
+def test_moving_the_slot_to_the_next_seed_keeps_the_job_s_log_found_under_its_name(artifacts):
+    """A later seed that fails is listed under its own run id: its log is the group's one log."""
+    import os
+
+    from tests.factory import take_slot
+
+    fd = take_slot("x", pid=os.getpid())
+    try:
+        jobs.log_path("x").parent.mkdir(parents=True, exist_ok=True)
+        jobs.log_path("x").write_text("epoch 1/1\n")
+        jobs.move_slot("x", "x-seed1")
+        jobs.move_slot("x-seed1", "x-seed2")
+        assert processes.slot_holder()["run_id"] == "x-seed2"
+        assert jobs.log_path("x-seed2").read_text() == "epoch 1/1\n"
+    finally:
+        os.close(fd)
