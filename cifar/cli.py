@@ -126,9 +126,11 @@ def cmd_evaluate(args, _extra) -> int:
 
 def cmd_runs(args, _extra) -> int:
     """python -m cifar runs [--format table|csv|json] [--all]  (csv and json: every column)"""
+    from cifar.runs import list_runs
     from cifar.tables import COMPACT_COLUMNS, INTERVAL_FIELDS, runs_table
 
-    table = runs_table()
+    runs = list_runs()  # read once: the table and the groups under it
+    table = runs_table(runs)
     if args.format == "csv":
         table.to_csv(sys.stdout, index=False, lineterminator="\n")
     elif args.format == "json":
@@ -143,24 +145,23 @@ def cmd_runs(args, _extra) -> int:
             ]
         print(shown.to_string(index=False, float_format=lambda x: f"{x:.4g}", na_rep="-"))
         print("(95 % intervals: Wilson for accuracy, a BCa bootstrap over the test images for ECE)")
-        print_groups()
+        print_groups(runs)
     return 0
 
 
-def print_groups() -> None:
-    """The seed groups under the runs table: each group's mean, spread and the mean's interval."""
-    from cifar.groups import seed_groups
-    from cifar.runs import list_runs
+def print_groups(runs) -> None:
+    """The seed groups under the runs table (`cifar.groups.groups_table`): each group's mean,
+    spread and the mean's interval."""
+    from cifar.groups import groups_table
 
-    groups = seed_groups(list_runs())
-    if groups:
+    groups = groups_table(runs)
+    if not groups.empty:
         print("\nseed groups (runs differing only in their seed; `compare group:RUN ...` tests them):")
-    for group in groups:
-        accuracy = group.accuracy
+    for row in groups.itertuples():
         print(
-            f"  {group.name}: {len(group.runs)} seeds, test accuracy mean {accuracy.value:.2%} "
-            f"± {group.spread:.2%} (the mean's 95 % interval {accuracy.low:.2%}-{accuracy.high:.2%}, "
-            f"Student's t): {', '.join(run.run_id for run in group.runs)}"
+            f"  {row.group}: {row.seeds} seeds, test accuracy mean {row.test_accuracy_mean:.2%} "
+            f"± {row.test_accuracy_std:.2%} (the mean's 95 % interval {row.test_accuracy_low:.2%}-"
+            f"{row.test_accuracy_high:.2%}, Student's t): {row.runs}"
         )
 
 
@@ -280,6 +281,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    _add_training_commands(sub)
+    _add_run_table_commands(sub)
+    _add_service_commands(sub)
+    add_commands_on_finished_runs(sub)
+    return parser
+
+
+def _add_training_commands(sub) -> None:
+    """fetch, extract and train: from nothing to a run folder."""
     fetch = sub.add_parser("fetch", help="download, verify and cache the data and weights")
     fetch.add_argument("--weights", default="auto", choices=["auto", "keras", "google2015"])
     fetch.set_defaults(func=cmd_fetch)
@@ -318,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(func=cmd_train)
 
+
+def _add_run_table_commands(sub) -> None:
+    """evaluate, runs, compare, jobs and features: what is there, and how it compares."""
     evaluate = sub.add_parser("evaluate", help="per-class metrics of a run")
     evaluate.add_argument("run")
     evaluate.set_defaults(func=cmd_evaluate)
@@ -341,10 +354,6 @@ def build_parser() -> argparse.ArgumentParser:
     cache = sub.add_parser("features", help="list the feature cache (--prune: remove obsolete sets)")
     cache.add_argument("--prune", action="store_true")
     cache.set_defaults(func=cmd_features)
-
-    _add_service_commands(sub)
-    add_commands_on_finished_runs(sub)
-    return parser
 
 
 def _add_service_commands(sub) -> None:
