@@ -207,7 +207,7 @@ def timed_visits(bench: Bench, path: str, repeat: int, upload) -> tuple[float, f
     return total, part
 
 
-def main() -> int:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -215,15 +215,44 @@ def main() -> int:
     parser.add_argument("--reload", action="store_true", help="full page loads instead of the sidebar")
     parser.add_argument("--screenshots", type=Path, default=ROOT / "docs" / "screenshots")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "dashboard_timings.md")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def real_environment() -> dict[str, str]:
+    """The server's environment without the test overrides (real artifacts and Keras home); this
+    process drops them too, since upload_image reads the real cache."""
     env = {key: value for key, value in os.environ.items() if key not in OVERRIDES}
     env.update({"PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"})
     for key in OVERRIDES:
         if key in os.environ:
             print(f"note: {key} is set here; the server runs without it (real artifacts and Keras home)")
-    for key in OVERRIDES:  # this process too: upload_image reads the real cache
-        os.environ.pop(key, None)
+            os.environ.pop(key)
+    return env
+
+
+def screenshots(bench: Bench, page, upload: bytes, folder: Path) -> None:
+    """Every page's screenshot, Classify's "Why" section and thumbnail mode, Train's transfer tab."""
+    for path in PAGES:  # screenshots last, so that no timing includes them
+        if path == "classify":
+            bench.classify(upload)
+        else:
+            bench.visit(path)
+        shoot(page, folder / f"{path}.png")
+        if path == "classify":  # its "Why" section alone: Grad-CAM and nearest images
+            shoot_from(page, "Why: where each model looks", folder / "classify-explain-cam.png")
+            page.get_by_text(THUMBNAIL_MODE).click()
+            bench.wait_rendered("classify", extra=ANSWER)
+            shoot(page, folder / "classify-thumbnail.png")
+    page.get_by_role("tab", name="InceptionV3 transfer").click()
+    bench.wait_rendered("train")
+    shoot(page, folder / "train-transfer.png")
+    if page.locator(EXCEPTION).count():
+        bench.fail("an exception appeared while taking screenshots")
+
+
+def main() -> int:
+    args = arguments()
+    env = real_environment()
     from cifar.runs import best_runs, list_runs
 
     runs = list_runs()
@@ -260,25 +289,7 @@ def main() -> int:
                 print(f"{path}: {total:.2f} s{note}", flush=True)
             peak = proc_status(server.pid, "VmHWM")
             current = proc_status(server.pid, "VmRSS")
-
-            for path in PAGES:  # screenshots last, so that no timing includes them
-                if path == "classify":
-                    bench.classify(upload)
-                else:
-                    bench.visit(path)
-                shoot(page, args.screenshots / f"{path}.png")
-                if path == "classify":  # its "Why" section alone: Grad-CAM and nearest images
-                    shoot_from(
-                        page, "Why: where each model looks", args.screenshots / "classify-explain-cam.png"
-                    )
-                    page.get_by_text(THUMBNAIL_MODE).click()
-                    bench.wait_rendered("classify", extra=ANSWER)
-                    shoot(page, args.screenshots / "classify-thumbnail.png")
-            page.get_by_role("tab", name="InceptionV3 transfer").click()
-            bench.wait_rendered("train")
-            shoot(page, args.screenshots / "train-transfer.png")
-            if page.locator(EXCEPTION).count():
-                bench.fail("an exception appeared while taking screenshots")
+            screenshots(bench, page, upload, args.screenshots)
         finally:
             stop(server)
     text = log.read_text()
@@ -286,6 +297,18 @@ def main() -> int:
         print(f"the server logged a traceback ({log}):\n{text[-3000:]}", file=sys.stderr)
         return 1
 
+    measured = {"cold": cold, "healthy": healthy, "first": first, "after_reading": after_reading}
+    lines = report(args, runs, models, rows, measured, peak, current)
+    args.out.write_text("\n".join(lines))
+    print("\n" + "\n".join(lines))
+    return 0
+
+
+def report(args, runs, models, rows: dict[str, float], measured: dict[str, float], peak, current) -> list:
+    """bench/dashboard_timings.md's lines."""
+    cold, healthy, first, after_reading = (
+        measured[key] for key in ("cold", "healthy", "first", "after_reading")
+    )
     table = ["| page | warm render (s) | target ≤ 1.5 s |", "|---|---:|:---:|"]
     for name, seconds in rows.items():
         table.append(f"| {name} | {seconds:.2f} | {'yes' if seconds <= TARGET_S else '**no**'} |")
@@ -316,9 +339,7 @@ def main() -> int:
         f"(VmRSS at the end {current / 2**20:,.0f} MiB)",
         "",
     ]
-    args.out.write_text("\n".join(lines))
-    print("\n" + "\n".join(lines))
-    return 0
+    return lines
 
 
 if __name__ == "__main__":
