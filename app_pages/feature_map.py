@@ -5,7 +5,7 @@ import streamlit as st
 
 from cifar import plots
 from cifar.assets import cifar10_available
-from cifar.feature_space import projection_progress, start_projection
+from cifar.feature_space import projection_progress, read_projection, start_projection
 from cifar.runs import best_runs
 from dashboard import cache
 from dashboard.text import plain
@@ -19,7 +19,7 @@ st.caption(
 )
 runs = cache.runs()
 require_runs(runs)
-maps = {run.run_id: result for run in runs if (result := cache.projection(run))}
+maps = {run.run_id: result for run in runs if (result := cache.of_run(read_projection, run))}
 missing = [run for run in runs if run.run_id not in maps and run.model != "ensemble" and run.has_weights]
 
 
@@ -31,7 +31,7 @@ def map_jobs() -> None:
         if progress and progress["running"]:
             seconds, line = progress["seconds"], plain(progress["last_line"])
             st.caption(f"Making the map of `{run.run_id}` ({seconds:.0f} s): {line}")
-        elif cache.projection(run):
+        elif cache.of_run(read_projection, run):
             st.rerun()  # done: the whole page shows it
         elif st.button(f"Make the map of {run.run_id}", key=f"feature-map-start-{run.run_id}"):
             start_projection(run)

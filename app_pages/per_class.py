@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from cifar import plots
-from cifar.evaluate import agreement, disagreement_matrix
+from cifar.evaluate import agreement, disagreement_matrix, evaluate_run
 from dashboard import cache
 from dashboard.widgets import chart, percent, require_runs, run_picker
 
@@ -17,7 +17,7 @@ chosen = run_picker(
 if not chosen:
     st.info("Choose at least one run above.")
     st.stop()
-reports = {run.run_id: cache.report(run) for run in chosen}
+reports = {run.run_id: cache.of_run(evaluate_run, run) for run in chosen}
 
 st.subheader("Precision, recall and F1 per class")
 metric = st.segmented_control(

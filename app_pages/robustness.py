@@ -5,7 +5,13 @@ import streamlit as st
 from cifar import plots
 from cifar.assets import cifar10_available, frost_textures_available
 from cifar.corruptions import CORRUPTIONS, SEVERITIES
-from cifar.robustness import REFERENCE_RUN, accuracy_intervals, corruption_errors, robustness_table
+from cifar.robustness import (
+    REFERENCE_RUN,
+    accuracy_intervals,
+    corruption_errors,
+    read_robustness,
+    robustness_table,
+)
 from dashboard import cache
 from dashboard.widgets import chart, require_runs, run_picker, upscale
 
@@ -17,7 +23,7 @@ st.caption(
 )
 runs = cache.runs()
 require_runs(runs)
-results = {run.run_id: result for run in runs if (result := cache.robustness(run))}
+results = {run.run_id: result for run in runs if (result := cache.of_run(read_robustness, run))}
 if not results:
     st.info(
         "**No robustness results yet.** Evaluate runs from a terminal (a transfer run's first time "

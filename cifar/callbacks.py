@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import pandas as pd
 
+from cifar import run_folder
 from cifar.runs import RunWriter
 
 Progress = Callable[[dict], None]
@@ -55,7 +56,7 @@ def run_callbacks(writer: RunWriter, config, progress: Progress | None) -> list:
             if progress:
                 progress({**state, **row})
 
-    callbacks = [EpochRecorder(), keras.callbacks.TensorBoard(str(writer.path / "tensorboard"))]
+    callbacks = [EpochRecorder(), keras.callbacks.TensorBoard(str(writer.path / run_folder.TENSORBOARD))]
     if config.early_stopping_patience and config.validation_size:
         callbacks.append(
             keras.callbacks.EarlyStopping(patience=config.early_stopping_patience, restore_best_weights=True)

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from cifar import __version__
+from cifar import __version__, run_folder
 from cifar.cli_runs import add_commands_on_finished_runs, whole_number
 from cifar.config import CONFIG_TYPES, MOST_SEEDS, ConfigError, allowed_range, field_table, parse_config
 from cifar.quiet import quiet_tensorflow
@@ -103,11 +103,11 @@ def cmd_train(args, extra) -> int:
         held = seed_run_id
         seed_config = parse_config(config.model, {**config.model_dump(), "seed": seed})
         run_dir = train(seed_config, run_id=seed_run_id, limit=args.limit, extract_missing=args.extract)
-        if not (run_dir / "metrics.json").exists():  # a non-chief worker of a distributed run
+        if not (run_dir / run_folder.METRICS).exists():  # a non-chief worker of a distributed run
             print("worker finished; the chief (worker 0) writes the run folder")
             continue
         print(f"run written to {run_dir}")
-        print(json.dumps(json.loads((run_dir / "metrics.json").read_text()), indent=2))
+        print(json.dumps(json.loads((run_dir / run_folder.METRICS).read_text()), indent=2))
     return 0
 
 

@@ -32,9 +32,9 @@ import time
 
 import numpy as np
 
-from cifar import tta
+from cifar import run_folder, tta
 from cifar.config import IMAGE_SHAPE
-from cifar.runs import WEIGHTS_FILES, Run, RunError, load_run
+from cifar.runs import Run, RunError, load_run
 
 LATENCY_BATCHES = (1, 256)
 LATENCY_REPEATS = 3
@@ -83,7 +83,7 @@ def model_bytes(run: Run) -> int:
     """Bytes of the files a prediction needs: the run's weights, and a transfer run's backbone."""
     from cifar.assets import inception_weights_path
 
-    size = (run.path / WEIGHTS_FILES[run.model]).stat().st_size
+    size = (run.path / run_folder.WEIGHTS[run.model]).stat().st_size
     if run.model == "transfer":
         size += inception_weights_path(run.backbone_source).stat().st_size
     return int(size)
@@ -207,7 +207,7 @@ def measure(run_id: str, overwrite: bool = False) -> dict:
     run = load_run(run_id)
     check_replace_cost(run, overwrite)
     cost = run_cost(run)
-    path = run.path / "metrics.json"
+    path = run.path / run_folder.METRICS
     current = json.loads(run_files.read_bytes(path, run_files.MAX_JSON_BYTES))  # (its null fields kept)
     if current.get("finished") != run.metrics.get("finished"):  # made again while it was measured
         raise RunError(f"{run_id} was made again while its cost was measured: measure it again")

@@ -23,8 +23,9 @@ import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import log_softmax
 
+from cifar import run_folder
 from cifar.calibration import log_probabilities
-from cifar.runs import ENSEMBLE_FILE, Run, RunError, RunWriter, load_run
+from cifar.runs import Run, RunError, RunWriter, load_run
 from cifar.validation import write_calibration
 
 MAX_WEIGHT = 10.0
@@ -86,13 +87,13 @@ def make_ensemble(run_id: str, member_ids: list[str], overwrite: bool = False, c
     test = pooled([run.test_predictions for run in members], weights)
     writer = RunWriter(run_id, overwrite=overwrite).open()
     try:
-        writer.write_json("config.json", _config(run_id, members, command))
-        writer.write_json(ENSEMBLE_FILE, _ensemble_record(members, weights))
+        writer.write_json(run_folder.CONFIG, _config(run_id, members, command))
+        writer.write_json(run_folder.ENSEMBLE, _ensemble_record(members, weights))
         writer.write_history(pd.DataFrame())
-        writer.write_npy("test_predictions.npy", test)
-        writer.write_npy("test_labels.npy", test_labels.astype(np.uint8))
+        writer.write_npy(run_folder.TEST_PREDICTIONS, test)
+        writer.write_npy(run_folder.TEST_LABELS, test_labels.astype(np.uint8))
         write_calibration(writer.path, val, val_labels, test, test_labels)
-        writer.write_json("metrics.json", _metrics(members, val, val_labels, test, test_labels, started))
+        writer.write_json(run_folder.METRICS, _metrics(members, val, val_labels, test, test_labels, started))
         return writer.publish()
     except BaseException as error:
         writer.fail(error)
@@ -156,7 +157,7 @@ def ensemble_weights(run: Run) -> tuple[list[str], list[float]]:
     RunError if it names the ensemble itself."""
     record = run.ensemble
     if run.run_id in record["members"]:
-        raise RunError(f"run {run.run_id!r}: {ENSEMBLE_FILE} names the ensemble itself as a member")
+        raise RunError(f"run {run.run_id!r}: {run_folder.ENSEMBLE} names the ensemble itself as a member")
     return record["members"], record["weights"]
 
 

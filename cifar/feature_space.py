@@ -19,11 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar import atomic
+from cifar import atomic, run_folder
 from cifar.config import keras_home
 from cifar.runs import Run, RunError
 
-PROJECTION_FILE, PROJECTION_JSON = "projection.npy", "projection.json"
 PENULTIMATE_BYTES = 50_000 * 4096 * 4  # a cached split: 50,000 images, up to 4096 float32 features
 
 
@@ -65,9 +64,8 @@ def split_features(
 
 def _penultimate_path(run: Run, split: str):
     from cifar.assets import sha256_file
-    from cifar.runs import WEIGHTS_FILES
 
-    sha = sha256_file(run.path / WEIGHTS_FILES["baseline"])[:10]
+    sha = sha256_file(run.path / run_folder.WEIGHTS["baseline"])[:10]
     return keras_home() / "penultimate" / f"{run.run_id}-{sha}-{split}.npy"
 
 
@@ -95,7 +93,7 @@ def train_features_ready(run: Run, data=None) -> bool:
 def train_features_command(run: Run) -> str:
     """The command that computes a run's training features (`train_features_ready` after it)."""
     if run.model == "baseline":  # `project` caches them; a run that has its map replaces it
-        overwrite = " --overwrite" if (run.path / PROJECTION_JSON).is_file() else ""
+        overwrite = " --overwrite" if (run.path / run_folder.PROJECTION_RECORD).is_file() else ""
         return f"python -m cifar project {run.run_id}{overwrite}"
     from cifar.config import load_config
 
@@ -143,7 +141,11 @@ def check_replace_map(run: Run, overwrite: bool) -> None:
     """FileExistsError saying what the run's map is, unless `overwrite` (`atomic.check_replace`)."""
     result = read_projection(run)
     held = f"a map of {result[0]['images']} test images" if result else "unreadable"
-    atomic.check_replace(run.path / PROJECTION_JSON, overwrite, f"{run.run_id}'s {PROJECTION_JSON} ({held})")
+    atomic.check_replace(
+        run.path / run_folder.PROJECTION_RECORD,
+        overwrite,
+        f"{run.run_id}'s {run_folder.PROJECTION_RECORD} ({held})",
+    )
 
 
 def project(run_id: str, log: Callable[[str], None] = print, overwrite: bool = False) -> dict:
@@ -168,8 +170,8 @@ def project(run_id: str, log: Callable[[str], None] = print, overwrite: bool = F
     }
     check_replace_map(load_run(run_id), overwrite)  # again: one may have come meanwhile
     with atomic.written_together() as files:  # a failed write replaces neither
-        files.write_npy(run.path / PROJECTION_FILE, coordinates)
-        files.write_json(run.path / PROJECTION_JSON, record)
+        files.write_npy(run.path / run_folder.PROJECTION, coordinates)
+        files.write_json(run.path / run_folder.PROJECTION_RECORD, record)
     return record
 
 
@@ -190,8 +192,8 @@ def read_projection(run: Run) -> tuple[dict, np.ndarray] | None:
     from cifar import run_files
 
     try:
-        record = run_files.read_json(run.path / PROJECTION_JSON, run_files.ProjectionFile)
-        coordinates = run_files.read_array(run.path / PROJECTION_FILE, (len(run.test_labels), 2))
+        record = run_files.read_json(run.path / run_folder.PROJECTION_RECORD, run_files.ProjectionFile)
+        coordinates = run_files.read_array(run.path / run_folder.PROJECTION, (len(run.test_labels), 2))
     except run_files.FileError:
         return None
     return record, coordinates

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cifar import processes, standby
+from cifar import processes, run_folder, standby
 from cifar.atomic import write_json
 from cifar.config import LARGEST_SEED, MOST_SEEDS, BaselineConfig, TransferConfig, artifacts_dir
 from cifar.distribute import this_worker
@@ -69,7 +69,7 @@ def log_path(run_id: str) -> Path:
 def job_history(run_id: str) -> pd.DataFrame | None:
     """Per-epoch history written so far by a running (or failed) job, None before epoch 1."""
     for folder in (partial_path(run_id), run_path(run_id)):
-        history = read_history(folder / "history.csv")
+        history = read_history(folder / run_folder.HISTORY)
         if not history.empty:
             return history
     return None
@@ -266,7 +266,7 @@ def cancel_job(run_id: str, grace_seconds: float = 5.0) -> Job:
     if folder.is_dir():
         status = read_status(folder)
         status.update(state="cancelled", message="cancelled by the user", updated=time.time())
-        write_json(folder / "status.json", status)
+        write_json(folder / run_folder.STATUS, status)
     return job_status(run_id)
 
 

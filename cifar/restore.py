@@ -6,7 +6,8 @@ the weights, and the asset cache the frozen InceptionV3 base (checked against th
 
 from __future__ import annotations
 
-from cifar.runs import WEIGHTS_FILES, Run, RunError
+from cifar import run_folder
+from cifar.runs import Run, RunError
 
 
 def load_model(run: Run):
@@ -21,7 +22,7 @@ def load_model(run: Run):
         raise RunError(f"{run.run_id}: its model cannot be rebuilt by this version ({run.config_problem})")
     config = load_config(run.hyperparameters)
     if config.model == "baseline":
-        return None, _with_weights(build_baseline(config), run, WEIGHTS_FILES["baseline"])
+        return None, _with_weights(build_baseline(config), run, run_folder.WEIGHTS["baseline"])
     head = load_head(run)  # before the backbone: a bad weights file fails fast
     backbone = backbone_weights(run)
     return outside_xla(build_resize(config)), build_transfer_network(config, backbone.path, head=head)
@@ -50,7 +51,7 @@ def load_head(run: Run):
     from cifar.config import load_config
     from cifar.models import build_head
 
-    return _with_weights(build_head(load_config(run.hyperparameters)), run, WEIGHTS_FILES["transfer"])
+    return _with_weights(build_head(load_config(run.hyperparameters)), run, run_folder.WEIGHTS["transfer"])
 
 
 def _with_weights(model, run: Run, name: str):

@@ -26,14 +26,11 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from cifar import atomic, run_files, stats
+from cifar import atomic, run_files, run_folder, stats
 from cifar.assets import sha256_bytes
 from cifar.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from cifar.runs import Run, RunError, load_run
 
-ROBUSTNESS_FILE = "robustness.json"
-ROBUSTNESS_PREDICTIONS_FILE = "robustness_predictions.npy"
-ROBUSTNESS_CLEAN_FILE = "robustness_clean.npy"
 CPU_IMAGES, GPU_IMAGES = 1000, 10000
 REFERENCE_RUN = "baseline-reference"  # Hendrycks' mCE divides by a reference model's errors
 
@@ -87,7 +84,9 @@ def check_replace_results(run: Run, overwrite: bool) -> None:
     of fewer images or another seed never silently replaces a committed one)."""
     result = read_robustness(run)
     held = f"{result[0]['images']} test images, seed {result[0]['seed']}" if result else "unreadable"
-    atomic.check_replace(run.path / ROBUSTNESS_FILE, overwrite, f"{run.run_id}'s {ROBUSTNESS_FILE} ({held})")
+    atomic.check_replace(
+        run.path / run_folder.ROBUSTNESS, overwrite, f"{run.run_id}'s {run_folder.ROBUSTNESS} ({held})"
+    )
 
 
 def write_results(folder, record: dict, clean: np.ndarray, predictions: np.ndarray) -> dict:
@@ -96,9 +95,9 @@ def write_results(folder, record: dict, clean: np.ndarray, predictions: np.ndarr
     predictions = np.asarray(predictions, np.float32)
     record = {**record, "predictions_sha256": sha256_bytes(predictions.tobytes())}
     with atomic.written_together() as files:
-        files.write_npy(folder / ROBUSTNESS_CLEAN_FILE, np.asarray(clean, np.float32))
-        files.write_npy(folder / ROBUSTNESS_PREDICTIONS_FILE, predictions)
-        files.write_json(folder / ROBUSTNESS_FILE, record)
+        files.write_npy(folder / run_folder.ROBUSTNESS_CLEAN, np.asarray(clean, np.float32))
+        files.write_npy(folder / run_folder.ROBUSTNESS_PREDICTIONS, predictions)
+        files.write_json(folder / run_folder.ROBUSTNESS, record)
     return record
 
 
@@ -171,10 +170,10 @@ def _pooled_members(run: Run) -> tuple[dict, np.ndarray, np.ndarray]:
 
 def _clean_predictions(run: Run, shape: tuple[int, int]) -> np.ndarray:
     try:
-        return run_files.read_array(run.path / ROBUSTNESS_CLEAN_FILE, shape)
+        return run_files.read_array(run.path / run_folder.ROBUSTNESS_CLEAN, shape)
     except run_files.FileError as error:
         raise RunError(
-            f"{run.run_id} has no readable {ROBUSTNESS_CLEAN_FILE} ({error}): evaluate it again"
+            f"{run.run_id} has no readable {run_folder.ROBUSTNESS_CLEAN} ({error}): evaluate it again"
         ) from None
 
 
@@ -204,14 +203,14 @@ def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
 def read_robustness(run: Run) -> tuple[dict, np.ndarray] | None:
     """(robustness.json, predictions) of a run, None if it has none, or they do not pass the run
     files' checks (`cifar.run_files`: the test images are the run's own) or do not agree."""
-    path = run.path / ROBUSTNESS_FILE
+    path = run.path / run_folder.ROBUSTNESS
     if not path.is_file():
         return None
     try:
         record = run_files.read_json(path, run_files.RobustnessFile)
         run_files.check_test_indices(record["test_indices"], len(run.test_labels))
         expected = (len(record["sets"]), len(record["test_indices"]), len(run.class_names))
-        predictions = run_files.read_array(run.path / ROBUSTNESS_PREDICTIONS_FILE, expected)
+        predictions = run_files.read_array(run.path / run_folder.ROBUSTNESS_PREDICTIONS, expected)
     except run_files.FileError:
         return None
     if record.get("predictions_sha256") not in (None, sha256_bytes(predictions.tobytes())):

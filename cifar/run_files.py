@@ -287,20 +287,9 @@ RETIRED_KINDS = {"literal_error", "extra_forbidden", "greater_than", "greater_th
                  "less_than_equal"}  # fmt: skip
 
 
-def read_arrays(folder: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities (N, n_classes) float32, labels (N,) int64), as `check_predictions` wants."""
-    return _read_predictions(folder, ("test_predictions.npy", "test_labels.npy"), n_classes)
-
-
-def read_validation(folder: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """(val_predictions.npy, val_labels.npy) checked as the test arrays are; None if absent."""
-    names = ("val_predictions.npy", "val_labels.npy")
-    if not all((folder / name).exists() for name in names):
-        return None
-    return _read_predictions(folder, names, n_classes)
-
-
-def _read_predictions(folder: Path, names: tuple[str, str], n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def read_predictions(folder: Path, names: tuple[str, str], n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities (N, n_classes) float32, labels (N,) int64) from the two files `names` in
+    `folder`, as `check_predictions` wants them; FileError otherwise."""
     probs, labels = read_npy(folder / names[0]), read_npy(folder / names[1])
     if probs.size > MAX_TEST_IMAGES * n_classes or labels.size > MAX_TEST_IMAGES:
         raise FileError(f"{', '.join(names)}: more than {MAX_TEST_IMAGES:,} images")

@@ -4,17 +4,8 @@ A run is written into `artifacts/runs/.<id>.partial/` and renamed to `artifacts/
 when every file is in place, so a reader never sees half a run; a killed writer leaves only the
 partial folder, which the jobs view reports as failed.
 
-    artifacts/runs/<id>/
-        config.json            full config, class names, asset checksums, versions, device
-        history.csv            per epoch: loss, accuracy, val_loss, val_accuracy, seconds
-        metrics.json           train_accuracy, test_accuracy, model, seconds, ...
-        test_predictions.npy   (10000, 10) float32 probabilities, test set order
-        test_labels.npy        (10000,) uint8 true labels (so pages need no dataset)
-        val_predictions.npy    (5000, 10) raw probabilities of the validation split, and
-        val_labels.npy         its labels (`cifar.validation`)
-        calibration.json       the fitted temperature and ECE before / after (`cifar.calibration`)
-        model.weights.h5 / head.weights.h5
-        train.log, tensorboard/
+Every file a run may hold, what it holds and who writes it, is declared once in
+`cifar.run_folder.FILES` (docs/run-folders.md shows the same table).
 
 `load_run` reads every file through `cifar.run_files`, which checks it (schema, shapes, values):
 a folder that does not pass is a RunError naming the run and the file, and `list_runs` skips it.
@@ -38,26 +29,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cifar import atomic, run_files, stats
+from cifar import atomic, run_files, run_folder, stats
 from cifar.config import CLASS_NAMES, REFERENCE_FIGURES, artifacts_dir
 from cifar.run_files import MODELS
 
 FAMILIES = ("baseline", "transfer")  # the trained families (an ensemble combines their runs)
 
 RUN_ID_PATTERN = re.compile(run_files.RUN_ID)
-REQUIRED_FILES = (
-    "config.json",
-    "history.csv",
-    "metrics.json",
-    "test_predictions.npy",
-    "test_labels.npy",
-)
 PARTIAL_SUFFIX = ".partial"
-
-
-# The trained weights in a run folder (the transfer model's frozen base comes from the asset cache).
-WEIGHTS_FILES = {"baseline": "model.weights.h5", "transfer": "head.weights.h5"}
-ENSEMBLE_FILE = "ensemble.json"  # an ensemble's members and their weights (`cifar.ensemble`)
 
 
 class RunError(ValueError):
@@ -118,7 +97,7 @@ class RunWriter:
     def status(self, state: str, **fields: Any) -> None:
         current = read_status(self.path)
         current.update(fields, state=state, updated=time.time())
-        atomic.write_json(self.path / "status.json", current)
+        atomic.write_json(self.path / run_folder.STATUS, current)
 
     def fail(self, error: BaseException) -> None:
         """Record `error` as the job's end, if the disk still takes a status (a full one may not:
@@ -133,7 +112,7 @@ class RunWriter:
         atomic.write_npy(self.path / name, array)
 
     def write_history(self, history: pd.DataFrame) -> None:
-        with atomic.atomic_write(self.path / "history.csv") as tmp:
+        with atomic.atomic_write(self.path / run_folder.HISTORY) as tmp:
             history.to_csv(tmp, index_label="epoch")
 
     def discard(self) -> Path:
@@ -142,7 +121,7 @@ class RunWriter:
         return self.path
 
     def publish(self) -> Path:
-        missing = [name for name in REQUIRED_FILES if not (self.path / name).exists()]
+        missing = [name for name in run_folder.REQUIRED if not (self.path / name).exists()]
         if missing:
             raise RunError(f"run {self.run_id} cannot be published: missing {missing}")
         self.status("finished", finished=time.time())
@@ -155,7 +134,7 @@ class RunWriter:
 
 def read_status(folder: Path) -> dict[str, Any]:
     """A partial folder's status.json; {} if missing or unreadable (`run_files.StatusFile`)."""
-    return run_files.read_record(folder / "status.json", run_files.StatusFile)
+    return run_files.read_record(folder / run_folder.STATUS, run_files.StatusFile)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -185,7 +164,7 @@ class Run:
     def has_weights(self) -> bool:
         """Whether the folder holds the trained weights the Predictor needs (and a config that
         today's model builders still understand)."""
-        name = ENSEMBLE_FILE if self.model == "ensemble" else WEIGHTS_FILES.get(self.model)
+        name = run_folder.ENSEMBLE if self.model == "ensemble" else run_folder.WEIGHTS.get(self.model)
         return name is not None and not self.config_problem and (self.path / name).is_file()
 
     @property
@@ -204,12 +183,14 @@ class Run:
     @cached_property
     def history(self) -> pd.DataFrame:
         """Per epoch, as numbers; empty if history.csv is unreadable (a run is still worth showing)."""
-        return run_files.read_history(self.path / "history.csv")
+        return run_files.read_history(self.path / run_folder.HISTORY)
 
     @cached_property
     def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
         try:
-            return run_files.read_arrays(self.path, len(self.class_names))
+            return run_files.read_predictions(
+                self.path, (run_folder.TEST_PREDICTIONS, run_folder.TEST_LABELS), len(self.class_names)
+            )
         except run_files.FileError as error:
             raise RunError(f"run {self.run_id!r}: {error}") from None
 
@@ -226,7 +207,7 @@ class Run:
     @cached_property
     def calibration(self) -> dict[str, Any]:
         """calibration.json (`cifar.calibration`), {} for a run without one."""
-        path = self.path / "calibration.json"
+        path = self.path / run_folder.CALIBRATION
         if not path.exists():
             return {}
         try:
@@ -266,15 +247,18 @@ class Run:
         """An ensemble's ensemble.json (`cifar.ensemble`), read once: everything asked of this run
         sees the same members and weights, even if the ensemble is made again meanwhile."""
         try:
-            return run_files.read_json(self.path / ENSEMBLE_FILE, run_files.EnsembleFile)
+            return run_files.read_json(self.path / run_folder.ENSEMBLE, run_files.EnsembleFile)
         except run_files.FileError as error:
             raise RunError(f"run {self.run_id!r}: {error}") from None
 
     @cached_property
     def validation(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(val_predictions, val_labels), raw, validation split order; None if the run has none."""
+        names = (run_folder.VAL_PREDICTIONS, run_folder.VAL_LABELS)
+        if not all((self.path / name).exists() for name in names):
+            return None
         try:
-            return run_files.read_validation(self.path, len(self.class_names))
+            return run_files.read_predictions(self.path, names, len(self.class_names))
         except run_files.FileError as error:
             raise RunError(f"run {self.run_id!r}: {error}") from None
 
@@ -284,12 +268,12 @@ def load_run(run_id: str) -> Run:
     path = run_path(run_id)
     if not path.is_dir():
         raise RunError(f"no run {run_id!r} in {runs_root()}")
-    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+    missing = [name for name in run_folder.REQUIRED if not (path / name).is_file()]
     if missing:
         raise RunError(f"run {run_id!r} is incomplete: missing {missing}")
     try:
-        config = run_files.read_run_config(path / "config.json")
-        metrics = run_files.read_json(path / "metrics.json", run_files.MetricsFile)
+        config = run_files.read_run_config(path / run_folder.CONFIG)
+        metrics = run_files.read_json(path / run_folder.METRICS, run_files.MetricsFile)
     except run_files.FileError as error:
         raise RunError(f"run {run_id!r}: {error}") from None
     run = Run(run_id, path, config, metrics)

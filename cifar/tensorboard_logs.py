@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from cifar import atomic
+from cifar import atomic, run_folder
 from cifar.runs import Run
 
 CURVES = {"train": ("accuracy", "loss"), "validation": ("val_accuracy", "val_loss")}
@@ -23,7 +23,7 @@ HPARAMS_FOLDER = "hparams"  # the session's summary, rewritten each time (result
 
 def write_logs(run: Run) -> list[str]:
     """Write what `run`'s TensorBoard folder lacks; returns what was written."""
-    logdir = run.path / "tensorboard"
+    logdir = run.path / run_folder.TENSORBOARD
     written = []
     if not any((logdir / split).is_dir() for split in CURVES) and not run.history.empty:
         _write_curves(run, logdir)

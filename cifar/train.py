@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar import tta
+from cifar import run_folder, tta
 from cifar.assets import Cifar10, check_limit, load_cifar10
 from cifar.callbacks import Progress
 from cifar.config import CLASS_NAMES, NUM_CLASSES, BaselineConfig, TransferConfig
@@ -141,7 +141,7 @@ def train_baseline(
     )
     metrics = run_metrics(data, split, lambda rows: predict(data.x_train[rows]), test, fitted, model)
     writer.status("running", phase="saving", message="saving the weights")
-    save_weights_only(model, lambda: build_baseline(config), writer.path / "model.weights.h5")
+    save_weights_only(model, lambda: build_baseline(config), writer.path / run_folder.BASELINE_WEIGHTS)
     return Trained(metrics, test, val)
 
 
@@ -191,7 +191,7 @@ def train_transfer(
         extraction_seconds=extraction_seconds,
     )  # fmt: skip
     writer.status("running", phase="saving", message="saving the weights")
-    save_weights_only(head, lambda: build_head(config), writer.path / "head.weights.h5")
+    save_weights_only(head, lambda: build_head(config), writer.path / run_folder.TRANSFER_WEIGHTS)
     assets = {"backbone_weights": weights.source, "backbone_sha256": weights.sha256}
     return Trained({**metrics, "backbone_weights": weights.source}, test, val, assets)
 
@@ -272,7 +272,7 @@ def train(
     if not worker.is_chief:
         run_id = f"{run_id}.worker{worker.index}"
     writer = RunWriter(run_id, overwrite=overwrite).open()
-    handler = _log_to(writer.path / "train.log")
+    handler = _log_to(writer.path / run_folder.TRAIN_LOG)
     try:
         data = (data if data is not None else load_cifar10(log=_log.info)).limited(limit)
         writer.status("running", phase="starting", message="loading data", progress=0.0)
@@ -311,7 +311,7 @@ def _write_results(
     """config.json, the test predictions and labels, metrics.json: the run folder's contract."""
     assets = {"cifar10_sha256": data.checksums() if not limit else None, **trained.assets}
     writer.write_json(
-        "config.json",
+        run_folder.CONFIG,
         {
             "run_id": writer.run_id,
             "config": config.model_dump(),
@@ -329,13 +329,13 @@ def _write_results(
         "device": environment_info["device"],
         "finished": time.time(),
     }
-    writer.write_npy("test_predictions.npy", trained.test_probabilities)
-    writer.write_npy("test_labels.npy", data.y_test.astype(np.uint8))
+    writer.write_npy(run_folder.TEST_PREDICTIONS, trained.test_probabilities)
+    writer.write_npy(run_folder.TEST_LABELS, data.y_test.astype(np.uint8))
     if len(trained.val_probabilities):
         val_labels = data.y_train[validation_rows(config.model_dump(), len(data.y_train))]
         test = trained.test_probabilities
         write_calibration(writer.path, trained.val_probabilities, val_labels, test, data.y_test)
-    writer.write_json("metrics.json", metrics)
+    writer.write_json(run_folder.METRICS, metrics)
     _log.info("metrics: %s", metrics)
 
 

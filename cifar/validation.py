@@ -18,13 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar import atomic, tta
+from cifar import atomic, run_folder, tta
 from cifar.calibration import calibration_record
 from cifar.data import validation_rows
 
-CALIBRATION_FILE = "calibration.json"
-VAL_PREDICTIONS_FILE = "val_predictions.npy"
-VAL_LABELS_FILE = "val_labels.npy"
 PREDICT_BATCH = 1000
 
 
@@ -33,9 +30,9 @@ def write_calibration(folder: Path, val_probabilities, val_labels, test_probabil
     (a failed write replaces none of them)."""
     record = calibration_record(val_probabilities, val_labels, test_probabilities, test_labels)
     with atomic.written_together() as files:
-        files.write_npy(folder / VAL_PREDICTIONS_FILE, np.asarray(val_probabilities, np.float32))
-        files.write_npy(folder / VAL_LABELS_FILE, np.asarray(val_labels, np.uint8))
-        files.write_json(folder / CALIBRATION_FILE, record)
+        files.write_npy(folder / run_folder.VAL_PREDICTIONS, np.asarray(val_probabilities, np.float32))
+        files.write_npy(folder / run_folder.VAL_LABELS, np.asarray(val_labels, np.uint8))
+        files.write_json(folder / run_folder.CALIBRATION, record)
     return record
 
 
@@ -56,8 +53,8 @@ def check_replace_calibration(run, overwrite: bool) -> None:
                 f"{run.run_id} was trained on the first {run.config['limit']} images, not on CIFAR-10"
             )
     held = f"T = {run.temperature:.3f} from {run.calibration.get('n_validation', '?')} validation images"
-    what = f"{run.run_id}'s {CALIBRATION_FILE} ({held})"
-    atomic.check_replace(run.path / CALIBRATION_FILE, overwrite, what)
+    what = f"{run.run_id}'s {run_folder.CALIBRATION} ({held})"
+    atomic.check_replace(run.path / run_folder.CALIBRATION, overwrite, what)
 
 
 def flip_averaged(tta_flip: bool, predict: Callable, images, flipped_images=None) -> np.ndarray:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from cifar import run_folder
 from cifar.config import keras_home
 from cifar.runs import Run, list_runs, runs_root
 
@@ -69,39 +70,22 @@ def comparison(a: str, b: str):
     return _comparison(a, b, str(root), _listing(root))
 
 
-def _run_key(run: Run) -> tuple[str, str, tuple[int, int]]:
-    """A run's cache key: a run trained again or calibrated again is a new entry."""
-    return (
-        str(run.path),
-        run.run_id,
-        (_mtime(run.path / "metrics.json"), _mtime(run.path / "calibration.json")),
-    )
+def _run_key(run: Run) -> tuple[str, str, tuple[int, ...]]:
+    """A run's cache key: the times of every result file `cifar.run_folder` declares, so a run
+    trained, calibrated, evaluated or mapped again is a new entry."""
+    return str(run.path), run.run_id, run_folder.signature(run.path)
 
 
-@st.cache_resource(max_entries=64, show_spinner=False)
-def _report(path: str, run_id: str, signature: tuple, _run: Run):
-    from cifar.evaluate import evaluate_run
-
-    return evaluate_run(_run)
+@st.cache_resource(max_entries=128, show_spinner=False)
+def _of_run(reader: str, path: str, run_id: str, signature: tuple, _read, _run: Run):
+    return _read(_run)
 
 
-def report(run: Run):
-    """`cifar.evaluate.evaluate_run(run)`, once per run."""
-    return _report(*_run_key(run), run)
-
-
-@st.cache_resource(max_entries=64, show_spinner=False)
-def _robustness(path: str, run_id: str, signature: tuple, _run: Run):
-    from cifar.robustness import read_robustness
-
-    return read_robustness(_run)
-
-
-def robustness(run: Run):
-    """`cifar.robustness.read_robustness(run)`: (record, predictions) or None, re-read when written."""
-    from cifar.robustness import ROBUSTNESS_FILE
-
-    return _robustness(str(run.path), run.run_id, (_mtime(run.path / ROBUSTNESS_FILE),), run)
+def of_run(read, run: Run):
+    """`read(run)` (a reader of a run folder's files: `cifar.evaluate.evaluate_run`,
+    `cifar.robustness.read_robustness`, `cifar.feature_space.read_projection` ...), once per run
+    and state of its files. The one cached reader of run results."""
+    return _of_run(f"{read.__module__}.{read.__qualname__}", *_run_key(run), read, run)
 
 
 @st.cache_data(max_entries=16, show_spinner="Corrupting the image 75 ways...")
@@ -150,7 +134,7 @@ def predictor(run: Run):
         from cifar.ensemble import ensemble_weights
 
         signature += tuple(
-            _mtime(run.path.parent / member / "metrics.json") for member in ensemble_weights(run)[0]
+            _mtime(run.path.parent / member / run_folder.METRICS) for member in ensemble_weights(run)[0]
         )
     return _predictor(path, run_id, signature, run)
 
@@ -292,17 +276,3 @@ def train_features_ready(run: Run) -> bool:
     """`cifar.feature_space.train_features_ready`, asked again when the caches change."""
     home = keras_home()
     return _train_ready(_run_key(run), (_listing(home / "features"), _listing(home / "penultimate")), run)
-
-
-@st.cache_resource(max_entries=16, show_spinner=False)
-def _projection(path: str, run_id: str, signature: tuple, _run: Run):
-    from cifar.feature_space import read_projection
-
-    return read_projection(_run)
-
-
-def projection(run: Run):
-    """`cifar.feature_space.read_projection(run)`, re-read when the map is made again."""
-    from cifar.feature_space import PROJECTION_JSON
-
-    return _projection(str(run.path), run.run_id, (_mtime(run.path / PROJECTION_JSON),), run)

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from bench import blocks, results
-from cifar import stats
+from cifar import run_folder, stats
 from cifar.calibration import ece_estimate, expected_calibration_error, temperature_scaled
 from cifar.config import REFERENCE_FIGURES
 from cifar.corruptions import CORRUPTIONS, FAMILIES
 from cifar.groups import compare
-from cifar.robustness import ROBUSTNESS_CLEAN_FILE, read_robustness
+from cifar.robustness import read_robustness
 from cifar.runs import load_run
 from tests.factory import REPO, write_run
 
@@ -95,7 +95,7 @@ def robustness_rights(run_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     run = load_run(run_id)
     record, predictions = read_robustness(run)
     labels = run.test_labels[record["test_indices"]]
-    clean = np.load(run.path / ROBUSTNESS_CLEAN_FILE).argmax(axis=1) == labels
+    clean = np.load(run.path / run_folder.ROBUSTNESS_CLEAN).argmax(axis=1) == labels
     names = np.array([entry["corruption"] for entry in record["sets"]])
     return clean, predictions.argmax(axis=-1) == labels, names, record
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifar import atomic, cli, jobs
-from cifar.robustness import ROBUSTNESS_PREDICTIONS_FILE, stratified_subset, write_results
+from cifar import atomic, cli, jobs, run_folder
+from cifar.robustness import stratified_subset, write_results
 from cifar.runs import load_run, partial_path, run_path
 from cifar.validation import write_calibration
 from tests.factory import digest, tiny_cifar, write_ensemble, write_npz, write_robustness, write_run
@@ -146,7 +146,7 @@ def test_robustness_on_a_full_disk(artifacts, monkeypatch, capsys):
     save = np.save
 
     def full(file, array, *args, **kwargs):
-        if ROBUSTNESS_PREDICTIONS_FILE in Path(getattr(file, "name", str(file))).name:
+        if run_folder.ROBUSTNESS_PREDICTIONS in Path(getattr(file, "name", str(file))).name:
             raise OSError(errno.ENOSPC, "No space left on device")
         return save(file, array, *args, **kwargs)
 

@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifar import atomic, cli
-from cifar.feature_space import PROJECTION_FILE, PROJECTION_JSON
-from cifar.robustness import ROBUSTNESS_FILE, stratified_subset
+from cifar import atomic, cli, run_folder
+from cifar.robustness import stratified_subset
 from cifar.runs import load_run, run_path
 from tests.factory import digest, write_ensemble, write_robustness, write_run
 
@@ -38,7 +37,7 @@ def _robustness(artifacts, monkeypatch) -> tuple[str, str]:
     write_run(artifacts, "r", "baseline", LABELS, 0.6)
     write_robustness("r", LABELS, stratified_subset(LABELS, 50), 0.5)
     monkeypatch.setattr(cifar.robustness, "_evaluate_model", _heavy_work)
-    return ROBUSTNESS_FILE, "r's robustness.json (50 test images, seed 0) exists already"
+    return run_folder.ROBUSTNESS, "r's robustness.json (50 test images, seed 0) exists already"
 
 
 def _calibration(artifacts, monkeypatch) -> tuple[str, str]:
@@ -47,31 +46,31 @@ def _calibration(artifacts, monkeypatch) -> tuple[str, str]:
     write_run(artifacts, "r", "baseline", LABELS, 0.6, val_labels=np.arange(40) % 10)
     monkeypatch.setattr(cifar.assets, "load_cifar10", _heavy_work)
     temperature = load_run("r").temperature
-    return "calibration.json", f"r's calibration.json (T = {temperature:.3f} from 40 validation images)"
+    return run_folder.CALIBRATION, f"r's calibration.json (T = {temperature:.3f} from 40 validation images)"
 
 
 def _cost(artifacts, monkeypatch) -> tuple[str, str]:
     import cifar.cost
 
     folder = write_run(artifacts, "r", "baseline", LABELS, 0.6)
-    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics = json.loads((folder / run_folder.METRICS).read_text())
     metrics.update(
         flops_per_image=10, views=1, model_bytes=100, latency_ms={"1": 1.0}, latency_device="CPU: x"
     )
-    atomic.write_json(folder / "metrics.json", metrics)
+    atomic.write_json(folder / run_folder.METRICS, metrics)
     monkeypatch.setattr(cifar.cost, "run_cost", _heavy_work)
-    return "metrics.json", "r's cost in metrics.json (measured on CPU: x) exists already"
+    return run_folder.METRICS, "r's cost in metrics.json (measured on CPU: x) exists already"
 
 
 def _projection(artifacts, monkeypatch) -> tuple[str, str]:
     import cifar.feature_space
 
     folder = write_run(artifacts, "r", "baseline", LABELS, 0.6)
-    atomic.write_npy(folder / PROJECTION_FILE, np.zeros((len(LABELS), 2), np.float32))
+    atomic.write_npy(folder / run_folder.PROJECTION, np.zeros((len(LABELS), 2), np.float32))
     record = {"method": "umap", "space": "penultimate layer", "dimensions": 8, "images": 100, "seconds": 1.0}
-    atomic.write_json(folder / PROJECTION_JSON, record)
+    atomic.write_json(folder / run_folder.PROJECTION_RECORD, record)
     monkeypatch.setattr(cifar.feature_space, "split_features", _heavy_work)
-    return PROJECTION_JSON, "r's projection.json (a map of 100 test images) exists already"
+    return run_folder.PROJECTION_RECORD, "r's projection.json (a map of 100 test images) exists already"
 
 
 @pytest.mark.parametrize(
@@ -98,12 +97,12 @@ def test_overwrite_replaces_a_result(artifacts, capsys):
     write_robustness("a", LABELS, indices, 0.5, 10)
     write_robustness("b", LABELS, indices, 0.7, 200)
     assert cli.main(["robustness", "ab"]) == 0
-    before = (run_path("ab") / ROBUSTNESS_FILE).read_bytes()
+    before = (run_path("ab") / run_folder.ROBUSTNESS).read_bytes()
     assert cli.main(["robustness", "ab"]) == 1 and "--overwrite replaces it" in capsys.readouterr().err
-    assert (run_path("ab") / ROBUSTNESS_FILE).read_bytes() == before
+    assert (run_path("ab") / run_folder.ROBUSTNESS).read_bytes() == before
     assert cli.main(["robustness", "ab", "--overwrite"]) == 0
     assert (
-        json.loads((run_path("ab") / ROBUSTNESS_FILE).read_text())["finished"]
+        json.loads((run_path("ab") / run_folder.ROBUSTNESS).read_text())["finished"]
         > json.loads(before)["finished"]
     )
 
@@ -115,7 +114,7 @@ def test_every_run_is_checked_before_any_is_evaluated(artifacts, capsys):
     before = digest(run_path("a"))
     assert cli.main(["robustness", "b", "a"]) == 1  # "b" has none, "a" has one: nothing is written
     assert "a's robustness.json" in capsys.readouterr().err
-    assert digest(run_path("a")) == before and not (run_path("b") / ROBUSTNESS_FILE).exists()
+    assert digest(run_path("a")) == before and not (run_path("b") / run_folder.ROBUSTNESS).exists()
 
 
 # ----------------------------------------------------------------------------- export --overwrite
@@ -257,7 +256,7 @@ def test_calibrate_again_from_the_saved_validation_predictions_keeps_the_tempera
     """An ensemble (no model to predict with) is calibrated again from what it saved; only with
     --overwrite, and to the same T, now with the test ECE's interval."""
     write_ensemble(artifacts, LABELS)
-    calibration = artifacts / "runs" / "ab" / "calibration.json"
+    calibration = artifacts / "runs" / "ab" / run_folder.CALIBRATION
     before = json.loads(calibration.read_text())
     assert cli.main(["calibrate", "ab"]) == 1
     assert "exists already" in capsys.readouterr().err
@@ -287,6 +286,6 @@ def test_a_result_another_command_wrote_meanwhile_is_not_replaced(artifacts, cap
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(robustness, "_pooled_members", meanwhile)
         assert cli.main(["robustness", "ab"]) == 1
-    first = (run_path("ab") / ROBUSTNESS_FILE).read_bytes()
+    first = (run_path("ab") / run_folder.ROBUSTNESS).read_bytes()
     assert "ab's robustness.json" in one_error_line(capsys)
-    assert (run_path("ab") / ROBUSTNESS_FILE).read_bytes() == first
+    assert (run_path("ab") / run_folder.ROBUSTNESS).read_bytes() == first

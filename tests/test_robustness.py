@@ -9,11 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cifar import atomic
+from cifar import atomic, run_folder
 from cifar.corruptions import corrupt
 from cifar.robustness import (
-    ROBUSTNESS_FILE,
-    ROBUSTNESS_PREDICTIONS_FILE,
     check_images,
     corruption_errors,
     corruption_sets,
@@ -67,7 +65,7 @@ def test_a_baseline_run_s_results_are_its_model_on_the_corrupted_subset(
 
     run = load_run(run_id)
     stored, probabilities = read_robustness(run)
-    assert stored == json.loads((run.path / ROBUSTNESS_FILE).read_text()) == record
+    assert stored == json.loads((run.path / run_folder.ROBUSTNESS).read_text()) == record
     indices = np.asarray(record["test_indices"])
     labels = data.y_test[indices]
     assert len(indices) == 20 and np.array_equal(indices, stratified_subset(data.y_test, 20, seed=4))
@@ -120,13 +118,13 @@ def test_a_half_written_result_is_no_result(artifacts):
     assert read_robustness(run) is not None
     other = write_robustness("r", labels, stratified_subset(labels, 30), 0.5, 7)  # same shape
     write_robustness("r", labels, stratified_subset(labels, 30), 0.5, 0)
-    atomic.write_npy(run.path / ROBUSTNESS_PREDICTIONS_FILE, other)  # (a kill between two writes)
+    atomic.write_npy(run.path / run_folder.ROBUSTNESS_PREDICTIONS, other)  # (a kill between two writes)
     assert read_robustness(run) is None  # another evaluation's predictions beside this json
-    atomic.write_npy(run.path / ROBUSTNESS_PREDICTIONS_FILE, np.zeros((75, 29, 10), np.float32))
+    atomic.write_npy(run.path / run_folder.ROBUSTNESS_PREDICTIONS, np.zeros((75, 29, 10), np.float32))
     assert read_robustness(run) is None  # predictions of another subset
-    (run.path / ROBUSTNESS_PREDICTIONS_FILE).unlink()
+    (run.path / run_folder.ROBUSTNESS_PREDICTIONS).unlink()
     assert read_robustness(run) is None  # json without its predictions
-    (run.path / ROBUSTNESS_FILE).write_text('{"images": 3')
+    (run.path / run_folder.ROBUSTNESS).write_text('{"images": 3')
     assert read_robustness(run) is None
     assert robustness_table([run]).empty
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cifar import runs, tables
+from cifar import run_folder, runs, tables
 from cifar.runs import RunError, RunWriter, check_run_id, list_runs, load_run, run_path
 from cifar.tables import runs_table
 from tests.factory import npz_cifar, plain_id, write_run
@@ -101,7 +101,7 @@ def test_discard_drops_the_partial_folder_and_nothing_else():
     assert [p.name for p in runs.runs_root().iterdir()] == [".kept.partial"]
 
 
-@pytest.mark.parametrize("missing", runs.REQUIRED_FILES)
+@pytest.mark.parametrize("missing", run_folder.REQUIRED)
 def test_publish_without_required_files_raises(missing):
     writer = RunWriter("incomplete").open()
     write_complete(writer)

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from cifar import atomic
+from cifar import atomic, run_folder
 from cifar.explain import Explainer
-from cifar.feature_space import PROJECTION_FILE, PROJECTION_JSON, nearest, split_features
+from cifar.feature_space import nearest, split_features
 from cifar.runs import load_run, runs_root
 from tests.factory import write_npz
 from tests.pages.test_pages import figure, no_exception, png, texts
@@ -57,11 +57,11 @@ def test_misclassified_opens_an_image_into_the_same_view(trained, open_page):
 
 def write_map(run_id: str, seed: int) -> np.ndarray:
     folder = runs_root() / run_id
-    n = len(np.load(folder / "test_labels.npy"))
+    n = len(np.load(folder / run_folder.TEST_LABELS))
     coordinates = np.random.default_rng(seed).normal(size=(n, 2)).astype(np.float32)
-    atomic.write_npy(folder / PROJECTION_FILE, coordinates)
+    atomic.write_npy(folder / run_folder.PROJECTION, coordinates)
     record = {"method": "umap", "space": "penultimate layer", "dimensions": 64, "images": n, "seconds": 1.0}
-    atomic.write_json(folder / PROJECTION_JSON, record)
+    atomic.write_json(folder / run_folder.PROJECTION_RECORD, record)
     return coordinates
 
 
@@ -78,15 +78,17 @@ def test_the_feature_map_draws_each_run_s_points_by_class_with_its_mistakes(runs
     no_exception(app)
     for k, run_id in enumerate(runs[:2]):
         traces = figure(app, k)["data"]
-        labels = np.load(runs_root() / run_id / "test_labels.npy")
-        predicted = np.load(runs_root() / run_id / "test_predictions.npy").argmax(1)
+        labels = np.load(runs_root() / run_id / run_folder.TEST_LABELS)
+        predicted = np.load(runs_root() / run_id / run_folder.TEST_PREDICTIONS).argmax(1)
         crosses = [t for t in traces if t["marker"]["symbol"] == "x"]
         assert sum(len(t["x"]) for t in crosses) == int(np.sum(predicted != labels))
         airplanes = next(t for t in traces if t["name"] == "airplane" and t["marker"]["symbol"] == "circle")
         right = (labels == 0) & (predicted == 0)
         assert airplanes["x"] == pytest.approx(coordinates[run_id][right, 0].tolist())
         assert [p[0] for p in airplanes["customdata"]] == np.nonzero(right)[0].tolist()
-    assert json.loads((runs_root() / runs[0] / PROJECTION_JSON).read_text())["space"] in texts(app.caption)
+    assert json.loads((runs_root() / runs[0] / run_folder.PROJECTION_RECORD).read_text())["space"] in texts(
+        app.caption
+    )
 
 
 def test_a_map_is_started_from_the_page_for_a_run_without_one(trained, monkeypatch, open_page):

@@ -23,18 +23,12 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from cifar import atomic
+from cifar import atomic, run_folder
 from cifar.config import TEMPERATURE_RANGE
 from cifar.ensemble import make_ensemble, member_runs
 from cifar.export import check_export
-from cifar.feature_space import PROJECTION_FILE, PROJECTION_JSON, read_projection
-from cifar.robustness import (
-    ROBUSTNESS_CLEAN_FILE,
-    ROBUSTNESS_FILE,
-    ROBUSTNESS_PREDICTIONS_FILE,
-    read_robustness,
-    stratified_subset,
-)
+from cifar.feature_space import read_projection
+from cifar.robustness import read_robustness, stratified_subset
 from cifar.runs import RunError, list_runs, load_run
 from tests.factory import artifacts_at, npz_cifar, write_robustness, write_run
 from tests.pages.conftest import open_page  # noqa: F401 (the pages' AppTest fixture)
@@ -65,7 +59,7 @@ def template(tmp_path) -> Path:
         indices = stratified_subset(LABELS, 50)
         for run_id, seed in (("r", 1), ("a", 2), ("b", 3), ("ab", 4)):
             write_robustness(run_id, LABELS, indices, 0.5, seed)
-        atomic.write_npy(root / "runs" / "r" / PROJECTION_FILE, np.zeros((N, 2), np.float32))
+        atomic.write_npy(root / "runs" / "r" / run_folder.PROJECTION, np.zeros((N, 2), np.float32))
         record = {
             "method": "umap",
             "space": "penultimate layer",
@@ -73,7 +67,7 @@ def template(tmp_path) -> Path:
             "images": N,
             "seconds": 1.0,
         }
-        atomic.write_json(root / "runs" / "r" / PROJECTION_JSON, record)
+        atomic.write_json(root / "runs" / "r" / run_folder.PROJECTION_RECORD, record)
     return root
 
 
@@ -98,9 +92,9 @@ def with_indices(folder: Path, indices: list[int], images: int | None = None) ->
     and its checksum theirs: nothing but the indices tells it from a good one."""
     from cifar.assets import sha256_bytes
 
-    path = folder / ROBUSTNESS_FILE
+    path = folder / run_folder.ROBUSTNESS
     predictions = np.full((75, len(indices), 10), 0.1, np.float32)
-    atomic.write_npy(folder / ROBUSTNESS_PREDICTIONS_FILE, predictions)
+    atomic.write_npy(folder / run_folder.ROBUSTNESS_PREDICTIONS, predictions)
     edit_json(
         path,
         test_indices=indices,
@@ -159,7 +153,7 @@ def test_a_temperature_outside_the_fit_s_range_is_refused(template, temperature)
     """#30 defect 4, as a class: 5e-324 made NaN probabilities (Misclassified crashed), 1e300
     changed 88 % of top classes. Every temperature a run loads with keeps its answers."""
     with copy_of(template) as root:
-        path = root / "runs" / "r" / "calibration.json"
+        path = root / "runs" / "r" / run_folder.CALIBRATION
         path.write_text(json.dumps({**json.loads(path.read_text()), "temperature": temperature}))
         low, high = TEMPERATURE_RANGE
         try:
@@ -195,15 +189,15 @@ def _unblock(path: Path) -> None:
 
 
 RESULT_FILES = [
-    ("r", ROBUSTNESS_FILE),
-    ("r", ROBUSTNESS_PREDICTIONS_FILE),
-    ("r", PROJECTION_FILE),
-    ("r", PROJECTION_JSON),
-    ("r", "calibration.json"),
+    ("r", run_folder.ROBUSTNESS),
+    ("r", run_folder.ROBUSTNESS_PREDICTIONS),
+    ("r", run_folder.PROJECTION),
+    ("r", run_folder.PROJECTION_RECORD),
+    ("r", run_folder.CALIBRATION),
     ("r", "val_predictions.npy"),
     ("r", "val_labels.npy"),
-    ("r", "history.csv"),
-    ("r", "test_predictions.npy"),
+    ("r", run_folder.HISTORY),
+    ("r", run_folder.TEST_PREDICTIONS),
     ("ab", "ensemble.json"),
 ]
 
@@ -232,7 +226,7 @@ def test_a_robustness_pooling_refuses_a_fifo_for_a_member_s_clean_predictions(te
     from cifar.robustness import evaluate_robustness
 
     with copy_of(template) as root:
-        path = root / "runs" / "b" / ROBUSTNESS_CLEAN_FILE
+        path = root / "runs" / "b" / run_folder.ROBUSTNESS_CLEAN
         path.unlink()
         os.mkfifo(path)
         with pytest.raises(RunError, match="not a regular file"):
@@ -240,7 +234,7 @@ def test_a_robustness_pooling_refuses_a_fifo_for_a_member_s_clean_predictions(te
 
 
 @pytest.mark.parametrize(
-    "page, name", [("robustness", ROBUSTNESS_PREDICTIONS_FILE), ("feature_map", PROJECTION_FILE)]
+    "page, name", [("robustness", run_folder.ROBUSTNESS_PREDICTIONS), ("feature_map", run_folder.PROJECTION)]
 )
 def test_the_pages_render_beside_a_fifo(page, name, template, cifar_npz, open_page):  # noqa: F811
     with copy_of(template) as root:
