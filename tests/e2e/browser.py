@@ -43,15 +43,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_streamlit(env: dict, log: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
-    """`streamlit run streamlit_app.py` in the repository, headless, on 127.0.0.1; (process, url)."""
+def start_streamlit(
+    env: dict, log: Path, port: int | None = None, folder: Path = REPO
+) -> tuple[subprocess.Popen, str]:
+    """`streamlit run streamlit_app.py` in `folder` (the repository), headless, on 127.0.0.1;
+    (process, url)."""
     port = port or free_port()
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
              "--server.port", str(port), "--server.address", "127.0.0.1",
              "--browser.gatherUsageStats", "false"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
     return process, f"http://127.0.0.1:{port}"
 
