@@ -74,6 +74,19 @@ def _clear_streamlit_caches() -> None:
         st.cache_data.clear()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def streamlit_components_scanned_once():
+    """Streamlit's AppTest scans every installed distribution's metadata for custom components
+    each time a new app runs (0.7 s here: most of a page test's time); the installed packages do
+    not change during a session, so the scan is done once."""
+    from streamlit.components.v2 import manifest_scanner
+
+    found = manifest_scanner.scan_component_manifests()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(manifest_scanner, "scan_component_manifests", lambda max_workers=None: list(found))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def offline_sandbox(tmp_path, monkeypatch):
     """Private Keras home and artifacts folder; no dataset override, no TF_CONFIG; no network at
