@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import timeit
 from pathlib import Path
 
 import numpy as np
@@ -31,15 +32,6 @@ PREDICTION_RUNS = {
 }
 
 
-def timed(fn, repeat: int) -> list[float]:
-    out = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
-
-
 def matmul_peak(n: int = 4096, repeat: int = 10) -> float:
     """GFLOP/s of a large float32 matmul, the faster of TensorFlow's oneDNN kernel and XLA's:
     the practical ceiling of this machine."""
@@ -51,7 +43,7 @@ def matmul_peak(n: int = 4096, repeat: int = 10) -> float:
     for xla in (False, True):
         f = tf.function(lambda: tf.matmul(a, b), jit_compile=xla)
         f().numpy()
-        best = min(best, *timed(lambda f=f: f().numpy(), repeat))
+        best = min(best, *timeit.repeat(lambda f=f: f().numpy(), number=1, repeat=repeat))
     return 2 * n**3 / best / 1e9
 
 
@@ -74,7 +66,8 @@ def extraction_share(size: int, rounds: int, batches: int) -> tuple[float, float
     rates, shares = [], []
     for _ in range(rounds):
         peak = matmul_peak(repeat=5)
-        rate = batch / statistics.median(timed(lambda: np.asarray(extract(pixels)), batches))
+        seconds = timeit.repeat(lambda: np.asarray(extract(pixels)), number=1, repeat=batches)
+        rate = batch / statistics.median(seconds)
         rates.append(rate)
         shares.append(rate * GMACS[size] * 2 / peak)
     rate = statistics.median(rates)
@@ -222,8 +215,8 @@ def upload_latency(run_ids: tuple[str, ...], repeat: int) -> dict:
             predictor.probabilities(pixels)
 
     full(), forward()
-    totals = timed(full, repeat)
-    forwards = timed(forward, repeat)
+    totals = timeit.repeat(full, number=1, repeat=repeat)
+    forwards = timeit.repeat(forward, number=1, repeat=repeat)
     return {
         "models": [p.run.run_id for p in predictors],
         "p50": float(np.percentile(totals, 50)),

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from cifar import __version__, run_folder
 from cifar.cli_runs import add_commands_on_finished_runs, whole_number
+from cifar.cli_tables import add_run_table_commands, no_runs_message
 from cifar.config import CONFIG_TYPES, MOST_SEEDS, ConfigError, allowed_range, field_table, parse_config
 from cifar.quiet import quiet_tensorflow
 
@@ -111,136 +112,6 @@ def cmd_train(args, extra) -> int:
     return 0
 
 
-def cmd_evaluate(args, _extra) -> int:
-    """python -m cifar evaluate transfer-reference"""
-    from cifar.evaluate import evaluate_run
-    from cifar.runs import load_run
-
-    report = evaluate_run(load_run(args.run))
-    print(f"test accuracy {report.accuracy:.4f}\n")
-    print(report.per_class.round(4).to_string())
-    print("\nmost confused (true -> predicted, count):")
-    print(report.most_confused.head(10).to_string(index=False))
-    return 0
-
-
-def cmd_runs(args, _extra) -> int:
-    """python -m cifar runs [--format table|csv|json] [--all]  (csv and json: every column)"""
-    from cifar.runs import list_runs
-    from cifar.tables import COMPACT_COLUMNS, INTERVAL_FIELDS, runs_table
-
-    runs = list_runs()  # read once: the table and the groups under it
-    table = runs_table(runs)
-    if args.format == "csv":
-        table.to_csv(sys.stdout, index=False, lineterminator="\n")
-    elif args.format == "json":
-        print(table.to_json(orient="records", indent=2))
-    elif table.empty:
-        print(no_runs_message())
-    else:
-        shown = table.copy() if args.all else table[list(COMPACT_COLUMNS)].copy()
-        for name in INTERVAL_FIELDS:  # a share with its 95 % interval, as the pages show it
-            shown[name] = [
-                _with_interval(*row) for row in table[[name, f"{name}_low", f"{name}_high"]].values
-            ]
-        print(shown.to_string(index=False, float_format=lambda x: f"{x:.4g}", na_rep="-"))
-        print("(95 % intervals: Wilson for accuracy, a BCa bootstrap over the test images for ECE)")
-        print_groups(runs)
-    return 0
-
-
-def print_groups(runs) -> None:
-    """The seed groups under the runs table (`cifar.groups.groups_table`): each group's mean,
-    spread and the mean's interval."""
-    from cifar.groups import groups_table
-
-    groups = groups_table(runs)
-    if not groups.empty:
-        print("\nseed groups (runs differing only in their seed; `compare group:RUN ...` tests them):")
-    for row in groups.itertuples():
-        print(
-            f"  {row.group}: {row.seeds} seeds, test accuracy mean {row.test_accuracy_mean:.2%} "
-            f"± {row.test_accuracy_std:.2%} (the mean's 95 % interval {row.test_accuracy_low:.2%}-"
-            f"{row.test_accuracy_high:.2%}, Student's t): {row.runs}"
-        )
-
-
-def _with_interval(value, low, high) -> str:
-    if value is None or value != value:  # None or NaN
-        return "-"
-    if low is None or low != low:
-        return f"{value:.2%}"
-    return f"{value:.2%} ({low * 100:.2f}-{high * 100:.2f})"
-
-
-def cmd_compare(args, _extra) -> int:
-    """python -m cifar compare A B [--format table|json]: two runs (or `group:RUN` seed groups) on
-    the same test images: accuracies with intervals, McNemar's test, the difference's interval."""
-    from cifar.groups import compare, resolve
-    from cifar.runs import list_runs
-    from cifar.stats import p_text
-
-    runs = list_runs()
-    result = compare(resolve(args.a, runs), resolve(args.b, runs))
-    if args.format == "json":
-        print(json.dumps(result.as_dict(), indent=2))
-        return 0
-    rows = [
-        ("", f"A: {result.a}", f"B: {result.b}"),
-        ("test accuracy (95 %)", result.accuracy_a.percent(), result.accuracy_b.percent()),
-        ("right where the other is wrong", f"{result.a_only:,.4g} images", f"{result.b_only:,.4g} images"),
-    ]
-    width = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, width, strict=True)).rstrip())
-    print(f"{result.test}: {p_text(result.p_value)}")
-    print(f"A minus B: {result.difference.points()} ({result.difference.method}, 95 %)")
-    print(result.verdict)
-    return 0
-
-
-def no_runs_message() -> str:
-    """Where the runs were looked for, and how to make one or look elsewhere."""
-    from cifar.runs import runs_root
-
-    return (
-        f"no runs yet in {runs_root()} (CIFAR_ARTIFACTS=/other/folder looks in /other/folder/runs): "
-        "`python -m cifar train baseline` makes one"
-    )
-
-
-def cmd_jobs(args, _extra) -> int:
-    """python -m cifar jobs  (training jobs, from the dashboard or the command line, and their state)"""
-    from cifar.jobs import shown_jobs
-
-    jobs = shown_jobs()
-    for job in jobs:
-        print(f"{job.run_id:40} {job.state:10} {job.progress:6.1%}  {job.message}")
-    if not jobs:
-        print("no background jobs (the dashboard's Train page starts them)")
-    return 0
-
-
-def cmd_features(args, _extra) -> int:
-    """python -m cifar features [--prune]  (the feature cache; --prune removes obsolete sets)"""
-    from cifar.feature_cache import cache_inventory, prune_cache
-
-    if args.prune:
-        removed, freed = prune_cache()
-        for path in removed:
-            print(f"removed {path}")
-        print(f"freed {freed:,.0f} MB")
-        return 0
-    inventory = cache_inventory()
-    for cached in inventory:
-        state = "obsolete" if cached.obsolete else ("complete" if cached.complete else "incomplete")
-        images = "?" if cached.n_images is None else f"{cached.n_images:,}"
-        print(f"{cached.name:90} {images:>7} images {cached.megabytes:8,.0f} MB  {state}")
-    if not inventory:
-        print("the feature cache is empty (python -m cifar extract fills it)")
-    return 0
-
-
 def cmd_tensorboard(args, _extra) -> int:
     """python -m cifar tensorboard [--port N] [--write-only]  (committed runs' curves and HParams)"""
     import subprocess
@@ -282,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     _add_training_commands(sub)
-    _add_run_table_commands(sub)
+    add_run_table_commands(sub)
     _add_service_commands(sub)
     add_commands_on_finished_runs(sub)
     return parser
@@ -327,33 +198,6 @@ def _add_training_commands(sub) -> None:
         help="extract missing features first (transfer)",
     )
     train.set_defaults(func=cmd_train)
-
-
-def _add_run_table_commands(sub) -> None:
-    """evaluate, runs, compare, jobs and features: what is there, and how it compares."""
-    evaluate = sub.add_parser("evaluate", help="per-class metrics of a run")
-    evaluate.add_argument("run")
-    evaluate.set_defaults(func=cmd_evaluate)
-
-    runs = sub.add_parser("runs", help="table of runs (csv and json: every result and hyperparameter)")
-    runs.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    runs.add_argument("--all", action="store_true", help="the table with every column")
-    runs.set_defaults(func=cmd_runs)
-    compare = sub.add_parser(
-        "compare",
-        help="two runs or seed groups on the same test set: intervals, McNemar's test, the difference",
-        description="Compare two classifiers on the same test images. A and B are run ids, or "
-        "group:RUN for the seed group RUN belongs to (runs differing only in --seed).",
-        epilog="example: python -m cifar compare baseline-best transfer-best",
-    )
-    compare.add_argument("a", metavar="A")
-    compare.add_argument("b", metavar="B")
-    compare.add_argument("--format", choices=["table", "json"], default="table")
-    compare.set_defaults(func=cmd_compare)
-    sub.add_parser("jobs", help="background jobs").set_defaults(func=cmd_jobs)
-    cache = sub.add_parser("features", help="list the feature cache (--prune: remove obsolete sets)")
-    cache.add_argument("--prune", action="store_true")
-    cache.set_defaults(func=cmd_features)
 
 
 def _add_service_commands(sub) -> None:
