@@ -8,7 +8,7 @@ import os
 
 import streamlit as st
 
-from cifar.runs import best_runs
+from cifar.store.runs import best_runs
 from dashboard import cache, pages
 
 st.set_page_config(page_title="CIFAR-10 classifiers", page_icon=":material/image:", layout="wide")

@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from cifar import plots
-from cifar.images import ImageError, open_image
-from cifar.predict import RESOLUTIONS, missing_backbone
-from cifar.runs import best_runs
-from cifar.trust import doubts
+from cifar.analysis import plots
+from cifar.analysis.trust import doubts
+from cifar.inference.predict import RESOLUTIONS, missing_backbone
+from cifar.sources.images import ImageError, open_image
+from cifar.store.runs import best_runs
 from dashboard import cache
 from dashboard.explain_sections import explanation_row
 from dashboard.text import FETCH, image_caption, plain

@@ -4,11 +4,11 @@ from functools import partial
 
 import streamlit as st
 
-from cifar import plots
-from cifar.cost import pareto_front
-from cifar.evaluate import calibration_table, reliability
-from cifar.export import export_blocker, model_bytes
-from cifar.tables import SHARE_COLUMNS, hyperparameter_columns, predictions_csv, runs_table
+from cifar.analysis import plots
+from cifar.analysis.cost import pareto_front
+from cifar.analysis.evaluate import calibration_table, reliability
+from cifar.inference.export import export_blocker, model_bytes
+from cifar.store.tables import SHARE_COLUMNS, hyperparameter_columns, predictions_csv, runs_table
 from dashboard import cache, comparison_sections, text
 from dashboard.widgets import chart, require_runs, run_picker
 
@@ -121,8 +121,10 @@ else:
         st.caption(f"Not shown (not measured): {', '.join(unmeasured)}.")
 
 st.subheader("Downloads")
-st.caption("Predictions: calibrated, a row per test image. Model: uint8 32 x 32 pixels in, probabilities out "
-           "(`import cifar.whole_model`, then `keras.models.load_model`). Made on click.")  # fmt: skip
+st.caption(
+    "Predictions: calibrated, a row per test image. Model: uint8 32 x 32 pixels in, probabilities out "
+    "(`import cifar.modeling.whole_model`, then `keras.models.load_model`). Made on click."
+)
 for run in chosen:
     name, predictions, model = st.columns([2, 1, 1])
     name.markdown(f"`{run.run_id}` ({run.model})")

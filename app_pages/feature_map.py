@@ -3,10 +3,10 @@
 import numpy as np
 import streamlit as st
 
-from cifar import plots
-from cifar.assets import cifar10_available
-from cifar.feature_space import projection_progress, read_projection, start_projection
-from cifar.runs import best_runs
+from cifar.analysis import plots
+from cifar.analysis.feature_space import projection_progress, read_projection, start_projection
+from cifar.sources.assets import cifar10_available
+from cifar.store.runs import best_runs
 from dashboard import cache
 from dashboard.text import plain
 from dashboard.widgets import require_runs, run_picker, upscale

@@ -4,8 +4,8 @@ import math
 
 import streamlit as st
 
-from cifar.assets import cifar10_available
-from cifar.evaluate import MistakeFilter, misclassified
+from cifar.analysis.evaluate import MistakeFilter, misclassified
+from cifar.sources.assets import cifar10_available
 from dashboard import cache
 from dashboard.explain_sections import explanation_row
 from dashboard.text import FETCH, plain

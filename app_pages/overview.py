@@ -5,13 +5,13 @@ import os
 import pandas as pd
 import streamlit as st
 
-from cifar import plots
-from cifar.assets import DATASET_OVERRIDE_ENV, cifar10_available, weights_available
+from cifar.analysis import plots
 from cifar.config import REFERENCE_FIGURES, keras_home
-from cifar.feature_cache import cache_inventory
-from cifar.groups import group_of, seed_groups
-from cifar.jobs import active_job
-from cifar.runs import REFERENCE_RUN_IDS, headline_table, test_accuracy
+from cifar.modeling.feature_cache import cache_inventory
+from cifar.service.jobs import active_job
+from cifar.sources.assets import DATASET_OVERRIDE_ENV, cifar10_available, weights_available
+from cifar.store.groups import group_of, seed_groups
+from cifar.store.runs import REFERENCE_RUN_IDS, headline_table, test_accuracy
 from dashboard import cache, text
 from dashboard.widgets import chart, interval, percent
 

@@ -3,8 +3,8 @@
 import pandas as pd
 import streamlit as st
 
-from cifar import plots
-from cifar.evaluate import agreement, disagreement_matrix, evaluate_run
+from cifar.analysis import plots
+from cifar.analysis.evaluate import agreement, disagreement_matrix, evaluate_run
 from dashboard import cache
 from dashboard.widgets import chart, percent, require_runs, run_picker
 

@@ -2,16 +2,16 @@
 
 import streamlit as st
 
-from cifar import plots
-from cifar.assets import cifar10_available, frost_textures_available
-from cifar.corruptions import CORRUPTIONS, SEVERITIES
-from cifar.robustness import (
+from cifar.analysis import plots
+from cifar.analysis.robustness import (
     REFERENCE_RUN,
     accuracy_intervals,
     corruption_errors,
     read_robustness,
     robustness_table,
 )
+from cifar.sources.assets import cifar10_available, frost_textures_available
+from cifar.sources.corruptions import CORRUPTIONS, SEVERITIES
 from dashboard import cache
 from dashboard.widgets import chart, require_runs, run_picker, upscale
 

@@ -6,8 +6,8 @@ The form's values are validated once, by `parse_config`; the typed config goes t
 import streamlit as st
 
 from cifar.config import MOST_SEEDS, ConfigError, parse_config
-from cifar.jobs import seed_runs
-from cifar.runs import FAMILIES, RunError, run_path
+from cifar.service.jobs import seed_runs
+from cifar.store.runs import FAMILIES, RunError, run_path
 from dashboard import cache, train_sections
 from dashboard.text import MODEL_TITLES
 

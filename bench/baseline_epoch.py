@@ -9,7 +9,7 @@ second of two, so tracing and the first allocations are out) on the first IMAGES
 images, through the same stream, model, optimizer and callbacks-free `fit` as training; in
 float32 and with `precision="mixed_bfloat16"` (the config's option: layers compute in bfloat16,
 weights stay float32). Achieved GFLOP/s = 3 x the forward FLOPs of one image (TensorFlow's profiler,
-`cifar.cost.count_flops`; a backward pass costs about two forwards) x images / seconds, against
+`cifar.analysis.cost.count_flops`; a backward pass costs about two forwards) x images / seconds, against
 the float32 matmul peak measured right before each (`bench/benchmark.py`'s `matmul_peak`).
 Also the committed run's own epochs (history.csv), against a peak measured now.
 """
@@ -36,10 +36,10 @@ def steady_epoch_seconds(config, pixels, labels) -> float:
     """Seconds of the second of two training epochs of `config` on (pixels, labels)."""
     import keras
 
-    from cifar.airbench import WHITEN_IMAGES
-    from cifar.data import alternating_flip_dataset, augmented_dataset, steps_per_epoch
-    from cifar.fitting import baseline_steps_per_call, compile_model
-    from cifar.models import build_baseline, normalized
+    from cifar.modeling.airbench import WHITEN_IMAGES
+    from cifar.modeling.models import build_baseline, normalized
+    from cifar.sources.data import alternating_flip_dataset, augmented_dataset, steps_per_epoch
+    from cifar.training.fitting import baseline_steps_per_call, compile_model
 
     keras.utils.set_random_seed(0)
     model = build_baseline(config)
@@ -58,9 +58,9 @@ def steady_epoch_seconds(config, pixels, labels) -> float:
 
 
 def forward_flops(config) -> int:
+    from cifar.analysis.cost import count_flops
     from cifar.config import IMAGE_SHAPE
-    from cifar.cost import count_flops
-    from cifar.models import build_baseline
+    from cifar.modeling.models import build_baseline
 
     return count_flops(build_baseline(config), IMAGE_SHAPE, "uint8")
 
@@ -71,9 +71,9 @@ def main() -> None:
     )
     parser.add_argument("--images", type=int, default=10240, help="training images per timed epoch")
     args = parser.parse_args()
-    from cifar.assets import load_cifar10
     from cifar.config import load_config
-    from cifar.runs import load_run
+    from cifar.sources.assets import load_cifar10
+    from cifar.store.runs import load_run
 
     run = load_run(RUN)
     config = load_config(run.hyperparameters)

@@ -54,9 +54,9 @@ def extraction_share(size: int, rounds: int, batches: int) -> tuple[float, float
     This machine's clock and neighbours change from minute to minute (a peak measured once varied
     from 335 to 440 GFLOP/s between runs); pairing each extraction with its own peak and taking
     the median share keeps the ratio honest."""
-    from cifar.assets import load_cifar10, load_inception_weights
     from cifar.config import TransferConfig
-    from cifar.features import CPU_BATCH, GPU_BATCH, gpu_available, make_extract_fn
+    from cifar.modeling.features import CPU_BATCH, GPU_BATCH, gpu_available, make_extract_fn
+    from cifar.sources.assets import load_cifar10, load_inception_weights
 
     config = TransferConfig(resize="bilinear", architecture="exact2015", input_size=size)
     batch = GPU_BATCH if gpu_available() else CPU_BATCH
@@ -81,10 +81,10 @@ def head_epoch_seconds(
     from the cached 2048-d features, real ones if present); the default head (Dense(256),
     dropout 0.5, Adam), after one warm-up epoch that traces the functions."""
     from cifar.config import TransferConfig
-    from cifar.data import as_tensor, gathered_batches
-    from cifar.fitting import HEAD_STEPS_PER_EXECUTION, compile_model
-    from cifar.models import build_head
-    from cifar.train import _one_hot
+    from cifar.modeling.models import build_head
+    from cifar.sources.data import as_tensor, gathered_batches
+    from cifar.training.fitting import HEAD_STEPS_PER_EXECUTION, compile_model
+    from cifar.training.train import _one_hot
 
     features, source = _training_features()
     labels = np.random.default_rng(0).integers(0, 10, len(features))
@@ -134,9 +134,9 @@ def head_epoch_in_fresh_processes(batch_size: int, processes: int = 3) -> tuple[
 
 
 def _training_features() -> tuple[np.ndarray, str]:
-    from cifar.assets import load_cifar10, load_inception_weights
     from cifar.config import TransferConfig
-    from cifar.features import FeatureSpec, cached_features
+    from cifar.modeling.features import FeatureSpec, cached_features
+    from cifar.sources.assets import load_cifar10, load_inception_weights
 
     data = load_cifar10()
     config = TransferConfig()  # the reference's features (UpSampling2D(7), Keras' InceptionV3)
@@ -154,9 +154,9 @@ def retrain_from_click(epochs: int = 10, standby: bool = True) -> float | None:
     process is ready (a user takes longer than its ~3 s to fill in the form). Without: a cold
     start, as for a click within those first seconds or with CIFAR_STANDBY=0.
     """
-    from cifar import jobs
     from cifar.config import TransferConfig
-    from cifar.standby import standby_ready, stop_standby, warm_up
+    from cifar.service import jobs
+    from cifar.service.standby import standby_ready, stop_standby, warm_up
 
     if "cached real" not in _training_features()[1]:
         return None
@@ -183,9 +183,9 @@ def upload_latency(run_ids: tuple[str, ...], repeat: int) -> dict:
     """Bytes of a new 640x480 JPEG -> each run's top-3, warm; and the bare forward pass."""
     from PIL import Image
 
-    from cifar.images import as_model_input, open_image
-    from cifar.predict import Predictor
-    from cifar.runs import RunError
+    from cifar.inference.predict import Predictor
+    from cifar.sources.images import as_model_input, open_image
+    from cifar.store.runs import RunError
 
     predictors = []
     for run_id in run_ids:
@@ -252,7 +252,7 @@ def training_job_peak_rss() -> float | None:
         return None
     return child_peak_mb(
         "from cifar.config import parse_config\n"
-        "from cifar.train import train\n"
+        "from cifar.training.train import train\n"
         "train(parse_config('transfer', {'epochs': 3}),"
         " run_id='rss')\n"
     )
@@ -262,14 +262,14 @@ def predictors_peak_rss(run_ids: tuple[str, ...]) -> float | None:
     """Peak RSS (MB) of a process that loads the runs' models and classifies one image with each."""
     return child_peak_mb(
         "import numpy as np\n"
-        "from cifar.predict import Predictor\n"
+        "from cifar.inference.predict import Predictor\n"
         f"for run_id in {list(run_ids)!r}:\n"
         "    Predictor.for_run(run_id).predict(np.zeros((32, 32, 3), np.uint8))\n"
     )
 
 
 def describe_machine() -> str:
-    from cifar.distribute import describe_device
+    from cifar.modeling.distribute import describe_device
 
     return describe_device()
 

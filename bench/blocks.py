@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from cifar import stats
-from cifar.groups import SeedGroup, compare
+from cifar.store.groups import SeedGroup, compare
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -65,7 +65,7 @@ class Seeds(NamedTuple):
 
 def seed_group(base, candidates: list) -> SeedGroup | None:
     """`base` and the runs among `candidates` that differ from it in `seed` alone (defaults filled
-    in for the options one of them predates, which `cifar.groups.seed_groups` does not), lowest
+    in for the options one of them predates, which `cifar.store.groups.seed_groups` does not), lowest
     seed first, one run per seed (the first by id); None without another seed."""
     others = [r for r in candidates if r.run_id != base.run_id and set(differences(r, base)) == {"seed"}]
     by_seed = {}
@@ -147,7 +147,7 @@ def headline(run_ids, seeds: list[Seeds], pairs) -> str:
     two of `pairs` compared on the same test images, the better first (a run with a seed group as its
     group: `compare`); each run of `seeds` with its seeds' mean tested against its published mean,
     or the note that it has one seed so far."""
-    from cifar.runs import RunError, load_run
+    from cifar.store.runs import RunError, load_run
 
     runs = []
     for run_id in run_ids:

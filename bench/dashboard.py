@@ -253,7 +253,7 @@ def screenshots(bench: Bench, page, upload: bytes, folder: Path) -> None:
 def main() -> int:
     args = arguments()
     env = real_environment()
-    from cifar.runs import best_runs, list_runs
+    from cifar.store.runs import best_runs, list_runs
 
     runs = list_runs()
     if not runs:

@@ -39,11 +39,11 @@ def timed(call) -> float:
 
 
 def main() -> None:
-    from cifar.explain import Explainer
-    from cifar.feature_space import read_projection
-    from cifar.images import open_image
-    from cifar.predict import Predictor
-    from cifar.runs import load_run
+    from cifar.analysis.feature_space import read_projection
+    from cifar.inference.explain import Explainer
+    from cifar.inference.predict import Predictor
+    from cifar.sources.images import open_image
+    from cifar.store.runs import load_run
 
     image = open_image(PHOTO)
     rows = []

@@ -18,9 +18,9 @@ import pandas as pd
 
 from bench.blocks import replace_block
 from cifar import stats
-from cifar.images import open_image
-from cifar.predict import load_predictor, run_resolutions
-from cifar.runs import RunError, load_run
+from cifar.inference.predict import load_predictor, run_resolutions
+from cifar.sources.images import open_image
+from cifar.store.runs import RunError, load_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import RUNS  # noqa: E402 (the committed runs, one list for the bench's tables)

@@ -18,7 +18,7 @@ its seed group. Records keep their small files (config, history, metrics, test p
 
 Test accuracy is recounted from each run's `test_predictions.npy` against the real CIFAR-10 test
 labels (Wilson interval); validation accuracy (one view, metrics.json) is a count of the validation
-images (Wilson interval). An ablation and its base are compared per test image (`cifar.groups.compare`:
+images (Wilson interval). An ablation and its base are compared per test image (`cifar.store.groups.compare`:
 McNemar's exact test, paired bootstrap interval of the difference). A seed group shows its mean,
 spread and Student's t interval, and a one-sample t test against airbench94's published mean.
 The test-time views are measured on `baseline-best`'s own weights, the one part that loads
@@ -38,8 +38,8 @@ import numpy as np
 
 from bench.blocks import Seeds, differences, options, replace_block, seed_group, seed_pairs_table, seeds_table
 from cifar import stats
-from cifar.groups import compare
-from cifar.runs import RunError, list_runs, load_run
+from cifar.store.groups import compare
+from cifar.store.runs import RunError, list_runs, load_run
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = ROOT / "bench" / "recipe"
@@ -269,8 +269,8 @@ VIEWS = (  # (name, flip, translate, log-probabilities averaged)
 def view_answers(reference, data) -> list[tuple[str, np.ndarray]]:
     """(views, right or wrong per validation image) of `baseline-best`'s weights for each of VIEWS."""
     from cifar import tta
-    from cifar.data import validation_rows
-    from cifar.restore import load_model
+    from cifar.modeling.restore import load_model
+    from cifar.sources.data import validation_rows
 
     _, network = load_model(reference)
     rows = validation_rows(reference.hyperparameters, len(data.x_train))
@@ -369,7 +369,7 @@ def recipe_md(reference, runs, y_test, found, seeds, curve, views) -> list[str]:
 
 
 def main() -> None:
-    from cifar.assets import load_cifar10
+    from cifar.sources.assets import load_cifar10
 
     data = load_cifar10()
     try:

@@ -4,7 +4,7 @@ docs/robustness.md's blocks) from the committed run folders.
 Accuracy is recomputed from each run's `test_predictions.npy` and the real CIFAR-10 test labels
 (not read from the logs), with its 95 % interval (`cifar.stats`: Wilson's for a count of images,
 a bootstrap over the images for ECE and the corrupted images' accuracies); two runs (or seed
-groups) are compared on the same test images (`cifar.groups.compare`); a seed group is every run
+groups) are compared on the same test images (`cifar.store.groups.compare`); a seed group is every run
 that differs from a headline run in its seed alone. No TensorFlow: everything comes from the
 committed predictions. Run: `PYTHONPATH=. .venv/bin/python bench/results.py`
 """
@@ -20,11 +20,11 @@ import numpy as np
 from bench.blocks import Seeds, headline, replace_block, seed_group, seed_pairs_table, seeds_table
 from bench.recipe import AIRBENCH94_MEAN
 from cifar import stats, tta
-from cifar.assets import load_cifar10
 from cifar.calibration import ece_estimate, temperature_scaled
 from cifar.config import REFERENCE_FIGURES
-from cifar.groups import compare
-from cifar.runs import RunError, list_runs, load_run
+from cifar.sources.assets import load_cifar10
+from cifar.store.groups import compare
+from cifar.store.runs import RunError, list_runs, load_run
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ("baseline-reference", "baseline-best", "transfer-reference", "transfer-best", "ensemble-best")
@@ -32,10 +32,11 @@ TEST_IMAGES = 10_000  # CIFAR-10's test set, on which the write-up's figures wer
 SEEDED = (("baseline-best", AIRBENCH94_MEAN), ("transfer-best", None))  # (run, published mean)
 PAIRS = (("transfer-best", "baseline-best"), ("ensemble-best", "transfer-best"))
 COST_NOTE = (
-    "Measured by `python -m cifar cost RUN` (`cifar/cost.py`) on this machine: parameters of the whole "
-    "model as it predicts (a transfer run's frozen base included); FLOPs of one 32 × 32 image through "
-    "it, counted from its graph by TensorFlow's profiler (a multiply-add is 2; a transfer run's scaling "
-    "to [-1, 1] included, its resize to the base's input not: the profiler has no count for resize ops, "
+    "Measured by `python -m cifar cost RUN` (`cifar/analysis/cost.py`) on this machine: parameters of "
+    "the whole model as it predicts (a transfer run's frozen base included); FLOPs of one 32 × 32 "
+    "image through it, counted from its graph by TensorFlow's profiler (a multiply-add is 2; a "
+    "transfer run's scaling to [-1, 1] included, its resize to the base's input not: the profiler "
+    "has no count for resize ops, "
     "about 3 MFLOPs at 299 px), times the views a prediction averages (test-time flip: 2); the files a "
     "prediction loads (weights, and the backbone file); the median of three calls of the classifier "
     "on 1 and on 256 images, every view included; training time plus the extraction of the features "
@@ -47,7 +48,7 @@ COST_NOTE = (
 def summarize(config: dict, run=None) -> str:
     c = config
     if c["model"] == "ensemble":
-        from cifar.ensemble import ensemble_weights
+        from cifar.inference.ensemble import ensemble_weights
 
         members, weights = ensemble_weights(run)
         pooled = " and ".join(f"`{m}` (weight {w:.2f})" for m, w in zip(members, weights, strict=True))
@@ -217,10 +218,10 @@ def calibration_table() -> str:
 
 
 ROBUSTNESS_NOTE = (
-    "Made by `python -m cifar robustness RUN` (`cifar/robustness.py`): CIFAR-10-C's 15 corruptions "
-    "at its 5 severities, with its own constants (`cifar/corruptions.py`), on the same class-stratified "
-    "1,000 test images for every run, one view per image (no test-time flip). Clean: those images "
-    "uncorrupted. mCE: each corruption's errors summed over the severities, divided by "
+    "Made by `python -m cifar robustness RUN` (`cifar/analysis/robustness.py`): CIFAR-10-C's 15 corruptions "
+    "at its 5 severities, with its own constants (`cifar/sources/corruptions.py`), on the same "
+    "class-stratified 1,000 test images for every run, one view per image (no test-time flip). "
+    "Clean: those images uncorrupted. mCE: each corruption's errors summed over the severities, divided by "
     "`baseline-reference`'s, averaged over the corruptions (100 = the reference, lower is better); "
     "relative mCE subtracts each model's clean error first (Hendrycks and Dietterich 2019); no interval. "
     "Every accuracy here is of those 1,000 images only, so its 95 % interval is wide: Wilson's for the "
@@ -231,10 +232,10 @@ ROBUSTNESS_NOTE = (
 
 class Robustness:
     """A run's robustness files: the clean and mean corrupted accuracies with their intervals
-    (`cifar.robustness.accuracy_intervals`), and right or wrong per corrupted set and image."""
+    (`cifar.analysis.robustness.accuracy_intervals`), and right or wrong per corrupted set and image."""
 
     def __init__(self, run):
-        from cifar.robustness import accuracy_intervals, read_robustness
+        from cifar.analysis.robustness import accuracy_intervals, read_robustness
 
         record, predictions = read_robustness(run)
         self.record, self.indices = record, np.asarray(record["test_indices"])
@@ -253,8 +254,8 @@ class Robustness:
 
 def robustness_summary(results: dict) -> str:
     """Per run: clean and corrupted accuracy (with intervals), per family, and mCE."""
-    from cifar.corruptions import FAMILIES
-    from cifar.robustness import corruption_errors, robustness_table
+    from cifar.analysis.robustness import corruption_errors, robustness_table
+    from cifar.sources.corruptions import FAMILIES
 
     table = robustness_table([_load(run_id) for run_id in results])
     clean = {run_id: result.record["clean_accuracy"] for run_id, result in results.items()}
@@ -281,7 +282,7 @@ def robustness_summary(results: dict) -> str:
 
 def robustness_detail(results: dict, a: str = "transfer-best", b: str = "baseline-best") -> str:
     """Accuracy per corruption per run, and `a` minus `b` paired on the same images."""
-    from cifar.corruptions import CORRUPTIONS
+    from cifar.sources.corruptions import CORRUPTIONS
 
     paired = a in results and b in results and np.array_equal(results[a].indices, results[b].indices)
     rows = [
@@ -299,7 +300,7 @@ def robustness_detail(results: dict, a: str = "transfer-best", b: str = "baselin
 
 def robustness_tables() -> tuple[str, str]:
     """(summary per run, accuracy per corruption per run) of the runs with robustness results."""
-    from cifar.robustness import read_robustness
+    from cifar.analysis.robustness import read_robustness
 
     results = {run.run_id: Robustness(run) for run in map(_load, RUNS) if run and read_robustness(run)}
     if not results:

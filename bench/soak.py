@@ -4,7 +4,7 @@ In one process:
   1. 50 consecutive transfer-head retrains (`build_head` + the training compile + `fit`, 3 epochs on
      5,000 random 2048-d features, `keras.backend.clear_session()` between), as a head retrain on
      cached features does;
-  2. 1,000 predictions through one `cifar.predict.Predictor` of a tiny baseline run, on uploads of
+  2. 1,000 predictions through one `cifar.inference.predict.Predictor` of a tiny baseline run, on uploads of
      varied formats, modes and sizes (bytes as the uploader gives them, and camera-like arrays).
 
 RSS (VmRSS from /proc/self/status) is printed after the first 5 iterations and at the end of
@@ -90,8 +90,8 @@ def head_retrains(count: int, epochs: int, samples: int) -> list[float]:
     import keras
 
     from cifar.config import NUM_CLASSES, TransferConfig
-    from cifar.fitting import compile_model
-    from cifar.models import build_head
+    from cifar.modeling.models import build_head
+    from cifar.training.fitting import compile_model
 
     config = TransferConfig(epochs=epochs)
     rng = np.random.default_rng(0)
@@ -120,7 +120,7 @@ def job_retrains(count: int) -> list[float]:
     The tiny synthetic dataset keeps each job short; what is measured is this process's RSS.
     """
     from cifar.config import BaselineConfig
-    from cifar.jobs import job_status, start_job
+    from cifar.service.jobs import job_status, start_job
 
     rng = np.random.default_rng(2)
     npz = ROOT / "tiny.npz"
@@ -150,10 +150,10 @@ def job_retrains(count: int) -> list[float]:
 
 
 def predictions(count: int) -> list[float]:
-    from cifar.assets import Cifar10
     from cifar.config import BaselineConfig
-    from cifar.predict import Predictor
-    from cifar.train import train
+    from cifar.inference.predict import Predictor
+    from cifar.sources.assets import Cifar10
+    from cifar.training.train import train
 
     rng = np.random.default_rng(1)
     data = Cifar10(
@@ -204,7 +204,7 @@ def concurrent_bombs(before: str) -> list[str]:
 
 
 def bombs_section(lines: list[str], before: str) -> str:
-    from cifar.images import DECODE_BUDGET
+    from cifar.sources.images import DECODE_BUDGET
 
     table = "\n".join(lines)
     return (
@@ -213,7 +213,8 @@ def bombs_section(lines: list[str], before: str) -> str:
         "while it decodes the uploads in threads, as Streamlit sessions do; *before* with `cifar/` of "
         f"commit {before}, *after* with this checkout's.\n\n```\n{table}\n```\n\n"
         "A decode's memory is now estimated from the image's header (bytes a pixel per mode and "
-        f"format) and refused over {DECODE_BUDGET / 2**20:.0f} MB (`cifar.images.DECODE_BUDGET`), and "
+        f"format) and refused over {DECODE_BUDGET / 2**20:.0f} MB "
+        "(`cifar.sources.images.DECODE_BUDGET`), and "
         "one decode runs at a time, so concurrent uploads queue instead of stacking."
     )
 

@@ -10,16 +10,16 @@ os.environ["KERAS_BACKEND"] = "tensorflow"
 
 
 # The public API: where a user's own code starts (each module loads when its name is first used,
-# so `import cifar` stays light and TensorFlow loads only with what needs it). Training is
-# `from cifar.train import train` (a name here would be shadowed by the module `cifar.train`).
+# so `import cifar` stays light and TensorFlow loads only with what needs it).
 _API = {
     "parse_config": "cifar.config",  # a typed, checked config from {"field": value}
-    "list_runs": "cifar.runs",  # every finished run (Run objects), newest first
-    "load_run": "cifar.runs",  # one run by id: config, metrics, predictions, calibration
-    "runs_table": "cifar.tables",  # a pandas DataFrame: a row per run, results and hyperparameters
-    "compare": "cifar.groups",  # two runs or seed groups on the same test images
-    "seed_groups": "cifar.groups",  # runs that differ only in their seed
-    "load_run_model": "cifar.export",  # a run's whole Keras model: uint8 pixels in, probabilities out
+    "list_runs": "cifar.store.runs",  # every finished run (Run objects), newest first
+    "load_run": "cifar.store.runs",  # one run by id: config, metrics, predictions, calibration
+    "runs_table": "cifar.store.tables",  # a pandas DataFrame: a row per run, results and hyperparameters
+    "compare": "cifar.store.groups",  # two runs or seed groups on the same test images
+    "seed_groups": "cifar.store.groups",  # runs that differ only in their seed
+    "load_run_model": "cifar.inference.export",  # a run's whole Keras model: pixels in, probabilities out
+    "train": "cifar.training.train",  # train(config) -> a published run folder
 }
 __all__ = ["__version__", *_API]
 

@@ -3,11 +3,11 @@ and the one rule for which existing paths a command may replace.
 
 A reader sees the old file or the new one, never half of one; a writer that fails or is killed
 leaves no file that looks complete (on error the temporary file is removed; after a kill it is a
-`.<name>.<token>.<pid>.part` file, which `remove_stale_parts` and `cifar.feature_cache.prune_cache`
+`.<name>.<token>.<pid>.part` file, which `remove_stale_parts` and `cifar.modeling.feature_cache.prune_cache`
 recognise by its pid). Files that belong together (a result and its predictions) are written as
 a group: none replaces its target unless every one was written (`written_together`). A write that
 fails for want of space or rights raises `WriteError`, one line saying so.
-The run folder's final rename (`cifar.runs.RunWriter.publish`) is the one other rename.
+The run folder's final rename (`cifar.store.runs.RunWriter.publish`) is the one other rename.
 """
 
 from __future__ import annotations

@@ -13,11 +13,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-from cifar import __version__, run_folder
+from cifar import __version__
 from cifar.cli_runs import add_commands_on_finished_runs, whole_number
 from cifar.cli_tables import add_run_table_commands, no_runs_message
 from cifar.config import CONFIG_TYPES, MOST_SEEDS, ConfigError, allowed_range, field_table, parse_config
-from cifar.quiet import quiet_tensorflow
+from cifar.store import run_folder
+from cifar.terminal import quiet_tensorflow
 
 
 def parse_overrides(tokens: Sequence[str], flags: frozenset[str] = frozenset()) -> dict[str, str]:
@@ -65,7 +66,12 @@ def _fields_help(model: str) -> str:
 
 def cmd_fetch(args, _extra) -> int:
     """python -m cifar fetch  (downloads and verifies CIFAR-10 and the InceptionV3 weights)"""
-    from cifar.assets import frost_textures_path, load_cifar10, load_frost_textures, load_inception_weights
+    from cifar.sources.assets import (
+        frost_textures_path,
+        load_cifar10,
+        load_frost_textures,
+        load_inception_weights,
+    )
 
     data = load_cifar10()
     print(f"CIFAR-10: {len(data.x_train)} train / {len(data.x_test)} test images, sha256 verified")
@@ -78,7 +84,7 @@ def cmd_fetch(args, _extra) -> int:
 
 def cmd_extract(args, extra) -> int:
     """python -m cifar extract --resize bilinear --architecture exact2015 [--tta-flip true]"""
-    from cifar.features import extract_for_config
+    from cifar.modeling.features import extract_for_config
 
     config = parse_config("transfer", parse_overrides(extra, boolean_fields("transfer")))
     extract_for_config(config, limit=args.limit, log=print)
@@ -87,8 +93,8 @@ def cmd_extract(args, extra) -> int:
 
 def cmd_train(args, extra) -> int:
     """python -m cifar train baseline|transfer [--run-id NAME] [--limit N] [--seeds N] [--key value ...]"""
-    from cifar.jobs import hold_slot, move_slot, seed_runs
-    from cifar.runs import RunWriter, new_run_id
+    from cifar.service.jobs import hold_slot, move_slot, seed_runs
+    from cifar.store.runs import RunWriter, new_run_id
 
     config = parse_config(args.model, parse_overrides(extra, boolean_fields(args.model)))
     run_id = new_run_id(config.model) if args.run_id is None else args.run_id  # "" is refused
@@ -96,7 +102,7 @@ def cmd_train(args, extra) -> int:
     for seed_run_id in seeds.values():
         RunWriter(seed_run_id)  # a bad or taken run id fails now, before TensorFlow loads
     hold_slot(run_id)  # before TensorFlow: a refused train costs no import
-    from cifar.train import train
+    from cifar.training.train import train
 
     held = run_id  # the run the job slot names
     for seed, seed_run_id in seeds.items():
@@ -116,8 +122,8 @@ def cmd_tensorboard(args, _extra) -> int:
     """python -m cifar tensorboard [--port N] [--write-only]  (committed runs' curves and HParams)"""
     import subprocess
 
-    from cifar.runs import list_runs, runs_root
-    from cifar.tensorboard_logs import write_logs
+    from cifar.analysis.tensorboard_logs import write_logs
+    from cifar.store.runs import list_runs, runs_root
 
     runs = list_runs()
     if not runs:
@@ -140,8 +146,9 @@ def cmd_tensorboard(args, _extra) -> int:
 
 
 def cmd_standby(args, _extra) -> int:
-    """python -m cifar standby --ready-file F  (a job process waiting for its job; see cifar.standby)"""
-    from cifar.standby import serve_standby
+    """python -m cifar standby --ready-file F  (a job process waiting for its job;
+    see cifar.service.standby)"""
+    from cifar.service.standby import serve_standby
 
     return serve_standby(args.ready_file, args.idle_seconds, run=main)
 
@@ -245,9 +252,9 @@ def _reader_went_away() -> int:
 def _is_runtime_error(error: Exception) -> bool:
     """An error the user can act on from its message (exit status 1, no traceback); the modules
     that define them are imported only now, so a command starts without them."""
-    from cifar.assets import AssetError
-    from cifar.features import FeaturesMissing
-    from cifar.jobs import JobBusy
-    from cifar.runs import RunError
+    from cifar.modeling.features import FeaturesMissing
+    from cifar.service.jobs import JobBusy
+    from cifar.sources.assets import AssetError
+    from cifar.store.runs import RunError
 
     return isinstance(error, RunError | AssetError | FeaturesMissing | JobBusy | ValueError | OSError)

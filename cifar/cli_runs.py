@@ -35,9 +35,9 @@ REPLACE_HELP = "replace a run's {} (without it, a run that has one is refused)"
 def cmd_predict(args, _extra) -> int:
     """python -m cifar predict RUN PATH [PATH ...] [--resolution full|cifar] [--top-k K]
     [--format table|csv|json]: every image named or found in a folder, the model loaded once."""
-    from cifar.images import ImageError, image_paths
-    from cifar.predict import load_predictor, run_resolutions
-    from cifar.runs import load_run
+    from cifar.inference.predict import load_predictor, run_resolutions
+    from cifar.sources.images import ImageError, image_paths
+    from cifar.store.runs import load_run
 
     images, problems = image_paths(args.paths)
     for problem in problems:
@@ -93,8 +93,8 @@ def print_answers(
 def cmd_calibrate(args, _extra) -> int:
     """python -m cifar calibrate RUN [RUN ...] [--overwrite]  (back-fill val_predictions.npy and
     calibration.json)"""
-    from cifar.runs import load_run
-    from cifar.validation import backfill, check_replace_calibration
+    from cifar.modeling.validation import backfill, check_replace_calibration
+    from cifar.store.runs import load_run
 
     for run_id in args.runs:  # every run checked first: nothing is replaced unasked
         check_replace_calibration(load_run(run_id), args.overwrite)
@@ -111,8 +111,8 @@ def cmd_calibrate(args, _extra) -> int:
 def cmd_cost(args, _extra) -> int:
     """python -m cifar cost RUN [RUN ...] [--overwrite]  (add size, FLOPs, latency, total time to
     metrics.json)"""
-    from cifar.cost import check_replace_cost, measure
-    from cifar.runs import load_run
+    from cifar.analysis.cost import check_replace_cost, measure
+    from cifar.store.runs import load_run
 
     runs = sorted((load_run(run_id) for run_id in args.runs), key=lambda run: run.model == "ensemble")
     for run in runs:
@@ -131,9 +131,9 @@ def cmd_cost(args, _extra) -> int:
 
 def cmd_ensemble(args, _extra) -> int:
     """python -m cifar ensemble --run-id ensemble-best baseline-best transfer-best"""
-    from cifar.cost import measure_if_enabled
-    from cifar.ensemble import make_ensemble
-    from cifar.runs import load_run
+    from cifar.analysis.cost import measure_if_enabled
+    from cifar.inference.ensemble import make_ensemble
+    from cifar.store.runs import load_run
 
     command = " ".join(["python -m cifar ensemble --run-id", args.run_id, *args.runs])
     run = load_run(make_ensemble(args.run_id, args.runs, overwrite=args.overwrite, command=command).name)
@@ -146,8 +146,8 @@ def cmd_ensemble(args, _extra) -> int:
 def cmd_robustness(args, _extra) -> int:
     """python -m cifar robustness RUN [RUN ...] [--images N]  (CIFAR-10-C corruptions; an ensemble
     pools its members' results, so it goes after them)"""
-    from cifar.robustness import check_replace_results, evaluate_robustness
-    from cifar.runs import load_run
+    from cifar.analysis.robustness import check_replace_results, evaluate_robustness
+    from cifar.store.runs import load_run
 
     runs = sorted((load_run(run_id) for run_id in args.runs), key=lambda run: run.model == "ensemble")
     for run in runs:  # (every run checked first: a typo, or a result not to replace, fails now)
@@ -163,12 +163,12 @@ def cmd_robustness(args, _extra) -> int:
 
 def cmd_export(args, _extra) -> int:
     """python -m cifar export RUN --format keras|saved_model|onnx|tflite --out PATH"""
-    from cifar.export import check_export
-    from cifar.runs import load_run
+    from cifar.inference.export import check_export
+    from cifar.store.runs import load_run
 
     check_export(args.format, args.out, args.overwrite)  # before TensorFlow loads
     load_run(args.run)
-    from cifar.export import export_run
+    from cifar.inference.export import export_run
 
     out = export_run(args.run, args.format, args.out, args.overwrite)
     print(
@@ -183,11 +183,11 @@ def cmd_explain(args, _extra) -> int:
     from pathlib import Path
 
     from cifar import atomic
-    from cifar.explain import check_class
-    from cifar.feature_space import check_features_run
-    from cifar.images import open_image
-    from cifar.predict import run_resolutions
-    from cifar.runs import load_run
+    from cifar.analysis.feature_space import check_features_run
+    from cifar.inference.explain import check_class
+    from cifar.inference.predict import run_resolutions
+    from cifar.sources.images import open_image
+    from cifar.store.runs import load_run
 
     out = Path(args.out)  # everything is checked before TensorFlow loads
     if out.suffix.lower() != ".png" or not out.parent.is_dir():
@@ -203,7 +203,7 @@ def cmd_explain(args, _extra) -> int:
         )
     from PIL import Image
 
-    from cifar.explain import Explainer
+    from cifar.inference.explain import Explainer
 
     explanation = Explainer(run).explain(image, args.resolution, class_index)
     with atomic.atomic_write(out) as tmp:
@@ -216,8 +216,8 @@ def cmd_explain(args, _extra) -> int:
 
 def cmd_project(args, _extra) -> int:
     """python -m cifar project RUN [RUN ...]  (a 2-D map of each run's test-set features)"""
-    from cifar.feature_space import check_features_run, check_replace_map, project
-    from cifar.runs import load_run
+    from cifar.analysis.feature_space import check_features_run, check_replace_map, project
+    from cifar.store.runs import load_run
 
     for run in [load_run(run_id) for run_id in args.runs]:  # every run checked first
         check_features_run(run)

@@ -9,8 +9,8 @@ import sys
 
 def cmd_evaluate(args, _extra) -> int:
     """python -m cifar evaluate transfer-reference"""
-    from cifar.evaluate import evaluate_run
-    from cifar.runs import load_run
+    from cifar.analysis.evaluate import evaluate_run
+    from cifar.store.runs import load_run
 
     report = evaluate_run(load_run(args.run))
     print(f"test accuracy {report.accuracy:.4f}\n")
@@ -22,8 +22,8 @@ def cmd_evaluate(args, _extra) -> int:
 
 def cmd_runs(args, _extra) -> int:
     """python -m cifar runs [--format table|csv|json] [--all]  (csv and json: every column)"""
-    from cifar.runs import list_runs
-    from cifar.tables import COMPACT_COLUMNS, INTERVAL_FIELDS, runs_table
+    from cifar.store.runs import list_runs
+    from cifar.store.tables import COMPACT_COLUMNS, INTERVAL_FIELDS, runs_table
 
     runs = list_runs()  # read once: the table and the groups under it
     table = runs_table(runs)
@@ -46,9 +46,9 @@ def cmd_runs(args, _extra) -> int:
 
 
 def print_groups(runs) -> None:
-    """The seed groups under the runs table (`cifar.groups.groups_table`): each group's mean,
+    """The seed groups under the runs table (`cifar.store.groups.groups_table`): each group's mean,
     spread and the mean's interval."""
-    from cifar.groups import groups_table
+    from cifar.store.groups import groups_table
 
     groups = groups_table(runs)
     if not groups.empty:
@@ -72,9 +72,9 @@ def _with_interval(value, low, high) -> str:
 def cmd_compare(args, _extra) -> int:
     """python -m cifar compare A B [--format table|json]: two runs (or `group:RUN` seed groups) on
     the same test images: accuracies with intervals, McNemar's test, the difference's interval."""
-    from cifar.groups import compare, resolve
-    from cifar.runs import list_runs
     from cifar.stats import p_text
+    from cifar.store.groups import compare, resolve
+    from cifar.store.runs import list_runs
 
     runs = list_runs()
     result = compare(resolve(args.a, runs), resolve(args.b, runs))
@@ -97,7 +97,7 @@ def cmd_compare(args, _extra) -> int:
 
 def no_runs_message() -> str:
     """Where the runs were looked for, and how to make one or look elsewhere."""
-    from cifar.runs import runs_root
+    from cifar.store.runs import runs_root
 
     return (
         f"no runs yet in {runs_root()} (CIFAR_ARTIFACTS=/other/folder looks in /other/folder/runs): "
@@ -107,7 +107,7 @@ def no_runs_message() -> str:
 
 def cmd_jobs(args, _extra) -> int:
     """python -m cifar jobs  (training jobs, from the dashboard or the command line, and their state)"""
-    from cifar.jobs import shown_jobs
+    from cifar.service.jobs import shown_jobs
 
     jobs = shown_jobs()
     for job in jobs:
@@ -119,7 +119,7 @@ def cmd_jobs(args, _extra) -> int:
 
 def cmd_features(args, _extra) -> int:
     """python -m cifar features [--prune]  (the feature cache; --prune removes obsolete sets)"""
-    from cifar.feature_cache import cache_inventory, prune_cache
+    from cifar.modeling.feature_cache import cache_inventory, prune_cache
 
     if args.prune:
         removed, freed = prune_cache()

@@ -27,7 +27,7 @@ CLASS_NAMES = (
 NUM_CLASSES = len(CLASS_NAMES)
 IMAGE_SHAPE = (32, 32, 3)
 # The temperatures a calibration fit searches (`cifar.calibration`): it ends inside them or keeps
-# T = 1, so a calibration.json outside them was not written by it (`cifar.run_files` refuses it).
+# T = 1, so a calibration.json outside them was not written by it (`cifar.store.run_files` refuses it).
 # Far outside them a temperature breaks the answers: a tiny one sends log(p) / T to infinities
 # (NaN probabilities), a huge one makes them near uniform, and float32 rounding reorders the top class.
 TEMPERATURE_RANGE = (0.05, 20.0)
@@ -57,7 +57,7 @@ class ConfigError(ValueError):
     """A hyperparameter was refused; the message names the field and the allowed values.
 
     `kinds` holds pydantic's error types (e.g. "literal_error"), for callers that tell a value
-    an older version saved from damage (`cifar.run_files`)."""
+    an older version saved from damage (`cifar.store.run_files`)."""
 
     def __init__(self, message: str, kinds: tuple[str, ...] = ()):
         super().__init__(message)
@@ -117,7 +117,7 @@ class BaselineConfig(_Config):
     tta_flip: bool = Field(False, description="average test predictions over the image and its flip")
     dropout: float = Field(0.0, ge=0, lt=1)
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD's Nesterov momentum (airbench94: 0.85)")
-    # airbench94's recipe beyond its shape (cifar/airbench.py says what each follows).
+    # airbench94's recipe beyond its shape (cifar/modeling/airbench.py says what each follows).
     stem: Literal["conv", "whiten"] = Field(
         "conv",
         description="airbench first layer: conv (3x3 + BatchNorm) or whiten (frozen 2x2 patch whitening)",
@@ -288,7 +288,7 @@ def _explain(model: str, error: ValidationError) -> str:
 
 
 class EnsembleConfig(BaseModel):
-    """Finished runs combined (`cifar.ensemble`); nothing is trained, so no training settings."""
+    """Finished runs combined (`cifar.inference.ensemble`); nothing is trained, so no training settings."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from cifar import run_folder
 from cifar.config import keras_home
-from cifar.runs import Run, list_runs, runs_root
+from cifar.store import run_folder
+from cifar.store.runs import Run, list_runs, runs_root
 
 _log = logging.getLogger(__name__)
 
@@ -57,21 +57,21 @@ def run_problems() -> list[str]:
 
 @st.cache_data(max_entries=32, show_spinner="Comparing on the test images …")
 def _comparison(a: str, b: str, root: str, signature: tuple):
-    from cifar.groups import compare, resolve
+    from cifar.store.groups import compare, resolve
 
     every_run = _runs(root, signature)[0]
     return compare(resolve(a, every_run), resolve(b, every_run))
 
 
 def comparison(a: str, b: str):
-    """`cifar.groups.compare` of two run ids or `group:RUN` names (CompareError if they differ
+    """`cifar.store.groups.compare` of two run ids or `group:RUN` names (CompareError if they differ
     in test set), once per pair and state of the runs folder."""
     root = runs_root()
     return _comparison(a, b, str(root), _listing(root))
 
 
 def _run_key(run: Run) -> tuple[str, str, tuple[int, ...]]:
-    """A run's cache key: the times of every result file `cifar.run_folder` declares, so a run
+    """A run's cache key: the times of every result file `cifar.store.run_folder` declares, so a run
     trained, calibrated, evaluated or mapped again is a new entry."""
     return str(run.path), run.run_id, run_folder.signature(run.path)
 
@@ -82,16 +82,16 @@ def _of_run(reader: str, path: str, run_id: str, signature: tuple, _read, _run: 
 
 
 def of_run(read, run: Run):
-    """`read(run)` (a reader of a run folder's files: `cifar.evaluate.evaluate_run`,
-    `cifar.robustness.read_robustness`, `cifar.feature_space.read_projection` ...), once per run
-    and state of its files. The one cached reader of run results."""
+    """`read(run)` (a reader of a run folder's files: `cifar.analysis.evaluate.evaluate_run`,
+    `cifar.analysis.robustness.read_robustness`, `cifar.analysis.feature_space.read_projection`
+    ...), once per run and state of its files. The one cached reader of run results."""
     return _of_run(f"{read.__module__}.{read.__qualname__}", *_run_key(run), read, run)
 
 
 @st.cache_data(max_entries=16, show_spinner="Corrupting the image 75 ways...")
 def _corruption_examples(index: int, dataset: tuple) -> dict:
-    from cifar.corruptions import corrupt
-    from cifar.robustness import corruption_sets
+    from cifar.analysis.robustness import corruption_sets
+    from cifar.sources.corruptions import corrupt
 
     image = cifar10().x_test[index : index + 1]
     return {(name, severity): corrupt(image, name, severity)[0] for name, severity in corruption_sets()}
@@ -105,22 +105,22 @@ def corruption_examples(index: int) -> dict:
 
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _per_image_table(keys: tuple, n_images: int | None, _runs: tuple[Run, ...]):
-    from cifar.evaluate import per_image_table
+    from cifar.analysis.evaluate import per_image_table
 
     return per_image_table(list(_runs), n_images)
 
 
 def per_image_table(chosen: list[Run], n_images: int | None):
-    """`cifar.evaluate.per_image_table` of the chosen runs."""
+    """`cifar.analysis.evaluate.per_image_table` of the chosen runs."""
     return _per_image_table(tuple(_run_key(run) for run in chosen), n_images, tuple(chosen))
 
 
 @st.cache_resource(max_entries=6, show_spinner=False)  # the page says what it waits for
 def _predictor(path: str, run_id: str, signature: tuple, _run: Run):
-    from cifar.predict import EnsemblePredictor, load_predictor
+    from cifar.inference.predict import EnsemblePredictor, load_predictor
 
     if _run.model == "ensemble":  # its members are the members' own cached predictors
-        from cifar.ensemble import member_runs
+        from cifar.inference.ensemble import member_runs
 
         members = [predictor(member) for member in member_runs(_run)]  # (never an ensemble: no loop)
         return EnsemblePredictor(_run, members)
@@ -131,7 +131,7 @@ def predictor(run: Run):
     """The run's model, loaded once per process and shared by every session."""
     path, run_id, signature = _run_key(run)
     if run.model == "ensemble":  # a member trained again is a new ensemble predictor too
-        from cifar.ensemble import ensemble_weights
+        from cifar.inference.ensemble import ensemble_weights
 
         signature += tuple(
             _mtime(run.path.parent / member / run_folder.METRICS) for member in ensemble_weights(run)[0]
@@ -148,7 +148,7 @@ def preload(chosen: list[Run]) -> threading.Thread:
 @st.cache_resource(max_entries=1, show_spinner=False)
 def _preload(keys: tuple, _chosen: tuple[Run, ...]) -> threading.Thread:
     def load_all() -> None:
-        from cifar.predict import missing_backbone
+        from cifar.inference.predict import missing_backbone
 
         for run in _chosen:
             try:
@@ -166,7 +166,7 @@ def _preload(keys: tuple, _chosen: tuple[Run, ...]) -> threading.Thread:
 
 
 def _dataset_key() -> tuple[str, int]:
-    from cifar.assets import DATASET_OVERRIDE_ENV, cifar10_cache_path
+    from cifar.sources.assets import DATASET_OVERRIDE_ENV, cifar10_cache_path
 
     override = os.environ.get(DATASET_OVERRIDE_ENV)
     path = Path(override) if override else cifar10_cache_path()
@@ -175,19 +175,19 @@ def _dataset_key() -> tuple[str, int]:
 
 @st.cache_resource(max_entries=2, show_spinner="Loading CIFAR-10 from the cache...")
 def _cifar10(path: str, signature: int):
-    from cifar.assets import load_cifar10
+    from cifar.sources.assets import load_cifar10
 
     return load_cifar10(log=lambda message: None)
 
 
 def cifar10():
-    """The cached data set (call only when `cifar.assets.cifar10_available()`)."""
+    """The cached data set (call only when `cifar.sources.assets.cifar10_available()`)."""
     return _cifar10(*_dataset_key())
 
 
 @st.cache_resource(max_entries=4, show_spinner="Checking the backbone weights...")
 def _weights(preference: str, home: str, signature: tuple):
-    from cifar.assets import load_inception_weights
+    from cifar.sources.assets import load_inception_weights
 
     return load_inception_weights(preference, log=lambda message: None)
 
@@ -201,8 +201,8 @@ def backbone_weights(preference: str):
 @st.cache_data(max_entries=32, show_spinner="Checking the feature cache...")
 def _feature_plan(needs: str, dataset: tuple, weights: tuple, features: tuple, _config):
     """`needs` is the part of `_config` that decides the feature sets: the cache key."""
-    from cifar.feature_cache import missing_features
-    from cifar.features import estimate_seconds
+    from cifar.modeling.feature_cache import missing_features
+    from cifar.modeling.features import estimate_seconds
 
     missing = missing_features(_config, cifar10(), backbone_weights(_config.weights))
     return missing, sum(estimate_seconds(_config, n) for _, _, n in missing)
@@ -231,7 +231,7 @@ def feature_plan(config) -> tuple[list[tuple[str, bool, int]], float]:
 
 @st.cache_resource(max_entries=6, show_spinner=False)
 def _explainer(path: str, run_id: str, signature: tuple, _run: Run):
-    from cifar.explain import Explainer
+    from cifar.inference.explain import Explainer
 
     return Explainer(_run, predictor(_run))  # the answer explained is the one Classify shows
 
@@ -242,7 +242,7 @@ def _explanation(key: tuple, digest: str, resolution: str, class_index: int | No
 
 
 def explanation(run: Run, pixels, resolution: str, class_index: int | None = None):
-    """`cifar.explain.Explainer(run).explain(...)`, once per image, resolution and class: a
+    """`cifar.inference.explain.Explainer(run).explain(...)`, once per image, resolution and class: a
     rerun never computes it again (the model itself is loaded once per process)."""
     import hashlib
 
@@ -254,7 +254,7 @@ def explanation(run: Run, pixels, resolution: str, class_index: int | None = Non
 
 @st.cache_resource(max_entries=2, show_spinner="Reading the training images' features...")  # 0.4-1.2 GB each
 def _train_features(path: str, run_id: str, signature: tuple, _run: Run):
-    from cifar.feature_space import split_features
+    from cifar.analysis.feature_space import split_features
 
     return split_features(_run, "train", log=lambda message: None)
 
@@ -266,13 +266,13 @@ def train_features(run: Run):
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def _train_ready(key: tuple, listings: tuple, _run: Run) -> bool:
-    from cifar.assets import cifar10_available
-    from cifar.feature_space import train_features_ready
+    from cifar.analysis.feature_space import train_features_ready
+    from cifar.sources.assets import cifar10_available
 
     return train_features_ready(_run, cifar10() if cifar10_available() else None)
 
 
 def train_features_ready(run: Run) -> bool:
-    """`cifar.feature_space.train_features_ready`, asked again when the caches change."""
+    """`cifar.analysis.feature_space.train_features_ready`, asked again when the caches change."""
     home = keras_home()
     return _train_ready(_run_key(run), (_listing(home / "features"), _listing(home / "penultimate")), run)

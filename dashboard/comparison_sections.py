@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from cifar import plots
-from cifar.groups import GROUP_PREFIX, CompareError, groups_table, seed_groups
-from cifar.runs import Run, describe_run
+from cifar.analysis import plots
 from cifar.stats import p_text
+from cifar.store.groups import GROUP_PREFIX, CompareError, groups_table, seed_groups
+from cifar.store.runs import Run, describe_run
 from dashboard import cache
 from dashboard.widgets import chart
 
@@ -16,7 +16,7 @@ GROUP_PERCENTS = ("test_accuracy_mean", "test_accuracy_low", "test_accuracy_high
 
 
 def significance_card(runs: list[Run], chosen: list[Run]) -> None:
-    """Pick A and B among the chosen runs and every seed group; show `cifar.groups.compare`."""
+    """Pick A and B among the chosen runs and every seed group; show `cifar.store.groups.compare`."""
     groups = seed_groups(runs)
     labels = {run.run_id: describe_run(run) for run in chosen}
     labels |= {f"{GROUP_PREFIX}{group.name}": group.label for group in groups}

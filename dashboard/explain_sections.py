@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from cifar.feature_space import nearest, train_features_command
-from cifar.runs import Run
+from cifar.analysis.feature_space import nearest, train_features_command
+from cifar.store.runs import Run
 from dashboard import cache
 from dashboard.text import plain
 from dashboard.widgets import upscale

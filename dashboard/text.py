@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from cifar.runs import Run
+from cifar.store.runs import Run
 
 # Every ASCII punctuation character can be backslash-escaped in Markdown (CommonMark), which then
 # shows it as itself: no emphasis, link, image, code, heading, list, `:color[...]` or `$math$`.
@@ -68,7 +68,7 @@ def format_duration(seconds: float) -> str:
 
 def feature_plan(missing: list[tuple[str, bool, int]], seconds: float) -> str:
     """What a transfer config needs before its head trains: `missing` (split, flipped, images)
-    from `cifar.feature_cache.missing_features`, `seconds` their estimated extraction time."""
+    from `cifar.modeling.feature_cache.missing_features`, `seconds` their estimated extraction time."""
     if not missing:
         return "Features are cached: retraining the head takes seconds to minutes."
     parts = [f"{n:,} {split}{' flipped' if flip else ''}" for split, flip, n in missing]
@@ -106,7 +106,7 @@ def cost_line(metrics: dict) -> str | None:
 
 
 def image_caption(image) -> str:
-    """What became of an upload (`cifar.images.open_image`): its own size, the size it is used at,
+    """What became of an upload (`cifar.sources.images.open_image`): its own size, the size it is used at,
     the frame used, and the share every model's centre square crops."""
     width, height = image.info.get("original_size", image.size)
     notes = [f"Your image: {width} × {height}"]

@@ -7,10 +7,10 @@ import math
 
 import streamlit as st
 
-from cifar import plots
+from cifar.analysis import plots
 from cifar.config import allowed_range, field_table
-from cifar.distribute import bfloat16_unit
-from cifar.runs import RunError
+from cifar.modeling.distribute import bfloat16_unit
+from cifar.store.runs import RunError
 from dashboard import cache, text
 from dashboard.pages import page_file
 
@@ -62,7 +62,7 @@ DEFAULTS = "the defaults (the write-up's recipe)"
 
 def preset_picker(model: str, key: str, runs: list) -> None:
     """'Start from': the defaults, or any finished run of this family (its settings fill the form)."""
-    from cifar.runs import describe_run
+    from cifar.store.runs import describe_run
 
     by_id = {run.run_id: run for run in runs if run.model == model and not run.config_problem}
     st.selectbox(
@@ -97,7 +97,7 @@ def command_line(config, run_id: str, seeds: int = 1) -> str:
 
 def feature_status(config) -> None:
     """Before a transfer job starts: cached features (fast head retrain) or extraction time."""
-    from cifar.assets import cifar10_available, weights_available
+    from cifar.sources.assets import cifar10_available, weights_available
 
     missing = [
         name
@@ -123,7 +123,7 @@ def feature_status(config) -> None:
 
 def start(config, run_id: str | None, seeds: int = 1) -> None:
     """Start the job (one at a time) and remember it for the monitor."""
-    from cifar.jobs import JobBusy, start_job
+    from cifar.service.jobs import JobBusy, start_job
 
     try:
         job = start_job(config, run_id=run_id, seeds=seeds)
@@ -140,8 +140,8 @@ def start(config, run_id: str | None, seeds: int = 1) -> None:
 @st.fragment(run_every=2)
 def job_monitor() -> None:
     """The running job's progress and curves, refreshed every 2 s; then failed / cancelled jobs."""
-    from cifar.jobs import active_job, job_history, job_status
-    from cifar.standby import warm_up
+    from cifar.service.jobs import active_job, job_history, job_status
+    from cifar.service.standby import warm_up
 
     job = active_job()
     if job is not None:
@@ -169,7 +169,7 @@ def job_monitor() -> None:
 
 def finished_job(run_id: str) -> None:
     """What a finished job made: its test accuracy with its interval, and where to look at it."""
-    from cifar.runs import RunError, load_run
+    from cifar.store.runs import RunError, load_run
 
     try:
         accuracy = load_run(run_id).test_accuracy_estimate
@@ -187,7 +187,7 @@ def finished_job(run_id: str) -> None:
 
 def stopped_jobs() -> None:
     """Failed and cancelled jobs, with their message, the log's end and a discard button."""
-    from cifar.jobs import discard_job, list_jobs, log_path
+    from cifar.service.jobs import discard_job, list_jobs, log_path
 
     stopped = [job for job in list_jobs() if job.state in ("failed", "cancelled")]
     if not stopped:
@@ -207,7 +207,7 @@ def stopped_jobs() -> None:
 
 
 def _cancel(run_id: str) -> None:
-    from cifar.jobs import JobBusy, cancel_job
+    from cifar.service.jobs import JobBusy, cancel_job
 
     try:
         cancel_job(run_id)

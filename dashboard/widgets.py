@@ -11,7 +11,7 @@ import math
 import numpy as np
 import streamlit as st
 
-from cifar.runs import Run, default_selection, describe_run, runs_root
+from cifar.store.runs import Run, default_selection, describe_run, runs_root
 
 
 def percent(value) -> str:

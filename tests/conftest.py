@@ -30,8 +30,8 @@ os.environ.pop("TF_CONFIG", None)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["CIFAR_STANDBY"] = "0"  # no standby job processes, except in the tests about them
 
-from cifar import assets  # noqa: E402
 from cifar.config import artifacts_dir, keras_home  # noqa: E402
+from cifar.sources import assets  # noqa: E402
 from tests.factory import labels_of, npz_cifar, standard_runs, tiny_cifar, write_frost_textures, write_npz  # noqa: E402
 
 
@@ -150,7 +150,7 @@ def trained_baseline(tmp_path_factory):
     Returns (artifacts folder, run id, data); tests point CIFAR_ARTIFACTS at the folder.
     """
     from cifar.config import BaselineConfig
-    from cifar.train import train
+    from cifar.training.train import train
 
     root = tmp_path_factory.mktemp("trained-baseline")
     data = tiny_cifar()
@@ -180,9 +180,9 @@ def use_trained_baseline(trained_baseline, monkeypatch):
 FAKE_JOB = """
 import os, sys, time, types
 sys.modules["tensorflow"] = types.ModuleType("tensorflow")
-sys.modules["cifar.train"] = types.ModuleType("cifar.train")
-from cifar.jobs import hold_slot
-from cifar.standby import serve_standby
+sys.modules["cifar.training.train"] = types.ModuleType("cifar.training.train")
+from cifar.service.jobs import hold_slot
+from cifar.service.standby import serve_standby
 
 def run(argv):
     hold_slot(argv[argv.index("--run-id") + 1])
@@ -201,7 +201,8 @@ sys.exit(run(args))
 @pytest.fixture
 def own_jobs():
     """Every job process (or standby) this test started and left running is killed afterwards."""
-    from cifar import processes, standby
+    from cifar.service import standby
+    from cifar.store import processes
 
     before = set(processes._children)
     yield
@@ -216,7 +217,7 @@ def own_jobs():
 @pytest.fixture
 def fake_jobs(own_jobs, monkeypatch):
     """Jobs (and standbys) are the fake above, which holds the slot and sleeps without TensorFlow."""
-    from cifar import processes
+    from cifar.store import processes
 
     monkeypatch.setattr(processes, "COMMAND", (sys.executable, "-c", FAKE_JOB))
 

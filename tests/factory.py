@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cifar import atomic, jobs, processes
-from cifar.assets import Cifar10
+from cifar import atomic
 from cifar.config import CLASS_NAMES, parse_config
-from cifar.runs import RunWriter, load_run, partial_path
-from cifar.validation import write_calibration
+from cifar.modeling.validation import write_calibration
+from cifar.service import jobs
+from cifar.sources.assets import Cifar10
+from cifar.store import processes
+from cifar.store.runs import RunWriter, load_run, partial_path
 from dashboard import pages
 
 REPO = Path(__file__).resolve().parent.parent
@@ -105,7 +107,7 @@ def write_run(
     training_seed: int = 0,
     **overrides,
 ) -> Path:
-    """A run under `root/runs/`, written and published by `RunWriter` as `cifar.train` does
+    """A run under `root/runs/`, written and published by `RunWriter` as `cifar.training.train` does
     (minus the weights). Train and validation accuracy differ from the test accuracy, so a page
     that shows one for another is caught. `seed` draws the predictions; `training_seed` is the
     config's."""
@@ -151,7 +153,7 @@ def write_run(
 
 def write_ensemble(root: Path, labels: np.ndarray, second: str = "baseline") -> str:
     """Runs "a" (baseline) and "b" (`second`), calibrated, and their ensemble "ab"."""
-    from cifar.ensemble import make_ensemble
+    from cifar.inference.ensemble import make_ensemble
 
     val = np.arange(len(labels) // 2) % 10
     write_run(root, "a", "baseline", labels, 0.6, seed=1, val_labels=val)
@@ -163,8 +165,8 @@ def write_ensemble(root: Path, labels: np.ndarray, second: str = "baseline") -> 
 
 def write_robustness(run_id: str, labels: np.ndarray, indices: np.ndarray, accuracy: float, seed: int = 0):
     """robustness.json and its predictions for a run (no model): every set at about `accuracy`,
-    written as `cifar.robustness` writes them. Returns the (75, images, 10) predictions."""
-    from cifar.robustness import _record, write_results
+    written as `cifar.analysis.robustness` writes them. Returns the (75, images, 10) predictions."""
+    from cifar.analysis.robustness import _record, write_results
 
     run = load_run(run_id)
     sets = np.stack([predictions(labels[indices], accuracy, seed + k) for k in range(75)])
@@ -176,7 +178,7 @@ def write_robustness(run_id: str, labels: np.ndarray, indices: np.ndarray, accur
 
 def write_frost_textures(seed: int = 3) -> list[np.ndarray]:
     """Stand-in frost textures where `python -m cifar fetch` puts the real ones (tests never download)."""
-    from cifar.assets import frost_textures_path
+    from cifar.sources.assets import frost_textures_path
 
     rng = np.random.default_rng(seed)
     textures = [rng.integers(100, 256, (50, 70, 3), dtype=np.uint8) for _ in range(5)]
@@ -264,14 +266,14 @@ def wait_for_job(run_id: str, condition, timeout: float = 120.0):
 
 
 def recording_predictor(run, tta_flip: bool = False):
-    """A `cifar.predict.Predictor` of `run` (a Run, or anything with its run_id, model,
+    """A `cifar.inference.predict.Predictor` of `run` (a Run, or anything with its run_id, model,
     class_names and temperature) whose network records what it is given and answers from the
     pixels' mean colour: its preprocessing, resolutions and calibration without TensorFlow."""
     import functools
 
     from scipy.special import softmax
 
-    from cifar.predict import Classifier, Predictor, run_resolutions
+    from cifar.inference.predict import Classifier, Predictor, run_resolutions
 
     seen: list[np.ndarray] = []
 
@@ -284,7 +286,7 @@ def recording_predictor(run, tta_flip: bool = False):
     Classifier.__init__(predictor, run, run_resolutions(run))
     predictor.tta_flip, predictor.full_side = tta_flip, 75 if run.model == "transfer" else None
     predictor.tta_translate = False
-    from cifar.models import inception_scaling
+    from cifar.modeling.models import inception_scaling
 
     predictor._network, predictor._scale = network, inception_scaling()
     predictor._forward = lambda pixels: network(pixels.astype(np.float32) / 127.5 - 1)

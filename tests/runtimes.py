@@ -1,6 +1,6 @@
 """Each export format's answers in its own runtime, in a fresh process as a user loading the file
-would: `python tests/runtimes.py PIXELS.npy FMT:PATH:OUT.npy ...` (`cifar.export.runtime_answers`).
-Only a `.keras` file needs this package's layers (`import cifar.whole_model`)."""
+would: `python tests/runtimes.py PIXELS.npy FMT:PATH:OUT.npy ...` (`cifar.inference.export.runtime_answers`).
+Only a `.keras` file needs this package's layers (`import cifar.modeling.whole_model`)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import sys
 
 import numpy as np
 
-from cifar.export import runtime_answers
+from cifar.inference.export import runtime_answers
 
 
 def answers(fmt: str, path, pixels: np.ndarray) -> np.ndarray:
     if fmt == "keras":
-        import cifar.whole_model  # noqa: F401
+        import cifar.modeling.whole_model  # noqa: F401
     return runtime_answers(fmt, path, pixels)
 
 

@@ -1,12 +1,13 @@
-"""airbench94's recipe pieces (`cifar.airbench`, `cifar.tta`, the alternating-flip stream)."""
+"""airbench94's recipe pieces (`cifar.modeling.airbench`, `cifar.tta`, the alternating-flip stream)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cifar import airbench, tta
+from cifar import tta
 from cifar.config import BaselineConfig, ConfigError, parse_config
+from cifar.modeling import airbench
 
 
 def correlated_images(n: int = 400, seed: int = 0) -> np.ndarray:
@@ -136,7 +137,7 @@ def test_averaged_predictions_average_the_right_pixels():
 
 
 def _flips_by_epoch(epochs: int) -> dict[int, list[bool]]:
-    from cifar.data import alternating_flip_dataset
+    from cifar.sources.data import alternating_flip_dataset
 
     images = np.zeros((6, 4, 4, 1), np.uint8)
     images[:, :, 0] = 255  # a bright left edge: mirrored, it is on the right
@@ -155,7 +156,7 @@ def test_alternating_flip_mirrors_each_image_every_other_epoch():
 
 
 def test_the_alternating_flip_stream_is_the_same_for_the_same_seed():
-    from cifar.data import alternating_flip_dataset
+    from cifar.sources.data import alternating_flip_dataset
 
     images = np.random.default_rng(0).integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
 
@@ -169,7 +170,7 @@ def test_the_alternating_flip_stream_is_the_same_for_the_same_seed():
 
 
 def test_the_alternating_flip_stream_ends_each_epoch_with_what_is_left_even_one_image():
-    from cifar.data import alternating_flip_dataset
+    from cifar.sources.data import alternating_flip_dataset
 
     images = np.random.default_rng(1).integers(0, 256, (9, 8, 8, 3), dtype=np.uint8)
     batches = alternating_flip_dataset(images, np.arange(9), 4, seed=0, epochs=2)
@@ -194,7 +195,7 @@ def test_airbench_options_refuse_the_tutorial_net_and_alternating_flip_needs_aug
 
 
 def test_the_airbench_recipe_builds_the_net_airbench_describes():
-    from cifar.models import build_baseline
+    from cifar.modeling.models import build_baseline
 
     config = BaselineConfig(
         architecture="airbench",
@@ -214,7 +215,7 @@ def test_the_airbench_recipe_builds_the_net_airbench_describes():
 
 
 def test_shifted_crops_move_each_image_by_whole_pixels_within_the_limit():
-    from cifar.data import shifted_crops
+    from cifar.sources.data import shifted_crops
 
     images = np.arange(400 * 6 * 6, dtype=np.int32).reshape(400, 6, 6, 1)
     crops = np.asarray(shifted_crops(images, 2, np.array([1, 2])))
@@ -231,7 +232,7 @@ def test_shifted_crops_move_each_image_by_whole_pixels_within_the_limit():
 
 def test_a_stream_of_epochs_runs_whole_epochs_per_compiled_call():
     """Keras runs whole compiled calls: 5 steps per call on a 44-step epoch would take 45 batches."""
-    from cifar.data import steps_per_execution
+    from cifar.sources.data import steps_per_execution
 
     assert steps_per_execution(44, 32) == 22 and steps_per_execution(44, 5) == 4
     assert (
@@ -246,7 +247,7 @@ def test_training_on_the_alternating_flip_stream_uses_every_batch_once(tmp_path)
 
     import keras
 
-    from cifar.data import alternating_flip_dataset, steps_per_epoch, steps_per_execution
+    from cifar.sources.data import alternating_flip_dataset, steps_per_epoch, steps_per_execution
 
     images = np.random.default_rng(0).integers(0, 256, (50, 8, 8, 3), dtype=np.uint8)
     targets = keras.utils.to_categorical(np.arange(50) % 10, 10)
@@ -264,11 +265,11 @@ def test_training_on_the_alternating_flip_stream_uses_every_batch_once(tmp_path)
 
 
 def test_a_saved_airbench_recipe_model_loads_in_a_fresh_process(tmp_path):
-    """`import cifar.whole_model` registers every layer an exported model may hold."""
+    """`import cifar.modeling.whole_model` registers every layer an exported model may hold."""
     import subprocess
     import sys
 
-    from cifar.models import build_baseline
+    from cifar.modeling.models import build_baseline
 
     config = BaselineConfig(
         architecture="airbench",
@@ -281,7 +282,7 @@ def test_a_saved_airbench_recipe_model_loads_in_a_fresh_process(tmp_path):
     )
     build_baseline(config).save(tmp_path / "recipe.keras")
     code = (
-        "import sys, keras, cifar.whole_model; "
+        "import sys, keras, cifar.modeling.whole_model; "
         "m = keras.models.load_model(sys.argv[1]); print(m.get_layer('whiten').__class__.__name__)"
     )
     loaded = subprocess.run(

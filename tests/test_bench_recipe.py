@@ -12,8 +12,8 @@ from scipy import stats as scipy_stats
 
 from bench import blocks, recipe
 from cifar import stats
-from cifar.groups import SeedGroup, compare, right
-from cifar.runs import load_run
+from cifar.store.groups import SeedGroup, compare, right
+from cifar.store.runs import load_run
 from tests.factory import REPO, write_run
 from tests.test_bench_results import table_rows
 

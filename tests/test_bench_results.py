@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 from bench import blocks, results
-from cifar import run_folder, stats
+from cifar import stats
+from cifar.analysis.robustness import read_robustness
 from cifar.calibration import ece_estimate, expected_calibration_error, temperature_scaled
 from cifar.config import REFERENCE_FIGURES
-from cifar.corruptions import CORRUPTIONS, FAMILIES
-from cifar.groups import compare
-from cifar.robustness import read_robustness
-from cifar.runs import load_run
+from cifar.sources.corruptions import CORRUPTIONS, FAMILIES
+from cifar.store import run_folder
+from cifar.store.groups import compare
+from cifar.store.runs import load_run
 from tests.factory import REPO, write_run
 
 

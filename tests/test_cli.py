@@ -14,7 +14,7 @@ import pytest
 
 from cifar import cli
 from cifar.config import CLASS_NAMES
-from cifar.runs import runs_root
+from cifar.store.runs import runs_root
 from tests.factory import REPO
 
 
@@ -33,16 +33,16 @@ def run_cli(*argv: str) -> subprocess.CompletedProcess:
 @pytest.fixture
 def no_work(monkeypatch):
     """Training, extraction and prediction fail the test if a refused command reaches them."""
-    import cifar.features
-    import cifar.predict
-    import cifar.train
+    import cifar.inference.predict
+    import cifar.modeling.features
+    import cifar.training.train
 
     def started(*args, **kwargs):
         raise AssertionError("a refused command must not start any work")
 
-    monkeypatch.setattr(cifar.train, "train", started)
-    monkeypatch.setattr(cifar.features, "extract_for_config", started)
-    monkeypatch.setattr(cifar.predict, "load_predictor", started)
+    monkeypatch.setattr(cifar.training.train, "train", started)
+    monkeypatch.setattr(cifar.modeling.features, "extract_for_config", started)
+    monkeypatch.setattr(cifar.inference.predict, "load_predictor", started)
 
 
 def refused(argv: list[str], flag: str, capsys) -> str:
@@ -140,7 +140,7 @@ def _stderr_of(code: str, **env_changes) -> str:
 
 
 QUIET_IMPORT = (
-    "import sys\nfrom cifar.quiet import quiet_tensorflow\nquiet = quiet_tensorflow()\n"
+    "import sys\nfrom cifar.terminal import quiet_tensorflow\nquiet = quiet_tensorflow()\n"
     "import tensorflow as tf\ntf.constant(1.0) + 1\nprint('ours', quiet, file=sys.stderr)"
 )
 
@@ -176,7 +176,7 @@ def test_a_script_calling_load_run_model_sees_no_tensorflow_log_line_and_its_own
 def test_runs_as_csv_and_json_hold_every_column(runs, capsys):
     import io
 
-    from cifar.tables import COMPACT_COLUMNS, runs_table
+    from cifar.store.tables import COMPACT_COLUMNS, runs_table
 
     expected = runs_table()
     assert cli.main(["runs", "--format", "csv"]) == 0
@@ -214,10 +214,10 @@ def test_a_reader_that_goes_away_ends_the_listing_quietly():
 @pytest.mark.parametrize("run_id", ["transfer-best", "transfer-reference", "baseline-best"])
 def test_the_nearest_images_hint_is_a_command_the_cli_takes_for_that_run(run_id):
     """#33: the hint under a Grad-CAM map was not a command anyone could type."""
+    from cifar.analysis.feature_space import train_features_command
     from cifar.cli import boolean_fields, build_parser, parse_overrides
     from cifar.config import load_config, parse_config
-    from cifar.feature_space import train_features_command
-    from cifar.runs import Run
+    from cifar.store.runs import Run
     from tests.factory import REPO
 
     folder = REPO / "artifacts" / "runs" / run_id

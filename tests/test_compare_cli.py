@@ -1,4 +1,4 @@
-"""Two classifiers on the same test images (`cifar.groups.compare`, `python -m cifar compare`), and
+"""Two classifiers on the same test images (`cifar.store.groups.compare`, `python -m cifar compare`), and
 seed groups trained by `python -m cifar train ... --seeds N` (issue #32).
 
 The discordant counts are recounted here from the runs' saved predictions; the p-values of the
@@ -13,10 +13,12 @@ import sys
 import numpy as np
 import pytest
 
-from cifar import cli, jobs, processes
+from cifar import cli
 from cifar.config import MOST_SEEDS, BaselineConfig, parse_config
-from cifar.groups import CompareError, compare, resolve, seed_groups
-from cifar.runs import RunError, list_runs, load_run, run_path, runs_root
+from cifar.service import jobs
+from cifar.store import processes
+from cifar.store.groups import CompareError, compare, resolve, seed_groups
+from cifar.store.runs import RunError, list_runs, load_run, run_path, runs_root
 from tests.factory import REPO, labels_of, write_run
 from tests.test_cli import no_work, refused  # noqa: F401 (a fixture)
 
@@ -310,13 +312,13 @@ def test_start_job_refuses_when_a_seed_s_run_exists(monkeypatch):
 FAKE_TRAINER = """
 import sys, types
 from pathlib import Path
-from cifar import processes
+from cifar.store import processes
 
 def train(config, run_id, limit=None, extract_missing=True):
     print("trained", run_id, config.seed, (processes.slot_holder() or {}).get("run_id"), flush=True)
     return Path("no-such-folder") / run_id
 
-sys.modules["cifar.train"] = types.SimpleNamespace(train=train)
+sys.modules["cifar.training.train"] = types.SimpleNamespace(train=train)
 from cifar.cli import main
 rc = main(sys.argv[1:])
 print("tensorflow imported:", "tensorflow" in sys.modules)

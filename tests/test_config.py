@@ -357,9 +357,9 @@ def _no_training(*args, **kwargs):
     ],
 )
 def test_cli_train_with_bad_config_exits_2_naming_the_field(argv, field, capsys, monkeypatch):
-    import cifar.train
+    import cifar.training.train
 
-    monkeypatch.setattr(cifar.train, "train", _no_training)
+    monkeypatch.setattr(cifar.training.train, "train", _no_training)
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ")
@@ -373,7 +373,7 @@ def test_cli_rejects_extra_arguments_for_other_commands(capsys):
 
 
 def test_cli_runs_with_no_runs_says_where_it_looked(capsys):
-    from cifar.runs import runs_root
+    from cifar.store.runs import runs_root
 
     assert cli.main(["runs"]) == 0
     out = capsys.readouterr().out

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifar import corruptions
-from cifar.corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from cifar.sources import corruptions
+from cifar.sources.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 
 # The constants of CIFAR-10-C, copied by hand from Hendrycks and Dietterich's script:
 # github.com/hendrycks/robustness, ImageNet-C/create_c/make_cifar_c.py (commit ca360085d578),
 # the `c = [...][severity - 1]` line of each function, severities 1 to 5. Literal on purpose:
-# never read from `cifar.corruptions`. (ImageNet-C's make_imagenet_c.py has other, stronger ones,
+# never read from `cifar.sources.corruptions`. (ImageNet-C's make_imagenet_c.py has other, stronger ones,
 # e.g. gaussian_noise [.08, .12, 0.18, 0.26, 0.38]: those are the bug this file is for.)
 IMSIZE = 32  # make_cifar_c.py's elastic_transform: `IMSIZE = 32`
 MAKE_CIFAR_C = {

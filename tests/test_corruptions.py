@@ -1,11 +1,11 @@
-"""CIFAR-10-C's corruptions (`cifar.corruptions`): shape, dtype, determinism, severity order."""
+"""CIFAR-10-C's corruptions (`cifar.sources.corruptions`): shape, dtype, determinism, severity order."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cifar.corruptions import CORRUPTIONS, FAMILIES, SEVERITIES, check_corruption, corrupt
+from cifar.sources.corruptions import CORRUPTIONS, FAMILIES, SEVERITIES, check_corruption, corrupt
 
 # What CIFAR-10-C names (its make_cifar_c.py, in its order): a literal spec, not read from the code.
 EXPECTED = [

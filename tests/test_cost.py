@@ -1,4 +1,4 @@
-"""What a run costs (`cifar.cost`): FLOPs counted from the graph, sizes, latency, total time."""
+"""What a run costs (`cifar.analysis.cost`): FLOPs counted from the graph, sizes, latency, total time."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from cifar.cost import count_flops, parameter_counts
-from cifar.runs import RunError, load_run, run_path
+from cifar.analysis.cost import count_flops, parameter_counts
+from cifar.store.runs import RunError, load_run, run_path
 from tests.factory import write_run
 
 
@@ -35,7 +35,7 @@ def test_inception_v3_at_299_px_costs_the_published_5_7_g_multiply_adds():
 @pytest.mark.slow
 def test_training_measures_a_published_run_s_cost(use_trained_baseline):
     """The session's run was trained with the cost step on, as users' runs are."""
-    from cifar.restore import load_model
+    from cifar.modeling.restore import load_model
 
     run_id, _ = use_trained_baseline
     run = load_run(run_id)
@@ -50,8 +50,8 @@ def test_training_measures_a_published_run_s_cost(use_trained_baseline):
 
 
 def test_an_ensemble_s_cost_needs_its_members_measured(artifacts):
-    from cifar.cost import measure
-    from cifar.ensemble import make_ensemble
+    from cifar.analysis.cost import measure
+    from cifar.inference.ensemble import make_ensemble
 
     labels, val_labels = np.arange(100) % 10, np.arange(60) % 10
     for seed, run_id in enumerate(("a", "b")):
@@ -65,7 +65,7 @@ def test_an_ensemble_s_cost_needs_its_members_measured(artifacts):
 def test_the_pareto_front_keeps_the_runs_no_other_beats_on_both():
     import pandas as pd
 
-    from cifar.cost import pareto_front
+    from cifar.analysis.cost import pareto_front
 
     table = pd.DataFrame(
         {
@@ -79,8 +79,10 @@ def test_the_pareto_front_keeps_the_runs_no_other_beats_on_both():
 
 def test_an_ensemble_costs_its_members_together(artifacts, monkeypatch):
     """Every member's every view: FLOPs x views summed into one ensemble 'view'."""
-    from cifar import atomic, cost, predict
-    from cifar.ensemble import make_ensemble
+    from cifar import atomic
+    from cifar.analysis import cost
+    from cifar.inference import predict
+    from cifar.inference.ensemble import make_ensemble
 
     labels, val_labels = np.arange(100) % 10, np.arange(60) % 10
     members = {"a": (1_000, 2, 100.0), "b": (50_000, 1, None)}  # flops, views, total seconds
@@ -107,8 +109,10 @@ def test_an_ensemble_made_again_while_its_cost_is_measured_blames_no_member(arti
     """#30 defect 9: `cost E` racing `ensemble --run-id E --overwrite` read ensemble.json twice and
     blamed a member nobody retrained ("b was trained again"). One read per run; the cost of the
     ensemble that was measured is not written into the one that replaced it."""
-    from cifar import atomic, cost, predict
-    from cifar.ensemble import make_ensemble
+    from cifar import atomic
+    from cifar.analysis import cost
+    from cifar.inference import predict
+    from cifar.inference.ensemble import make_ensemble
 
     labels, val_labels = np.arange(100) % 10, np.arange(60) % 10
     for seed, run_id in enumerate(("a", "b", "c")):
@@ -132,7 +136,7 @@ def test_an_ensemble_made_again_while_its_cost_is_measured_blames_no_member(arti
     monkeypatch.setattr(
         cost, "latency_ms", lambda predictor: {"1": predictor.probabilities(np.zeros(1))[0, 0]}
     )
-    monkeypatch.setattr("cifar.distribute.describe_device", lambda: "CPU: test")
+    monkeypatch.setattr("cifar.modeling.distribute.describe_device", lambda: "CPU: test")
     with pytest.raises(RunError) as raised:
         cost.measure("e")
     assert "trained again" not in str(raised.value) and "e was made again while its cost was measured" in str(

@@ -14,10 +14,11 @@ import shutil
 
 import pytest
 
-from cifar import cost, predict
-from cifar.predict import load_predictor
-from cifar.runs import load_run, runs_root
-from cifar.tables import runs_table
+from cifar.analysis import cost
+from cifar.inference import predict
+from cifar.inference.predict import load_predictor
+from cifar.store.runs import load_run, runs_root
+from cifar.store.tables import runs_table
 
 # By hand from cifar.tta's docstring: 1 view; the image and its mirror; the image and its two
 # one-pixel shifts; those three each with its mirror.

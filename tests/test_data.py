@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cifar.data import (
+from cifar.sources.data import (
     aligned_empty,
     as_tensor,
     gathered_batches,
@@ -101,7 +101,7 @@ def test_augmented_dataset_mirrors_left_to_right_shifts_and_shuffles_every_epoch
     seed first, as here)."""
     import keras
 
-    from cifar.data import augmented_dataset
+    from cifar.sources.data import augmented_dataset
 
     n, ramp = 64, np.linspace(0, 240, 32)
     images = np.zeros((n, 32, 32, 3), np.uint8)

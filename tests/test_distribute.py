@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from cifar.distribute import Worker, bfloat16_unit, this_worker
+from cifar.modeling.distribute import Worker, bfloat16_unit, this_worker
 from tests.factory import REPO, tiny_cifar, write_npz
 
 
@@ -117,10 +117,10 @@ def test_sharded_extraction_fills_one_cache(tmp_path):
     script = f"""
 import sys, numpy as np, keras
 sys.path.insert(0, {str(REPO)!r})
-import cifar.features as features
-from cifar.assets import BackboneWeights
+import cifar.modeling.features as features
+from cifar.sources.assets import BackboneWeights
 from cifar.config import TransferConfig
-from cifar.distribute import Worker
+from cifar.modeling.distribute import Worker
 features.CHUNK_SIZE = 4
 config = TransferConfig(resize="bilinear", input_size=75)
 weights = BackboneWeights("test", {str(tmp_path / "w.weights.h5")!r}, "0" * 64)

@@ -13,8 +13,8 @@ import pytest
 
 from bench import blocks, results
 from cifar import stats
-from cifar.groups import compare
-from cifar.runs import load_run
+from cifar.store.groups import compare
+from cifar.store.runs import load_run
 from tests.factory import REPO, write_run
 
 README = REPO / "README.md"

@@ -11,8 +11,8 @@ from PIL import Image
 from scipy.special import softmax
 
 from cifar import atomic
-from cifar.ensemble import ensemble_weights, fit_weights, make_ensemble, pooled
-from cifar.runs import RunError, list_runs, load_run, run_path
+from cifar.inference.ensemble import ensemble_weights, fit_weights, make_ensemble, pooled
+from cifar.store.runs import RunError, list_runs, load_run, run_path
 from tests.factory import recording_predictor, write_run
 
 TEST_LABELS = np.arange(300, dtype=np.uint8) % 10
@@ -148,7 +148,7 @@ def test_an_ensemble_predictor_pools_its_members_at_their_own_resolutions(member
     from PIL import Image
 
     from cifar.calibration import temperature_scaled
-    from cifar.predict import EnsemblePredictor
+    from cifar.inference.predict import EnsemblePredictor
 
     make_ensemble("duo", members)
     run = load_run("duo")
@@ -181,7 +181,7 @@ def test_an_ensemble_predictor_pools_its_members_at_their_own_resolutions(member
 
 def test_the_resolutions_a_run_takes_are_known_before_its_model_loads(members):
     """What the CLI checks `--resolution` against: a transfer member gives an ensemble photos."""
-    from cifar.predict import run_resolutions
+    from cifar.inference.predict import run_resolutions
 
     make_ensemble("duo", members)
     assert run_resolutions(load_run("duo")) == ("full", "cifar")
@@ -194,7 +194,7 @@ def test_an_ensemble_of_32_px_members_takes_32_px_images_only(artifacts):
     model input is the 32 px image and its probabilities pool the members' on raw pixels."""
     from PIL import Image
 
-    from cifar.predict import EnsemblePredictor, run_resolutions
+    from cifar.inference.predict import EnsemblePredictor, run_resolutions
 
     write_run(artifacts, "cnn", "baseline", TEST_LABELS, 0.9, seed=1, val_labels=VAL_LABELS)
     write_run(artifacts, "cnn2", "baseline", TEST_LABELS, 0.7, seed=2, val_labels=VAL_LABELS)
@@ -219,8 +219,8 @@ def test_an_ensemble_predictor_loads_its_members_itself(artifacts):
     import keras
 
     from cifar.config import BaselineConfig
-    from cifar.models import build_baseline
-    from cifar.predict import load_predictor
+    from cifar.inference.predict import load_predictor
+    from cifar.modeling.models import build_baseline
 
     networks = {}
     for seed, member in enumerate(("cnn", "cnn2")):
@@ -241,8 +241,8 @@ def test_an_ensemble_predictor_loads_its_members_itself(artifacts):
 
 def test_an_ensemble_needs_the_backbone_weights_of_its_transfer_members(members):
     """What the Classify page checks before loading a model (loading would download them)."""
-    from cifar.assets import inception_weights_path
-    from cifar.predict import missing_backbone
+    from cifar.inference.predict import missing_backbone
+    from cifar.sources.assets import inception_weights_path
 
     make_ensemble("duo", members)
     source = load_run("weak").backbone_source
@@ -284,9 +284,9 @@ def test_an_ensemble_naming_an_ensemble_is_refused_when_read(nesting, artifacts,
     import keras
 
     from cifar import cli
+    from cifar.analysis.robustness import evaluate_robustness, stratified_subset
     from cifar.config import BaselineConfig
-    from cifar.models import build_baseline
-    from cifar.robustness import evaluate_robustness, stratified_subset
+    from cifar.modeling.models import build_baseline
     from tests.factory import write_robustness
 
     members = ["cnn", "cnn2"]  # members with weights: a member is loaded as the user's would be
@@ -309,8 +309,8 @@ def test_an_ensemble_naming_an_ensemble_is_refused_when_read(nesting, artifacts,
     assert err.count("\n") == 1 and refused in err and "Traceback" not in err, err
     with pytest.raises(RunError, match=refused):
         evaluate_robustness("duo", overwrite=True)
-    from cifar.ensemble import member_runs
-    from cifar.predict import load_predictor, missing_backbone, run_resolutions
+    from cifar.inference.ensemble import member_runs
+    from cifar.inference.predict import load_predictor, missing_backbone, run_resolutions
     from dashboard import cache
 
     run = load_run("duo")

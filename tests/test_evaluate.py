@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cifar.evaluate import (
+from cifar.analysis.evaluate import (
     MistakeFilter,
     agreement,
     disagreement_matrix,
@@ -20,7 +20,7 @@ from cifar.evaluate import (
     per_image_table,
     top_losses,
 )
-from cifar.runs import RunWriter, load_run
+from cifar.store.runs import RunWriter, load_run
 
 NAMES = ["cat", "dog", "fox"]
 
@@ -267,8 +267,8 @@ def test_odd_arrays_are_refused_with_a_clear_value_error(probabilities, labels, 
 def test_calibration_table_and_reliability_read_each_run_s_calibration_json(artifacts):
     """The Comparison page's calibration table: every figure of calibration.json under its name;
     the reliability tables are of the calibrated probabilities unless asked otherwise."""
+    from cifar.analysis.evaluate import calibration_table, reliability
     from cifar.calibration import reliability_table
-    from cifar.evaluate import calibration_table, reliability
     from tests.factory import write_run
 
     labels = np.arange(400) % 10

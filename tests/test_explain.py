@@ -1,5 +1,6 @@
-"""Grad-CAM (`cifar.explain`) and the feature space (`cifar.feature_space`), with the sanity checks
-of Adebayo et al. 2018: the map follows what the model learned, and changes with its weights."""
+"""Grad-CAM (`cifar.inference.explain`) and the feature space (`cifar.analysis.feature_space`),
+with the sanity checks of Adebayo et al. 2018: the map follows what the model learned, and changes
+with its weights."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import numpy as np
 import pytest
 
 from cifar import cli
-from cifar.assets import Cifar10
+from cifar.analysis.feature_space import nearest, read_projection
 from cifar.config import BaselineConfig, TransferConfig
-from cifar.explain import Explainer, check_class, jet, overlay
-from cifar.feature_space import nearest, read_projection
-from cifar.runs import RunError, load_run
+from cifar.inference.explain import Explainer, check_class, jet, overlay
+from cifar.sources.assets import Cifar10
+from cifar.store.runs import RunError, load_run
 from tests.backbone import calibrated_inception
 from tests.factory import write_ensemble, write_npz
 
@@ -33,7 +34,7 @@ def square_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
 @pytest.fixture(scope="module")
 def square_run(tmp_path_factory):
     """A tutorial CNN trained to tell images with a bright square from those without."""
-    from cifar.train import train
+    from cifar.training.train import train
 
     root = tmp_path_factory.mktemp("square")
     x, y, _ = square_images(1200, seed=0)
@@ -123,8 +124,9 @@ def test_the_overlay_keeps_the_image_where_the_map_is_cold():
 
 @pytest.mark.slow
 def test_a_transfer_run_s_map_at_both_resolutions(tmp_path, monkeypatch, make_cifar):
-    from cifar import assets, features
-    from cifar.train import train
+    from cifar.modeling import features
+    from cifar.sources import assets
+    from cifar.training.train import train
 
     base = calibrated_inception(seed=0)
     weights_file = assets.inception_weights_path("google2015")

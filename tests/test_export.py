@@ -1,4 +1,4 @@
-"""A run's whole model (`cifar.export`): loaded from anywhere, exported, and predicting what the
+"""A run's whole model (`cifar.inference.export`): loaded from anywhere, exported, and predicting what the
 Predictor predicts, calibration and test-time flip included."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 
 from cifar import cli
 from cifar.calibration import temperature_scaled
-from cifar.export import check_export, export_run
-from cifar.runs import RunError, load_run
-from cifar.whole_model import build_run_model
+from cifar.inference.export import check_export, export_run
+from cifar.modeling.whole_model import build_run_model
+from cifar.store.runs import RunError, load_run
 from tests.factory import REPO, write_ensemble
 from tests.runtimes import answers
 
@@ -36,7 +36,7 @@ def run_copy(use_trained_baseline, tmp_path, monkeypatch):
 
 
 def predictor_answers(run_id: str, pixels: np.ndarray) -> np.ndarray:
-    from cifar.predict import Predictor
+    from cifar.inference.predict import Predictor
 
     predictor = Predictor(load_run(run_id))
     return temperature_scaled(predictor.probabilities(pixels), predictor.temperature)
@@ -50,7 +50,7 @@ def test_the_whole_model_predicts_what_the_predictor_predicts(run_copy):
     pixels = data.x_test[:8]
     np.testing.assert_allclose(model.predict(pixels, verbose=0), predictor_answers(run_id, pixels), atol=1e-5)
     raw = build_run_model(run, calibrated=False).predict(pixels, verbose=0)
-    from cifar.predict import Predictor
+    from cifar.inference.predict import Predictor
 
     np.testing.assert_allclose(raw, Predictor(run).probabilities(pixels), atol=1e-5)
 
@@ -84,7 +84,7 @@ def test_test_time_augmentation_is_the_weighted_mean_of_the_views(run_copy, tran
     np.testing.assert_allclose(
         build_run_model(run).predict(pixels, verbose=0), predictor_answers(run_id, pixels), atol=1e-5
     )
-    from cifar.predict import Predictor
+    from cifar.inference.predict import Predictor
 
     np.testing.assert_allclose(Predictor(run).probabilities(pixels), by_hand, atol=1e-5)
 

@@ -1,4 +1,5 @@
-"""The feature cache's inventory and pruning (`cifar.feature_cache`), on cache folders written here."""
+"""The feature cache's inventory and pruning (`cifar.modeling.feature_cache`), on cache folders
+written here."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar import atomic, feature_cache, features
-from cifar.features import FeatureSpec
+from cifar import atomic
+from cifar.modeling import feature_cache, features
+from cifar.modeling.features import FeatureSpec
 from tests.factory import dead_pid
 
 

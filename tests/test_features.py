@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifar import features
-from cifar.assets import BackboneWeights, Cifar10, sha256_file
 from cifar.config import TransferConfig, keras_home
-from cifar.feature_cache import extraction_seconds, missing_features
-from cifar.features import FeaturesMissing, FeatureSpec, ensure_features, extract_features
+from cifar.modeling import features
+from cifar.modeling.feature_cache import extraction_seconds, missing_features
+from cifar.modeling.features import FeaturesMissing, FeatureSpec, ensure_features, extract_features
+from cifar.sources.assets import BackboneWeights, Cifar10, sha256_file
 from tests.backbone import calibrated_inception, structured_images
 
 CONFIG = TransferConfig(resize="bilinear", input_size=75)
@@ -220,7 +220,7 @@ def test_mixed7_10_features_end_with_the_reference_features(images, backbone):
     """mixed7..mixed10 pooled and concatenated; the last 2048 columns are the reference's features."""
     import keras
 
-    from cifar.models import build_feature_extractor
+    from cifar.modeling.models import build_feature_extractor
 
     config = CONFIG.model_copy(update={"pooled_layers": "mixed7-10"})
     assert config.feature_dim == 768 + 1280 + 2048 + 2048
@@ -242,7 +242,7 @@ def test_cached_base_plus_head_equals_the_full_model(images, backbone, extract_c
     """The central claim: head(cached features) == build_transfer_model(...) on raw uint8 pixels."""
     import keras
 
-    from cifar.models import build_head, build_transfer_model
+    from cifar.modeling.models import build_head, build_transfer_model
 
     cached = _extract(images, backbone)
     flipped = _extract(images, backbone, flip=True)
@@ -289,7 +289,7 @@ def test_cached_features_are_the_frozen_base_in_inference_mode(images, backbone,
 def test_exact2015_replaces_the_last_average_pool_by_a_max_pool(backbone):
     import keras
 
-    from cifar.models import build_base
+    from cifar.modeling.models import build_base
 
     # 139 px: the last block sees 3 x 3 (at 75 px it is 1 x 1 and both pools are the identity).
     config = CONFIG.model_copy(update={"input_size": 139})
@@ -319,7 +319,7 @@ def test_exact2015_replaces_the_last_average_pool_by_a_max_pool(backbone):
 def test_training_the_head_leaves_the_base_unchanged(images, backbone):
     import keras
 
-    from cifar.models import build_transfer_model
+    from cifar.modeling.models import build_transfer_model
 
     keras.utils.set_random_seed(0)
     model = build_transfer_model(CONFIG, backbone.path)
@@ -418,7 +418,7 @@ def test_ensure_features_loads_or_extracts_every_set_a_config_needs(
 def test_extract_for_config_extracts_the_first_images_with_a_bar_per_set(
     images, backbone, extract_calls, monkeypatch, capsys
 ):
-    from cifar import assets
+    from cifar.sources import assets
 
     monkeypatch.setattr(features, "CPU_BATCH", BATCH)
     data = Cifar10(images, np.arange(N_IMAGES) % 10, images[::-1].copy(), np.arange(N_IMAGES) % 10)
@@ -459,7 +459,7 @@ def test_bilinear_resize_runs_outside_xla_and_agrees_with_pillow():
     """XLA's CPU bilinear resize is wrong at odd integer factors (tensorflow/tensorflow#118344)."""
     from PIL import Image
 
-    from cifar.models import build_resize
+    from cifar.modeling.models import build_resize
 
     pixels = structured_images(4, seed=5)
     resized = features.outside_xla(build_resize(TransferConfig(resize="bilinear", input_size=96)))(pixels)
@@ -472,7 +472,7 @@ def test_bilinear_resize_runs_outside_xla_and_agrees_with_pillow():
 def test_extraction_at_an_odd_upscaling_factor_equals_keras_eager(images, backbone, monkeypatch, gpu):
     """Whether the base runs in TensorFlow's graph (CPU) or under XLA (GPU), the features are
     those of the Keras model run eagerly: the resize never goes through XLA."""
-    from cifar.models import build_feature_extractor
+    from cifar.modeling.models import build_feature_extractor
 
     if gpu:
         monkeypatch.setenv(features.FORCE_GPU_PATH, "1")

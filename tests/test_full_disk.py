@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifar import atomic, cli, jobs, run_folder
-from cifar.robustness import stratified_subset, write_results
-from cifar.runs import load_run, partial_path, run_path
-from cifar.validation import write_calibration
+from cifar import atomic, cli
+from cifar.analysis.robustness import stratified_subset, write_results
+from cifar.modeling.validation import write_calibration
+from cifar.service import jobs
+from cifar.store import run_folder
+from cifar.store.runs import load_run, partial_path, run_path
 from tests.factory import digest, tiny_cifar, write_ensemble, write_npz, write_robustness, write_run
 
 LABELS = np.arange(100) % 10

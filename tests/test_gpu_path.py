@@ -23,10 +23,11 @@ import json
 import numpy as np
 import pytest
 
-from cifar import assets, features
-from cifar.assets import BackboneWeights, Cifar10, sha256_file
 from cifar.config import TransferConfig
-from cifar.features import FeaturesMissing, FeatureSpec
+from cifar.modeling import features
+from cifar.modeling.features import FeaturesMissing, FeatureSpec
+from cifar.sources import assets
+from cifar.sources.assets import BackboneWeights, Cifar10, sha256_file
 from tests.backbone import calibrated_inception
 from tests.factory import tiny_cifar
 
@@ -153,8 +154,8 @@ def test_training_on_the_gpu_branch_gives_finite_answers_the_predictor_repeats(
 ):
     import keras
 
-    from cifar.predict import Predictor
-    from cifar.train import train
+    from cifar.inference.predict import Predictor
+    from cifar.training.train import train
 
     weights_file = assets.inception_weights_path("google2015")
     weights_file.parent.mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""Grad-CAM (`cifar.explain.Explainer`) against Grad-CAM computed by hand on the same model, the
+"""Grad-CAM (`cifar.inference.explain.Explainer`) against Grad-CAM computed by hand on the same model, the
 session's trained baseline, to a tight tolerance: for the class asked (every class, not only the
 top one), on several images.
 
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cifar.explain import Explainer
-from cifar.restore import last_dense, load_model
-from cifar.runs import load_run
+from cifar.inference.explain import Explainer
+from cifar.modeling.restore import last_dense, load_model
+from cifar.store.runs import load_run
 
 IMAGES = (0, 7, 13)  # test images of three classes (the fixture's labels step by 3)
 

@@ -1,4 +1,4 @@
-"""Seed groups (`cifar.groups`, issue #32): runs that differ only in their seed are one group, anything
+"""Seed groups (`cifar.store.groups`, issue #32): runs that differ only in their seed are one group, anything
 else splits them; the groups table is the mean, spread and t interval of the members' test accuracies;
 `runs_table`'s interval and group columns; `group:RUN` on the command line."""
 
@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cifar import groups
 from cifar.calibration import ece_estimate
-from cifar.ensemble import make_ensemble
-from cifar.groups import CompareError, SeedGroup, group_of, groups_table, resolve, seed_groups
-from cifar.runs import list_runs, load_run
-from cifar.tables import hyperparameter_columns, runs_table
+from cifar.inference.ensemble import make_ensemble
+from cifar.store import groups
+from cifar.store.groups import CompareError, SeedGroup, group_of, groups_table, resolve, seed_groups
+from cifar.store.runs import list_runs, load_run
+from cifar.store.tables import hyperparameter_columns, runs_table
 from tests.factory import write_run
 from tests.test_stats import T_975, wilson
 

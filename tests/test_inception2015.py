@@ -1,4 +1,4 @@
-"""`cifar.inception2015`: the torch-free TorchScript reader and the 2015 weights' assignment."""
+"""`cifar.sources.inception2015`: the torch-free TorchScript reader and the 2015 weights' assignment."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from cifar import inception2015
-from cifar.inception2015 import (
+from cifar.sources import inception2015
+from cifar.sources.inception2015 import (
     WeightsFileError,
     assign_inception_weights,
     convert_fid_wheel,

@@ -17,12 +17,13 @@ import time
 
 import pytest
 
-from cifar import jobs, processes
 from cifar.cli import parse_overrides
 from cifar.config import BaselineConfig, TransferConfig, parse_config
-from cifar.jobs import JobBusy, cancel_job, job_status, start_job
-from cifar.processes import pid_alive, slot_holder
-from cifar.runs import RunError, RunWriter, load_run, partial_path, read_status, run_path
+from cifar.service import jobs
+from cifar.service.jobs import JobBusy, cancel_job, job_status, start_job
+from cifar.store import processes
+from cifar.store.processes import pid_alive, slot_holder
+from cifar.store.runs import RunError, RunWriter, load_run, partial_path, read_status, run_path
 from tests.factory import REPO, holding, labels_of, partial_run, take_slot, wait_for_job, wait_until
 
 # ----------------------------------------------------------------------------- the typed config
@@ -265,7 +266,8 @@ def test_cli_train_refuses_a_bad_run_id_before_taking_the_slot(run_id):
 
 def test_a_train_started_by_hand_holds_the_slot_and_cancel_spares_its_shell(tmp_path):
     """Not in a session of its own: cancel stops that process, not the group it shares with us."""
-    code = "import time\nfrom cifar.jobs import hold_slot\nhold_slot('byhand')\nprint('held', flush=True)\n"
+    code = "import time\nfrom cifar.service.jobs import hold_slot\n"
+    code += "hold_slot('byhand')\nprint('held', flush=True)\n"
     code += "time.sleep(120)"
     by_hand = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
@@ -283,7 +285,7 @@ def test_a_train_started_by_hand_holds_the_slot_and_cancel_spares_its_shell(tmp_
 # ----------------------------------------------------------------------------- structure
 
 
-@pytest.mark.parametrize("module", ["jobs", "standby", "processes"])
+@pytest.mark.parametrize("module", ["service/jobs", "service/standby", "store/processes"])
 def test_job_modules_do_not_import_the_cli(module):
     """`cli` drives jobs and the standby; they get the entry point handed in, never import it."""
     tree = ast.parse((REPO / "cifar" / f"{module}.py").read_text())
@@ -291,7 +293,7 @@ def test_job_modules_do_not_import_the_cli(module):
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     assert imported, "no imports found: the check would pass for nothing"
     assert "cifar.cli" not in imported and "cifar.__main__" not in imported
-    code = f"import sys, cifar.{module}; print('cifar.cli' in sys.modules)"
+    code = f"import sys, cifar.{module.replace('/', '.')}; print('cifar.cli' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr
 
@@ -375,7 +377,7 @@ def test_a_status_never_says_more_than_done(tmp_path):
     status.json unreadable, and the job lost its pid, start time and phase."""
     from types import SimpleNamespace
 
-    from cifar.callbacks import run_callbacks
+    from cifar.training.callbacks import run_callbacks
 
     writer = RunWriter("steps").open()
     recorder = run_callbacks(writer, SimpleNamespace(epochs=2, early_stopping_patience=0), None)[0]

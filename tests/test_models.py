@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cifar.config import BaselineConfig, TransferConfig
-from cifar.models import OneCycle, build_baseline, build_head, build_transfer_model, make_optimizer
+from cifar.modeling.models import OneCycle, build_baseline, build_head, build_transfer_model, make_optimizer
 
 
 def _check_pixels_to_probabilities(model):
@@ -89,7 +89,7 @@ def test_transfer_model_takes_pixels_and_freezes_the_base():
 
 @pytest.mark.slow
 def test_upsample7_resizes_to_224_by_nearest_neighbour():
-    from cifar.models import build_resize
+    from cifar.modeling.models import build_resize
 
     resize = build_resize(TransferConfig())
     pixels = np.random.default_rng(1).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
@@ -126,7 +126,7 @@ def test_fused_adam_makes_the_same_updates_as_keras_adam(schedule):
     """The fused kernel is an implementation detail: step for step, the same weights as Keras' Adam."""
     import keras
 
-    from cifar.models import FusedAdam
+    from cifar.modeling.models import FusedAdam
 
     config = TransferConfig(head_units=32, dropout=0.0, lr_schedule=schedule, epochs=1)
     rng = np.random.default_rng(0)
@@ -153,7 +153,7 @@ def test_fused_adam_makes_the_same_updates_as_keras_adam(schedule):
 
 
 def test_resize_and_input_size_change_what_the_base_sees():
-    from cifar.models import build_resize
+    from cifar.modeling.models import build_resize
 
     pixels = np.random.default_rng(3).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
 
@@ -170,7 +170,7 @@ def test_resize_and_input_size_change_what_the_base_sees():
 def test_exact2015_max_pools_where_keras_averages():
     import keras
 
-    from cifar.models import build_base
+    from cifar.modeling.models import build_base
 
     def pools(architecture):
         base = build_base(TransferConfig(resize="bilinear", input_size=75, architecture=architecture), None)
@@ -197,7 +197,7 @@ def test_keras_runs_on_tensorflow_whatever_the_user_s_keras_json_says(tmp_path):
 
     (tmp_path / "keras.json").write_text(json.dumps({"backend": "jax", "floatx": "float32"}))
     env = {**os.environ, "KERAS_HOME": str(tmp_path), "PYTHONPATH": str(REPO), "KERAS_BACKEND": "jax"}
-    code = "import cifar.models, keras; print(keras.backend.backend())"
+    code = "import cifar.modeling.models, keras; print(keras.backend.backend())"
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "tensorflow", done.stderr[-2000:]
 
@@ -206,7 +206,7 @@ def test_a_build_in_another_thread_waits_for_the_policy_it_would_otherwise_share
     """Keras' dtype policy is global: two dashboard sessions building at once must not mix them."""
     import threading
 
-    from cifar.models import computing_in
+    from cifar.modeling.models import computing_in
 
     seen = []
 

@@ -59,7 +59,7 @@ def test_every_third_party_import_of_the_product_is_a_declared_requirement():
         if line.strip() and not line.startswith("#")
     }
     distributions = packages_distributions()
-    files = [*REPO.glob("cifar/*.py"), *REPO.glob("dashboard/*.py"), *REPO.glob("app_pages/*.py")]
+    files = [*REPO.glob("cifar/**/*.py"), *REPO.glob("dashboard/*.py"), *REPO.glob("app_pages/*.py")]
     imported = set()
     for path in files:
         for node in ast.walk(ast.parse(path.read_text())):

@@ -1,4 +1,4 @@
-"""`cifar.plots`: every figure builds from the fixture runs and plots the runs' own numbers."""
+"""`cifar.analysis.plots`: every figure builds from the fixture runs and plots the runs' own numbers."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from cifar import plots
-from cifar.evaluate import disagreement_matrix, evaluate_run
-from cifar.runs import headline_table, load_run
-from cifar.tables import runs_table
+from cifar.analysis import plots
+from cifar.analysis.evaluate import disagreement_matrix, evaluate_run
+from cifar.store.runs import headline_table, load_run
+from cifar.store.tables import runs_table
 
 
 def test_every_figure_builds(runs):

@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 
 from cifar.config import CLASS_NAMES
-from cifar.images import MAX_UPLOAD_BYTES, ImageError, as_model_input, open_image
-from cifar.predict import Predictor
-from cifar.restore import load_model
-from cifar.runs import RunError
+from cifar.inference.predict import Predictor
+from cifar.modeling.restore import load_model
+from cifar.sources.images import MAX_UPLOAD_BYTES, ImageError, as_model_input, open_image
+from cifar.store.runs import RunError
 from tests.factory import encode, recording_predictor, write_run
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
@@ -152,7 +152,7 @@ def test_first_frame_of_an_animated_gif():
 
 @pytest.mark.slow
 def test_predictor_top_k_on_a_trained_baseline(use_trained_baseline):
-    from cifar.runs import load_run
+    from cifar.store.runs import load_run
 
     run_id, data = use_trained_baseline
     predictor = Predictor.for_run(run_id)
@@ -241,7 +241,7 @@ def _fresh_baseline_run(root, run_id: str, **overrides):
     import keras
 
     from cifar.config import BaselineConfig
-    from cifar.models import build_baseline
+    from cifar.modeling.models import build_baseline
 
     labels = np.arange(6, dtype=np.uint8)
     folder = write_run(root, run_id, "baseline", labels, 0.5, epochs=1, **overrides)
@@ -255,7 +255,7 @@ def _fresh_baseline_run(root, run_id: str, **overrides):
 def test_predictor_averages_over_the_horizontal_flip_with_tta_flip(tmp_path, monkeypatch, tta_flip):
     """No training: a fresh CNN's weights in a fixture run; the Predictor must give the model's
     probabilities, or with `tta_flip` their mean over the images and their mirror images."""
-    from cifar.runs import load_run
+    from cifar.store.runs import load_run
 
     monkeypatch.setenv("CIFAR_ARTIFACTS", str(tmp_path / "artifacts"))
     _, model = _fresh_baseline_run(tmp_path / "artifacts", "fresh", tta_flip=tta_flip)
@@ -271,7 +271,7 @@ def test_predictor_averages_over_the_horizontal_flip_with_tta_flip(tmp_path, mon
 
 def test_predictor_averages_airbench94_s_six_views_with_tta_translate(tmp_path, monkeypatch):
     from cifar import tta
-    from cifar.runs import load_run
+    from cifar.store.runs import load_run
 
     monkeypatch.setenv("CIFAR_ARTIFACTS", str(tmp_path / "artifacts"))
     # The tutorial CNN (a fresh airbench net's answers are too close to uniform to tell views
@@ -293,7 +293,7 @@ def test_predict_file_reads_a_photo_and_refuses_a_huge_file_without_reading_it(t
     """A sparse file far over the upload limit is refused from its size, not read into memory."""
     import tracemalloc
 
-    from cifar.runs import load_run
+    from cifar.store.runs import load_run
 
     monkeypatch.setenv("CIFAR_ARTIFACTS", str(tmp_path / "artifacts"))
     _fresh_baseline_run(tmp_path / "artifacts", "fresh")
@@ -328,7 +328,7 @@ def test_predict_file_reads_a_photo_and_refuses_a_huge_file_without_reading_it(t
 
 def test_random_bytes_in_the_weights_file_are_a_run_error_not_a_traceback(tmp_path, monkeypatch, capsys):
     from cifar import cli
-    from cifar.runs import load_run
+    from cifar.store.runs import load_run
 
     monkeypatch.setenv("CIFAR_ARTIFACTS", str(tmp_path / "artifacts"))
     folder, _ = _fresh_baseline_run(tmp_path / "artifacts", "junk")
@@ -347,8 +347,8 @@ def test_random_bytes_in_the_weights_file_are_a_run_error_not_a_traceback(tmp_pa
 def test_head_weights_of_another_width_are_a_run_error(tmp_path, monkeypatch):
     """`head_units` 8 in config.json, a head of 16 units saved: refused before the backbone loads."""
     from cifar.config import TransferConfig
-    from cifar.models import build_head
-    from cifar.runs import load_run
+    from cifar.modeling.models import build_head
+    from cifar.store.runs import load_run
 
     monkeypatch.setenv("CIFAR_ARTIFACTS", str(tmp_path / "artifacts"))
     labels = np.arange(6, dtype=np.uint8)
@@ -360,7 +360,7 @@ def test_head_weights_of_another_width_are_a_run_error(tmp_path, monkeypatch):
 
 def test_top_k_is_one_to_the_number_of_classes(tmp_path, monkeypatch):
     """`top_k=0` gave no answer and `-1` nine classes; both are refused, 1 and 10 are whole answers."""
-    from cifar.runs import load_run
+    from cifar.store.runs import load_run
 
     monkeypatch.setenv("CIFAR_ARTIFACTS", str(tmp_path / "artifacts"))
     _fresh_baseline_run(tmp_path / "artifacts", "fresh")
@@ -451,7 +451,7 @@ def test_a_transfer_run_names_both_resolutions_it_takes():
 
 
 def test_a_folder_that_cannot_be_listed_is_a_problem_not_a_traceback(tmp_path, monkeypatch):
-    from cifar import images
+    from cifar.sources import images
 
     def refuse(path):
         raise PermissionError(13, "Permission denied", str(path))
@@ -470,8 +470,8 @@ def test_a_mixed_bfloat16_run_is_restored_computing_as_it_was_trained():
     import keras
 
     from cifar.config import BaselineConfig
-    from cifar.runs import load_run
-    from cifar.train import train
+    from cifar.store.runs import load_run
+    from cifar.training.train import train
     from tests.factory import tiny_cifar
 
     data = tiny_cifar(60, 20)

@@ -1,11 +1,11 @@
-"""`cifar.processes` alone: liveness of a pid, and children reaped when they end."""
+"""`cifar.store.processes` alone: liveness of a pid, and children reaped when they end."""
 
 from __future__ import annotations
 
 import os
 
-from cifar import processes
-from cifar.processes import pid_alive
+from cifar.store import processes
+from cifar.store.processes import pid_alive
 from tests.factory import dead_pid, wait_until
 
 

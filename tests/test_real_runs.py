@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from cifar.export import FORMATS, load_run_model
+from cifar.inference.export import FORMATS, load_run_model
 from tests.conftest import committed_runs
 from tests.factory import REPO
 
@@ -38,7 +38,7 @@ class RealRun:
 
 @pytest.fixture(scope="session")
 def test_images(real_home) -> np.ndarray:
-    from cifar.assets import read_cifar10_cache
+    from cifar.sources.assets import read_cifar10_cache
 
     return read_cifar10_cache(real_home / "datasets/cifar10-verified.npz").x_test[:FIRST]
 
@@ -46,8 +46,8 @@ def test_images(real_home) -> np.ndarray:
 @pytest.fixture(scope="session", params=MODEL_RUNS)
 def real_run(request, real_home, test_images) -> RealRun:
     from cifar.calibration import temperature_scaled
-    from cifar.predict import Predictor
-    from cifar.runs import load_run
+    from cifar.inference.predict import Predictor
+    from cifar.store.runs import load_run
 
     with committed_runs(real_home):
         predictor = Predictor(load_run(request.param))
@@ -107,7 +107,7 @@ def test_every_export_loads_in_its_runtime_and_answers_as_the_predictor(real_run
 def test_grad_cam_explains_the_answer_shown_with_its_probability(real_run, real_runs):
     from PIL import Image
 
-    from cifar.explain import Explainer
+    from cifar.inference.explain import Explainer
 
     explainer = Explainer(real_run.predictor.run, real_run.predictor)
     photo = Image.fromarray(real_run.pixels[3]).resize((160, 160), Image.Resampling.BICUBIC)

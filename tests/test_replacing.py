@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifar import atomic, cli, run_folder
-from cifar.robustness import stratified_subset
-from cifar.runs import load_run, run_path
+from cifar import atomic, cli
+from cifar.analysis.robustness import stratified_subset
+from cifar.store import run_folder
+from cifar.store.runs import load_run, run_path
 from tests.factory import digest, write_ensemble, write_robustness, write_run
 
 LABELS = np.arange(100) % 10
@@ -32,25 +33,25 @@ def _heavy_work(*args, **kwargs):
 
 
 def _robustness(artifacts, monkeypatch) -> tuple[str, str]:
-    import cifar.robustness
+    import cifar.analysis.robustness
 
     write_run(artifacts, "r", "baseline", LABELS, 0.6)
     write_robustness("r", LABELS, stratified_subset(LABELS, 50), 0.5)
-    monkeypatch.setattr(cifar.robustness, "_evaluate_model", _heavy_work)
+    monkeypatch.setattr(cifar.analysis.robustness, "_evaluate_model", _heavy_work)
     return run_folder.ROBUSTNESS, "r's robustness.json (50 test images, seed 0) exists already"
 
 
 def _calibration(artifacts, monkeypatch) -> tuple[str, str]:
-    import cifar.assets
+    import cifar.sources.assets
 
     write_run(artifacts, "r", "baseline", LABELS, 0.6, val_labels=np.arange(40) % 10)
-    monkeypatch.setattr(cifar.assets, "load_cifar10", _heavy_work)
+    monkeypatch.setattr(cifar.sources.assets, "load_cifar10", _heavy_work)
     temperature = load_run("r").temperature
     return run_folder.CALIBRATION, f"r's calibration.json (T = {temperature:.3f} from 40 validation images)"
 
 
 def _cost(artifacts, monkeypatch) -> tuple[str, str]:
-    import cifar.cost
+    import cifar.analysis.cost
 
     folder = write_run(artifacts, "r", "baseline", LABELS, 0.6)
     metrics = json.loads((folder / run_folder.METRICS).read_text())
@@ -58,18 +59,18 @@ def _cost(artifacts, monkeypatch) -> tuple[str, str]:
         flops_per_image=10, views=1, model_bytes=100, latency_ms={"1": 1.0}, latency_device="CPU: x"
     )
     atomic.write_json(folder / run_folder.METRICS, metrics)
-    monkeypatch.setattr(cifar.cost, "run_cost", _heavy_work)
+    monkeypatch.setattr(cifar.analysis.cost, "run_cost", _heavy_work)
     return run_folder.METRICS, "r's cost in metrics.json (measured on CPU: x) exists already"
 
 
 def _projection(artifacts, monkeypatch) -> tuple[str, str]:
-    import cifar.feature_space
+    import cifar.analysis.feature_space
 
     folder = write_run(artifacts, "r", "baseline", LABELS, 0.6)
     atomic.write_npy(folder / run_folder.PROJECTION, np.zeros((len(LABELS), 2), np.float32))
     record = {"method": "umap", "space": "penultimate layer", "dimensions": 8, "images": 100, "seconds": 1.0}
     atomic.write_json(folder / run_folder.PROJECTION_RECORD, record)
-    monkeypatch.setattr(cifar.feature_space, "split_features", _heavy_work)
+    monkeypatch.setattr(cifar.analysis.feature_space, "split_features", _heavy_work)
     return run_folder.PROJECTION_RECORD, "r's projection.json (a map of 100 test images) exists already"
 
 
@@ -197,7 +198,7 @@ def test_export_overwrite_replaces_nothing_it_did_not_write(fmt, target, tmp_pat
     ],
 )
 def test_an_export_is_recognised_by_how_its_format_starts(fmt, start, tmp_path):
-    from cifar.export import check_export
+    from cifar.inference.export import check_export
 
     out = tmp_path / f"m.{'keras' if fmt == 'keras' else fmt}"
     out.write_bytes(start + b"rest of the model")
@@ -212,7 +213,7 @@ def test_export_replaces_its_own_saved_model_and_removes_what_killed_exports_lef
 ):
     """#30 defects 1 and 7, end to end: a SavedModel this program wrote is replaced; the artifacts
     folder is not; a killed export's hidden temporary file goes at the next export."""
-    from cifar.export import export_run
+    from cifar.inference.export import export_run
 
     run_id, _ = use_trained_baseline
     out = tmp_path / "saved"
@@ -270,7 +271,7 @@ def test_calibrate_again_from_the_saved_validation_predictions_keeps_the_tempera
 def test_a_result_another_command_wrote_meanwhile_is_not_replaced(artifacts, capsys):
     """Two `robustness` commands on one run: the one that finishes second does not silently
     replace the first one's result (it checks again right before writing)."""
-    from cifar import robustness
+    from cifar.analysis import robustness
 
     write_ensemble(artifacts, LABELS)
     indices = stratified_subset(LABELS, 50)

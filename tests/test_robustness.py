@@ -1,4 +1,4 @@
-"""A run under the corruptions (`cifar.robustness`): the subset, the files, pooling, mCE."""
+"""A run under the corruptions (`cifar.analysis.robustness`): the subset, the files, pooling, mCE."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cifar import atomic, run_folder
-from cifar.corruptions import corrupt
-from cifar.robustness import (
+from cifar import atomic
+from cifar.analysis.robustness import (
     check_images,
     corruption_errors,
     corruption_sets,
@@ -20,7 +19,9 @@ from cifar.robustness import (
     robustness_table,
     stratified_subset,
 )
-from cifar.runs import RunError, load_run
+from cifar.sources.corruptions import corrupt
+from cifar.store import run_folder
+from cifar.store.runs import RunError, load_run
 from tests.factory import write_ensemble, write_npz, write_robustness, write_run
 
 
@@ -54,7 +55,7 @@ def test_a_baseline_run_s_results_are_its_model_on_the_corrupted_subset(
 ):
     """On a copy of the session's trained run: every set is the model's single-view prediction of
     exactly those corrupted images, the accuracies in the json are those predictions' accuracies."""
-    from cifar.restore import load_model
+    from cifar.modeling.restore import load_model
 
     run_id, data = use_trained_baseline
     source = load_run(run_id).path
@@ -91,7 +92,7 @@ def test_a_baseline_run_s_results_are_its_model_on_the_corrupted_subset(
 
 
 def test_an_ensemble_pools_its_members_stored_predictions(artifacts):
-    from cifar.ensemble import pooled
+    from cifar.inference.ensemble import pooled
 
     labels = np.arange(200) % 10
     write_ensemble(artifacts, labels, second="transfer")

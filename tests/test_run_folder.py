@@ -1,4 +1,4 @@
-"""The run folder is declared once (`cifar.run_folder`): the code names its files only through the
+"""The run folder is declared once (`cifar.store.run_folder`): the code names its files only through the
 declaration, the docs list exactly the declared files, the committed runs hold only declared files,
 and the dashboard's one cached reader reads a run again when any declared result changes."""
 
@@ -9,8 +9,9 @@ import re
 
 import pytest
 
-from cifar import atomic, run_files, run_folder
-from cifar.runs import load_run, run_path
+from cifar import atomic
+from cifar.store import run_files, run_folder
+from cifar.store.runs import load_run, run_path
 from tests.factory import REPO
 
 DECLARED = {file.name for file in run_folder.FILES}
@@ -44,10 +45,10 @@ CODE = sorted(
 
 @pytest.mark.parametrize("path", CODE, ids=lambda path: str(path.relative_to(REPO)))
 def test_no_module_spells_a_run_file_name_itself(path):
-    """A run file's name is written once, in `cifar.run_folder`; a second spelling is how the run
+    """A run file's name is written once, in `cifar.store.run_folder`; a second spelling is how the run
     folder came to be described in three places that disagree."""
     spelled = _string_literals(path) & DECLARED - ALLOWED.get(path.name, set())
-    assert not spelled, f"{path.name} names {sorted(spelled)}: use cifar.run_folder's constants"
+    assert not spelled, f"{path.name} names {sorted(spelled)}: use cifar.store.run_folder's constants"
 
 
 def test_docs_list_exactly_the_declared_files():
@@ -60,7 +61,7 @@ def test_docs_list_exactly_the_declared_files():
 def test_the_committed_runs_hold_only_declared_files():
     for folder in sorted((REPO / "artifacts/runs").iterdir()):
         names = {path.name for path in folder.iterdir()}
-        assert names <= DECLARED, f"{folder.name}: {sorted(names - DECLARED)} not in cifar.run_folder"
+        assert names <= DECLARED, f"{folder.name}: {sorted(names - DECLARED)} not in cifar.store.run_folder"
         assert set(run_folder.REQUIRED) <= names
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cifar import run_folder, runs, tables
-from cifar.runs import RunError, RunWriter, check_run_id, list_runs, load_run, run_path
-from cifar.tables import runs_table
+from cifar.store import run_folder, runs, tables
+from cifar.store.runs import RunError, RunWriter, check_run_id, list_runs, load_run, run_path
+from cifar.store.tables import runs_table
 from tests.factory import npz_cifar, plain_id, write_run
 
 
@@ -352,7 +352,7 @@ def test_a_run_with_a_retired_hyperparameter_value_still_shows_but_cannot_classi
     assert "architecture" in run.config_problem and not run.has_weights
     assert [r.run_id for r in list_runs()] == ["old-run"]
     assert runs_table([run]).loc[0, "architecture"] == "resnet"
-    from cifar.restore import load_model
+    from cifar.modeling.restore import load_model
 
     with pytest.raises(RunError, match="cannot be rebuilt by this version"):
         load_model(run)
@@ -396,7 +396,7 @@ def test_status_json_says_what_the_writer_is_doing_and_since_when(artifacts):
     """The Train page's job list reads these (a status older than the job's slot is a leftover)."""
     import time
 
-    from cifar.runs import read_status
+    from cifar.store.runs import read_status
 
     before = time.time()
     writer = RunWriter("timed").open(pid=4321)

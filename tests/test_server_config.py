@@ -12,4 +12,4 @@ def test_the_server_listens_on_loopback_and_shows_visitors_no_tracebacks():
     config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
     assert config["server"]["address"] == "127.0.0.1"
     assert config["client"]["showErrorDetails"] == "none"
-    assert config["server"]["maxUploadSize"] <= 25  # MB, as cifar.images.MAX_UPLOAD_BYTES refuses
+    assert config["server"]["maxUploadSize"] <= 25  # MB, as cifar.sources.images.MAX_UPLOAD_BYTES refuses

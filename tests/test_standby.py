@@ -11,11 +11,12 @@ import subprocess
 
 import pytest
 
-from cifar import jobs, processes, standby
 from cifar.config import BaselineConfig
-from cifar.jobs import cancel_job, job_status, start_job
-from cifar.processes import pid_alive, slot_holder
-from cifar.runs import load_run, run_path
+from cifar.service import jobs, standby
+from cifar.service.jobs import cancel_job, job_status, start_job
+from cifar.store import processes
+from cifar.store.processes import pid_alive, slot_holder
+from cifar.store.runs import load_run, run_path
 from tests.factory import REPO, holding, take_slot, wait_for_job, wait_until
 
 

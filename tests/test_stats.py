@@ -297,8 +297,8 @@ def test_one_sample_t_test_of_seeds_against_a_published_mean_worked_by_hand():
 
 def test_a_single_image_gets_no_resampled_interval_and_a_calibration_without_one():
     """`train --limit 1` is allowed: its calibration is written without intervals, not refused."""
+    from cifar.analysis.evaluate import evaluate_predictions
     from cifar.calibration import calibration_record
-    from cifar.evaluate import evaluate_predictions
 
     with pytest.raises(stats.TooFewImages):
         stats.bootstrap(np.mean, np.array([1.0]))

@@ -1,12 +1,12 @@
-"""TensorBoard for committed runs (`cifar.tensorboard_logs`): curves from history.csv, HParams."""
+"""TensorBoard for committed runs (`cifar.analysis.tensorboard_logs`): curves from history.csv, HParams."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cifar.runs import load_run
-from cifar.tensorboard_logs import write_logs
+from cifar.analysis.tensorboard_logs import write_logs
+from cifar.store.runs import load_run
 from tests.factory import write_run
 
 

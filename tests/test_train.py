@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cifar import runs
 from cifar.config import CLASS_NAMES, BaselineConfig, TransferConfig
-from cifar.data import validation_rows
-from cifar.runs import load_run, read_status
-from cifar.train import train
+from cifar.sources.data import validation_rows
+from cifar.store import runs
+from cifar.store.runs import load_run, read_status
+from cifar.training.train import train
 from tests.backbone import calibrated_inception
 from tests.factory import tiny_cifar
 
@@ -66,7 +66,7 @@ def test_train_baseline_writes_every_required_file(use_trained_baseline):
 
 
 def test_saved_weights_reproduce_the_saved_predictions(use_trained_baseline):
-    from cifar.models import build_baseline
+    from cifar.modeling.models import build_baseline
 
     run_id, data = use_trained_baseline
     model = build_baseline(BaselineConfig(epochs=1, validation_size=20))
@@ -99,8 +99,8 @@ def test_train_refuses_an_existing_run_id(use_trained_baseline, make_cifar):
 
 def test_tta_flip_saves_the_mean_over_the_images_and_their_horizontal_flips(make_cifar):
     """Training and the Predictor both average the model over the image and its mirror image."""
-    from cifar.models import build_baseline
-    from cifar.predict import Predictor
+    from cifar.inference.predict import Predictor
+    from cifar.modeling.models import build_baseline
 
     data = make_cifar(60, 20)
     config = BaselineConfig(epochs=1, validation_size=0, augment=True, tta_flip=True, batch_size=16)
@@ -122,7 +122,7 @@ def test_tta_flip_saves_the_mean_over_the_images_and_their_horizontal_flips(make
 
 
 def test_transfer_tta_flip_averages_the_head_over_plain_and_flipped_test_features(fake_backbone):
-    from cifar.models import build_head
+    from cifar.modeling.models import build_head
 
     config = TransferConfig(**REFERENCE["transfer"], tta_flip=True)
     folder = train(config, data=fake_backbone, run_id="transfer-flip")
@@ -167,8 +167,9 @@ HEADS = {  # overrides, parameter count, tolerance of the Predictor's probabilit
 def test_train_transfer_on_cached_features_then_predict(tmp_path, monkeypatch, make_cifar, head):
     """Head-only training end to end; the Predictor (full model on pixels) gives the saved numbers."""
 
-    from cifar import assets, features
-    from cifar.predict import Predictor
+    from cifar.inference.predict import Predictor
+    from cifar.modeling import features
+    from cifar.sources import assets
 
     base = calibrated_inception(seed=0)  # features that depend on the image
     weights_file = assets.inception_weights_path("google2015")
@@ -206,7 +207,7 @@ def test_train_transfer_on_cached_features_then_predict(tmp_path, monkeypatch, m
     np.testing.assert_allclose(predictor.probabilities(data.x_test), saved, atol=HEADS[head][2])
 
     # At full resolution the base gets the photo scaled by the 32 px path's own preprocessing layer.
-    from cifar.models import build_resize
+    from cifar.modeling.models import build_resize
 
     photos = np.random.default_rng(5).integers(0, 256, (2, 75, 75, 3), dtype=np.uint8)
     rescale = build_resize(config).get_layer("inception_preprocess")
@@ -229,7 +230,7 @@ def test_train_transfer_on_cached_features_then_predict(tmp_path, monkeypatch, m
     # Its cost: the whole model as it predicts, the frozen base with the head.
     import keras
 
-    from cifar.cost import count_flops, model_cost
+    from cifar.analysis.cost import count_flops, model_cost
 
     cost = model_cost(predictor)
     side = config.input_size
@@ -252,7 +253,7 @@ def test_train_transfer_on_cached_features_then_predict(tmp_path, monkeypatch, m
 
 def predictor_head_weights(folder, config):
     """The trainable weights of a transfer run's head (what training fitted)."""
-    from cifar.models import build_head
+    from cifar.modeling.models import build_head
 
     head = build_head(config)
     head.load_weights(str(folder / "head.weights.h5"))
@@ -264,8 +265,8 @@ def _no_extraction(*args, **kwargs):
 
 
 def test_transfer_without_features_and_no_extraction_fails_clearly(tmp_path, make_cifar):
-    from cifar import assets
-    from cifar.features import FeaturesMissing
+    from cifar.modeling.features import FeaturesMissing
+    from cifar.sources import assets
 
     weights_file = assets.inception_weights_path("google2015")
     weights_file.parent.mkdir(parents=True)
@@ -283,9 +284,9 @@ def test_the_head_learns_rows_gathered_with_their_own_labels(monkeypatch, make_c
     with its own label (the fitting, validation and flipped rows are gathered, not copied)."""
     from types import SimpleNamespace
 
-    from cifar import assets
-    from cifar import features as feature_cache
-    from cifar.data import aligned_empty
+    from cifar.modeling import features as feature_cache
+    from cifar.sources import assets
+    from cifar.sources.data import aligned_empty
 
     data = make_cifar(200, 60, seed=3)
     rng = np.random.default_rng(0)
@@ -320,7 +321,7 @@ def test_the_head_learns_rows_gathered_with_their_own_labels(monkeypatch, make_c
 
 def _split_labels(data, config, split: str) -> np.ndarray:
     """The labels of a feature split's images ("validation": the config's rows of train)."""
-    from cifar.data import validation_rows
+    from cifar.sources.data import validation_rows
 
     if split == "validation":
         return data.y_train[validation_rows(config.model_dump(), len(data.y_train))]
@@ -330,7 +331,7 @@ def _split_labels(data, config, split: str) -> np.ndarray:
 def _label_features(data):
     """Fake `load_features`: random features with the label shown in one column (flipped images
     one column over), the same for the same (split, flip) in every run."""
-    from cifar.data import aligned_empty
+    from cifar.sources.data import aligned_empty
 
     def load(images, config, weights, split, flip):
         labels = _split_labels(data, config, split)
@@ -348,7 +349,8 @@ def fake_backbone(monkeypatch):
     """Transfer runs without InceptionV3: label-revealing features; weights named by the source asked."""
     from types import SimpleNamespace
 
-    from cifar import assets, features
+    from cifar.modeling import features
+    from cifar.sources import assets
 
     data = _option_data()
     monkeypatch.setattr(features, "load_features", _label_features(data))
@@ -470,15 +472,15 @@ def _parameters(run) -> int:
 
 
 def _airbench_parameters(width: int) -> int:
-    from cifar.models import build_baseline
+    from cifar.modeling.models import build_baseline
 
     return build_baseline(BaselineConfig(architecture="airbench", width=width)).count_params()
 
 
 def _train_option_run(family: str, overrides: dict, run_id: str, monkeypatch=None) -> dict:
     """Train `REFERENCE[family]` with `overrides` on the option data; what the run folder holds."""
-    from cifar import features
     from cifar.config import parse_config
+    from cifar.modeling import features
 
     specs = []
     if family == "transfer":
@@ -558,7 +560,7 @@ def parse_value(family: str, overrides: dict, field: str):
 
 def test_a_run_whose_predictions_are_not_finite_fails_and_is_not_published(monkeypatch):
     """Diverged training (e.g. sgd at learning rate 10) would publish a run every reader refuses."""
-    from cifar import train as training
+    from cifar.training import train as training
 
     def diverged(config, data, writer, progress, strategy):
         return training.Trained({}, np.full((len(data.y_test), 10), np.nan, np.float32), np.zeros((0, 10)))

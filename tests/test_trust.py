@@ -1,6 +1,6 @@
-"""When not to believe an answer (`cifar.trust`)."""
+"""When not to believe an answer (`cifar.analysis.trust`)."""
 
-from cifar.trust import doubts
+from cifar.analysis.trust import doubts
 
 
 def test_sure_models_that_agree_raise_no_doubt():

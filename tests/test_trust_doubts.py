@@ -1,4 +1,4 @@
-"""When the models disagree (`cifar.trust.doubts`), for every number of models and every way of
+"""When the models disagree (`cifar.analysis.trust.doubts`), for every number of models and every way of
 disagreeing: two models, two ways among three or four, three ways; and when they agree.
 
 test_trust.py's disagreement is three models three ways, which cannot tell "more than one answer"
@@ -11,7 +11,7 @@ import itertools
 
 import pytest
 
-from cifar.trust import doubts
+from cifar.analysis.trust import doubts
 
 CLOSING = "may show none of the ten classes"
 

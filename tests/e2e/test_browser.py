@@ -77,7 +77,10 @@ def app(tmp_path_factory):
 
 def _stop_jobs(env: dict) -> None:
     """Cancel a job the test started, if it is still running (it is its own process group)."""
-    code = "from cifar.jobs import active_job, cancel_job\njob = active_job()\njob and cancel_job(job.run_id)"
+    code = (
+        "from cifar.service.jobs import active_job, cancel_job\n"
+        "job = active_job()\njob and cancel_job(job.run_id)"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, timeout=60, check=False)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cifar import jobs
+from cifar.service import jobs
 from tests.factory import PAGES, REPO
 
 ENTRY = str(REPO / "streamlit_app.py")

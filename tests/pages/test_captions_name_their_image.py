@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from cifar.config import CLASS_NAMES
-from cifar.explain import Explainer
-from cifar.runs import load_run
+from cifar.inference.explain import Explainer
+from cifar.store.runs import load_run
 from dashboard.text import plain
 from tests.factory import write_npz
 from tests.pages.test_pages import FakePredictor, arrays, cards, mistakes_by_hand, no_exception, png, texts
@@ -119,12 +119,12 @@ class SurePredictor(FakePredictor):
 @pytest.fixture
 def two_models(runs, monkeypatch):
     """Classify's default models are baseline-best and transfer-reference (its weights "cached")."""
-    import cifar.assets
-    import cifar.predict
+    import cifar.inference.predict
+    import cifar.sources.assets
 
     FakePredictor.loaded = []
-    monkeypatch.setattr(cifar.predict, "Predictor", SurePredictor)
-    monkeypatch.setattr(cifar.assets, "weights_available", lambda preference="auto": True)
+    monkeypatch.setattr(cifar.inference.predict, "Predictor", SurePredictor)
+    monkeypatch.setattr(cifar.sources.assets, "weights_available", lambda preference="auto": True)
     return SurePredictor
 
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from cifar.calibration import temperature_scaled
-from cifar.runs import load_run
-from cifar.tables import predictions_csv
+from cifar.store.runs import load_run
+from cifar.store.tables import predictions_csv
 from tests.factory import PAGES, labels_of, write_run
 from tests.pages.test_pages import no_exception, read_json
 

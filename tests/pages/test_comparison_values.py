@@ -17,8 +17,8 @@ import pytest
 from scipy.special import softmax
 
 from cifar import cli
-from cifar.runs import runs_root
-from cifar.tables import SUMMARY_FIELDS, runs_table
+from cifar.store.runs import runs_root
+from cifar.store.tables import SUMMARY_FIELDS, runs_table
 from tests.factory import labels_of, write_run
 from tests.test_calibration_bins import ece_by_hand
 

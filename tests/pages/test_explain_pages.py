@@ -8,10 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from cifar import atomic, run_folder
-from cifar.explain import Explainer
-from cifar.feature_space import nearest, split_features
-from cifar.runs import load_run, runs_root
+from cifar import atomic
+from cifar.analysis.feature_space import nearest, split_features
+from cifar.inference.explain import Explainer
+from cifar.store import run_folder
+from cifar.store.runs import load_run, runs_root
 from tests.factory import write_npz
 from tests.pages.test_pages import figure, no_exception, png, texts
 
@@ -24,7 +25,7 @@ def trained(use_trained_baseline, tmp_path, monkeypatch):
 
 
 def test_classify_shows_where_the_model_looks_and_its_nearest_training_images(trained, open_page):
-    from cifar.images import open_image
+    from cifar.sources.images import open_image
 
     run_id, data = trained
     app = open_page("classify")
@@ -92,11 +93,13 @@ def test_the_feature_map_draws_each_run_s_points_by_class_with_its_mistakes(runs
 
 
 def test_a_map_is_started_from_the_page_for_a_run_without_one(trained, monkeypatch, open_page):
-    import cifar.feature_space
+    import cifar.analysis.feature_space
 
     run_id, _ = trained
     started = []
-    monkeypatch.setattr(cifar.feature_space, "start_projection", lambda run: started.append(run.run_id))
+    monkeypatch.setattr(
+        cifar.analysis.feature_space, "start_projection", lambda run: started.append(run.run_id)
+    )
     app = open_page("feature_map")
     no_exception(app)
     assert "No maps yet" in texts(app.info)
@@ -108,7 +111,7 @@ def test_a_background_map_reports_progress_and_lands_in_the_run_folder(trained, 
     import shutil
     import time
 
-    from cifar.feature_space import projection_progress, read_projection, start_projection
+    from cifar.analysis.feature_space import projection_progress, read_projection, start_projection
 
     run_id, _ = trained
     source = load_run(run_id).path

@@ -21,9 +21,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cifar import jobs, standby
 from cifar.config import CLASS_NAMES, REFERENCE_FIGURES, parse_config
-from cifar.runs import partial_path, runs_root
+from cifar.service import jobs, standby
+from cifar.store.runs import partial_path, runs_root
 from dashboard import pages, train_sections
 from dashboard.text import plain
 from dashboard.widgets import upscale
@@ -133,7 +133,8 @@ def test_pages_import_no_tensorflow_and_stay_readable():
         assert len(page.read_text().splitlines()) <= 150, f"{page.name}: move sections to dashboard/"
     code = (
         "import sys, dashboard.cache, dashboard.widgets, dashboard.text, dashboard.train_sections\n"
-        "import cifar.plots, cifar.runs, cifar.evaluate, cifar.predict, cifar.jobs, cifar.features\n"
+        "import cifar.analysis.plots, cifar.store.runs, cifar.analysis.evaluate, cifar.inference.predict\n"
+        "import cifar.service.jobs, cifar.modeling.features\n"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TensorFlow was imported'"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
@@ -227,7 +228,7 @@ def test_overview_empty_state(open_page):
 
 
 def test_overview_counts_the_feature_cache_and_points_at_prune(tmp_path, open_page):
-    from cifar.features import FeatureSpec
+    from cifar.modeling.features import FeatureSpec
 
     spec = FeatureSpec("keras", "0" * 64, "keras", "bilinear", 224, "train", False, "1" * 64)
     for name in (spec.name, spec.name.replace("-r2", "")):  # today's name, and one from before it
@@ -510,12 +511,12 @@ class FakePredictor:
         return np.random.default_rng(len(run_id) + 100 * (resolution == "full")).dirichlet(np.ones(10))
 
     def model_input(self, image, resolution: str):
-        from cifar.images import as_model_input
+        from cifar.sources.images import as_model_input
 
         return as_model_input(image, 75 if resolution == "full" else 32)
 
     def predict(self, source, top_k=3, resolution="cifar"):
-        from cifar.images import open_image
+        from cifar.sources.images import open_image
 
         assert resolution == "cifar" or self.run.model == "transfer"
         assert self.model_input(open_image(source), resolution).shape[-1] == 3
@@ -531,10 +532,10 @@ def top_k_by_hand(run_id: str, k: int, resolution: str = "cifar") -> tuple[list[
 
 @pytest.fixture
 def fake_predictor(monkeypatch):
-    import cifar.predict
+    import cifar.inference.predict
 
     FakePredictor.loaded = []
-    monkeypatch.setattr(cifar.predict, "Predictor", FakePredictor)
+    monkeypatch.setattr(cifar.inference.predict, "Predictor", FakePredictor)
     return FakePredictor
 
 
@@ -562,9 +563,9 @@ def test_classify_shows_each_model_s_top_k(runs, fake_predictor, open_page):
 
 def test_classify_uses_transfer_when_the_weights_are_cached(runs, fake_predictor, monkeypatch, open_page):
     """Full resolution first for a transfer run (its 32 px answer in a caption); the baseline at 32 px."""
-    import cifar.assets
+    import cifar.sources.assets
 
-    monkeypatch.setattr(cifar.assets, "weights_available", lambda preference="auto": True)
+    monkeypatch.setattr(cifar.sources.assets, "weights_available", lambda preference="auto": True)
     app = open_page("classify")
     app.file_uploader(key="classify-upload").set_value(("red.png", png(), "image/png")).run()
     no_exception(app)
@@ -610,10 +611,10 @@ def test_preloading_skips_a_model_whose_backbone_is_not_cached(runs, fake_predic
 
 
 def test_preloaded_models_load_once_per_process(runs, fake_predictor, monkeypatch, open_page):
-    import cifar.assets
+    import cifar.sources.assets
     from dashboard import cache
 
-    monkeypatch.setattr(cifar.assets, "weights_available", lambda preference="auto": True)
+    monkeypatch.setattr(cifar.sources.assets, "weights_available", lambda preference="auto": True)
 
     chosen = [run for run in cache.runs() if run.run_id in ("baseline-best", "transfer-reference")]
     thread = cache.preload(chosen)
@@ -628,9 +629,9 @@ def test_preloaded_models_load_once_per_process(runs, fake_predictor, monkeypatc
 
 def test_classify_says_when_not_to_believe_it(runs, fake_predictor, monkeypatch, open_page):
     """Dirichlet(1) answers are unsure (top probability well under one half) and disagree."""
-    import cifar.assets
+    import cifar.sources.assets
 
-    monkeypatch.setattr(cifar.assets, "weights_available", lambda preference="auto": True)
+    monkeypatch.setattr(cifar.sources.assets, "weights_available", lambda preference="auto": True)
     app = open_page("classify")
     app.file_uploader(key="classify-upload").set_value(("red.png", png(), "image/png")).run()
     warnings = texts(app.warning)
@@ -653,13 +654,13 @@ def test_classify_bad_images_are_an_error_message(name, content, runs, fake_pred
 
 
 def test_classify_model_failure_is_a_warning(runs, monkeypatch, open_page):
-    import cifar.predict
-    import cifar.runs
+    import cifar.inference.predict
+    import cifar.store.runs
 
     def broken(run):
-        raise cifar.runs.RunError(f"{run.run_id} has no model.weights.h5")
+        raise cifar.store.runs.RunError(f"{run.run_id} has no model.weights.h5")
 
-    monkeypatch.setattr(cifar.predict, "Predictor", broken)
+    monkeypatch.setattr(cifar.inference.predict, "Predictor", broken)
     app = open_page("classify")
     app.file_uploader(key="classify-upload").set_value(("red.png", png(), "image/png")).run()
     no_exception(app)
@@ -819,11 +820,11 @@ def test_train_busy_is_a_clear_message(monkeypatch, open_page):
 
 @pytest.mark.usefixtures("cifar_npz")
 def test_train_transfer_reports_the_feature_cache(monkeypatch, open_page):
-    import cifar.assets
+    import cifar.sources.assets
     from dashboard import cache
 
     plans = {"plan": ([("train", False, 50000), ("test", False, 10000)], 2020.0)}
-    monkeypatch.setattr(cifar.assets, "weights_available", lambda preference="auto": True)
+    monkeypatch.setattr(cifar.sources.assets, "weights_available", lambda preference="auto": True)
     monkeypatch.setattr(cache, "feature_plan", lambda config: plans["plan"])
     app = open_page("train")
     assert "50,000 train, 10,000 test images, about 34 min" in texts(app.info)

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 def photo_bytes(real_home, index: int, side: int = 96) -> bytes:
     """A CIFAR-10 test image, upscaled as a small photo would be, as PNG bytes."""
-    from cifar.assets import read_cifar10_cache
+    from cifar.sources.assets import read_cifar10_cache
 
     pixels = read_cifar10_cache(real_home / "datasets/cifar10-verified.npz").x_test[index]
     buffer = io.BytesIO()
@@ -26,8 +26,8 @@ def photo_bytes(real_home, index: int, side: int = 96) -> bytes:
 
 @pytest.mark.parametrize("run_id", ["baseline-best", "transfer-best"])
 def test_classify_explains_the_answer_its_table_shows(run_id, real_home, real_runs, open_page):
-    from cifar.predict import Predictor
-    from cifar.runs import load_run
+    from cifar.inference.predict import Predictor
+    from cifar.store.runs import load_run
 
     predictor = Predictor(load_run(run_id))
     app = open_page("classify", timeout=300)

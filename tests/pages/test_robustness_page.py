@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cifar.corruptions import CORRUPTIONS
-from cifar.robustness import stratified_subset
+from cifar.analysis.robustness import stratified_subset
+from cifar.sources.corruptions import CORRUPTIONS
 from tests.factory import labels_of, write_robustness
 from tests.pages.test_pages import figure, no_exception, read_json, texts
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cifar.runs import list_runs
+from cifar.store.runs import list_runs
 from dashboard import text
 
 
@@ -57,7 +57,7 @@ def test_an_upload_s_caption_says_its_size_the_frame_used_and_what_the_centre_sq
 
     from PIL import Image
 
-    from cifar.images import open_image
+    from cifar.sources.images import open_image
     from dashboard.text import image_caption
 
     panorama = io.BytesIO()

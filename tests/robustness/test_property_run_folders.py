@@ -20,9 +20,11 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from cifar import evaluate, jobs, plots, runs, tables
+from cifar.analysis import evaluate, plots
 from cifar.config import CLASS_NAMES, parse_config
-from cifar.runs import RunError, list_runs, load_run, partial_path
+from cifar.service import jobs
+from cifar.store import runs, tables
+from cifar.store.runs import RunError, list_runs, load_run, partial_path
 from dashboard import text
 from tests.factory import PAGES, artifacts_at, npz_cifar, take_slot, write_run
 from tests.pages.conftest import open_page  # noqa: F401 (the pages' AppTest fixture)

@@ -1,6 +1,6 @@
 """Feature extraction killed mid-way: no corrupt chunk is ever trusted, and a rerun resumes.
 
-A subprocess runs the real `cifar.features.extract_features` with a random-weights InceptionV3
+A subprocess runs the real `cifar.modeling.features.extract_features` with a random-weights InceptionV3
 at 75 px and CHUNK_SIZE 2, and is SIGKILLed while it writes its third chunk (half the bytes on
 disk). A second subprocess must reuse the finished chunks, recompute the missing one, and also
 recompute a chunk that was truncated on disk in between.
@@ -36,8 +36,8 @@ if not weights_file.exists():
         str(weights_file)
     )
 
-from cifar import features
-from cifar.assets import BackboneWeights
+from cifar.modeling import features
+from cifar.sources.assets import BackboneWeights
 from cifar.config import TransferConfig
 
 CHUNK, N_IMAGES = int(sys.argv[4]), int(sys.argv[5])

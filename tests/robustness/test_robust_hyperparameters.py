@@ -14,9 +14,10 @@ import subprocess
 
 import pytest
 
-from cifar import cli, jobs
+from cifar import cli
 from cifar.config import CONFIG_TYPES, BaselineConfig, ConfigError, artifacts_dir, field_table, parse_config
-from cifar.runs import RunError, runs_root
+from cifar.service import jobs
+from cifar.store.runs import RunError, runs_root
 
 MODELS = sorted(CONFIG_TYPES)
 # input_size != 224 needs a resize; the airbench options (stem, bias_lr_scale, ...) the airbench net and SGD

@@ -20,10 +20,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cifar import jobs, processes
 from cifar.config import BaselineConfig
-from cifar.processes import pid_alive, slot_holder
-from cifar.runs import RunWriter, list_runs, load_run, partial_path, read_status, run_path
+from cifar.service import jobs
+from cifar.store import processes
+from cifar.store.processes import pid_alive, slot_holder
+from cifar.store.runs import RunWriter, list_runs, load_run, partial_path, read_status, run_path
 from tests.factory import REPO, dead_pid, labels_of, wait_until
 
 LONG_JOB = BaselineConfig(epochs=50, validation_size=20)  # about 10 s on the tiny data set
@@ -229,7 +230,8 @@ def test_simultaneous_starts_after_a_dead_job_start_only_one(monkeypatch):
 
 DASHBOARD = """
 import sys, time
-from cifar import jobs, processes
+from cifar.service import jobs
+from cifar.store import processes
 from cifar.config import BaselineConfig
 processes.COMMAND = (sys.executable, "-c", "import time; time.sleep(120)")
 time.sleep(max(0.0, float(sys.argv[1]) - time.time()))

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifar.inception2015 import read_torchscript_tensors
+from cifar.sources.inception2015 import read_torchscript_tensors
 from tests.factory import REPO
 from tests.robustness.robust_helpers import subprocess_env
 
-SOURCES = sorted((REPO / "cifar").glob("*.py"))
+SOURCES = sorted((REPO / "cifar").rglob("*.py"))
 APP_SOURCES = sorted(
     [*(REPO / "dashboard").glob("*.py"), *(REPO / "app_pages").glob("*.py"), REPO / "streamlit_app.py"]
 )
@@ -57,7 +57,7 @@ def test_the_scan_sees_the_sources():
     assert len(SOURCES) >= 8
     assert (
         sum(1 for path in SOURCES for call in calls(path) if dotted(call.func) in ("np.load", "numpy.load"))
-        >= 3  # the run reader (cifar.run_files), the data set, the feature cache
+        >= 3  # the run reader (cifar.store.run_files), the data set, the feature cache
     )
 
 
@@ -231,7 +231,7 @@ size, stride = eval(sys.argv[1]), eval(sys.argv[2])
 payload = torchscript(size, stride)
 del sys.modules["torch"], sys.modules["torch._utils"]
 
-from cifar.inception2015 import read_torchscript_tensors
+from cifar.sources.inception2015 import read_torchscript_tensors
 try:
     tensors = read_torchscript_tensors(payload)
 except Exception as error:
@@ -274,7 +274,7 @@ def test_np_load_of_a_pickled_run_file_is_refused(tmp_path):
     marker = tmp_path / "hacked"
     path = tmp_path / "test_predictions.npy"
     np.save(path, np.array([RunsShell(marker)], dtype=object), allow_pickle=True)
-    from cifar.runs import Run
+    from cifar.store.runs import Run
 
     run = Run("x", tmp_path, {}, {})
     with pytest.raises(ValueError, match="test_predictions.npy: unreadable"):  # a RunError

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 
 from cifar.config import CLASS_NAMES
-from cifar.images import ImageError
+from cifar.sources.images import ImageError
 from tests.robustness.robust_helpers import rss_bytes, varied_uploads
 
 
 @pytest.fixture(scope="module")
 def predictor(trained_baseline):
     """A Predictor of the session's trained baseline (`trained_baseline`), kept for the module."""
-    from cifar.predict import Predictor
-    from cifar.runs import load_run
+    from cifar.inference.predict import Predictor
+    from cifar.store.runs import load_run
 
     artifacts, run_id, _ = trained_baseline
     with pytest.MonkeyPatch.context() as patch:

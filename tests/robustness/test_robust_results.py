@@ -23,13 +23,14 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from cifar import atomic, run_folder
+from cifar import atomic
+from cifar.analysis.feature_space import read_projection
+from cifar.analysis.robustness import read_robustness, stratified_subset
 from cifar.config import TEMPERATURE_RANGE
-from cifar.ensemble import make_ensemble, member_runs
-from cifar.export import check_export
-from cifar.feature_space import read_projection
-from cifar.robustness import read_robustness, stratified_subset
-from cifar.runs import RunError, list_runs, load_run
+from cifar.inference.ensemble import make_ensemble, member_runs
+from cifar.inference.export import check_export
+from cifar.store import run_folder
+from cifar.store.runs import RunError, list_runs, load_run
 from tests.factory import artifacts_at, npz_cifar, write_robustness, write_run
 from tests.pages.conftest import open_page  # noqa: F401 (the pages' AppTest fixture)
 
@@ -90,7 +91,7 @@ def edit_json(path: Path, **fields) -> None:
 def with_indices(folder: Path, indices: list[int], images: int | None = None) -> None:
     """A robustness result that says `indices` (and `images`), its predictions of the same shape
     and its checksum theirs: nothing but the indices tells it from a good one."""
-    from cifar.assets import sha256_bytes
+    from cifar.sources.assets import sha256_bytes
 
     path = folder / run_folder.ROBUSTNESS
     predictions = np.full((75, len(indices), 10), 0.1, np.float32)
@@ -223,7 +224,7 @@ def test_no_reader_waits_on_a_fifo_or_reads_a_device(template, run_id, name, kin
 
 
 def test_a_robustness_pooling_refuses_a_fifo_for_a_member_s_clean_predictions(template):
-    from cifar.robustness import evaluate_robustness
+    from cifar.analysis.robustness import evaluate_robustness
 
     with copy_of(template) as root:
         path = root / "runs" / "b" / run_folder.ROBUSTNESS_CLEAN
@@ -259,7 +260,7 @@ MEMBER_NAMES = ["a", "b", "r", "ab", "missing", "../r", "", "a" * 101, ".hidden"
 def test_an_ensemble_s_members_are_trained_runs_or_it_is_refused_by_name(template, members):
     """#30 defect 6, as a class: whatever ensemble.json names, reading it gives trained runs (each
     once, never the ensemble) or a RunError naming the problem."""
-    from cifar.predict import missing_backbone, run_resolutions
+    from cifar.inference.predict import missing_backbone, run_resolutions
 
     with copy_of(template) as root:
         path = root / "runs" / "ab" / "ensemble.json"
@@ -357,12 +358,12 @@ def test_an_export_of_ours_is_recognised_with_its_variables(tmp_path):
 
 
 def test_the_result_readers_go_through_the_bounded_reader():
-    """No module reads a run file or a cache with np.load but `cifar.run_files` (and the feature
+    """No module reads a run file or a cache with np.load but `cifar.store.run_files` (and the feature
     and data caches, whose own readers check them): a new reader cannot skip the checks."""
     from tests.factory import REPO
 
     sources = [
-        *(REPO / "cifar").glob("*.py"),
+        *(REPO / "cifar").rglob("*.py"),
         *(REPO / "dashboard").glob("*.py"),
         *(REPO / "app_pages").glob("*.py"),
     ]

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifar import jobs, processes
 from cifar.config import artifacts_dir, parse_config
-from cifar.runs import (
+from cifar.service import jobs
+from cifar.store import processes
+from cifar.store.runs import (
     RunError,
     RunWriter,
     check_run_id,

@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from cifar import images
-from cifar.images import MAX_UPLOAD_BYTES, ImageError, as_model_input, open_image
+from cifar.sources import images
+from cifar.sources.images import MAX_UPLOAD_BYTES, ImageError, as_model_input, open_image
 from tests.factory import REPO, encode
 from tests.robustness.robust_helpers import subprocess_env
 
@@ -346,8 +346,8 @@ PATH_SCRIPT = r"""
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30))  # reading a device whole fails fast, not slowly
 from cifar.config import CLASS_NAMES
-from cifar.images import ImageError
-from cifar.predict import Predictor
+from cifar.sources.images import ImageError
+from cifar.inference.predict import Predictor
 predictor = Predictor.__new__(Predictor)  # no model: the file is refused before the model is used
 predictor.class_names, predictor.resolutions = list(CLASS_NAMES), ("cifar",)
 try:
@@ -574,7 +574,7 @@ elif kind == "jpeg":
     data = encoded("JPEG", "RGB", (0, 128, 255), quality=90)
 elif kind == "webp":
     data = encoded("WEBP", "RGB", (0, 128, 255), lossless=True)
-from cifar.images import ImageError, as_model_input, open_image
+from cifar.sources.images import ImageError, as_model_input, open_image
 from PIL import Image
 warm_up = io.BytesIO()
 Image.new("RGB", (64, 64)).save(warm_up, "PNG")

@@ -1,0 +1,1 @@
+"""A run's model on any image: predictions, ensembles, exports, Grad-CAM."""

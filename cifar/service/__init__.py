@@ -1,0 +1,1 @@
+"""Background training jobs the dashboard starts, and the standby process that waits for them."""

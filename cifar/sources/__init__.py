@@ -1,0 +1,2 @@
+"""Where data and weights come from: CIFAR-10, the InceptionV3 weights, corruptions, a user's
+images, batches."""
