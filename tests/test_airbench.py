@@ -264,6 +264,7 @@ def test_training_on_the_alternating_flip_stream_uses_every_batch_once(tmp_path)
     assert int(model.optimizer.iterations.numpy()) == 3 * steps
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_a_saved_airbench_recipe_model_loads_in_a_fresh_process(tmp_path):
     """`import cifar.modeling.whole_model` registers every layer an exported model may hold."""
     import subprocess

@@ -237,6 +237,7 @@ def test_recipe_md_test_figures_are_counts_of_the_committed_predictions(committe
         assert row["validation, one view (95 %)"] == (val.percent() if val else "–")
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_recipe_md_ablations_are_the_paired_tests_of_the_committed_predictions(committed):
     reference, runs, text = committed
     rows = table_rows(text, "| option (config)")

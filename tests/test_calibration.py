@@ -81,6 +81,7 @@ def test_calibrated_model_has_small_ece_and_overconfident_one_large():
     assert expected_calibration_error(overconfident, labels) > 0.10
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_record_fits_on_validation_and_measures_both_splits():
     val, val_labels = sampled(10_000, 2.0, seed=2)
     test, test_labels = sampled(10_000, 2.0, seed=3)

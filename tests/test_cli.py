@@ -73,6 +73,7 @@ def test_limit_below_one_or_not_a_number_is_refused(command, limit, no_work, cap
     nothing_written()
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @pytest.mark.parametrize("command", LIMIT_COMMANDS, ids=" ".join)
 def test_limit_refused_before_tensorflow_loads(command):
     result = run_cli(*command, "--limit=-49999", "--epochs", "1")
@@ -145,15 +146,18 @@ QUIET_IMPORT = (
 )
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_no_tensorflow_log_line_reaches_the_terminal_in_quiet_mode():
     assert _stderr_of(QUIET_IMPORT) == "ours True\n"
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_a_user_s_own_tensorflow_log_level_wins():
     err = _stderr_of(QUIET_IMPORT, TF_CPP_MIN_LOG_LEVEL="0")
     assert err.endswith("ours False\n") and len(err.splitlines()) > 1  # TensorFlow's own lines too
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @pytest.mark.parametrize("level", ["1", "2", "3"])
 def test_no_tensorflow_log_line_when_the_user_silences_tensorflow_too(level):
     """How most people silence TensorFlow (and how jobs start): its lines before absl's
@@ -161,6 +165,7 @@ def test_no_tensorflow_log_line_when_the_user_silences_tensorflow_too(level):
     assert _stderr_of(QUIET_IMPORT, TF_CPP_MIN_LOG_LEVEL=level) == "ours True\n"
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_a_script_calling_load_run_model_sees_no_tensorflow_log_line_and_its_own_errors(trained_baseline):
     artifacts, run_id, _ = trained_baseline
     code = (
@@ -193,6 +198,7 @@ def test_runs_as_csv_and_json_hold_every_column(runs, capsys):
     assert header == list(COMPACT_COLUMNS)
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_a_reader_that_goes_away_ends_the_listing_quietly():
     """`cifar runs | head -1`: SIGPIPE's status and nothing on stderr (no "Exception ignored")."""
     read_end, write_end = os.pipe()

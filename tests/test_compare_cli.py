@@ -336,6 +336,7 @@ def cli_train(*argv: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @pytest.mark.parametrize("taken", ["x", "x-seed6", "x-seed7"])
 def test_train_seeds_refuses_a_taken_run_id_before_tensorflow_loads(artifacts, taken):
     run_path(taken).mkdir(parents=True)
@@ -347,6 +348,7 @@ def test_train_seeds_refuses_a_taken_run_id_before_tensorflow_loads(artifacts, t
     assert processes.slot_holder() is None
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @pytest.mark.parametrize(
     "argv, expected",
     [

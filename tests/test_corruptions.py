@@ -66,6 +66,7 @@ def test_the_fifteen_corruptions_of_cifar_10_c():
     assert sorted(sum(FAMILIES.values(), ())) == sorted(EXPECTED)
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @pytest.mark.parametrize("name", EXPECTED)
 def test_shape_dtype_and_change(name, images, textures):
     for severity in SEVERITIES:
@@ -89,6 +90,7 @@ def test_same_seed_same_pixels_other_seed_other_pixels(name, images, textures):
     assert (not np.array_equal(first, corrupt(images, name, 3, seed=8, textures=textures))) == random
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @pytest.mark.parametrize("name", EXPECTED)
 def test_severity_is_monotone_in_the_distance_from_the_clean_image(name, images, textures):
     distances = {s: distance(corrupt(images, name, s, textures=textures), images) for s in SEVERITIES}

@@ -63,6 +63,7 @@ def forward_calls(predictor, images: int = 3) -> int:
     return len(calls)
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @pytest.mark.parametrize(("flip", "translate"), list(EXPECTED_VIEWS))
 def test_measured_views_are_the_views_the_predictor_runs(run_with_views, flip, translate, monkeypatch):
     run_id = run_with_views(flip, translate)

@@ -213,6 +213,7 @@ def test_an_ensemble_of_32_px_members_takes_32_px_images_only(artifacts):
     np.testing.assert_allclose(ensemble.probabilities(pixels), expected, rtol=1e-6)
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_an_ensemble_predictor_loads_its_members_itself(artifacts):
     """As the Classify page and the CLI make it: from the ensemble run alone, each member's own
     network loaded, their answers pooled with the run's weights."""
@@ -277,6 +278,7 @@ NESTINGS = {  # ensemble.json rewrites: what each names; none is a set of traine
 }
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @pytest.mark.parametrize("nesting", NESTINGS)
 def test_an_ensemble_naming_an_ensemble_is_refused_when_read(nesting, artifacts, tmp_path, capsys):
     """#30 defect 6: `predict` printed a traceback; `robustness` pooled the ensemble's own earlier

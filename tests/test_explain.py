@@ -154,6 +154,7 @@ def test_nearest_is_by_cosine_similarity():
     assert found[0][1] == pytest.approx(1.0) and found[1][1] == pytest.approx(3 / np.hypot(3, 0.1))
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_the_map_of_a_baseline_run_is_stored_in_its_folder(use_trained_baseline, tmp_path, monkeypatch):
     run_id, data = use_trained_baseline
     source = load_run(run_id).path

@@ -42,6 +42,7 @@ def predictor_answers(run_id: str, pixels: np.ndarray) -> np.ndarray:
     return temperature_scaled(predictor.probabilities(pixels), predictor.temperature)
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_the_whole_model_predicts_what_the_predictor_predicts(run_copy):
     run_id, data = run_copy
     run = load_run(run_id)
@@ -55,6 +56,7 @@ def test_the_whole_model_predicts_what_the_predictor_predicts(run_copy):
     np.testing.assert_allclose(raw, Predictor(run).probabilities(pixels), atol=1e-5)
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @pytest.mark.parametrize("translate", [False, True], ids=["flip", "flip+translate"])
 def test_test_time_augmentation_is_the_weighted_mean_of_the_views(run_copy, translate):
     run_id, data = run_copy
@@ -107,6 +109,7 @@ def available(*modules: str) -> bool:
     return all(importlib.util.find_spec(module) is not None for module in modules)
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @pytest.mark.parametrize("fmt", ["keras", "saved_model", "onnx", "tflite"])
 def test_every_format_predicts_what_the_predictor_predicts(fmt, run_copy, tmp_path):
     if fmt == "onnx" and not available("tf2onnx", "onnxruntime"):
@@ -148,6 +151,7 @@ def test_an_ensemble_is_exported_member_by_member(artifacts):
         build_run_model(load_run("ab"))
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_a_missing_run_is_reported_before_tensorflow_loads(tmp_path):
     code = (
         "import sys\nfrom cifar.cli import main\nrc = main(sys.argv[1:])\n"
@@ -159,6 +163,7 @@ def test_a_missing_run_is_reported_before_tensorflow_loads(tmp_path):
     assert "tensorflow imported: False" in result.stdout
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @pytest.mark.parametrize("temperature", [0.0, 5e-324, 1e300])
 def test_a_keras_file_with_a_temperature_no_fit_gives_does_not_load(run_copy, tmp_path, temperature):
     import zipfile

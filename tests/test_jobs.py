@@ -218,6 +218,7 @@ def test_cancel_while_starting_is_cancelled_not_failed(fake_jobs):
     assert job_status("early").state == "cancelled"
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_a_job_that_ends_frees_the_slot(fake_jobs, monkeypatch):
     monkeypatch.setenv("FAKE_JOB_SECONDS", "0")
     job = start_job(BaselineConfig(), run_id="short")
@@ -239,6 +240,7 @@ def _cli_train(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_cli_train_refuses_while_a_dashboard_job_runs_and_leaves_its_folder(fake_jobs):
     job = start_job(BaselineConfig(), run_id="dash")
     wait_until(lambda: holding("dash"), what="the job to hold its slot")
@@ -256,6 +258,7 @@ def test_cli_train_refuses_while_a_dashboard_job_runs_and_leaves_its_folder(fake
     assert job_status("dash").state == "running" and slot_holder()["pid"] == job.pid
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @pytest.mark.parametrize("run_id", ["../x", ""])
 def test_cli_train_refuses_a_bad_run_id_before_taking_the_slot(run_id):
     result = _cli_train("baseline", "--run-id", run_id)
@@ -285,6 +288,7 @@ def test_a_train_started_by_hand_holds_the_slot_and_cancel_spares_its_shell(tmp_
 # ----------------------------------------------------------------------------- structure
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @pytest.mark.parametrize("module", ["service/jobs", "service/standby", "store/processes"])
 def test_job_modules_do_not_import_the_cli(module):
     """`cli` drives jobs and the standby; they get the entry point handed in, never import it."""

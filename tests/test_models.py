@@ -186,6 +186,7 @@ def test_exact2015_max_pools_where_keras_averages():
     assert changed == [(keras.layers.AveragePooling2D, keras.layers.MaxPooling2D)]
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_keras_runs_on_tensorflow_whatever_the_user_s_keras_json_says(tmp_path):
     """A ~/.keras/keras.json asking for JAX (not even installed here) does not reach our models."""
     import json

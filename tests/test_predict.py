@@ -251,6 +251,7 @@ def _fresh_baseline_run(root, run_id: str, **overrides):
     return folder, model
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @pytest.mark.parametrize("tta_flip", [False, True], ids=["plain", "tta_flip"])
 def test_predictor_averages_over_the_horizontal_flip_with_tta_flip(tmp_path, monkeypatch, tta_flip):
     """No training: a fresh CNN's weights in a fixture run; the Predictor must give the model's
@@ -269,6 +270,7 @@ def test_predictor_averages_over_the_horizontal_flip_with_tta_flip(tmp_path, mon
     np.testing.assert_allclose(Predictor(load_run("fresh")).probabilities(images), expected, atol=1e-5)
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_predictor_averages_airbench94_s_six_views_with_tta_translate(tmp_path, monkeypatch):
     from cifar import tta
     from cifar.store.runs import load_run
@@ -491,6 +493,7 @@ def test_a_mixed_bfloat16_run_is_restored_computing_as_it_was_trained():
     np.testing.assert_allclose(Predictor.for_run("bf16").probabilities(data.x_test[:5]), saved[:5], atol=2e-4)
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_predict_refuses_devices_and_fifos_before_any_model_loads(runs, tmp_path):
     """#30: `predict RUN /dev/zero` (or a FIFO) was refused only after the model had loaded (20 s,
     945 MB for a transfer run); a file over the upload limit likewise."""

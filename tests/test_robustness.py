@@ -50,6 +50,7 @@ def test_images_are_checked(bad):
         check_images(bad)
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_a_baseline_run_s_results_are_its_model_on_the_corrupted_subset(
     use_trained_baseline, frost_textures, monkeypatch, tmp_path
 ):

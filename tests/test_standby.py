@@ -93,6 +93,7 @@ def test_a_killed_standby_job_frees_the_slot(standby_on):
     assert job_status("warm-killed").state == "failed"
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @pytest.mark.usefixtures("fake_jobs")
 def test_a_standby_started_in_another_environment_is_not_used(standby_on, monkeypatch):
     standby.warm_up()

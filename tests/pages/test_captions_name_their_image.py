@@ -51,6 +51,7 @@ def image_captions(app) -> list[tuple[str, str]]:
     return [(image.proto.imgs[0].caption, image.proto.imgs[0].url) for image in app.image]
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_the_opened_image_is_captioned_with_its_own_number_and_class(runs, open_page, cifar_npz):
     app = open_page("misclassified")
     options = app.selectbox(key="misclassified-open").options
@@ -80,6 +81,7 @@ def looking_for(app, run_id: str) -> list[str]:
     return [c.value for c in app.caption if c.value.startswith(f"`{run_id}` looking for")]
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_the_opened_image_s_map_is_of_that_image(trained, open_page):
     run_id, data = trained
     explainer = Explainer(load_run(run_id))
@@ -164,6 +166,7 @@ def test_the_thumbnail_caption_gives_the_thumbnail_s_answer(two_models, open_pag
     assert "thumbnail instead: automobile" not in captions
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_classify_s_map_explains_the_answer_in_the_table_with_its_probability(trained, open_page):
     """One answer, one probability: the map's caption names the run's top class in the table, with
     the table's number; asked for another class, that class with its own probability."""

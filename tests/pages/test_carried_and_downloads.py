@@ -15,6 +15,7 @@ from tests.factory import PAGES, labels_of, write_run
 from tests.pages.test_pages import no_exception, read_json
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_runs_chosen_on_one_page_are_chosen_on_the_next(runs, open_page):
     app = open_page("comparison")
     app.multiselect(key="comparison-runs").set_value(["transfer-reference", "baseline-reference"]).run()

@@ -85,6 +85,7 @@ def test_cifar_runs_prints_each_run_s_own_calibrated_and_raw_ece(calibrated_runs
         check_row(pd.Series(records[run_id]).replace({None: np.nan}), run_id)
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_comparison_shows_each_run_s_own_ece_and_calibration_record(calibrated_runs, open_page):
     app = open_page("comparison")
     app.multiselect(key="comparison-runs").set_value(calibrated_runs).run()

@@ -24,6 +24,7 @@ def trained(use_trained_baseline, tmp_path, monkeypatch):
     return run_id, data
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_classify_shows_where_the_model_looks_and_its_nearest_training_images(trained, open_page):
     from cifar.sources.images import open_image
 
@@ -47,6 +48,7 @@ def test_classify_shows_where_the_model_looks_and_its_nearest_training_images(tr
     assert shown == [f"{load_run(run_id).class_names[int(data.y_train[i])]} · {s:.2f}" for i, s in found]
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_misclassified_opens_an_image_into_the_same_view(trained, open_page):
     run_id, data = trained
     app = open_page("misclassified")
@@ -107,6 +109,7 @@ def test_a_map_is_started_from_the_page_for_a_run_without_one(trained, monkeypat
     assert started == [run_id]
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_a_background_map_reports_progress_and_lands_in_the_run_folder(trained, tmp_path, monkeypatch):
     import shutil
     import time

@@ -102,6 +102,7 @@ def pp(value: float, reference: float) -> str:
 # ----------------------------------------------------------------------------- smoke
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @pytest.mark.parametrize("with_runs", [True, False], ids=["runs", "empty"])
 @pytest.mark.parametrize("page", [None, *PAGES])
 def test_every_page_renders(page, with_runs, request, open_page):
@@ -115,6 +116,7 @@ def test_every_page_renders(page, with_runs, request, open_page):
         assert "No runs yet" in texts(app.info)
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_pages_import_no_tensorflow_and_stay_readable():
     """Pages stay light: TensorFlow loads only when a model is used (Classify, training jobs)."""
     import ast
@@ -268,6 +270,7 @@ def test_comparison_shows_each_run_s_metrics_and_hyperparameters(runs, open_page
         assert curves[f"{run_id} train"] == pytest.approx(history["accuracy"].tolist())
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_comparison_follows_the_chosen_runs_and_the_chosen_hyperparameter(runs, open_page):
     app = open_page("comparison")
     app.selectbox(key="comparison-hparam-parameter").set_value("learning_rate").run()
@@ -290,6 +293,7 @@ def test_comparison_follows_the_chosen_runs_and_the_chosen_hyperparameter(runs, 
     assert "Choose at least one run" in texts(app.info)
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_comparison_shows_each_calibrated_run_s_reliability_and_ece(runs, artifacts, cifar_npz, open_page):
     """Points recomputed by hand from the files: softmax(log p / T) of test_predictions.npy."""
     from scipy.special import softmax
@@ -353,6 +357,7 @@ def test_comparison_draws_accuracy_against_cost_with_the_pareto_front(runs, open
     assert figure(app, 3)["data"][0]["x"] == [1.0, 1.0]
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_comparison_shows_a_newly_published_run(runs, cifar_npz, artifacts, open_page):
     app = open_page("comparison")
     write_run(artifacts, "fresh-job", "baseline", labels_of(cifar_npz), 0.5, seed=9)
@@ -463,6 +468,7 @@ def test_misclassified_gallery_starts_with_the_highest_loss_mistake(runs, open_p
         assert line == f"{mark} {run_id}: {CLASS_NAMES[probs[first].argmax()]} {probs[first].max():.0%}"
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_misclassified_filters(runs, open_page):
     app = open_page("misclassified")
     labels = arrays("baseline-reference")[1]
@@ -640,6 +646,7 @@ def test_classify_says_when_not_to_believe_it(runs, fake_predictor, monkeypatch,
     assert ("The models disagree" in warnings) == (len(tops) > 1)
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @pytest.mark.parametrize(
     "name, content",
     [("broken.png", b"\x89PNG\r\n\x1a\nnot really"), ("empty.jpg", b""), ("notes.gif", b"hello")],
@@ -694,6 +701,7 @@ def rendered_markdown(app) -> list[str]:
     return [MarkdownIt().render(str(element.value)) for element in elements]
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_markdown_in_class_names_is_shown_as_text(artifacts, cifar_npz, open_page):
     """Defect 11: a class name from config.json must not become an image the browser fetches."""
     names = [TRACKER, "**bold**", ":red[red]", *CLASS_NAMES[3:]]
@@ -739,6 +747,7 @@ def test_form_fields_and_the_command_line():
     )
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_train_form_hands_the_validated_config_to_start_job(started, open_page):
     app = open_page("train")
     assert app.number_input(key="train-baseline-epochs").value == 10  # the config's default
@@ -752,6 +761,7 @@ def test_train_form_hands_the_validated_config_to_start_job(started, open_page):
     assert app.session_state["train-last-job"] == "my-run"
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_train_form_starts_a_seed_group_and_names_a_taken_seed_run(started, open_page, artifacts):
     """Seeds 3 from seed 5: runs my-run, my-run-seed6, my-run-seed7; one of them taken is named."""
     app = open_page("train")
@@ -770,6 +780,7 @@ def test_train_form_starts_a_seed_group_and_names_a_taken_seed_run(started, open
     assert started == [(parse_config("baseline", {"seed": 5}), "my-run", 3)]
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_train_form_starts_from_a_run_s_settings_and_back_from_the_defaults(runs, started, open_page):
     """'Start from' a run fills every field with its config; Start trains exactly that config."""
     from cifar.config import load_config
@@ -789,6 +800,7 @@ def test_train_form_starts_from_a_run_s_settings_and_back_from_the_defaults(runs
     assert "Session State API" not in texts(app.warning)  # Streamlit's warning for a widget set twice
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_train_transfer_form_starts_a_transfer_config(started, open_page):
     app = open_page("train")
     app.toggle(key="train-transfer-flip_features").set_value(True).run()
@@ -818,6 +830,7 @@ def test_train_busy_is_a_clear_message(monkeypatch, open_page):
     assert "Only one training job runs at a time: job other is running (40%)" in texts(app.warning)
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @pytest.mark.usefixtures("cifar_npz")
 def test_train_transfer_reports_the_feature_cache(monkeypatch, open_page):
     import cifar.sources.assets
@@ -899,6 +912,7 @@ def test_train_finished_job_says_what_it_made_and_links_to_it(runs, open_page):
     assert links == {("Open Comparison", "comparison"), ("Try it on Classify", "classify")}
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_train_page_keeps_a_standby_job_process_ready_unless_a_job_runs(monkeypatch, open_page, request):
     warmed = []
     monkeypatch.setattr(standby, "warm_up", lambda: warmed.append(True) or True)

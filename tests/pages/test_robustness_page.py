@@ -34,6 +34,7 @@ def accuracies(run_id: str) -> dict[tuple[str, int], float]:
     }
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_summary_heatmap_and_lines_show_each_run_s_own_results(evaluated, open_page):
     app = open_page("robustness")
     no_exception(app)
@@ -73,6 +74,7 @@ def test_summary_heatmap_and_lines_show_each_run_s_own_results(evaluated, open_p
         assert line["y"] == pytest.approx([clean] + [other[name, s] for s in range(1, 6)])
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_the_reference_is_the_yardstick_even_when_not_chosen(evaluated, open_page):
     app = open_page("robustness")
     app.multiselect(key="robustness-runs").set_value(["transfer-reference"]).run()
@@ -91,6 +93,7 @@ def test_the_reference_is_the_yardstick_even_when_not_chosen(evaluated, open_pag
     )
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_the_examples_show_one_test_image_under_every_set(evaluated, frost_textures, open_page):
     app = open_page("robustness")
     no_exception(app)

@@ -27,6 +27,7 @@ OUT_OF_RANGE = [
 ]
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @pytest.mark.parametrize(("model", "name", "value", "bound"), OUT_OF_RANGE)
 def test_an_out_of_range_value_is_named_and_disables_start(model, name, value, bound, started, open_page):
     app = open_page("train")
@@ -47,6 +48,7 @@ def test_the_form_recovers_when_the_value_is_corrected(started, open_page):
     assert not errors(app) and not app.button(key="train-baseline-start").disabled
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @pytest.mark.parametrize("model", ["baseline", "transfer"])
 def test_a_valid_change_reaches_start_job(model, started, open_page):
     app = open_page("train")
@@ -69,6 +71,7 @@ def test_each_number_field_shows_its_allowed_range_in_the_help(open_page):
                     assert f"{symbol} {row[op]}" in help_text, (model, row["name"], help_text)
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @pytest.mark.parametrize("unit", ["cpu", "emulated", "gpu", None])
 def test_precision_help_says_what_would_compute_bfloat16_here(unit, monkeypatch, open_page):
     from dashboard import text, train_sections

@@ -219,6 +219,7 @@ def use_every_reading(listed: list[runs.Run]) -> None:
         evaluate.disagreement_matrix(*same_images)
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @FAST
 @given(damage=spoiled_files())
 def test_a_spoiled_run_is_reported_or_read_never_raised(template, damage):
@@ -269,6 +270,7 @@ def test_a_spoiled_job_record_is_never_raised(template, damage):
 # ----------------------------------------------------------------------------- every page
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @pytest.mark.parametrize("page", list(PAGES))
 def test_every_page_survives_a_spoiled_folder(page, template, cifar_npz, open_page):  # noqa: F811
     @settings(FAST, max_examples=PAGE_EXAMPLES)

@@ -242,6 +242,7 @@ except jobs.JobBusy as error:
 """
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_two_dashboard_processes_starting_at_once_start_one_job():
     """Two dashboards (processes, not threads) click Start in the same instant."""
     for attempt in range(3):

@@ -104,6 +104,7 @@ def with_indices(folder: Path, indices: list[int], images: int | None = None) ->
     )
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @FAST
 @given(
     indices=st.lists(st.integers(-5, 2 * N), max_size=30),
@@ -121,6 +122,7 @@ def test_a_robustness_result_is_read_only_with_the_run_s_own_test_images(templat
             assert read == sorted(set(read))
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @pytest.mark.parametrize(
     "indices",
     [[N + 5, *range(40, 49)], [7], [], [3, 3, *range(10, 20)], [-1, *range(10, 20)]],
@@ -145,6 +147,7 @@ def test_the_robustness_page_survives_any_test_indices(
 # ----------------------------------------------------------------------------- calibration.json
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @FAST
 @given(
     temperature=st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=True)
@@ -203,6 +206,7 @@ RESULT_FILES = [
 ]
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @pytest.mark.parametrize("kind", ["fifo", "link to /dev/zero"])
 @pytest.mark.parametrize("run_id, name", RESULT_FILES, ids=[name for _, name in RESULT_FILES])
 def test_no_reader_waits_on_a_fifo_or_reads_a_device(template, run_id, name, kind):
@@ -234,6 +238,7 @@ def test_a_robustness_pooling_refuses_a_fifo_for_a_member_s_clean_predictions(te
             evaluate_robustness("ab", overwrite=True)
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @pytest.mark.parametrize(
     "page, name", [("robustness", run_folder.ROBUSTNESS_PREDICTIONS), ("feature_map", run_folder.PROJECTION)]
 )

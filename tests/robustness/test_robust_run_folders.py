@@ -270,6 +270,7 @@ def render_every_page() -> dict[str, list[str]]:
 needs_app = pytest.mark.skipif(not APP.exists(), reason="streamlit_app.py does not exist yet")
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @needs_app
 def test_pages_render_beside_unreadable_run_folders(cifar_npz):
     good("good", finished=1.0)
@@ -287,6 +288,7 @@ def test_pages_render_beside_unreadable_run_folders(cifar_npz):
     assert any(f"{len(HANDLED)} run folder(s) could not be read" in label for label in labels), labels
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @needs_app
 def test_pages_render_beside_runs_with_damaged_arrays(cifar_npz):
     good("good", finished=1.0)

@@ -370,6 +370,7 @@ def hostile_path(kind: str, folder) -> str:
     return str(folder / "photo.png")
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @pytest.mark.parametrize(
     ("kind", "words"),
     [
@@ -627,6 +628,7 @@ def megabytes(report: dict) -> str:
     return f"{report['bytes'] / 1e3:.0f} KB file -> {report['peak'] / 2**20:.0f} MB peak"
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @pytest.mark.parametrize(
     ("kind", "width", "height"),
     [
@@ -648,6 +650,7 @@ def test_large_image_decodes_within_the_memory_of_one_upload(kind, width, height
     assert report["peak"] < ONE_UPLOAD, megabytes(report)
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 @pytest.mark.parametrize(
     ("kind", "side"),
     [
@@ -674,6 +677,7 @@ def test_three_concurrent_bombs_stay_bounded():
     assert all("error" in result for result in report["results"]), report["results"]
 
 
+@pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
 def test_three_concurrent_large_images_queue_instead_of_stacking():
     """Three of the largest images allowed, at once: each decodes, one at a time (~256 MB each)."""
     report = decode_in_subprocess("rgb-png", 8000, copies=3)
