@@ -89,7 +89,7 @@ with right:
             for rank, (label, probability) in enumerate(pairs)
         ]
     )
-    chart(plots.top_k_bars(ranked), key="classify-chart")
+    chart(plots.top_k_bars(ranked, plots.run_colours(run.run_id for run in runs)), key="classify-chart")
     st.caption(
         "Calibrated probabilities: each run's temperature, fitted on its validation split, makes "
         '"80 %" right about 80 % of the time on CIFAR-10\'s test images.'

@@ -20,6 +20,7 @@ if not chosen:
     st.info("Choose at least one run above.")
     st.stop()
 table = runs_table(chosen)
+colours = plots.run_colours(run.run_id for run in runs)  # one colour per run, on every page
 percent_column = st.column_config.NumberColumn(format="percent")
 
 st.subheader("Train and test accuracy")
@@ -29,7 +30,7 @@ st.subheader("Is the difference real?")
 comparison_sections.significance_card(runs, chosen)
 
 st.subheader("Learning curves")
-chart(plots.learning_curves({r.run_id: r.history for r in chosen}, title=None), key="comparison-curves")
+chart(plots.learning_curves({r.run_id: r.history for r in chosen}, None, colours), key="comparison-curves")
 
 comparison_sections.seed_groups_section(runs)
 
@@ -71,7 +72,7 @@ if parameters:
         ["test_accuracy", "train_accuracy", "val_accuracy", "seconds"],
         key="comparison-hparam-metric",
     )
-    chart(plots.hyperparameter_scatter(table, parameter, metric), key="comparison-hparam-chart")
+    chart(plots.hyperparameter_scatter(table, parameter, metric, colours), key="comparison-hparam-chart")
 
 st.subheader("Calibration: does 80 % mean right 80 % of the time?")
 calibration = calibration_table(chosen)
@@ -81,7 +82,7 @@ else:
     calibrated = st.toggle(
         "Calibrated probabilities (what the pages show)", value=True, key="comparison-calibrated"
     )
-    chart(plots.reliability_diagram(reliability(chosen, calibrated)), key="comparison-reliability")
+    chart(plots.reliability_diagram(reliability(chosen, calibrated), colours), key="comparison-reliability")
     st.caption(
         "Temperature scaling (Guo et al. 2017): one number T per run, fitted on its validation split, "
         "divides the log-probabilities; accuracy does not change. ECE: the mean gap between confidence "
@@ -110,7 +111,8 @@ else:
         "Cost", list(text.COST_LABELS), format_func=text.COST_LABELS.get, key="comparison-cost"
     )
     front = pareto_front(table, cost)
-    chart(plots.cost_scatter(table, front, cost, text.COST_LABELS[cost]), key="comparison-cost-chart")
+    figure = plots.cost_scatter(table, front, cost, text.COST_LABELS[cost], colours)
+    chart(figure, key="comparison-cost-chart")
     st.caption(
         f"On the dotted front: {', '.join(front['run'])}; every other run is beaten by one of them on both "
         "accuracy and cost. FLOPs are counted from each model's graph by TensorFlow's profiler (a "
@@ -121,10 +123,7 @@ else:
         st.caption(f"Not shown (not measured): {', '.join(unmeasured)}.")
 
 st.subheader("Downloads")
-st.caption(
-    "Predictions: calibrated, a row per test image. Model: uint8 32 x 32 pixels in, probabilities out "
-    "(`import cifar.modeling.whole_model`, then `keras.models.load_model`). Made on click."
-)
+st.caption(text.DOWNLOADS)
 for run in chosen:
     name, predictions, model = st.columns([2, 1, 1])
     name.markdown(f"`{run.run_id}` ({run.model})")

@@ -24,7 +24,8 @@ metric = st.segmented_control(
     "Metric", ["precision", "recall", "f1"], default="f1", key="per-class-metrics-metric", required=True
 )
 per_class = {run_id: report.per_class for run_id, report in reports.items()}
-chart(plots.per_class_bars(per_class, metric), key="per-class-metrics-bars")
+colours = plots.run_colours(run.run_id for run in runs)  # one colour per run, on every page
+chart(plots.per_class_bars(per_class, metric, colours), key="per-class-metrics-bars")
 table = pd.concat(per_class, axis=1)
 st.dataframe(
     table.style.format("{:.3f}", subset=[c for c in table.columns if c[1] != "support"], na_rep="–"),

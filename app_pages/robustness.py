@@ -85,7 +85,8 @@ chart(plots.robustness_heatmap(table), key="robustness-heatmap")
 st.caption("Each cell: the mean accuracy over the five severities.")
 
 st.subheader("Accuracy against severity")
-chart(plots.robustness_lines(table, clean), key="robustness-lines")
+colours = plots.run_colours(run.run_id for run in runs)  # one colour per run, on every page
+chart(plots.robustness_lines(table, clean, colours), key="robustness-lines")
 st.caption("Severity 0 is the same test images uncorrupted.")
 
 st.subheader("What the corruptions look like")

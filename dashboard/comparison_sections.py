@@ -74,6 +74,9 @@ def seed_groups_section(runs: list[Run]) -> None:
         column_config={name: percent for name in GROUP_PERCENTS},
     )
     chart(
-        plots.group_curves({group.name: [run.history for run in group.runs] for group in groups}),
+        plots.group_curves(
+            {group.name: [run.history for run in group.runs] for group in groups},
+            plots.run_colours(run.run_id for run in runs),
+        ),
         key="comparison-group-curves",
     )

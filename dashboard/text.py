@@ -15,6 +15,10 @@ from cifar.store.runs import Run
 _MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 
 FETCH = "python -m cifar fetch"
+DOWNLOADS = (
+    "Predictions: calibrated, a row per test image. Model: uint8 32 x 32 pixels in, probabilities out "
+    "(`import cifar.modeling.whole_model`, then `keras.models.load_model`). Made on click."
+)
 COST_LABELS = {  # runs_table's cost columns a person can put on Comparison's cost axis
     "flops_per_prediction": "FLOPs per prediction (every view)",
     "latency_ms_1": "latency of one photo (ms)",

@@ -20,6 +20,19 @@ MODEL_COLORS = {
     "write-up": "#7F7F7F",
 }
 SPLIT_COLORS = {"train": "#636EFA", "validation": "#00CC96", "test": "#EF553B"}
+RUN_PALETTE = px.colors.qualitative.Plotly + px.colors.qualitative.Dark24
+MODEL_SYMBOLS = {"baseline": "circle", "transfer": "diamond", "ensemble": "star"}
+
+
+def run_colours(run_ids) -> dict[str, str]:
+    """One colour per run for every chart of the dashboard: the runs in name order along the
+    palette, so a run keeps its colour from chart to chart and page to page (a seed group takes
+    its first run's colour)."""
+    return {run_id: RUN_PALETTE[i % len(RUN_PALETTE)] for i, run_id in enumerate(sorted(set(run_ids)))}
+
+
+def _colour(colours: dict[str, str] | None, name: str, i: int) -> str:
+    return (colours or {}).get(name) or PALETTE[i % len(PALETTE)]
 
 
 def _layout(fig: go.Figure, title: str | None = None, height: int = 380) -> go.Figure:
@@ -92,12 +105,12 @@ def _interval_bars(table: pd.DataFrame, column: str) -> dict | None:
     return {"type": "data", "symmetric": False, "array": high.tolist(), "arrayminus": low.tolist()}
 
 
-def group_curves(groups: dict[str, list[pd.DataFrame]]) -> go.Figure:
+def group_curves(groups: dict[str, list[pd.DataFrame]], colours: dict[str, str] | None = None) -> go.Figure:
     """Per seed group, the mean accuracy per epoch over its seeds with a band of ± one standard
     deviation: training solid, validation dashed."""
     fig = go.Figure()
     for i, (name, histories) in enumerate(groups.items()):
-        color = PALETTE[i % len(PALETTE)]
+        color = _colour(colours, name, i)
         for metric, dash, label in (("accuracy", "solid", "train"), ("val_accuracy", "dash", "validation")):
             columns = [h[metric].reset_index(drop=True) for h in histories if metric in h]
             if len(columns) < 2:
@@ -129,11 +142,15 @@ def group_curves(groups: dict[str, list[pd.DataFrame]]) -> go.Figure:
     return _layout(fig, "Seed groups: mean ± one standard deviation", height=420)
 
 
-def learning_curves(histories: dict[str, pd.DataFrame], title: str | None = "Learning curves") -> go.Figure:
+def learning_curves(
+    histories: dict[str, pd.DataFrame],
+    title: str | None = "Learning curves",
+    colours: dict[str, str] | None = None,
+) -> go.Figure:
     """Accuracy and loss per epoch: training solid, validation dashed, one colour per run."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy", "loss"), horizontal_spacing=0.08)
     for i, (run_id, history) in enumerate(histories.items()):
-        color = PALETTE[i % len(PALETTE)]
+        color = _colour(colours, run_id, i)
         epochs = _epochs(history)
         for col, metric in ((1, "accuracy"), (2, "loss")):
             for prefix, dash, label in (("", "solid", "train"), ("val_", "dash", "validation")):
@@ -164,17 +181,22 @@ def _epochs(history: pd.DataFrame) -> pd.Series:
     return pd.Series(range(1, len(history) + 1))
 
 
-def hyperparameter_scatter(table: pd.DataFrame, parameter: str, metric: str = "test_accuracy") -> go.Figure:
-    """One point per run: a hyperparameter against an accuracy, coloured by model."""
+def hyperparameter_scatter(
+    table: pd.DataFrame, parameter: str, metric: str = "test_accuracy", colours: dict[str, str] | None = None
+) -> go.Figure:
+    """One point per run: a hyperparameter against an accuracy, in the run's colour, its marker
+    the model family's."""
     frame = table[["run", "model", parameter, metric]].copy()
     frame[parameter] = frame[parameter].map(lambda v: str(v) if isinstance(v, bool | list | dict) else v)
     fig = px.scatter(
         frame,
         x=parameter,
         y=metric,
-        color="model",
+        color="run",
+        symbol="model",
         hover_name="run",
-        color_discrete_map=MODEL_COLORS,
+        color_discrete_map=colours or {},
+        symbol_map=MODEL_SYMBOLS,
     )
     fig.update_traces(marker={"size": 12})
     if metric.endswith("accuracy"):
@@ -198,7 +220,9 @@ def _spans_decades(values: pd.Series) -> bool:
     return bool(numbers.max() / numbers.min() > 20)
 
 
-def per_class_bars(per_class: dict[str, pd.DataFrame], metric: str = "f1") -> go.Figure:
+def per_class_bars(
+    per_class: dict[str, pd.DataFrame], metric: str = "f1", colours: dict[str, str] | None = None
+) -> go.Figure:
     """One bar per class and run for precision, recall or F1 (`Report.per_class`)."""
     fig = go.Figure()
     for i, (run_id, frame) in enumerate(per_class.items()):
@@ -206,7 +230,7 @@ def per_class_bars(per_class: dict[str, pd.DataFrame], metric: str = "f1") -> go
             name=run_id,
             x=list(frame.index),
             y=frame[metric],
-            marker_color=PALETTE[i % len(PALETTE)],
+            marker_color=_colour(colours, run_id, i),
             error_y=_interval_bars(frame, metric),
         )
     fig.update_layout(barmode="group", yaxis={"tickformat": ".0%", "range": [0, 1]})
@@ -249,7 +273,7 @@ def disagreement_bars(table: pd.DataFrame) -> go.Figure:
     return _layout(fig, "Test images only one of the two runs gets right, per true class")
 
 
-def top_k_bars(frame: pd.DataFrame) -> go.Figure:
+def top_k_bars(frame: pd.DataFrame, colours: dict[str, str] | None = None) -> go.Figure:
     """Each model's top-k class probabilities, grouped by class (`frame`: model, class,
     probability, rank; one row per model and rank)."""
     order = frame.groupby("class")["probability"].max().sort_values(ascending=False).index.tolist()
@@ -263,6 +287,7 @@ def top_k_bars(frame: pd.DataFrame) -> go.Figure:
         barmode="group",
         text=frame["probability"].map(lambda p: f"{p:.1%}"),
         category_orders={"class": order, "model": models},
+        color_discrete_map=colours or {},
     )
     fig.update_xaxes(tickformat=".0%", range=[0, 1.12])
     fig.update_traces(textposition="outside")
@@ -270,7 +295,7 @@ def top_k_bars(frame: pd.DataFrame) -> go.Figure:
     return _layout(fig, "Top predictions", height=min(560, max(240, 80 + 18 * len(order) * len(models))))
 
 
-def reliability_diagram(tables: dict[str, pd.DataFrame]) -> go.Figure:
+def reliability_diagram(tables: dict[str, pd.DataFrame], colours: dict[str, str] | None = None) -> go.Figure:
     """Accuracy against mean confidence per confidence bin, one line per run (`tables`: run id ->
     `calibration.reliability_table`); the diagonal is a perfectly calibrated model."""
     fig = go.Figure()
@@ -288,7 +313,7 @@ def reliability_diagram(tables: dict[str, pd.DataFrame]) -> go.Figure:
             y=shown["accuracy"],
             mode="lines+markers",
             name=run_id,
-            line={"color": PALETTE[i % len(PALETTE)]},
+            line={"color": _colour(colours, run_id, i)},
             customdata=shown["count"],
             hovertemplate="confidence %{x:.1%}<br>accuracy %{y:.1%}<br>%{customdata} images",
         )
@@ -297,15 +322,18 @@ def reliability_diagram(tables: dict[str, pd.DataFrame]) -> go.Figure:
     return _layout(fig, "Reliability on the test set", height=420)
 
 
-def cost_scatter(table: pd.DataFrame, front: pd.DataFrame, cost: str, label: str) -> go.Figure:
-    """Test accuracy against a cost column (log scale) per run, coloured by model, with the Pareto
-    front (`cost.pareto_front`) drawn through the runs worth their cost."""
+def cost_scatter(
+    table: pd.DataFrame, front: pd.DataFrame, cost: str, label: str, colours: dict[str, str] | None = None
+) -> go.Figure:
+    """Test accuracy against a cost column (log scale), a point per run in its colour and its
+    family's marker (named in the legend, not on the chart: labels of close runs overlapped),
+    with the Pareto front (`cost.pareto_front`) drawn through the runs worth their cost."""
     shown = table.dropna(subset=[cost, "test_accuracy"])
     fig = px.scatter(
-        shown, x=cost, y="test_accuracy", color="model", text="run", log_x=True,
-        color_discrete_map=MODEL_COLORS, hover_name="run",
+        shown, x=cost, y="test_accuracy", color="run", symbol="model", log_x=True,
+        color_discrete_map=colours or {}, symbol_map=MODEL_SYMBOLS, hover_name="run",
     )  # fmt: skip
-    fig.update_traces(textposition="top center", marker={"size": 11})
+    fig.update_traces(marker={"size": 12})
     fig.add_scatter(
         x=front[cost], y=front["test_accuracy"], mode="lines", name="Pareto front",
         line={"dash": "dot", "color": MODEL_COLORS["write-up"], "shape": "hv"},
@@ -315,7 +343,9 @@ def cost_scatter(table: pd.DataFrame, front: pd.DataFrame, cost: str, label: str
     return _layout(fig, None, height=440)  # (the page's subheader names it)
 
 
-def robustness_lines(table: pd.DataFrame, clean: dict[str, float]) -> go.Figure:
+def robustness_lines(
+    table: pd.DataFrame, clean: dict[str, float], colours: dict[str, str] | None = None
+) -> go.Figure:
     """Accuracy against severity, one panel per corruption, one line per run (`table`:
     `robustness.robustness_table`); severity 0 is the same images uncorrupted (`clean`)."""
     rows = [{"run": run, "corruption": name, "severity": 0, "accuracy": clean[run]}
@@ -326,7 +356,7 @@ def robustness_lines(table: pd.DataFrame, clean: dict[str, float]) -> go.Figure:
     fig = px.line(
         shown, x="severity", y="accuracy", color="run", facet_col="corruption", facet_col_wrap=5,
         facet_row_spacing=0.09, category_orders={"corruption": list(dict.fromkeys(table["corruption"]))},
-        markers=True,
+        markers=True, color_discrete_map=colours or {},
     )  # fmt: skip
     fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1].replace("_", " ")))
     fig.update_yaxes(tickformat=".0%", range=[0, 1], title=None)

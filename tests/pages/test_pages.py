@@ -347,14 +347,19 @@ def test_comparison_draws_accuracy_against_cost_with_the_pareto_front(runs, open
     assert traces["Pareto front"]["y"] == pytest.approx([accuracy[r] for r in front])
     assert f"On the dotted front: {', '.join(front)}" in texts(app.caption)
     points = {
-        t: dict(zip(trace["text"], trace["x"], strict=True))
-        for t, trace in traces.items()
-        if t != "Pareto front"
+        run_id: (x, trace["marker"]["symbol"])
+        for name, trace in traces.items()
+        if name != "Pareto front"
+        for run_id, x in zip(trace["hovertext"], trace["x"], strict=True)
     }
-    assert points["baseline"] == {"baseline-reference": 2_000_000, "baseline-best": 10_000_000}
+    assert points == {
+        "baseline-reference": (2_000_000, "circle"),
+        "baseline-best": (10_000_000, "circle"),
+        "transfer-reference": (8_000_000, "diamond"),
+    }
 
     app.selectbox(key="comparison-cost").set_value("latency_ms_1").run()
-    assert figure(app, 3)["data"][0]["x"] == [1.0, 1.0]
+    assert [x for trace in figure(app, 3)["data"][:-1] for x in trace["x"]] == [1.0, 1.0, 1.0]
 
 
 @pytest.mark.slow  # over 2 s: the quick loop leaves it to CI
@@ -922,3 +927,28 @@ def test_train_page_keeps_a_standby_job_process_ready_unless_a_job_runs(monkeypa
     request.getfixturevalue("running_job")
     open_page("train")
     assert not warmed  # its imports would slow the running job down
+
+
+def _colours_by_run(app, suffix: str = "") -> dict[str, str]:
+    """run id -> colour in every chart of the page that names runs (curves: 'RUN train')."""
+    found: dict[str, set] = {}
+    for index in range(len(app.get("plotly_chart"))):
+        for trace in figure(app, index)["data"]:
+            name = str(trace.get("name", "")).removesuffix(suffix)
+            colour = (trace.get("line") or {}).get("color") or (trace.get("marker") or {}).get("color")
+            if isinstance(colour, str) and name:
+                found.setdefault(name, set()).add(colour)
+    return {name: colours.pop() for name, colours in found.items() if len(colours) == 1}
+
+
+def test_each_run_keeps_its_colour_on_every_chart_and_page(runs, open_page):
+    """One colour per run across the dashboard, whichever runs are chosen and in whatever order."""
+    app = open_page("comparison")
+    every = _colours_by_run(app, " train")
+    assert set(runs) <= set(every) and len({every[run_id] for run_id in runs}) == len(runs)
+    app.multiselect(key="comparison-runs").set_value(list(reversed(runs))[:2]).run()
+    chosen = {name: colour for name, colour in _colours_by_run(app, " train").items() if name in runs}
+    assert len(chosen) == 2 and all(every[name] == colour for name, colour in chosen.items())
+    per_class = open_page("per_class")
+    per_class.multiselect(key="per-class-runs").set_value([runs[-1]]).run()
+    assert _colours_by_run(per_class)[runs[-1]] == every[runs[-1]]
