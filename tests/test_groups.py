@@ -298,3 +298,76 @@ def test_runs_listing_shows_each_seed_group_with_its_mean_spread_and_interval(se
     assert f"{len(group.runs)} seeds, test accuracy mean {accuracy.value:.2%} ± {group.spread:.2%}" in line
     assert f"{accuracy.low:.2%}-{accuracy.high:.2%}" in line
     assert line.endswith(", ".join(run.run_id for run in group.runs))
+
+
+# ----------------------------------------------------------------------------- mutation survivors (#29)
+
+
+def _edit_saved(root, run_id: str, file: str, edit) -> None:
+    path = root / "runs" / run_id / file
+    record = json.loads(path.read_text())
+    edit(record)
+    path.write_text(json.dumps(record))
+
+
+def test_runs_whose_saved_config_today_refuses_still_group_by_what_they_saved(artifacts):
+    """A retired choice: the configs are compared as saved (key order aside), minus the seed."""
+    write_run(artifacts, "old", "baseline", LABELS, 0.6, seed=1, training_seed=0)
+    write_run(artifacts, "old-seed1", "baseline", LABELS, 0.7, seed=2, training_seed=1)
+    write_run(artifacts, "other", "baseline", LABELS, 0.65, seed=3, training_seed=2, learning_rate=5e-4)
+
+    def retire(record, reverse=False):
+        record["config"]["optimizer"] = "a-retired-optimizer"
+        if reverse:
+            record["config"] = dict(reversed(list(record["config"].items())))
+
+    for run_id in ("old", "other"):
+        _edit_saved(artifacts, run_id, "config.json", retire)
+    _edit_saved(artifacts, "old-seed1", "config.json", lambda record: retire(record, reverse=True))
+    runs = list_runs()
+    assert {run.run_id for run in runs if run.config_problem} == {"old", "old-seed1", "other"}
+    assert [members(group) for group in seed_groups(runs)] == [["old", "old-seed1"]]
+
+
+def test_a_config_saved_without_a_seed_is_seed_0(artifacts):
+    """...and comes first in its group, which it names (the ids sort the other way)."""
+    write_run(artifacts, "zz-first", "baseline", LABELS, 0.6, seed=1, training_seed=0)
+    write_run(artifacts, "aa-second", "baseline", LABELS, 0.7, seed=2, training_seed=1)
+    _edit_saved(artifacts, "zz-first", "config.json", lambda record: record["config"].pop("seed"))
+    [group] = seed_groups(list_runs())
+    assert members(group) == ["zz-first", "aa-second"] and group.name == "zz-first"
+
+
+def test_a_seed_without_a_test_accuracy_stays_out_of_its_group(seeded, artifacts):
+    _edit_saved(artifacts, "alpha", "metrics.json", lambda record: record.pop("test_accuracy"))
+    assert sorted(members(group) for group in seed_groups(list_runs())) == [
+        ["slow", "slow-seed1"],
+        ["zeta", "mid"],
+    ]
+
+
+def test_an_ensemble_has_no_seed_group_and_is_told_why(artifacts):
+    write_run(artifacts, "m1", "baseline", LABELS, 0.6, seed=1, training_seed=0, val_labels=VAL_LABELS)
+    write_run(artifacts, "m2", "baseline", LABELS, 0.7, seed=2, training_seed=1, val_labels=VAL_LABELS)
+    make_ensemble("duo", ["m1", "m2"])
+    with pytest.raises(CompareError, match="duo is an ensemble: only trained runs form seed groups"):
+        resolve("group:duo")
+    with pytest.raises(CompareError, match="m1 has no seed group"):
+        resolve("group:m1", [load_run("m1")])
+
+
+def test_two_test_images_are_enough_to_compare_and_one_is_not(artifacts):
+    write_run(artifacts, "a", "baseline", np.array([0, 1]), 0.5, seed=1)
+    write_run(artifacts, "b", "baseline", np.array([0, 1]), 0.5, seed=2)
+    assert groups.compare(load_run("a"), load_run("b")).accuracy_a.value in (0.0, 0.5, 1.0)
+    write_run(artifacts, "c", "baseline", np.array([0]), 1.0, seed=3)
+    write_run(artifacts, "d", "baseline", np.array([0]), 1.0, seed=4)
+    with pytest.raises(CompareError, match="c was tested on 1 image: too few to compare"):
+        groups.compare(load_run("c"), load_run("d"))
+
+
+def test_a_group_comparison_gives_the_same_p_value_every_time(seeded):
+    """The sign-flip test's resamples are seeded: a page shows the same p on every visit."""
+    a, b = resolve("group:zeta"), resolve("group:slow")
+    first, again = groups.compare(a, b), groups.compare(a, b)
+    assert first.p_value == again.p_value and first.difference == again.difference

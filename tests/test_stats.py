@@ -309,3 +309,9 @@ def test_a_single_image_gets_no_resampled_interval_and_a_calibration_without_one
     assert "ece_after_interval" not in record["test"] and record["test"]["ece_after"] >= 0
     per_class = evaluate_predictions(one, np.array([3]), [str(c) for c in range(10)]).per_class
     assert per_class["f1_low"].isna().all() and per_class.loc["3", "recall_high"] > 0
+
+
+def test_two_seeds_are_enough_for_the_t_test_against_a_published_mean():
+    """t = (mean - mu) / (s / sqrt(n)) = (1.5 - 0) / (0.7071 / 1.4142) = 3, df = 1: p = 1 - 2 atan(3) / pi."""
+    assert stats.mean_test([1.0, 2.0], 0.0) == pytest.approx(1 - 2 * math.atan(3) / math.pi, rel=1e-9)
+    assert math.isnan(stats.mean_test([1.0], 0.0))

@@ -22,3 +22,12 @@ def test_models_that_disagree_are_named_with_their_answers():
 def test_the_threshold_can_be_chosen_and_empty_answers_are_ignored():
     assert doubts({"a": [("cat", 0.7)], "b": []}, threshold=0.8)[0].startswith("Unsure: a (cat, 70%)")
     assert doubts({}) == []
+
+
+def test_two_unsure_models_and_the_closing_sentence_read_as_written():
+    notes = doubts({"a": [("cat", 0.3)], "b": [("cat", 0.4)]})
+    assert notes == [
+        "Unsure: a (cat, 30%) and b (cat, 40%) each give their best guess less than 50%.",
+        "The photo may show none of the ten classes they know (airplane, automobile, bird, cat, deer, "
+        "dog, frog, horse, ship, truck), or show one in a way CIFAR-10's photos never do.",
+    ]
