@@ -315,3 +315,37 @@ def test_two_seeds_are_enough_for_the_t_test_against_a_published_mean():
     """t = (mean - mu) / (s / sqrt(n)) = (1.5 - 0) / (0.7071 / 1.4142) = 3, df = 1: p = 1 - 2 atan(3) / pi."""
     assert stats.mean_test([1.0, 2.0], 0.0) == pytest.approx(1 - 2 * math.atan(3) / math.pi, rel=1e-9)
     assert math.isnan(stats.mean_test([1.0], 0.0))
+
+
+def test_the_bootstrap_is_scipys_paired_percentile_interval_at_95_with_the_fixed_seed():
+    """Pinned to its definition on a skewed sample where the percentile and BCa intervals differ."""
+    from scipy import stats as scipy_stats
+
+    sample = np.r_[np.zeros(30), np.ones(5), 10.0]
+
+    def reference(method):
+        return scipy_stats.bootstrap(
+            (sample,), np.mean, paired=True, vectorized=True, n_resamples=stats.RESAMPLES,
+            confidence_level=0.95, method=method, rng=np.random.default_rng(stats.RANDOM_SEED),
+        ).confidence_interval  # fmt: skip
+
+    got = stats.bootstrap(np.mean, sample, vectorized=True)
+    assert (got.low, got.high) == pytest.approx(tuple(reference("percentile")), rel=1e-12)
+    assert (got.low, got.high) != pytest.approx(tuple(reference("BCa")), rel=1e-3)
+    assert got.method == "bootstrap"
+
+
+def test_bca_on_degenerate_data_falls_back_to_the_percentile_interval():
+    estimate = stats.bootstrap(np.mean, np.full(20, 0.25), vectorized=True, method="BCa")
+    assert (estimate.value, estimate.low, estimate.high, estimate.method) == (0.25, 0.25, 0.25, "bootstrap")
+
+
+def test_a_percentile_interval_that_is_not_finite_is_an_error():
+    with pytest.raises(ValueError, match="no bootstrap interval for nan: the resamples gave nan, nan"):
+        stats.bootstrap(lambda sample: math.nan, np.arange(5.0))
+
+
+def test_two_images_are_enough_to_resample_and_one_is_not():
+    assert stats.bootstrap(np.mean, np.array([0.0, 1.0]), vectorized=True).value == 0.5
+    with pytest.raises(stats.TooFewImages, match="fewer than two images: no interval to resample"):
+        stats.bootstrap(np.mean, np.array([1.0]), vectorized=True)
