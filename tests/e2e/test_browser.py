@@ -114,7 +114,8 @@ def test_every_page_classify_and_train(app, page, screenshots):
 
     visit(page, app, "")
     expect(page.get_by_role("heading", name="Best runs")).to_be_visible()
-    expect(page.locator(".js-plotly-plot")).to_have_count(1)
+    # The first chart a fresh browser draws waits for Plotly's script chunk: seconds on a busy machine.
+    expect(page.locator(".js-plotly-plot")).to_have_count(1, timeout=30_000)
     shoot(page, "overview")
 
     visit(page, app, "per-class")
