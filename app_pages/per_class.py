@@ -72,4 +72,4 @@ labels = {
 }
 for column, (name, label) in zip(st.columns(len(labels)), labels.items(), strict=True):
     column.metric(label, percent(shares[name]))
-chart(plots.disagreement_bars(disagreement_matrix(a, b)), key="per-class-disagreement-chart")
+chart(plots.disagreement_bars(disagreement_matrix(a, b), colours), key="per-class-disagreement-chart")

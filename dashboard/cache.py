@@ -76,6 +76,14 @@ def _run_key(run: Run) -> tuple[str, str, tuple[int, ...]]:
     return str(run.path), run.run_id, run_folder.signature(run.path)
 
 
+def _model_key(run: Run) -> tuple[str, str, tuple[int, ...]]:
+    """A run's model's cache key: what the model is made of (config, weights, temperature) and
+    the metrics a run trained again rewrites; a result added later (a map, robustness) does not
+    reload a model or its training features."""
+    names = (run_folder.CONFIG, run_folder.METRICS, run_folder.CALIBRATION, *run_folder.WEIGHTS.values())
+    return str(run.path), run.run_id, tuple(_mtime(run.path / name) for name in names)
+
+
 @st.cache_resource(max_entries=128, show_spinner=False)
 def _of_run(reader: str, path: str, run_id: str, signature: tuple, _read, _run: Run):
     return _read(_run)
@@ -129,7 +137,7 @@ def _predictor(path: str, run_id: str, signature: tuple, _run: Run):
 
 def predictor(run: Run):
     """The run's model, loaded once per process and shared by every session."""
-    path, run_id, signature = _run_key(run)
+    path, run_id, signature = _model_key(run)
     if run.model == "ensemble":  # a member trained again is a new ensemble predictor too
         from cifar.inference.ensemble import ensemble_weights
 
@@ -142,7 +150,7 @@ def predictor(run: Run):
 def preload(chosen: list[Run]) -> threading.Thread:
     """Load `chosen` runs' models in a background thread, once per process, so that the first
     upload after the server starts does not wait for them (~12 s for a transfer model)."""
-    return _preload(tuple(_run_key(run) for run in chosen), tuple(chosen))
+    return _preload(tuple(_model_key(run) for run in chosen), tuple(chosen))
 
 
 @st.cache_resource(max_entries=1, show_spinner=False)
@@ -249,7 +257,7 @@ def explanation(run: Run, pixels, resolution: str, class_index: int | None = Non
     import numpy as np
 
     digest = hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
-    return _explanation(_run_key(run), digest, resolution, class_index, run, pixels)
+    return _explanation(_model_key(run), digest, resolution, class_index, run, pixels)
 
 
 @st.cache_resource(max_entries=2, show_spinner="Reading the training images' features...")  # 0.4-1.2 GB each
@@ -261,7 +269,7 @@ def _train_features(path: str, run_id: str, signature: tuple, _run: Run):
 
 def train_features(run: Run):
     """The run's training images in its feature space (call only when `train_features_ready`)."""
-    return _train_features(*_run_key(run), run)
+    return _train_features(*_model_key(run), run)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -275,4 +283,4 @@ def _train_ready(key: tuple, listings: tuple, _run: Run) -> bool:
 def train_features_ready(run: Run) -> bool:
     """`cifar.analysis.feature_space.train_features_ready`, asked again when the caches change."""
     home = keras_home()
-    return _train_ready(_run_key(run), (_listing(home / "features"), _listing(home / "penultimate")), run)
+    return _train_ready(_model_key(run), (_listing(home / "features"), _listing(home / "penultimate")), run)

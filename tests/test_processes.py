@@ -32,3 +32,21 @@ def test_polling_the_slot_reaps_finished_jobs():
 
     wait_until(gone, what="the finished child to be reaped by polling the slot")
     assert child.pid not in processes._children
+
+
+def test_jobs_start_in_the_repository_root(tmp_path):
+    """Where a relative CIFAR_ARTIFACTS or PYTHONPATH=. of `scripts/dashboard` points (the module
+    moved one folder down once, and its jobs started in cifar/)."""
+    from tests.factory import REPO
+
+    assert processes.REPO_ROOT == REPO and (processes.REPO_ROOT / "pyproject.toml").is_file()
+    out = tmp_path / "out.txt"
+    code = "import os, sys; open(sys.argv[1], 'w').write(os.getcwd())"
+    processes.COMMAND, saved = (processes.COMMAND[0], "-c", code), processes.COMMAND
+    try:
+        with open(os.devnull, "wb") as log:
+            child = processes.spawn([str(out)], log)
+        child.wait(timeout=60)
+    finally:
+        processes.COMMAND = saved
+    assert out.read_text() == str(REPO)

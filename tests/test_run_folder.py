@@ -5,6 +5,7 @@ and the dashboard's one cached reader reads a run again when any declared result
 from __future__ import annotations
 
 import ast
+import json
 import re
 
 import pytest
@@ -107,3 +108,20 @@ def test_the_dashboards_cached_reader_reads_a_run_again_when_a_result_is_written
     assert cache.of_run(read, run) == cache.of_run(read, run) == 1
     atomic.write_json(run.path / run_folder.PROJECTION_RECORD, {"written": "now"})
     assert cache.of_run(read, run) == 2
+
+
+def test_a_result_added_later_does_not_reload_the_model_but_retraining_does(runs, monkeypatch):
+    """Models (seconds to load) are keyed on what they are made of, not on every result file."""
+    import cifar.inference.predict
+    from dashboard import cache
+
+    loads = []
+    monkeypatch.setattr(
+        cifar.inference.predict, "load_predictor", lambda run: loads.append(run.run_id) or object()
+    )
+    run = load_run(runs[0])
+    first = cache.predictor(run)
+    atomic.write_json(run.path / run_folder.PROJECTION_RECORD, {"written": "now"})
+    assert cache.predictor(run) is first and loads == [runs[0]]
+    atomic.write_json(run.path / run_folder.METRICS, json.loads((run.path / run_folder.METRICS).read_text()))
+    assert cache.predictor(run) is not first and loads == [runs[0], runs[0]]

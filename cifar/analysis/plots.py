@@ -264,11 +264,13 @@ def confusion_heatmap(
     return fig
 
 
-def disagreement_bars(table: pd.DataFrame) -> go.Figure:
-    """Per true class: images only one of two runs gets right (`evaluate.disagreement_matrix`)."""
+def disagreement_bars(table: pd.DataFrame, colours: dict[str, str] | None = None) -> go.Figure:
+    """Per true class: images only one of two runs gets right (`evaluate.disagreement_matrix`'s
+    columns, "only RUN right"), each run in its colour."""
     fig = go.Figure()
     for i, column in enumerate(table.columns):
-        fig.add_bar(name=column, x=list(table.index), y=table[column], marker_color=PALETTE[i % len(PALETTE)])
+        colour = _colour(colours, column.removeprefix("only ").removesuffix(" right"), i)
+        fig.add_bar(name=column, x=list(table.index), y=table[column], marker_color=colour)
     fig.update_layout(barmode="group", yaxis_title="test images")
     return _layout(fig, "Test images only one of the two runs gets right, per true class")
 

@@ -23,7 +23,7 @@ from cifar.store.run_files import SlotRecord, read_record
 
 SLOT_FD_ENV = "CIFAR_JOB_SLOT_FD"  # names the slot descriptor a job process inherits
 COMMAND = (sys.executable, "-m", "cifar")
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # (this file: REPO_ROOT/cifar/store/processes.py)
 LOCK_WAIT_SECONDS = 0.5  # a probe holds a shared lock for microseconds: retry that long
 
 _children: dict[int, subprocess.Popen] = {}  # reaped by `slot_holder` (every poll): no zombies

@@ -950,5 +950,7 @@ def test_each_run_keeps_its_colour_on_every_chart_and_page(runs, open_page):
     chosen = {name: colour for name, colour in _colours_by_run(app, " train").items() if name in runs}
     assert len(chosen) == 2 and all(every[name] == colour for name, colour in chosen.items())
     per_class = open_page("per_class")
-    per_class.multiselect(key="per-class-runs").set_value([runs[-1]]).run()
+    per_class.multiselect(key="per-class-runs").set_value([runs[-1], runs[0]]).run()
     assert _colours_by_run(per_class)[runs[-1]] == every[runs[-1]]
+    only = _colours_by_run(per_class, " right")  # the disagreement bars: "only RUN right"
+    assert only[f"only {runs[-1]}"] == every[runs[-1]] and only[f"only {runs[0]}"] == every[runs[0]]
