@@ -20,7 +20,7 @@ MODEL_COLORS = {
     "write-up": "#7F7F7F",
 }
 SPLIT_COLORS = {"train": "#636EFA", "validation": "#00CC96", "test": "#EF553B"}
-RUN_PALETTE = px.colors.qualitative.Plotly + px.colors.qualitative.Dark24
+RUN_PALETTE = px.colors.qualitative.D3 + px.colors.qualitative.Dark24  # D3: ten hues far apart
 MODEL_SYMBOLS = {"baseline": "circle", "transfer": "diamond", "ensemble": "star"}
 
 
@@ -200,7 +200,7 @@ def hyperparameter_scatter(
     )
     fig.update_traces(marker={"size": 12})
     if metric.endswith("accuracy"):
-        fig.update_yaxes(tickformat=".0%")
+        fig.update_yaxes(tickformat=".1%")
     fig.update_xaxes(title_text=_words(parameter), type="log" if _spans_decades(frame[parameter]) else None)
     fig.update_yaxes(title_text=_words(metric))
     return _layout(fig, f"{_words(metric)} against {_words(parameter)}")
@@ -341,7 +341,7 @@ def cost_scatter(
         line={"dash": "dot", "color": MODEL_COLORS["write-up"], "shape": "hv"},
     )  # fmt: skip
     fig.update_xaxes(title=label)
-    fig.update_yaxes(title="test accuracy", tickformat=".0%")
+    fig.update_yaxes(title="test accuracy", tickformat=".1%")  # runs a point apart: ".0%" repeated ticks
     return _layout(fig, None, height=440)  # (the page's subheader names it)
 
 
