@@ -163,13 +163,53 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_table_commands(sub)
     _add_service_commands(sub)
     add_commands_on_finished_runs(sub)
+    _describe(sub)
     return parser
+
+
+# What each command's --help ends with (tests/test_cli.py parses every one).
+EXAMPLES = {
+    "fetch": "python -m cifar fetch",
+    "extract": "python -m cifar extract --resize bilinear",
+    "train": "python -m cifar train transfer --epochs 20 --run-id my-head",
+    "evaluate": "python -m cifar evaluate transfer-best",
+    "runs": "python -m cifar runs --format csv > runs.csv",
+    "compare": "python -m cifar compare baseline-best transfer-best",
+    "jobs": "python -m cifar jobs",
+    "features": "python -m cifar features --prune",
+    "tensorboard": "python -m cifar tensorboard --port 6006",
+    "calibrate": "python -m cifar calibrate my-head --overwrite",
+    "cost": "python -m cifar cost my-head",
+    "ensemble": "python -m cifar ensemble --run-id duo baseline-best transfer-best",
+    "robustness": "python -m cifar robustness my-head --images 1000",
+    "project": "python -m cifar project my-head",
+    "export": "python -m cifar export transfer-best --format onnx --out tb.onnx",
+    "explain": "python -m cifar explain transfer-best photo.jpg --out cam.png",
+    "predict": "python -m cifar predict transfer-best photo.jpg",
+}
+
+
+def _describe(sub) -> None:
+    """Every command's --help opens with what it does (its one-line help) and ends with an example
+    (argparse keeps a choice's help only on the subparsers action's `_choices_actions`)."""
+    for choice in sub._choices_actions:
+        command = sub.choices[choice.dest]
+        command.description = command.description or choice.help
+        if (example := EXAMPLES.get(choice.dest)) and "example:" not in (command.epilog or ""):
+            command.epilog = (
+                f"{command.epilog}\n\nexample: {example}" if command.epilog else f"example: {example}"
+            )
 
 
 def _add_training_commands(sub) -> None:
     """fetch, extract and train: from nothing to a run folder."""
     fetch = sub.add_parser("fetch", help="download, verify and cache the data and weights")
-    fetch.add_argument("--weights", default="auto", choices=["auto", "keras", "google2015"])
+    fetch.add_argument(
+        "--weights",
+        default="auto",
+        choices=["auto", "keras", "google2015"],
+        help="InceptionV3 weights: Keras' own release or Google's 2015 one (auto: whichever is reachable)",
+    )
     fetch.set_defaults(func=cmd_fetch)
 
     extract = sub.add_parser(
@@ -188,7 +228,9 @@ def _add_training_commands(sub) -> None:
         epilog="\n\n".join(_fields_help(m) for m in CONFIG_TYPES),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    train.add_argument("model", choices=sorted(CONFIG_TYPES))
+    train.add_argument(
+        "model", choices=sorted(CONFIG_TYPES), help="the family: baseline CNN or InceptionV3 transfer"
+    )
     train.add_argument("--run-id", default=None, help="folder name under artifacts/runs/")
     train.add_argument("--limit", type=whole_number(1), default=None, help=LIMIT_HELP)
     train.add_argument(
@@ -210,11 +252,11 @@ def _add_training_commands(sub) -> None:
 def _add_service_commands(sub) -> None:
     """TensorBoard, and the dashboard's standby process."""
     board = sub.add_parser("tensorboard", help="TensorBoard over every run: curves and the HParams table")
-    board.add_argument("--port", type=whole_number(1, 65535), default=6006)
+    board.add_argument("--port", type=whole_number(1, 65535), default=6006, help="TensorBoard's port")
     board.add_argument("--write-only", action="store_true", help="write the missing logs, start nothing")
     board.set_defaults(func=cmd_tensorboard)
     standby = sub.add_parser("standby", help="(internal) a job process waiting for its job")
-    standby.add_argument("--ready-file", required=True)
+    standby.add_argument("--ready-file", required=True, help="written once TensorFlow is loaded")
     standby.add_argument("--idle-seconds", type=float, default=15 * 60, help="exit if no job comes")
     standby.set_defaults(func=cmd_standby)
 

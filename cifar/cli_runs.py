@@ -241,12 +241,12 @@ def _add_result_commands(sub) -> None:
     calibrate = sub.add_parser(
         "calibrate", help="fit a finished run's temperature on its validation split (from its weights)"
     )
-    calibrate.add_argument("runs", nargs="+", metavar="RUN")
+    calibrate.add_argument("runs", nargs="+", metavar="RUN", help="run ids")
     calibrate.add_argument("--overwrite", action="store_true", help=REPLACE_HELP.format("calibration"))
     calibrate.set_defaults(func=cmd_calibrate)
 
     cost = sub.add_parser("cost", help="measure finished runs' size, FLOPs, latency and total training time")
-    cost.add_argument("runs", nargs="+", metavar="RUN")
+    cost.add_argument("runs", nargs="+", metavar="RUN", help="run ids")
     cost.add_argument("--overwrite", action="store_true", help=REPLACE_HELP.format("measured cost"))
     cost.set_defaults(func=cmd_cost)
 
@@ -255,13 +255,13 @@ def _add_result_commands(sub) -> None:
     )
     ensemble.add_argument("--run-id", required=True, help="folder name under artifacts/runs/")
     ensemble.add_argument("--overwrite", action="store_true", help="replace a run of that id")
-    ensemble.add_argument("runs", nargs="+", metavar="RUN")
+    ensemble.add_argument("runs", nargs="+", metavar="RUN", help="the member runs (two to eight)")
     ensemble.set_defaults(func=cmd_ensemble)
 
     robustness = sub.add_parser(
         "robustness", help="evaluate finished runs on CIFAR-10-C's 15 corruptions at 5 severities"
     )
-    robustness.add_argument("runs", nargs="+", metavar="RUN")
+    robustness.add_argument("runs", nargs="+", metavar="RUN", help="run ids")
     robustness.add_argument(
         "--images",
         type=whole_number(10, 10000),
@@ -277,7 +277,7 @@ def _add_result_commands(sub) -> None:
     robustness.set_defaults(func=cmd_robustness)
 
     projection = sub.add_parser("project", help="map each run's test set in 2-D (UMAP) into its folder")
-    projection.add_argument("runs", nargs="+", metavar="RUN")
+    projection.add_argument("runs", nargs="+", metavar="RUN", help="run ids")
     projection.add_argument("--overwrite", action="store_true", help=REPLACE_HELP.format("map"))
     projection.set_defaults(func=cmd_project)
 
@@ -285,8 +285,10 @@ def _add_result_commands(sub) -> None:
 def _add_model_commands(sub) -> None:
     """export, explain, predict: a run's model on images, or out of the product."""
     export = sub.add_parser("export", help="save a run's whole model (pixels in, probabilities out)")
-    export.add_argument("run")
-    export.add_argument("--format", choices=["keras", "saved_model", "onnx", "tflite"], default="keras")
+    export.add_argument("run", help="a run id (not an ensemble)")
+    export.add_argument(
+        "--format", choices=["keras", "saved_model", "onnx", "tflite"], default="keras", help="file format"
+    )
     export.add_argument(
         "--out", required=True, help="a .keras, .onnx or .tflite file, or a SavedModel folder"
     )
@@ -294,9 +296,14 @@ def _add_model_commands(sub) -> None:
     export.set_defaults(func=cmd_export)
 
     explain = sub.add_parser("explain", help="Grad-CAM of an image: where a run's model looks (a PNG)")
-    explain.add_argument("run")
-    explain.add_argument("image")
-    explain.add_argument("--resolution", choices=["full", "cifar"], default=None)
+    explain.add_argument("run", help="a run id")
+    explain.add_argument("image", help="an image file")
+    explain.add_argument(
+        "--resolution",
+        choices=["full", "cifar"],
+        default=None,
+        help="what the model sees: the photo at full resolution (transfer runs) or 32 x 32",
+    )
     explain.add_argument(
         "--class", dest="class_name", default=None, help="a class name (default: the run's answer)"
     )
@@ -305,7 +312,7 @@ def _add_model_commands(sub) -> None:
     explain.set_defaults(func=cmd_explain)
 
     predict = sub.add_parser("predict", help="classify images (files or folders) with a run's model")
-    predict.add_argument("run")
+    predict.add_argument("run", help="a run id (or an ensemble's)")
     predict.add_argument("paths", nargs="+", metavar="PATH", help="an image, or a folder of images")
     predict.add_argument(
         "--resolution",
@@ -313,7 +320,7 @@ def _add_model_commands(sub) -> None:
         default=None,
         help="full: the photo itself (transfer runs' default); cifar: squeezed to 32 x 32 (baseline runs)",
     )
-    predict.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    predict.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format")
     predict.add_argument(
         "--top-k",
         type=whole_number(1, len(CLASS_NAMES)),

@@ -140,11 +140,11 @@ def cmd_features(args, _extra) -> int:
 def add_run_table_commands(sub) -> None:
     """evaluate, runs, compare, jobs and features: what is there, and how it compares."""
     evaluate = sub.add_parser("evaluate", help="per-class metrics of a run")
-    evaluate.add_argument("run")
+    evaluate.add_argument("run", help="a run id (python -m cifar runs lists them)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     runs = sub.add_parser("runs", help="table of runs (csv and json: every result and hyperparameter)")
-    runs.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    runs.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format")
     runs.add_argument("--all", action="store_true", help="the table with every column")
     runs.set_defaults(func=cmd_runs)
     compare = sub.add_parser(
@@ -154,11 +154,11 @@ def add_run_table_commands(sub) -> None:
         "group:RUN for the seed group RUN belongs to (runs differing only in --seed).",
         epilog="example: python -m cifar compare baseline-best transfer-best",
     )
-    compare.add_argument("a", metavar="A")
-    compare.add_argument("b", metavar="B")
-    compare.add_argument("--format", choices=["table", "json"], default="table")
+    compare.add_argument("a", metavar="A", help="a run id, or group:RUN")
+    compare.add_argument("b", metavar="B", help="a run id, or group:RUN")
+    compare.add_argument("--format", choices=["table", "json"], default="table", help="output format")
     compare.set_defaults(func=cmd_compare)
     sub.add_parser("jobs", help="background jobs").set_defaults(func=cmd_jobs)
     cache = sub.add_parser("features", help="list the feature cache (--prune: remove obsolete sets)")
-    cache.add_argument("--prune", action="store_true")
+    cache.add_argument("--prune", action="store_true", help="remove the obsolete feature sets")
     cache.set_defaults(func=cmd_features)

@@ -237,3 +237,25 @@ def test_the_nearest_images_hint_is_a_command_the_cli_takes_for_that_run(run_id)
         assert parsed == load_config(run.hyperparameters)
     else:
         assert (args.command, args.runs, args.overwrite) == ("project", [run_id], True) and not extra
+
+
+def test_every_command_says_what_it_does_gives_an_example_that_parses_and_explains_each_argument():
+    """`python -m cifar COMMAND --help`: a description, every argument's help, and an example the
+    parser itself accepts (the hidden standby command excepted from the example)."""
+    import argparse
+    import shlex
+
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(cli.EXAMPLES) == set(commands) - {"standby"}
+    for name, command in commands.items():
+        assert command.description, name
+        assert all(action.help for action in command._actions), name
+        if name in cli.EXAMPLES:
+            assert command.epilog.endswith(f"example: {cli.EXAMPLES[name]}"), name
+            words = shlex.split(cli.EXAMPLES[name].split(" > ")[0])[3:]
+            args, extra = parser.parse_known_args(words)
+            assert args.command == name and (not extra or name in ("train", "extract")), name
+            if extra:  # hyperparameters: checked by the typed config, as `train` checks them
+                model = getattr(args, "model", "transfer")
+                cli.parse_config(model, cli.parse_overrides(extra, cli.boolean_fields(model)))
