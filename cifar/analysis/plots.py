@@ -188,22 +188,21 @@ def hyperparameter_scatter(
     the model family's."""
     frame = table[["run", "model", parameter, metric]].copy()
     frame[parameter] = frame[parameter].map(lambda v: str(v) if isinstance(v, bool | list | dict) else v)
-    fig = px.scatter(
-        frame,
-        x=parameter,
-        y=metric,
-        color="run",
-        symbol="model",
-        hover_name="run",
-        color_discrete_map=colours or {},
-        symbol_map=MODEL_SYMBOLS,
-    )
-    fig.update_traces(marker={"size": 12})
+    fig = _runs_scatter(frame, parameter, metric, colours)
     if metric.endswith("accuracy"):
         fig.update_yaxes(tickformat=".1%")
     fig.update_xaxes(title_text=_words(parameter), type="log" if _spans_decades(frame[parameter]) else None)
     fig.update_yaxes(title_text=_words(metric))
     return _layout(fig, f"{_words(metric)} against {_words(parameter)}")
+
+
+def _runs_scatter(frame: pd.DataFrame, x: str, y: str, colours: dict[str, str] | None, **options):
+    """A point per run (`frame`'s "run" and "model"): the run's colour, its family's marker."""
+    fig = px.scatter(
+        frame, x=x, y=y, color="run", symbol="model", hover_name="run", color_discrete_map=colours or {},
+        symbol_map=MODEL_SYMBOLS, **options,
+    )  # fmt: skip
+    return fig.update_traces(marker={"size": 12})
 
 
 def _words(name: str) -> str:
@@ -331,11 +330,7 @@ def cost_scatter(
     family's marker (named in the legend, not on the chart: labels of close runs overlapped),
     with the Pareto front (`cost.pareto_front`) drawn through the runs worth their cost."""
     shown = table.dropna(subset=[cost, "test_accuracy"])
-    fig = px.scatter(
-        shown, x=cost, y="test_accuracy", color="run", symbol="model", log_x=True,
-        color_discrete_map=colours or {}, symbol_map=MODEL_SYMBOLS, hover_name="run",
-    )  # fmt: skip
-    fig.update_traces(marker={"size": 12})
+    fig = _runs_scatter(shown, cost, "test_accuracy", colours, log_x=True)
     fig.add_scatter(
         x=front[cost], y=front["test_accuracy"], mode="lines", name="Pareto front",
         line={"dash": "dot", "color": MODEL_COLORS["write-up"], "shape": "hv"},

@@ -103,6 +103,7 @@ TRAIN_LOG = _declare("train.log", "the training's own log", "train")
 TENSORBOARD = _declare("tensorboard", "curves and HParams (not in git)", "train, tensorboard")
 
 REQUIRED = tuple(file.name for file in FILES if file.required)
+NOT_RESULTS = (STATUS, TRAIN_LOG, TENSORBOARD)  # a page shows none of them: no cache waits on them
 WEIGHTS = {"baseline": BASELINE_WEIGHTS, "transfer": TRANSFER_WEIGHTS}  # a trained family's weights file
 
 
@@ -111,7 +112,7 @@ def signature(folder: Path) -> tuple[int, ...]:
     whenever a writer replaces one of them, so a cache keyed on it never serves an old result."""
     times = []
     for file in FILES:
-        if file.name in (STATUS, TRAIN_LOG, TENSORBOARD):  # not results: a page shows none of them
+        if file.name in NOT_RESULTS:
             continue
         try:
             times.append((folder / file.name).stat().st_mtime_ns)
